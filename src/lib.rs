@@ -10,5 +10,9 @@
 //!
 //! Module map:
 //! - [`names`]: RFC 4514 distinguished names and subject alternative names.
+//! - [`secrets`]: the master key, sealing secrets at rest, key diversification, PINs/PUKs.
+//! - [`ca`]: the certificate-authority trait and the embedded local CA.
 
+pub mod ca;
 pub mod names;
+pub mod secrets;
