@@ -242,10 +242,13 @@ impl MasterKey {
     /// Encrypts and authenticates `plaintext`, binding it to `aad` (e.g. the record's id).
     ///
     /// Output: version byte `0x01`, a random 96-bit nonce, then the AES-256-GCM ciphertext
-    /// and tag. The AES key is diversified from the master key (purpose `seal`).
+    /// and tag. The AES key is diversified from the master key (purpose `seal`). Plaintexts are
+    /// expected to be small (keys, PINs); over 64 GiB cannot be sealed.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
+        // AES-GCM encryption fails only for plaintexts over 64 GiB; such a blob is left without
+        // ciphertext, which `open` then refuses rather than returning wrong data.
         let ct = self
             .cipher()
             .encrypt(
@@ -433,6 +436,8 @@ mod tests {
         let long = k.diversify("piv-management-key", "card-1", 80);
         assert_eq!(&long[..24], a.as_slice());
         assert_eq!(long.len(), 80);
+        assert!(k.diversify("x", "y", 0).is_empty());
+        assert_eq!(k.diversify("x", "y", usize::MAX).len(), 255 * 32);
         assert_ne!(
             k.diversify("x", "y", 32),
             MasterKey::from_bytes([9; 32]).diversify("x", "y", 32)

@@ -267,6 +267,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn never_panics_on_truncated_or_mangled_input() {
+        let (_, der) = csr_for(&rcgen::PKCS_ECDSA_P384_SHA384);
+        for n in 0..der.len() {
+            assert!(verify_csr(&der[..n]).is_err(), "truncated at {n}");
+        }
+        for i in 0..der.len() {
+            let mut m = der.clone();
+            m[i] ^= 0xff;
+            // Either rejected, or (if the byte was not covered by anything checked) accepted
+            // with the same key; never a panic.
+            let _ = verify_csr(&m);
+        }
+    }
+
+    #[test]
     fn refuses_unsupported_algorithms() {
         let (_, der) = csr_for(&rcgen::PKCS_ED25519);
         assert!(matches!(verify_csr(&der), Err(CaError::CsrAlgorithm(_))));

@@ -155,6 +155,31 @@ impl Db {
     }
 }
 
+/// Which version of `db.json` is in memory: (inode, length, mtime in ns). Every write is a
+/// rename of a new file, so any change by another process changes the stamp.
+type Stamp = (u64, u64, i128);
+
+fn stamp_of(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| {
+        (
+            m.ino(),
+            m.len(),
+            i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        )
+    })
+}
+
+/// The in-memory database and the on-disk version it reflects.
+#[derive(Debug)]
+struct DbState {
+    db: Db,
+    stamp: Option<Stamp>,
+}
+
+/// Lock file serialising writers of `db.json` across processes (an advisory `flock`).
+pub const DB_LOCK_FILE: &str = "db.lock";
+
 /// A clock: returns the current time.
 pub type Clock = Box<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
@@ -167,7 +192,7 @@ pub struct LocalCa {
     key: KeyPair,
     ca_pem: String,
     ca_not_after: OffsetDateTime,
-    db: Mutex<Db>,
+    db: Mutex<DbState>,
     clock: Clock,
 }
 
@@ -435,6 +460,7 @@ impl LocalCa {
         let ca_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
         let ca_cert = x509_cert::Certificate::from_pem(ca_pem.as_bytes())
             .map_err(|e| corrupt(&cert_path, e.to_string()))?;
+        let stamp = stamp_of(&db_path);
         let db = read_db(&db_path)?;
 
         let sealed = fs::read(&key_path).map_err(io_err(&key_path))?;
@@ -473,7 +499,7 @@ impl LocalCa {
             key,
             ca_pem,
             ca_not_after,
-            db: Mutex::new(db),
+            db: Mutex::new(DbState { db, stamp }),
             clock: Box::new(OffsetDateTime::now_utc),
         })
     }
@@ -504,10 +530,40 @@ impl LocalCa {
         truncate_secs((self.clock)())
     }
 
-    fn lock(&self) -> MutexGuard<'_, Db> {
-        // A panic while holding the lock cannot leave the Db half-updated on disk: every
-        // change is persisted with one atomic write. Use the in-memory state as is.
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    /// The database, reloaded first if another process changed `db.json`.
+    fn read(&self) -> Result<MutexGuard<'_, DbState>, CaError> {
+        // A panic while holding the lock cannot leave the state half-updated: every change is
+        // persisted with one atomic write before it replaces the in-memory copy.
+        let mut state = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.dir.join(DB_FILE);
+        let stamp = stamp_of(&path);
+        if stamp != state.stamp {
+            state.db = read_db(&path)?;
+            state.stamp = stamp;
+        }
+        Ok(state)
+    }
+
+    /// [`LocalCa::read`] for a change: also holds the cross-process lock file until the
+    /// returned file is dropped, so no other process writes `db.json` meanwhile.
+    fn write(&self) -> Result<(MutexGuard<'_, DbState>, fs::File), CaError> {
+        let mut state = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let lock_path = self.dir.join(DB_LOCK_FILE);
+        let lock = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        lock.lock().map_err(io_err(&lock_path))?;
+        let path = self.dir.join(DB_FILE);
+        let stamp = stamp_of(&path);
+        if stamp != state.stamp {
+            state.db = read_db(&path)?;
+            state.stamp = stamp;
+        }
+        Ok((state, lock))
     }
 
     fn issuer(&self, db: &Db) -> Result<Issuer<'static, &KeyPair>, CaError> {
@@ -515,9 +571,12 @@ impl LocalCa {
     }
 
     /// Persists `next` and makes it the current state, or leaves both unchanged on failure.
-    fn commit(&self, db: &mut Db, next: Db) -> Result<(), CaError> {
-        write_db(&self.dir.join(DB_FILE), &next)?;
-        *db = next;
+    /// Call only while holding the lock from [`LocalCa::write`].
+    fn commit(&self, state: &mut DbState, next: Db) -> Result<(), CaError> {
+        let path = self.dir.join(DB_FILE);
+        write_db(&path, &next)?;
+        state.db = next;
+        state.stamp = stamp_of(&path);
         Ok(())
     }
 
@@ -525,14 +584,14 @@ impl LocalCa {
     /// thisUpdate now and nextUpdate now + the CRL validity. Returns DER.
     pub fn crl_der(&self) -> Result<Vec<u8>, CaError> {
         let now = self.now();
-        let mut db = self.lock();
+        let (mut state, _lock) = self.write()?;
         let next_update =
             add_secs(now, self.crl_validity_secs.max(1)).ok_or(CaError::NoValidity {
                 requested_secs: self.crl_validity_secs,
                 ca_not_after: self.ca_not_after,
             })?;
         let mut revoked = Vec::new();
-        for c in &db.certificates {
+        for c in &state.db.certificates {
             let (reason, at) = match c.status {
                 RecordStatus::Active => continue,
                 RecordStatus::Held { at } => (RevocationReason::CertificateHold, at),
@@ -542,11 +601,11 @@ impl LocalCa {
                 .map_err(|_| corrupt(&self.dir.join(DB_FILE), format!("serial {}", c.serial)))?;
             revoked.push(RevokedEntry { serial, at, reason });
         }
-        let mut next = db.clone();
-        next.crl_number = db.crl_number.saturating_add(1);
-        let issuer = self.issuer(&db)?;
+        let mut next = state.db.clone();
+        next.crl_number = state.db.crl_number.saturating_add(1);
+        let issuer = self.issuer(&state.db)?;
         let der = sign_crl(&issuer, &revoked, next.crl_number, now, next_update)?;
-        self.commit(&mut db, next)?;
+        self.commit(&mut state, next)?;
         Ok(der)
     }
 
@@ -559,8 +618,13 @@ impl LocalCa {
 
     /// Every certificate this CA issued, oldest first.
     pub fn issued(&self) -> Result<Vec<IssuedCertificate>, CaError> {
-        let db = self.lock();
-        db.certificates.iter().map(|r| self.to_issued(r)).collect()
+        let state = self.read()?;
+        state
+            .db
+            .certificates
+            .iter()
+            .map(|r| self.to_issued(r))
+            .collect()
     }
 
     fn to_issued(&self, r: &CertRecord) -> Result<IssuedCertificate, CaError> {
@@ -588,8 +652,9 @@ impl LocalCa {
     ) -> Result<(), CaError> {
         let key = normalize_serial(serial).ok_or_else(|| CaError::UnknownSerial(serial.into()))?;
         let now = self.now();
-        let mut db = self.lock();
-        let current = db
+        let (mut state, _lock) = self.write()?;
+        let current = state
+            .db
             .find(&key)
             .ok_or_else(|| CaError::UnknownSerial(key.clone()))?
             .status;
@@ -601,11 +666,11 @@ impl LocalCa {
         if new == current {
             return Ok(());
         }
-        let mut next = db.clone();
+        let mut next = state.db.clone();
         if let Some(rec) = next.find_mut(&key) {
             rec.status = new;
         }
-        self.commit(&mut db, next)
+        self.commit(&mut state, next)
     }
 }
 
@@ -639,8 +704,9 @@ impl CertificateAuthority for LocalCa {
         let sans = to_rcgen_sans(&req.sans)?;
 
         let now = self.now();
-        let mut db = self.lock();
-        if let Some(existing) = db
+        let (mut state, _lock) = self.write()?;
+        if let Some(existing) = state
+            .db
             .certificates
             .iter()
             .find(|c| c.request_id == req.request_id)
@@ -662,7 +728,7 @@ impl CertificateAuthority for LocalCa {
         }
         let serial = loop {
             let s = random_serial();
-            if db.find(&serial_hex(&s)).is_none() {
+            if state.db.find(&serial_hex(&s)).is_none() {
                 break s;
             }
         };
@@ -684,7 +750,7 @@ impl CertificateAuthority for LocalCa {
             }];
         }
         let cert = params
-            .signed_by(&key, &self.issuer(&db)?)
+            .signed_by(&key, &self.issuer(&state.db)?)
             .map_err(|e| CaError::Signing(e.to_string()))?;
 
         let record = CertRecord {
@@ -698,9 +764,9 @@ impl CertificateAuthority for LocalCa {
             status: RecordStatus::Active,
             pem: cert.pem(),
         };
-        let mut next = db.clone();
+        let mut next = state.db.clone();
         next.certificates.push(record.clone());
-        self.commit(&mut db, next)?;
+        self.commit(&mut state, next)?;
         Ok(IssuedCertificate {
             serial: record.serial,
             der: cert.der().to_vec(),
@@ -712,8 +778,10 @@ impl CertificateAuthority for LocalCa {
     }
 
     fn find_by_request_id(&self, request_id: &str) -> Result<Option<IssuedCertificate>, CaError> {
-        let db = self.lock();
-        db.certificates
+        let state = self.read()?;
+        state
+            .db
+            .certificates
             .iter()
             .find(|c| c.request_id == request_id)
             .map(|r| self.to_issued(r))
@@ -766,8 +834,8 @@ impl CertificateAuthority for LocalCa {
         let Some(key) = normalize_serial(serial) else {
             return Ok(CaCertStatus::Unknown);
         };
-        let db = self.lock();
-        Ok(match db.find(&key).map(|c| c.status) {
+        let state = self.read()?;
+        Ok(match state.db.find(&key).map(|c| c.status) {
             None => CaCertStatus::Unknown,
             Some(RecordStatus::Active) => CaCertStatus::Active,
             Some(RecordStatus::Held { .. }) => CaCertStatus::Held,
@@ -847,6 +915,30 @@ mod tests {
 
     fn write(dir: &Path, name: &str, text: &str) {
         fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn local_ca_is_a_shareable_trait_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca: std::sync::Arc<dyn CertificateAuthority + Send + Sync> =
+            std::sync::Arc::new(open(&dir.path().join("ca")));
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let ca = ca.clone();
+                std::thread::spawn(move || {
+                    ca.enroll(&p256_request(&format!("t{i}"), "piv-auth"))
+                        .unwrap()
+                })
+            })
+            .collect();
+        let serials: std::collections::BTreeSet<_> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap().serial)
+            .collect();
+        assert_eq!(serials.len(), 4);
+        // Every concurrent enrolment reached db.json.
+        let reopened = open(&dir.path().join("ca"));
+        assert_eq!(reopened.issued().unwrap().len(), 4);
     }
 
     #[test]
@@ -1248,6 +1340,34 @@ mod tests {
     }
 
     #[test]
+    fn two_handles_on_one_directory_see_each_others_changes() {
+        // As when `keyfleet ca crl` runs beside a controller: no update may be lost.
+        let dir = tempfile::tempdir().unwrap();
+        let cadir = dir.path().join("ca");
+        let first = open(&cadir);
+        let second = open(&cadir);
+        let a = first.enroll(&p256_request("a", "piv-auth")).unwrap();
+        assert_eq!(second.find_by_request_id("a").unwrap(), Some(a));
+        let b = second.enroll(&p256_request("b", "piv-auth")).unwrap();
+        first
+            .revoke(&b.serial, RevocationReason::KeyCompromise)
+            .unwrap();
+        assert!(matches!(
+            second.status(&b.serial).unwrap(),
+            CaCertStatus::Revoked { .. }
+        ));
+        second.crl_der().unwrap();
+        first.crl_der().unwrap();
+        let third = open(&cadir);
+        assert_eq!(third.issued().unwrap().len(), 2);
+        let crl: x509_cert::crl::CertificateList =
+            Decode::from_der(&third.crl_der().unwrap()).unwrap();
+        assert_eq!(crl.tbs_cert_list.revoked_certificates.unwrap().len(), 1);
+        let state = third.read().unwrap();
+        assert_eq!(state.db.crl_number, 3);
+    }
+
+    #[test]
     fn ca_key_is_sealed_and_bound_to_the_master_key() {
         let dir = tempfile::tempdir().unwrap();
         let cadir = dir.path().join("ca");
@@ -1284,6 +1404,16 @@ mod tests {
         }
         // Only the three files, no temporaries.
         assert_eq!(fs::read_dir(&cadir).unwrap().count(), 3);
+        let ca = open(&cadir);
+        let c = ca.enroll(&p256_request("a", "piv-auth")).unwrap();
+        drop(ca);
+        let mode = fs::metadata(cadir.join(DB_LOCK_FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!c.pem.is_empty());
         fs::write(cadir.join(DB_FILE), "{").unwrap();
         assert!(matches!(
             LocalCa::open_or_create(&cadir, "local", &config(), &master(), now()),
