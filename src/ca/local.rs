@@ -7,7 +7,12 @@
 //!   <dir>/ca.key.sealed    the CA's PKCS#8 private key, sealed with the master key (aad = CA name)
 //!   <dir>/db.json          every issued certificate (serial, request id, status, PEM, ...) and
 //!                          the CRL number; rewritten atomically (temp file, fsync, rename)
+//!   <dir>/db.lock          advisory lock (flock) held while creating the CA or changing db.json
 //! ```
+//!
+//! Several handles (threads or processes, e.g. `keyfleet ca crl` beside a running controller)
+//! may use one directory: writers take the lock, and every handle reloads `db.json` when it
+//! changed on disk, so no update is lost.
 //!
 //! Subjects: a [`DistinguishedName`] is written as RFC 4514 strings are read, so the *last*
 //! attribute of the string (`O` in `CN=a,O=b`) is the first RDN in the certificate, and
@@ -392,6 +397,11 @@ impl LocalCa {
         let cert_path = dir.join(CA_CERT_FILE);
         let db_path = dir.join(DB_FILE);
         if !cert_path.exists() {
+            // Two processes starting at once must not both create a CA.
+            let _lock = lock_dir(dir)?;
+            if cert_path.exists() {
+                return Self::open(dir, name, cfg, master);
+            }
             // ca.pem is written last; without it no certificate can have been issued, unless
             // the database says otherwise.
             if db_path.exists() {
@@ -548,15 +558,7 @@ impl LocalCa {
     /// returned file is dropped, so no other process writes `db.json` meanwhile.
     fn write(&self) -> Result<(MutexGuard<'_, DbState>, fs::File), CaError> {
         let mut state = self.db.lock().unwrap_or_else(|p| p.into_inner());
-        let lock_path = self.dir.join(DB_LOCK_FILE);
-        let lock = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        lock.lock().map_err(io_err(&lock_path))?;
+        let lock = lock_dir(&self.dir)?;
         let path = self.dir.join(DB_FILE);
         let stamp = stamp_of(&path);
         if stamp != state.stamp {
@@ -672,6 +674,20 @@ impl LocalCa {
         }
         self.commit(&mut state, next)
     }
+}
+
+/// Takes the directory's exclusive advisory lock; it is released when the file is dropped.
+fn lock_dir(dir: &Path) -> Result<fs::File, CaError> {
+    let lock_path = dir.join(DB_LOCK_FILE);
+    let lock = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    lock.lock().map_err(io_err(&lock_path))?;
+    Ok(lock)
 }
 
 fn read_db(path: &Path) -> Result<Db, CaError> {
@@ -1340,6 +1356,23 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_first_opens_create_one_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let cadir = dir.path().join("ca");
+        let pems: Vec<String> = (0..4)
+            .map(|_| {
+                let cadir = cadir.clone();
+                std::thread::spawn(move || open(&cadir).ca_certificate_pem().unwrap())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        assert!(pems.iter().all(|p| *p == pems[0]));
+        assert_eq!(open(&cadir).ca_certificate_pem().unwrap(), pems[0]);
+    }
+
+    #[test]
     fn two_handles_on_one_directory_see_each_others_changes() {
         // As when `keyfleet ca crl` runs beside a controller: no update may be lost.
         let dir = tempfile::tempdir().unwrap();
@@ -1398,22 +1431,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cadir = dir.path().join("ca");
         drop(open(&cadir));
-        for f in [CA_KEY_FILE, DB_FILE, CA_CERT_FILE] {
+        for f in [CA_KEY_FILE, DB_FILE, CA_CERT_FILE, DB_LOCK_FILE] {
             let mode = fs::metadata(cadir.join(f)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{f}");
         }
-        // Only the three files, no temporaries.
-        assert_eq!(fs::read_dir(&cadir).unwrap().count(), 3);
-        let ca = open(&cadir);
-        let c = ca.enroll(&p256_request("a", "piv-auth")).unwrap();
-        drop(ca);
-        let mode = fs::metadata(cadir.join(DB_LOCK_FILE))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600);
-        assert!(!c.pem.is_empty());
+        // Only the three files and the lock, no temporaries.
+        assert_eq!(fs::read_dir(&cadir).unwrap().count(), 4);
         fs::write(cadir.join(DB_FILE), "{").unwrap();
         assert!(matches!(
             LocalCa::open_or_create(&cadir, "local", &config(), &master(), now()),
