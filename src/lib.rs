@@ -9,6 +9,8 @@
 //! ```
 //!
 //! Module map:
+//! - [`card`]: PIV card model (virtual card), APDU codecs, the PIV client and the card signer.
 //! - [`names`]: RFC 4514 distinguished names and subject alternative names.
 
+pub mod card;
 pub mod names;
