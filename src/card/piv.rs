@@ -555,3 +555,224 @@ fn tag_bytes(tag: u32) -> Vec<u8> {
     let skip = b.iter().take(3).take_while(|&&x| x == 0).count();
     b.get(skip..).unwrap_or_default().to_vec()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::transport::InProcess;
+    use crate::card::vcard::VirtualCard;
+
+    /// Records every APDU sent, to check chaining on the wire.
+    struct Recorder {
+        inner: InProcess,
+        sent: Vec<Vec<u8>>,
+    }
+
+    impl Transport for Recorder {
+        fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+            self.sent.push(apdu.to_vec());
+            self.inner.transmit(apdu)
+        }
+    }
+
+    fn client() -> PivClient<Recorder> {
+        let mut c = PivClient::new(Recorder {
+            inner: InProcess::new(VirtualCard::in_memory()),
+            sent: Vec::new(),
+        });
+        c.select().unwrap();
+        c
+    }
+
+    fn verify_p256(public: &PublicKey, hash: &[u8], der_sig: &[u8]) {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+        use spki::DecodePublicKey as _;
+        let vk = p256::ecdsa::VerifyingKey::from_public_key_der(public.spki_der()).unwrap();
+        let sig = p256::ecdsa::Signature::from_der(der_sig).unwrap();
+        vk.verify_prehash(hash, &sig).unwrap();
+    }
+
+    #[test]
+    fn pin_puk_lifecycle() {
+        let mut c = client();
+        assert_eq!(
+            c.pin_retries().unwrap(),
+            PinStatus::NotVerified { retries_left: 3 }
+        );
+        assert!(matches!(
+            c.verify_pin("000000"),
+            Err(PivError::WrongPin { retries_left: 2 })
+        ));
+        c.verify_pin("123456").unwrap();
+        assert_eq!(c.pin_retries().unwrap(), PinStatus::Verified);
+        c.change_pin("123456", "24681357").unwrap();
+        for left in [2, 1, 0] {
+            assert!(matches!(
+                c.verify_pin("123456"),
+                Err(PivError::WrongPin { retries_left }) if retries_left == left
+            ));
+        }
+        assert!(matches!(
+            c.verify_pin("24681357"),
+            Err(PivError::PinBlocked)
+        ));
+        assert_eq!(c.pin_retries().unwrap(), PinStatus::Blocked);
+        assert!(matches!(
+            c.unblock_pin("87654321", "111111"),
+            Err(PivError::WrongPuk { retries_left: 2 })
+        ));
+        c.unblock_pin("12345678", "111111").unwrap();
+        c.verify_pin("111111").unwrap();
+        c.change_puk("12345678", "99887766").unwrap();
+        assert!(matches!(
+            c.change_puk("12345678", "11223344"),
+            Err(PivError::WrongPuk { retries_left: 2 })
+        ));
+        assert!(matches!(c.verify_pin("12345"), Err(PivError::InvalidPin)));
+        assert!(matches!(
+            c.verify_pin("123456789"),
+            Err(PivError::InvalidPin)
+        ));
+    }
+
+    #[test]
+    fn management_key_rotation_and_admin_commands() {
+        let mut c = client();
+        assert!(matches!(
+            c.write_chuid([1; 16], "20300101"),
+            Err(PivError::SecurityStatus { ins: 0xDB })
+        ));
+        let default = ManagementKey::factory_default();
+        c.authenticate(&default).unwrap();
+        let new = ManagementKey::new(MgmtAlg::Aes256, vec![0x42; 32]).unwrap();
+        c.set_management_key(&new).unwrap();
+        c.transport_mut().inner.card_mut().reset();
+        c.select().unwrap();
+        assert!(matches!(
+            c.authenticate(&default),
+            Err(PivError::Status { sw: 0x6A86, .. })
+        ));
+        let wrong = ManagementKey::new(MgmtAlg::Aes256, vec![0x43; 32]).unwrap();
+        assert!(matches!(
+            c.authenticate(&wrong),
+            Err(PivError::WrongManagementKey)
+        ));
+        c.authenticate(&new).unwrap();
+        assert_eq!(c.card_id().unwrap(), None);
+        c.write_chuid([0xAB; 16], "20300101").unwrap();
+        let chuid = c.read_chuid().unwrap().unwrap();
+        assert_eq!(
+            (chuid.guid, chuid.expiry.as_str()),
+            ([0xAB; 16], "20300101")
+        );
+        assert_eq!(c.card_id().unwrap().unwrap(), "ab".repeat(16));
+        assert!(matches!(
+            c.write_chuid([0; 16], "2030-01-01"),
+            Err(PivError::InvalidArgument(_))
+        ));
+        assert_eq!(c.version().unwrap(), Some([5, 4, 3]));
+        let serial = c.transport_mut().inner.card().serial();
+        assert_eq!(c.serial().unwrap(), Some(serial));
+    }
+
+    #[test]
+    fn long_put_data_is_chained_and_read_back() {
+        let mut c = client();
+        c.authenticate(&ManagementKey::factory_default()).unwrap();
+        let blob: Vec<u8> = (0..1200u32).map(|i| (i * 7) as u8).collect();
+        let before = c.transport_mut().sent.len();
+        c.write_certificate(0x9D, &blob).unwrap();
+        let sent = &c.transport_mut().sent[before..];
+        assert!(sent.len() >= 5);
+        assert!(sent[..sent.len() - 1].iter().all(|a| a[0] == 0x10));
+        assert_eq!(sent.last().unwrap()[0], 0x00);
+        let before = c.transport_mut().sent.len();
+        assert_eq!(c.read_certificate(0x9D).unwrap().unwrap(), blob);
+        let gets = c.transport_mut().sent[before..]
+            .iter()
+            .filter(|a| a[1] == 0xC0)
+            .count();
+        assert!(gets >= 4, "expected GET RESPONSE rounds, saw {gets}");
+        c.delete_certificate(0x9D).unwrap();
+        assert_eq!(c.read_certificate(0x9D).unwrap(), None);
+        assert!(matches!(
+            c.read_certificate(0x9B),
+            Err(PivError::BadSlot(0x9B))
+        ));
+    }
+
+    #[test]
+    fn slot_9c_needs_a_fresh_verify_before_each_signature() {
+        let mut c = client();
+        c.authenticate(&ManagementKey::factory_default()).unwrap();
+        let public = c.generate_key(0x9C, KeyAlg::EccP256).unwrap();
+        let hash = [0x11u8; 32];
+        assert!(matches!(
+            c.sign_digest(0x9C, KeyAlg::EccP256, &hash),
+            Err(PivError::SecurityStatus { ins: 0x87 })
+        ));
+        c.verify_pin("123456").unwrap();
+        let sig = c.sign_digest(0x9C, KeyAlg::EccP256, &hash).unwrap();
+        verify_p256(&public, &hash, &sig);
+        assert!(matches!(
+            c.sign_digest(0x9C, KeyAlg::EccP256, &hash),
+            Err(PivError::SecurityStatus { ins: 0x87 })
+        ));
+        c.verify_pin("123456").unwrap();
+        c.sign_digest(0x9C, KeyAlg::EccP256, &hash).unwrap();
+    }
+
+    #[test]
+    fn imported_ec_key_signs() {
+        use p256::elliptic_curve::Generate as _;
+        use p256::pkcs8::EncodePrivateKey as _;
+        let secret = p256::SecretKey::generate_from_rng(&mut rand::rng());
+        let der = secret.to_pkcs8_der().unwrap();
+        let material = PrivateKeyMaterial::from_pkcs8_der(KeyAlg::EccP256, der.as_bytes()).unwrap();
+        let mut c = client();
+        assert!(matches!(
+            c.import_key(0x9D, &material),
+            Err(PivError::SecurityStatus { ins: 0xFE })
+        ));
+        c.authenticate(&ManagementKey::factory_default()).unwrap();
+        c.import_key(0x9D, &material).unwrap();
+        c.verify_pin("123456").unwrap();
+        let hash = [0x22u8; 32];
+        let sig = c.sign_digest(0x9D, KeyAlg::EccP256, &hash).unwrap();
+        let public =
+            PublicKey::from_ec_point(KeyAlg::EccP256, &secret.public_key().to_sec1_bytes())
+                .unwrap();
+        verify_p256(&public, &hash, &sig);
+    }
+
+    /// A transport whose card answers garbage.
+    struct Garbage(Vec<u8>);
+
+    impl Transport for Garbage {
+        fn transmit(&mut self, _: &[u8]) -> Result<Vec<u8>, TransportError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn garbage_answers_are_errors() {
+        let key = ManagementKey::factory_default();
+        for answer in [vec![], vec![0x90], vec![0x7C, 0x90, 0x00], vec![0x61, 0x00]] {
+            let mut c = PivClient::new(Garbage(answer));
+            assert!(c.authenticate(&key).is_err());
+            assert!(c.generate_key(0x9A, KeyAlg::EccP256).is_err());
+            assert!(c.read_chuid().is_err());
+            let _ = c.read_certificate(0x9A);
+            let _ = c.pin_retries();
+        }
+        let mut c = PivClient::new(Garbage(vec![0x53, 0x05, 0x70, 0x90, 0x00]));
+        assert!(c.read_certificate(0x9A).is_err());
+        let mut c = PivClient::new(Garbage(vec![
+            0x7F, 0x49, 0x03, 0x86, 0x01, 0x04, 0x90, 0x00,
+        ]));
+        assert!(matches!(
+            c.generate_key(0x9A, KeyAlg::EccP256),
+            Err(PivError::Key(KeyError::BadEcPoint(_)))
+        ));
+    }
+}
