@@ -9,10 +9,12 @@
 //! ```
 //!
 //! Module map:
+//! - [`card`]: PIV card model (virtual card), APDU codecs, the PIV client and the card signer.
 //! - [`names`]: RFC 4514 distinguished names and subject alternative names.
 //! - [`secrets`]: the master key, sealing secrets at rest, key diversification, PINs/PUKs.
 //! - [`ca`]: the certificate-authority trait and the embedded local CA.
 
 pub mod ca;
+pub mod card;
 pub mod names;
 pub mod secrets;

@@ -1,0 +1,24 @@
+//! Smart cards at the APDU level: the PIV card model and the PIV client that drives it.
+//!
+//! ```text
+//!   PivClient<T: Transport> ──APDU bytes──► Transport ──► InProcess(VirtualCard)   (here)
+//!        ▲                                            └──► PC/SC reader          (later)
+//!   CardSigner (rcgen::SigningKey over the client)
+//! ```
+//!
+//! - [`keys`]: algorithm ids, the management key, public keys and importable key material.
+//! - [`tlv`]: BER-TLV and C-/R-APDU codecs (defensive: bad bytes are errors, never panics).
+//! - [`vcard`]: [`vcard::VirtualCard`], a software PIV card answering APDUs, persisted to JSON.
+//! - [`transport`]: the [`transport::Transport`] trait and the in-process transport.
+//! - [`piv`]: [`piv::PivClient`], generic PIV commands over any transport.
+//! - [`signer`]: [`signer::CardSigner`], so rcgen can build a CSR signed inside the card.
+//!
+//! This module knows nothing of users, policies, the inventory or the CA: callers decide what to
+//! put on a card; this module only speaks to it. It does not talk PC/SC or vpcd (yet).
+
+pub mod keys;
+pub mod piv;
+pub mod signer;
+pub mod tlv;
+pub mod transport;
+pub mod vcard;
