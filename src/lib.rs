@@ -10,5 +10,9 @@
 //!
 //! Module map:
 //! - [`names`]: RFC 4514 distinguished names and subject alternative names.
+//! - [`policy`]: the policy object model, loading and validation, JSON schemas.
+//! - [`cli`]: the command line (parsing, output, exit codes).
 
+pub mod cli;
 pub mod names;
+pub mod policy;

@@ -62,7 +62,9 @@ pub enum DnError {
     #[error("component {0:?} has no '='")]
     MissingEquals(String),
     /// The attribute type is not one Keyfleet knows.
-    #[error("unknown attribute type {0:?} (known: CN, O, OU, C, L, ST, DC, UID, SERIALNUMBER, GN, SN, E)")]
+    #[error(
+        "unknown attribute type {0:?} (known: CN, O, OU, C, L, ST, DC, UID, SERIALNUMBER, GN, SN, E)"
+    )]
     UnknownAttribute(String),
     /// A value is empty.
     #[error("attribute {0} has an empty value")]
@@ -297,8 +299,8 @@ mod tests {
 
     #[test]
     fn parses_and_prints_round_trip() {
-        let dn = DistinguishedName::parse("CN=Alice Example, OU=People,O=Example\\, Inc.,C=DE")
-            .unwrap();
+        let dn =
+            DistinguishedName::parse("CN=Alice Example, OU=People,O=Example\\, Inc.,C=DE").unwrap();
         assert_eq!(dn.get("CN"), Some("Alice Example"));
         assert_eq!(dn.get("O"), Some("Example, Inc."));
         assert_eq!(
@@ -335,7 +337,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert_eq!(DistinguishedName::parse(""), Err(DnError::MissingEquals(String::new())));
+        assert_eq!(
+            DistinguishedName::parse(""),
+            Err(DnError::MissingEquals(String::new()))
+        );
         assert!(matches!(
             DistinguishedName::parse("CN"),
             Err(DnError::MissingEquals(_))
