@@ -13,8 +13,12 @@
 //! - [`names`]: RFC 4514 distinguished names and subject alternative names.
 //! - [`secrets`]: the master key, sealing secrets at rest, key diversification, PINs/PUKs.
 //! - [`ca`]: the certificate-authority trait and the embedded local CA.
+//! - [`policy`]: the policy object model, loading and validation, JSON schemas.
+//! - [`cli`]: the command line (parsing, output, exit codes).
 
 pub mod ca;
 pub mod card;
+pub mod cli;
 pub mod names;
+pub mod policy;
 pub mod secrets;

@@ -1,0 +1,111 @@
+//! The command line: parsing (clap derive), dispatch to one module per subcommand, and exit
+//! codes. This is the only layer that prints or uses `anyhow`.
+//!
+//! It holds no policy logic: subcommands call the library (`crate::policy`, ...) and render
+//! what it returns. To add a subcommand, add a file with an `Args` struct and
+//! `run(&GlobalArgs, Args) -> anyhow::Result<ExitCode>`, then a variant to [`Command`] and an
+//! arm to [`run`].
+
+pub mod schema;
+pub mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code for invalid policy or a failed command.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Keyfleet: declarative, policy-driven management of smart-card and PKI credentials.
+#[derive(Debug, Parser)]
+#[command(
+    name = "keyfleet",
+    version,
+    about,
+    long_about = "Keyfleet manages smart-card and token credentials (PIV cards, PKCS#11 tokens, \
+virtual cards) from policy kept in git: YAML objects describe CAs, directories, card templates, \
+assignments, card stock, roles and settings; Keyfleet validates them, observes the directory, \
+cards and CA, plans the difference and applies it.\n\nExit codes: 0 success, 1 invalid policy \
+or failure, 2 usage error."
+)]
+pub struct Cli {
+    /// Options every subcommand accepts.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options accepted before or after any subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalArgs {
+    /// The policy directory (searched recursively for *.yaml / *.yml).
+    #[arg(
+        short = 'C',
+        long = "policy-dir",
+        value_name = "DIR",
+        default_value = ".",
+        global = true
+    )]
+    pub policy_dir: PathBuf,
+    /// The state directory (inventory, journal, keys); overrides Settings.spec.stateDir.
+    #[arg(long, value_name = "DIR", env = "KEYFLEET_STATE_DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a policy set: YAML, schemas, references, slots, templates, durations.
+    Validate(validate::Args),
+    /// Write the JSON schemas of every policy kind (for editors and CI).
+    Schema(schema::Args),
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate(args) => validate::run(&cli.global, args),
+        Command::Schema(args) => schema::run(&cli.global, args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_go_anywhere() {
+        let a = Cli::try_parse_from(["keyfleet", "-C", "p", "validate"]).unwrap();
+        let b =
+            Cli::try_parse_from(["keyfleet", "validate", "-C", "p", "--state-dir", "s"]).unwrap();
+        assert_eq!(a.global.policy_dir, PathBuf::from("p"));
+        assert_eq!(b.global.policy_dir, PathBuf::from("p"));
+        assert_eq!(b.global.state_dir, Some(PathBuf::from("s")));
+        let d = Cli::try_parse_from(["keyfleet", "validate"]).unwrap();
+        assert_eq!(d.global.policy_dir, PathBuf::from("."));
+    }
+
+    #[test]
+    fn validate_format_values() {
+        let c =
+            Cli::try_parse_from(["keyfleet", "validate", "--format", "json", "--online"]).unwrap();
+        let Command::Validate(v) = c.command else {
+            panic!("wrong command")
+        };
+        assert_eq!(v.format, validate::Format::Json);
+        assert!(v.online);
+        assert!(Cli::try_parse_from(["keyfleet", "validate", "--format", "xml"]).is_err());
+        assert!(Cli::try_parse_from(["keyfleet", "schema"]).is_err());
+    }
+}

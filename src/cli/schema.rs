@@ -1,0 +1,32 @@
+//! `keyfleet schema --out DIR`: write the generated JSON schemas (one per kind plus the
+//! `keyfleet.schema.json` bundle) into DIR, creating it.
+//!
+//! Only generated files are written; nothing else in DIR is touched or removed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::{EXIT_OK, GlobalArgs};
+use crate::policy::schema::write_schemas;
+
+/// Arguments of `keyfleet schema`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    long_about = "Write the JSON Schema (draft 2020-12) of every policy kind, generated \
+from Keyfleet's own types, plus keyfleet.schema.json, a bundle that accepts any kind. Policy \
+files point editors at the bundle with a `# yaml-language-server: $schema=...` comment. The \
+checked-in schemas/ folder is made with `keyfleet schema --out schemas/`."
+)]
+pub struct Args {
+    /// The folder to write into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// Runs `keyfleet schema`.
+pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    for path in write_schemas(&args.out)? {
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
