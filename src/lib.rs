@@ -13,12 +13,26 @@
 //! - [`names`]: RFC 4514 distinguished names and subject alternative names.
 //! - [`secrets`]: the master key, sealing secrets at rest, key diversification, PINs/PUKs.
 //! - [`ca`]: the certificate-authority trait and the embedded local CA.
-//! - [`policy`]: the policy object model, loading and validation, JSON schemas.
-//! - [`cli`]: the command line (parsing, output, exit codes).
+//! - [`policy`]: the desired-state objects as written in YAML; loading and validation.
+//! - [`observe`]: read-only observation of directories (and later cards and CAs).
+//! - [`desired`]: desired state computed from policy and directory snapshots (pure).
+//! - [`inventory`]: the actual state Keyfleet records (plain values).
+//! - [`plan`]: the pure planner.
+//! - [`store`]: sled: inventory, journal, history, sealed secrets.
+//! - [`apply`]: executors that carry a plan out, with the journal and recovery.
+//! - [`runtime`]: one pass wired together (used by the CLI and the controller).
+//! - [`cli`]: the command line.
 
+pub mod apply;
 pub mod ca;
 pub mod card;
 pub mod cli;
+pub mod desired;
+pub mod inventory;
 pub mod names;
+pub mod observe;
+pub mod plan;
 pub mod policy;
+pub mod runtime;
 pub mod secrets;
+pub mod store;

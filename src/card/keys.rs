@@ -40,6 +40,44 @@ pub enum KeyError {
     /// A PKCS#8 private key could not be decoded as the requested algorithm.
     #[error("PKCS#8 private key is not a valid {0:?} key")]
     BadPkcs8(KeyAlg),
+    /// Software key generation failed.
+    #[error("cannot generate a {0:?} key")]
+    Generate(KeyAlg),
+}
+
+/// Generates a key pair in software (server-side key generation, for keys that are archived
+/// before they are imported into a card). Returns the PKCS#8 DER private key and the public key.
+pub fn generate_software(
+    alg: KeyAlg,
+) -> Result<(zeroize::Zeroizing<Vec<u8>>, PublicKey), KeyError> {
+    use p256::elliptic_curve::Generate as _;
+    use p256::pkcs8::EncodePrivateKey as _;
+    let mut rng = rand::rng();
+    match alg {
+        KeyAlg::EccP256 => {
+            let k = p256::SecretKey::generate_from_rng(&mut rng);
+            let der = k.to_pkcs8_der().map_err(|_| KeyError::Generate(alg))?;
+            let public = PublicKey::from_ec_point(alg, &k.public_key().to_sec1_bytes())?;
+            Ok((zeroize::Zeroizing::new(der.as_bytes().to_vec()), public))
+        }
+        KeyAlg::EccP384 => {
+            let k = p384::SecretKey::generate_from_rng(&mut rng);
+            let der = k.to_pkcs8_der().map_err(|_| KeyError::Generate(alg))?;
+            let public = PublicKey::from_ec_point(alg, &k.public_key().to_sec1_bytes())?;
+            Ok((zeroize::Zeroizing::new(der.as_bytes().to_vec()), public))
+        }
+        KeyAlg::Rsa2048 | KeyAlg::Rsa3072 => {
+            let bits = alg.rsa_bytes().unwrap_or(256) * 8;
+            let k = rsa::PrivateKey::new(&mut rng, bits).map_err(|_| KeyError::Generate(alg))?;
+            let der = k.to_pkcs8_der().map_err(|_| KeyError::Generate(alg))?;
+            let public = PublicKey::from_rsa_parts(
+                alg,
+                &k.n().to_be_bytes_trimmed_vartime(),
+                &k.e().to_be_bytes_trimmed_vartime(),
+            )?;
+            Ok((zeroize::Zeroizing::new(der.as_bytes().to_vec()), public))
+        }
+    }
 }
 
 /// Asymmetric key algorithms Keyfleet puts on PIV cards (SP 800-78 identifiers).

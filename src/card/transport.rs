@@ -28,6 +28,12 @@ pub trait Transport {
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError>;
 }
 
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+        (**self).transmit(apdu)
+    }
+}
+
 impl<T: Transport + ?Sized> Transport for &mut T {
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
         (**self).transmit(apdu)

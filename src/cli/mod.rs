@@ -6,6 +6,11 @@
 //! `run(&GlobalArgs, Args) -> anyhow::Result<ExitCode>`, then a variant to [`Command`] and an
 //! arm to [`run`].
 
+pub mod apply;
+pub mod audit;
+pub mod ca;
+pub mod inventory;
+pub mod plan;
 pub mod schema;
 pub mod validate;
 
@@ -64,6 +69,18 @@ pub enum Command {
     Validate(validate::Args),
     /// Write the JSON schemas of every policy kind (for editors and CI).
     Schema(schema::Args),
+    /// Show what apply would change, each action with its reason.
+    Plan(plan::Args),
+    /// Converge: recover interrupted work, plan, confirm, apply.
+    Apply(apply::Args),
+    /// Report drift between policy, directory, inventory and CA.
+    Audit(audit::Args),
+    /// List the cards and certificates Keyfleet knows.
+    Inventory(inventory::InventoryArgs),
+    /// Show every applied action.
+    History(inventory::HistoryArgs),
+    /// Operator commands on a certificate authority (certificate, CRL).
+    Ca(ca::Args),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -71,6 +88,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate(args) => validate::run(&cli.global, args),
         Command::Schema(args) => schema::run(&cli.global, args),
+        Command::Plan(args) => plan::run(&cli.global, args),
+        Command::Apply(args) => apply::run(&cli.global, args),
+        Command::Audit(args) => audit::run(&cli.global, args),
+        Command::Inventory(args) => inventory::run_inventory(&cli.global, args),
+        Command::History(args) => inventory::run_history(&cli.global, args),
+        Command::Ca(args) => ca::run(&cli.global, args),
     }
 }
 

@@ -1,0 +1,1172 @@
+//! Executors: carry out a [`Plan`] against cards, CAs and the store, journalling every effect.
+//!
+//! The executor decides nothing the plan did not say. Each effect is written to the journal as
+//! an open intent before it happens and closed after, so that [`recover`] can finish or
+//! abandon whatever a crash interrupted before anything new is planned:
+//!
+//! ```text
+//!   issue:  create card ─► bind ─► personalise (mgmt key, PIN, PUK, PIN mailer)
+//!           per slot: key on card ─► CSR signed by the card ─► enrol (journal: request id)
+//!                     ─► record cert (not installed) ─► write to card ─► installed
+//!                     ─► supersede the slot's older certificate at the CA
+//!   revoke / suspend / resume: per certificate, CA status change ─► record
+//!   retire: wipe (keys replaced, certs deleted, PIN/PUK/mgmt key back to factory) ─► blank
+//! ```
+//!
+//! A certificate the CA signed is recorded before anything else happens, so none is ever left
+//! untracked: recovery asks the CA for the result of an open enrolment by its request id.
+
+pub mod cards;
+mod recover;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+pub use cards::{CardAccessError, CardProvider, Session, VirtualCards};
+pub use recover::{RecoveryReport, recover};
+
+use crate::ca::{CaError, CertificateAuthority, EnrollRequest, RevocationReason};
+use crate::card::keys::{KeyAlg, ManagementKey, MgmtAlg, PublicKey};
+use crate::card::piv::PivError;
+use crate::card::signer::CardSigner;
+use crate::desired::{Desired, DesiredCert, DesiredCredential};
+use crate::inventory::{CardRecord, CardStatus, CertRecord, CertStatus};
+use crate::names::SanValue;
+use crate::plan::{Action, ActionKind, Plan, ReasonCode};
+use crate::policy::model::{CardType, KeyAlgorithm, KeyGeneration, ManagementKeyAlgorithm, Slot};
+use crate::secrets::{MasterKey, SecretError, generate_pin, generate_puk};
+use crate::store::journal::CaOp;
+use crate::store::{
+    HistoryEntry, HistoryResult, JournalEntry, JournalState, JournalStep, Store, StoreError,
+};
+
+/// Factory PIN, PUK of a blank PIV card.
+pub const FACTORY_PIN: &str = "123456";
+/// Factory PUK of a blank PIV card.
+pub const FACTORY_PUK: &str = "12345678";
+
+/// An action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The card could not be reached.
+    #[error(transparent)]
+    CardAccess(#[from] CardAccessError),
+    /// The card refused or failed a command.
+    #[error("card {card}: {source}")]
+    Card {
+        /// Card id.
+        card: String,
+        /// What the card said.
+        #[source]
+        source: PivError,
+    },
+    /// The CA refused or failed.
+    #[error("CA {ca}: {source}")]
+    Ca {
+        /// Authority name.
+        ca: String,
+        /// What failed.
+        #[source]
+        source: CaError,
+    },
+    /// The policy names an authority Keyfleet has no connector for (yet).
+    #[error("CA {0}: {1}")]
+    CaUnavailable(String, String),
+    /// A sealed secret could not be opened or made.
+    #[error("secret {name}: {source}")]
+    Secret {
+        /// Secret name.
+        name: String,
+        /// Why.
+        #[source]
+        source: SecretError,
+    },
+    /// The PIN mailer could not be written.
+    #[error("PIN mailer {path}: {source}")]
+    PinMailer {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The action no longer matches the state it was planned from.
+    #[error("stale plan: {0}")]
+    Stale(String),
+    /// The holder changed the card's PIN: unattended key generation needs it.
+    #[error(
+        "card {0}: the PIN Keyfleet set no longer verifies (changed by the holder?); this action needs the holder present"
+    )]
+    PinUnknown(String),
+    /// Building the CSR failed.
+    #[error("card {card}: cannot build the CSR: {message}")]
+    Csr {
+        /// Card id.
+        card: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Certificate authorities by policy name; a name maps to an error when its connector cannot
+/// be built (so that actions that need it fail clearly and the rest proceed).
+pub type CaRegistry = BTreeMap<String, Result<Box<dyn CertificateAuthority>, String>>;
+
+/// Makes the process exit right after the N-th journal write when `KEYFLEET_CRASH_AFTER_STEP`
+/// is set: crash tests use it to interrupt an apply between any two journal steps.
+#[derive(Debug, Default)]
+pub struct CrashPoint {
+    after: Option<u64>,
+    count: std::cell::Cell<u64>,
+}
+
+impl CrashPoint {
+    /// Reads `KEYFLEET_CRASH_AFTER_STEP`.
+    pub fn from_env() -> Self {
+        CrashPoint {
+            after: std::env::var("KEYFLEET_CRASH_AFTER_STEP")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            count: Default::default(),
+        }
+    }
+
+    fn tick(&self) {
+        let n = self.count.get() + 1;
+        self.count.set(n);
+        if self.after == Some(n) {
+            eprintln!("keyfleet: KEYFLEET_CRASH_AFTER_STEP={n} reached, exiting");
+            std::process::exit(86);
+        }
+    }
+}
+
+/// Everything the executors work with.
+pub struct Context<'a> {
+    /// The store.
+    pub store: &'a Store,
+    /// Master key for sealed secrets.
+    pub master: &'a MasterKey,
+    /// Certificate authorities.
+    pub cas: &'a CaRegistry,
+    /// Card access.
+    pub cards: &'a dyn CardProvider,
+    /// The desired state the plan was made from.
+    pub desired: &'a Desired,
+    /// The clock.
+    pub clock: &'a dyn Fn() -> OffsetDateTime,
+    /// Who applies (recorded in the history).
+    pub actor: String,
+    /// Where PIN mailer files go.
+    pub pin_mailer_dir: PathBuf,
+    /// Crash injection for tests.
+    pub crash: CrashPoint,
+}
+
+/// How one action ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; the certificates created or changed.
+    Done(Vec<String>),
+    /// Failed with this error.
+    Failed(String),
+    /// Not run: waiting for a card, or skipped after an earlier failure on the same card.
+    Skipped(String),
+}
+
+/// Receives progress; the CLI renders it.
+pub trait ApplySink {
+    /// An action starts.
+    fn started(&mut self, action: &Action);
+    /// An action ended.
+    fn finished(&mut self, action: &Action, outcome: &Outcome);
+}
+
+/// A sink that ignores everything.
+pub struct NoSink;
+
+impl ApplySink for NoSink {
+    fn started(&mut self, _: &Action) {}
+    fn finished(&mut self, _: &Action, _: &Outcome) {}
+}
+
+/// The result of applying a plan.
+#[derive(Debug, Default, Clone)]
+pub struct ApplyReport {
+    /// Actions done.
+    pub done: usize,
+    /// Actions that failed, with the error.
+    pub failed: Vec<(Action, String)>,
+    /// Actions not run (waiting for a card, or after a failure on the same card).
+    pub skipped: Vec<(Action, String)>,
+}
+
+/// Applies every runnable action of `plan`, in order. A failure is recorded and the remaining
+/// actions of the same card are skipped; other cards proceed.
+pub fn apply(ctx: &Context<'_>, plan: &Plan, sink: &mut dyn ApplySink) -> ApplyReport {
+    let mut report = ApplyReport::default();
+    let mut failed_cards: Vec<String> = Vec::new();
+    let mut created: BTreeMap<String, String> = BTreeMap::new();
+    for action in &plan.actions {
+        if action.waiting_for_card {
+            let why = "waiting for the card".to_string();
+            sink.finished(action, &Outcome::Skipped(why.clone()));
+            report.skipped.push((action.clone(), why));
+            continue;
+        }
+        let card_key = action.card.clone().unwrap_or_else(|| {
+            format!(
+                "new:{}:{}",
+                action.user,
+                action.template.clone().unwrap_or_default()
+            )
+        });
+        if failed_cards.contains(&card_key) {
+            let why = "an earlier action on this card failed".to_string();
+            sink.finished(action, &Outcome::Skipped(why.clone()));
+            report.skipped.push((action.clone(), why));
+            continue;
+        }
+        sink.started(action);
+        let result = run_action(ctx, action, &mut created);
+        let outcome = match &result {
+            Ok(serials) => Outcome::Done(serials.clone()),
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        let (result_kind, message, serials) = match &result {
+            Ok(s) => (HistoryResult::Ok, None, s.clone()),
+            Err(e) => (
+                HistoryResult::Failed,
+                Some(e.to_string()),
+                action.serials.clone(),
+            ),
+        };
+        let history = HistoryEntry {
+            at: (ctx.clock)(),
+            actor: ctx.actor.clone(),
+            kind: action.kind,
+            user: action.user.clone(),
+            template: action.template.clone(),
+            card: action
+                .card
+                .clone()
+                .or_else(|| created.get(&card_key).cloned()),
+            slots: action.slots.clone(),
+            serials,
+            reason: action.reason.clone(),
+            result: result_kind,
+            message,
+        };
+        if let Err(e) = ctx.store.append_history(&history) {
+            tracing::error!("cannot record history: {e}");
+        }
+        match result {
+            Ok(_) => report.done += 1,
+            Err(e) => {
+                failed_cards.push(card_key);
+                report.failed.push((action.clone(), e.to_string()));
+            }
+        }
+        sink.finished(action, &outcome);
+    }
+    report
+}
+
+fn run_action(
+    ctx: &Context<'_>,
+    action: &Action,
+    created: &mut BTreeMap<String, String>,
+) -> Result<Vec<String>, ApplyError> {
+    match action.kind {
+        ActionKind::Issue if action.reason.code == ReasonCode::InterruptedIssuance => {
+            let card = card_of(action)?;
+            let mut session = connect(ctx, card)?;
+            let mut done = Vec::new();
+            for serial in &action.serials {
+                let cert = ctx
+                    .store
+                    .cert(serial)?
+                    .ok_or_else(|| ApplyError::Stale(format!("certificate {serial} is unknown")))?;
+                install(ctx, &action.id(), &mut session, cert)?;
+                done.push(serial.clone());
+            }
+            Ok(done)
+        }
+        ActionKind::Issue => issue(ctx, action, created),
+        ActionKind::Renew | ActionKind::Reissue => {
+            let card = card_of(action)?;
+            let slot = action
+                .slot
+                .ok_or_else(|| ApplyError::Stale("renewal without a slot".into()))?;
+            if action.reason.code == ReasonCode::SlotRemoved {
+                let mut session = connect(ctx, card)?;
+                authenticate(ctx, &mut session, card, None)?;
+                session
+                    .delete_certificate(slot.key_ref())
+                    .map_err(card_err(card))?;
+                for serial in &action.serials {
+                    ca_status(
+                        ctx,
+                        &action.id(),
+                        serial,
+                        CaOp::Revoke {
+                            reason: "superseded".into(),
+                        },
+                    )?;
+                }
+                return Ok(action.serials.clone());
+            }
+            let cred = credential(ctx, action)?;
+            let session = connect(ctx, card)?;
+            let serial = issue_slot(ctx, &action.id(), session, card, cred, slot)?;
+            Ok(vec![serial])
+        }
+        ActionKind::Suspend | ActionKind::Resume | ActionKind::Revoke => {
+            let card = card_of(action)?;
+            let op = match action.kind {
+                ActionKind::Suspend => CaOp::Hold,
+                ActionKind::Resume => CaOp::Unhold,
+                _ => CaOp::Revoke {
+                    reason: match action.reason.code {
+                        ReasonCode::UserGone => "cessationOfOperation",
+                        _ => "affiliationChanged",
+                    }
+                    .into(),
+                },
+            };
+            if matches!(op, CaOp::Hold | CaOp::Unhold) {
+                // A CA that cannot hold must fail the action, never revoke instead.
+                for serial in &action.serials {
+                    let cert = ctx.store.cert(serial)?.ok_or_else(|| {
+                        ApplyError::Stale(format!("certificate {serial} is unknown"))
+                    })?;
+                    if !ca(ctx, &cert.ca)?.capabilities().hold {
+                        return Err(ApplyError::Ca {
+                            ca: cert.ca,
+                            source: CaError::Unsupported("certificate hold (suspend/resume)"),
+                        });
+                    }
+                }
+            }
+            for serial in &action.serials {
+                ca_status(ctx, &action.id(), serial, op.clone())?;
+            }
+            let mut record = ctx
+                .store
+                .card(card)?
+                .ok_or_else(|| ApplyError::Stale(format!("card {card} is unknown")))?;
+            record.status = match action.kind {
+                ActionKind::Suspend => CardStatus::Suspended,
+                ActionKind::Resume => CardStatus::Active,
+                _ => CardStatus::Revoked,
+            };
+            record.updated_at = (ctx.clock)();
+            ctx.store.put_card(&record)?;
+            Ok(action.serials.clone())
+        }
+        ActionKind::Retire => {
+            let card = card_of(action)?;
+            let mut entry = journal_open(
+                ctx,
+                &action.id(),
+                JournalStep::WipeCard { card: card.into() },
+            )?;
+            wipe(ctx, card)?;
+            journal_close(ctx, &mut entry, JournalState::Done, None)?;
+            Ok(Vec::new())
+        }
+    }
+}
+
+fn card_of(action: &Action) -> Result<&str, ApplyError> {
+    action
+        .card
+        .as_deref()
+        .ok_or_else(|| ApplyError::Stale(format!("{} action without a card", action.kind.as_str())))
+}
+
+fn credential<'a>(ctx: &Context<'a>, action: &Action) -> Result<&'a DesiredCredential, ApplyError> {
+    let template = action.template.clone().unwrap_or_default();
+    ctx.desired
+        .credentials
+        .get(&(action.user.clone(), template.clone()))
+        .ok_or_else(|| {
+            ApplyError::Stale(format!(
+                "{} is no longer entitled to {template:?}",
+                action.user
+            ))
+        })
+}
+
+fn card_err(card: &str) -> impl Fn(PivError) -> ApplyError + '_ {
+    move |source| ApplyError::Card {
+        card: card.to_string(),
+        source,
+    }
+}
+
+fn connect(ctx: &Context<'_>, card: &str) -> Result<Session, ApplyError> {
+    let mut session = ctx.cards.connect(card)?;
+    session.select().map_err(card_err(card))?;
+    Ok(session)
+}
+
+fn ca<'a>(ctx: &Context<'a>, name: &str) -> Result<&'a dyn CertificateAuthority, ApplyError> {
+    match ctx.cas.get(name) {
+        Some(Ok(ca)) => Ok(ca.as_ref()),
+        Some(Err(e)) => Err(ApplyError::CaUnavailable(name.to_string(), e.clone())),
+        None => Err(ApplyError::CaUnavailable(
+            name.to_string(),
+            "no such CertificateAuthority in the policy".into(),
+        )),
+    }
+}
+
+fn journal_open(
+    ctx: &Context<'_>,
+    action_id: &str,
+    step: JournalStep,
+) -> Result<JournalEntry, ApplyError> {
+    let e = ctx.store.journal_open(action_id, step, (ctx.clock)())?;
+    ctx.crash.tick();
+    Ok(e)
+}
+
+fn journal_close(
+    ctx: &Context<'_>,
+    entry: &mut JournalEntry,
+    state: JournalState,
+    message: Option<String>,
+) -> Result<(), ApplyError> {
+    ctx.store
+        .journal_close(entry, state, message, (ctx.clock)())?;
+    ctx.crash.tick();
+    Ok(())
+}
+
+/// The management key Keyfleet sets on a card: diversified from the master key by card id.
+fn management_key(ctx: &Context<'_>, card: &str, alg: ManagementKeyAlgorithm) -> ManagementKey {
+    let alg = match alg {
+        ManagementKeyAlgorithm::TripleDes => MgmtAlg::TripleDes,
+        ManagementKeyAlgorithm::Aes128 => MgmtAlg::Aes128,
+        ManagementKeyAlgorithm::Aes192 => MgmtAlg::Aes192,
+        ManagementKeyAlgorithm::Aes256 => MgmtAlg::Aes256,
+    };
+    let bytes = ctx
+        .master
+        .diversify("piv-management-key", card, alg.key_len());
+    // The length matches the algorithm by construction.
+    ManagementKey::new(alg, bytes.to_vec()).unwrap_or_else(|_| ManagementKey::factory_default())
+}
+
+/// Authenticates with the card's management key: the diversified one Keyfleet set, else the
+/// factory default (a blank card, or one whose personalisation was interrupted). Returns
+/// whether the diversified key worked.
+fn authenticate(
+    ctx: &Context<'_>,
+    session: &mut Session,
+    card: &str,
+    cred: Option<&DesiredCredential>,
+) -> Result<bool, ApplyError> {
+    let alg = stored_mgmt_alg(ctx, card)?
+        .or(cred.map(|c| c.management_key.algorithm))
+        .unwrap_or(ManagementKeyAlgorithm::Aes192);
+    match session.authenticate(&management_key(ctx, card, alg)) {
+        Ok(()) => return Ok(true),
+        Err(PivError::WrongManagementKey | PivError::CardAuthFailed | PivError::Status { .. }) => {}
+        Err(e) => return Err(card_err(card)(e)),
+    }
+    // Re-select: a failed authentication may leave the card in an intermediate state.
+    session.select().map_err(card_err(card))?;
+    session
+        .authenticate(&ManagementKey::factory_default())
+        .map_err(card_err(card))?;
+    Ok(false)
+}
+
+fn stored_mgmt_alg(
+    ctx: &Context<'_>,
+    card: &str,
+) -> Result<Option<ManagementKeyAlgorithm>, ApplyError> {
+    Ok(ctx
+        .store
+        .secret(&format!("mgmt-alg/{card}"))?
+        .and_then(|v| serde_json::from_slice(&v).ok()))
+}
+
+fn seal_secret(ctx: &Context<'_>, name: &str, value: &str) -> Result<(), ApplyError> {
+    let sealed = ctx.master.seal(name.as_bytes(), value.as_bytes());
+    ctx.store.put_secret(name, &sealed)?;
+    Ok(())
+}
+
+fn open_secret(ctx: &Context<'_>, name: &str) -> Result<Option<String>, ApplyError> {
+    let Some(sealed) = ctx.store.secret(name)? else {
+        return Ok(None);
+    };
+    let plain = ctx
+        .master
+        .open(name.as_bytes(), &sealed)
+        .map_err(|source| ApplyError::Secret {
+            name: name.to_string(),
+            source,
+        })?;
+    Ok(Some(String::from_utf8_lossy(&plain).into_owned()))
+}
+
+fn issue(
+    ctx: &Context<'_>,
+    action: &Action,
+    created: &mut BTreeMap<String, String>,
+) -> Result<Vec<String>, ApplyError> {
+    let cred = credential(ctx, action)?;
+    let now = (ctx.clock)();
+    let card = match &action.card {
+        Some(id) => id.clone(),
+        None => {
+            if cred.card_type != CardType::Virtual {
+                return Err(ApplyError::Stale(
+                    "only virtual cards are created on demand".into(),
+                ));
+            }
+            // Journal first: an interrupted creation leaves a file recovery returns to stock.
+            let provisional = format!("pending:{}", action.id());
+            let mut entry = journal_open(
+                ctx,
+                &action.id(),
+                JournalStep::CreateCard {
+                    card: provisional,
+                    stock: action.stock.clone(),
+                    card_type: cred.card_type,
+                },
+            )?;
+            let id = ctx.cards.create_virtual()?;
+            ctx.store.put_card(&CardRecord {
+                id: id.clone(),
+                card_type: cred.card_type,
+                stock: action.stock.clone(),
+                user: None,
+                template: None,
+                status: CardStatus::Blank,
+                created_at: now,
+                updated_at: now,
+            })?;
+            journal_close(ctx, &mut entry, JournalState::Done, Some(id.clone()))?;
+            id
+        }
+    };
+    created.insert(
+        format!(
+            "new:{}:{}",
+            action.user,
+            action.template.clone().unwrap_or_default()
+        ),
+        card.clone(),
+    );
+    // Bind: from here on the card is the user's credential, even if issuance is interrupted.
+    let mut record = ctx.store.card(&card)?.unwrap_or(CardRecord {
+        id: card.clone(),
+        card_type: cred.card_type,
+        stock: action.stock.clone(),
+        user: None,
+        template: None,
+        status: CardStatus::Blank,
+        created_at: now,
+        updated_at: now,
+    });
+    if record.status != CardStatus::Blank {
+        return Err(ApplyError::Stale(format!("card {card} is not blank")));
+    }
+    record.user = Some(cred.user.clone());
+    record.template = Some(cred.template.clone());
+    record.status = CardStatus::Active;
+    record.updated_at = now;
+    ctx.store.put_card(&record)?;
+
+    let pin = generate_pin(cred.pin_length);
+    let puk = generate_puk(cred.puk_length);
+    let mut session = connect(ctx, &card)?;
+    let mut entry = journal_open(
+        ctx,
+        &action.id(),
+        JournalStep::Personalize {
+            card: card.clone(),
+            user: cred.user.clone(),
+            sealed_pin: hex::encode(ctx.master.seal(b"journal-pin", pin.as_bytes())),
+            sealed_puk: hex::encode(ctx.master.seal(b"journal-puk", puk.as_bytes())),
+            management_key: cred.management_key.algorithm,
+        },
+    )?;
+    personalize(
+        ctx,
+        &mut session,
+        &card,
+        &cred.user,
+        &pin,
+        &puk,
+        cred.management_key.algorithm,
+        true,
+    )?;
+    journal_close(ctx, &mut entry, JournalState::Done, None)?;
+
+    let mut serials = Vec::new();
+    for slot in &action.slots {
+        let s = issue_slot(ctx, &action.id(), session, &card, cred, *slot)?;
+        serials.push(s);
+        session = connect(ctx, &card)?;
+    }
+    Ok(serials)
+}
+
+/// Sets the management key, PIN and PUK of a card and writes the PIN mailer. Re-entrant:
+/// recovery runs it again with the same PIN and PUK after an interruption.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn personalize(
+    ctx: &Context<'_>,
+    session: &mut Session,
+    card: &str,
+    user: &str,
+    pin: &str,
+    puk: &str,
+    mgmt_alg: ManagementKeyAlgorithm,
+    fresh: bool,
+) -> Result<(), ApplyError> {
+    // Authenticate: factory key on a fresh card, else whichever key the card has.
+    let diversified = management_key(ctx, card, mgmt_alg);
+    let already = if fresh {
+        session
+            .authenticate(&ManagementKey::factory_default())
+            .map_err(card_err(card))?;
+        false
+    } else {
+        match session.authenticate(&diversified) {
+            Ok(()) => true,
+            Err(_) => {
+                session.select().map_err(card_err(card))?;
+                session
+                    .authenticate(&ManagementKey::factory_default())
+                    .map_err(card_err(card))?;
+                false
+            }
+        }
+    };
+    if !already {
+        let guid = VirtualCards::guid_of(card).unwrap_or_else(rand::random);
+        let expiry = (ctx.clock)() + time::Duration::days(365 * 10);
+        let expiry = format!(
+            "{:04}{:02}{:02}",
+            expiry.year(),
+            u8::from(expiry.month()),
+            expiry.day()
+        );
+        session.write_chuid(guid, &expiry).map_err(card_err(card))?;
+        session
+            .set_management_key(&diversified)
+            .map_err(card_err(card))?;
+        ctx.store.put_secret(
+            &format!("mgmt-alg/{card}"),
+            &serde_json::to_vec(&mgmt_alg).unwrap_or_default(),
+        )?;
+    }
+    // The mailer is written before the PIN changes: a crash in between leaves a mailer with
+    // the PIN that recovery then sets.
+    write_pin_mailer(&ctx.pin_mailer_dir, user, card, pin)?;
+    seal_secret(ctx, &format!("pin/{card}"), pin)?;
+    seal_secret(ctx, &format!("puk/{card}"), puk)?;
+    if fresh {
+        session
+            .change_pin(FACTORY_PIN, pin)
+            .map_err(card_err(card))?;
+        session
+            .change_puk(FACTORY_PUK, puk)
+            .map_err(card_err(card))?;
+    } else {
+        match session.verify_pin(pin) {
+            Ok(()) => {}
+            Err(PivError::WrongPin { .. }) => {
+                session
+                    .change_pin(FACTORY_PIN, pin)
+                    .map_err(card_err(card))?;
+            }
+            Err(e) => return Err(card_err(card)(e)),
+        }
+        match session.change_puk(puk, puk) {
+            Ok(()) => {}
+            Err(PivError::WrongPuk { .. }) => {
+                session
+                    .change_puk(FACTORY_PUK, puk)
+                    .map_err(card_err(card))?;
+            }
+            Err(e) => return Err(card_err(card)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The file name of a PIN mailer: `<uid>-<card>.txt`, with every byte outside
+/// `[A-Za-z0-9._-]` hex-escaped as `%XX`, so no uid can climb directories or hide the file.
+pub fn pin_mailer_name(user: &str, card: &str) -> String {
+    fn safe(s: &str) -> String {
+        let mut out = String::new();
+        for (i, b) in s.bytes().enumerate() {
+            let ok = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0);
+            if ok {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        if out.is_empty() {
+            out.push_str("%00");
+        }
+        out
+    }
+    format!("{}-{}.txt", safe(user), safe(card))
+}
+
+fn write_pin_mailer(dir: &Path, user: &str, card: &str, pin: &str) -> Result<(), ApplyError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ApplyError::PinMailer { path, source }
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err(dir))?;
+    let path = dir.join(pin_mailer_name(user, card));
+    let tmp = dir.join(format!(".{}.tmp", pin_mailer_name(user, card)));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err(&tmp))?;
+    let body = format!(
+        "Keyfleet PIN mailer\nUser: {user}\nCard: {card}\nPIN: {pin}\n\nKeep this PIN secret. Change it at first use.\n"
+    );
+    f.write_all(body.as_bytes()).map_err(err(&tmp))?;
+    f.sync_all().map_err(err(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(err(&path))?;
+    Ok(())
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+fn key_alg(alg: KeyAlgorithm) -> KeyAlg {
+    match alg {
+        KeyAlgorithm::EccP256 => KeyAlg::EccP256,
+        KeyAlgorithm::EccP384 => KeyAlg::EccP384,
+        KeyAlgorithm::Rsa2048 => KeyAlg::Rsa2048,
+        KeyAlgorithm::Rsa3072 => KeyAlg::Rsa3072,
+    }
+}
+
+/// Generates the key of one slot, has the CA sign it, records and installs the certificate.
+/// Takes the session by value (the CSR signer borrows it) and returns the new serial.
+fn issue_slot(
+    ctx: &Context<'_>,
+    action_id: &str,
+    mut session: Session,
+    card: &str,
+    cred: &DesiredCredential,
+    slot: Slot,
+) -> Result<String, ApplyError> {
+    let want = cred
+        .certificates
+        .get(&slot)
+        .ok_or_else(|| ApplyError::Stale(format!("template has no slot {}", slot.hex())))?;
+    let authority = ca(ctx, &want.authority)?;
+    authenticate(ctx, &mut session, card, Some(cred))?;
+    let public = match want.key_generation {
+        KeyGeneration::OnCard => session
+            .generate_key(slot.key_ref(), key_alg(want.key_algorithm))
+            .map_err(card_err(card))?,
+        KeyGeneration::Server => server_key(ctx, &mut session, card, want)?,
+    };
+    let pin = open_secret(ctx, &format!("pin/{card}"))?
+        .ok_or_else(|| ApplyError::PinUnknown(card.to_string()))?;
+    let csr_der = build_csr(session, card, slot, public, &pin, want)?;
+
+    let request_id = format!("kf-{}", hex::encode(rand::random::<[u8; 12]>()));
+    let mut entry = journal_open(
+        ctx,
+        action_id,
+        JournalStep::Enroll {
+            request_id: request_id.clone(),
+            ca: want.authority.clone(),
+            card: card.to_string(),
+            user: cred.user.clone(),
+            template: cred.template.clone(),
+            name: want.name.clone(),
+            slot,
+            profile: want.profile.clone(),
+            key_algorithm: want.key_algorithm,
+            subject: want.subject.to_string(),
+            sans: want.sans.clone(),
+            revision: want.revision.clone(),
+        },
+    )?;
+    let issued = match authority.enroll(&EnrollRequest {
+        request_id,
+        csr_der,
+        profile: want.profile.clone(),
+        subject: want.subject.clone(),
+        sans: want.sans.clone(),
+        validity_secs: want.validity_secs,
+    }) {
+        Ok(i) => i,
+        Err(source) => {
+            let e = ApplyError::Ca {
+                ca: want.authority.clone(),
+                source,
+            };
+            journal_close(ctx, &mut entry, JournalState::Failed, Some(e.to_string()))?;
+            return Err(e);
+        }
+    };
+    let record = cert_record(
+        &entry.step,
+        issued.serial.clone(),
+        issued.pem,
+        issued.not_before,
+        issued.not_after,
+        (ctx.clock)(),
+    )
+    .ok_or_else(|| ApplyError::Stale("journal step is not an enrolment".into()))?;
+    ctx.store.put_cert(&record)?;
+    journal_close(
+        ctx,
+        &mut entry,
+        JournalState::Done,
+        Some(issued.serial.clone()),
+    )?;
+
+    let mut session = connect(ctx, card)?;
+    install(ctx, action_id, &mut session, record)?;
+    Ok(issued.serial)
+}
+
+/// Builds the inventory record of an enrolled certificate from its journal step.
+pub(crate) fn cert_record(
+    step: &JournalStep,
+    serial: String,
+    pem: String,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Option<CertRecord> {
+    let JournalStep::Enroll {
+        request_id,
+        ca,
+        card,
+        user,
+        template,
+        name,
+        slot,
+        profile,
+        key_algorithm,
+        subject,
+        sans,
+        revision,
+    } = step
+    else {
+        return None;
+    };
+    Some(CertRecord {
+        serial,
+        user: user.clone(),
+        card: card.clone(),
+        template: template.clone(),
+        name: name.clone(),
+        slot: *slot,
+        ca: ca.clone(),
+        profile: profile.clone(),
+        key_algorithm: *key_algorithm,
+        subject: subject.clone(),
+        sans: sans.clone(),
+        not_before,
+        not_after,
+        revision: revision.clone(),
+        status: CertStatus::Active,
+        installed: false,
+        request_id: request_id.clone(),
+        updated_at: now,
+        pem,
+    })
+}
+
+fn server_key(
+    ctx: &Context<'_>,
+    session: &mut Session,
+    card: &str,
+    want: &DesiredCert,
+) -> Result<PublicKey, ApplyError> {
+    use crate::card::keys::PrivateKeyMaterial;
+    let alg = key_alg(want.key_algorithm);
+    let (pkcs8, public) =
+        crate::card::keys::generate_software(alg).map_err(|e| ApplyError::Csr {
+            card: card.to_string(),
+            message: format!("server-side key generation failed: {e}"),
+        })?;
+    if want.archive {
+        let name = format!(
+            "archive/{card}/{}/{}",
+            want.slot.hex(),
+            hex::encode(rand::random::<[u8; 8]>())
+        );
+        let sealed = ctx.master.seal(name.as_bytes(), &pkcs8);
+        ctx.store.put_secret(&name, &sealed)?;
+    }
+    let material =
+        PrivateKeyMaterial::from_pkcs8_der(alg, &pkcs8).map_err(|e| ApplyError::Csr {
+            card: card.to_string(),
+            message: e.to_string(),
+        })?;
+    session
+        .import_key(want.slot.key_ref(), &material)
+        .map_err(card_err(card))?;
+    Ok(public)
+}
+
+fn build_csr(
+    session: Session,
+    card: &str,
+    slot: Slot,
+    public: PublicKey,
+    pin: &str,
+    want: &DesiredCert,
+) -> Result<Vec<u8>, ApplyError> {
+    let mut params = rcgen::CertificateParams::default();
+    let mut dn = rcgen::DistinguishedName::new();
+    for rdn in &want.subject.0 {
+        dn.push(rcgen::DnType::from_oid(rdn.oid()), rdn.value.as_str());
+    }
+    params.distinguished_name = dn;
+    for san in &want.sans {
+        let value = match san {
+            SanValue::Email(v) => {
+                rcgen::string::Ia5String::try_from(v.as_str()).map(rcgen::SanType::Rfc822Name)
+            }
+            SanValue::Dns(v) => {
+                rcgen::string::Ia5String::try_from(v.as_str()).map(rcgen::SanType::DnsName)
+            }
+            SanValue::Uri(v) => {
+                rcgen::string::Ia5String::try_from(v.as_str()).map(rcgen::SanType::URI)
+            }
+            SanValue::Upn(v) => Ok(rcgen::SanType::OtherName((
+                vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3],
+                rcgen::OtherNameValue::Utf8String(v.clone()),
+            ))),
+        }
+        .map_err(|e| ApplyError::Csr {
+            card: card.to_string(),
+            message: format!("SAN {san}: {e}"),
+        })?;
+        params.subject_alt_names.push(value);
+    }
+    let client = RefCell::new(session);
+    // Every slot's key needs the PIN; 9C needs it right before the signature.
+    let signer = CardSigner::new(&client, slot.key_ref(), public).with_pin(pin);
+    let csr = params.serialize_request(&signer);
+    let csr = match csr {
+        Ok(c) => c,
+        Err(e) => {
+            drop(signer);
+            let mut session = client.into_inner();
+            return Err(match session.pin_retries() {
+                Ok(crate::card::piv::PinStatus::Verified) | Err(_) => ApplyError::Csr {
+                    card: card.to_string(),
+                    message: e.to_string(),
+                },
+                Ok(_) => ApplyError::PinUnknown(card.to_string()),
+            });
+        }
+    };
+    Ok(csr.der().to_vec())
+}
+
+/// Writes a recorded certificate to its card, marks it installed, and supersedes the slot's
+/// older live certificates (revoked at the CA as superseded).
+pub(crate) fn install(
+    ctx: &Context<'_>,
+    action_id: &str,
+    session: &mut Session,
+    mut cert: CertRecord,
+) -> Result<(), ApplyError> {
+    let der = pem_to_der(&cert.pem).ok_or_else(|| {
+        ApplyError::Stale(format!("certificate {} has no readable PEM", cert.serial))
+    })?;
+    let mut entry = journal_open(
+        ctx,
+        action_id,
+        JournalStep::InstallCert {
+            serial: cert.serial.clone(),
+            card: cert.card.clone(),
+            slot: cert.slot,
+        },
+    )?;
+    authenticate(ctx, session, &cert.card, None)?;
+    session
+        .write_certificate(cert.slot.key_ref(), &der)
+        .map_err(card_err(&cert.card))?;
+    cert.installed = true;
+    cert.updated_at = (ctx.clock)();
+    ctx.store.put_cert(&cert)?;
+    journal_close(ctx, &mut entry, JournalState::Done, None)?;
+    let older: Vec<String> = ctx
+        .store
+        .inventory()?
+        .certs
+        .values()
+        .filter(|c| {
+            c.card == cert.card && c.slot == cert.slot && c.serial != cert.serial && c.is_live()
+        })
+        .map(|c| c.serial.clone())
+        .collect();
+    for serial in older {
+        ca_status(
+            ctx,
+            action_id,
+            &serial,
+            CaOp::Revoke {
+                reason: "superseded".into(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
+    der::pem::decode_vec(pem.as_bytes())
+        .ok()
+        .map(|(_, der)| der)
+}
+
+/// Changes a certificate's status at its CA and records it. Idempotent at the CA.
+pub(crate) fn ca_status(
+    ctx: &Context<'_>,
+    action_id: &str,
+    serial: &str,
+    op: CaOp,
+) -> Result<(), ApplyError> {
+    let mut cert = ctx
+        .store
+        .cert(serial)?
+        .ok_or_else(|| ApplyError::Stale(format!("certificate {serial} is unknown")))?;
+    let authority = ca(ctx, &cert.ca)?;
+    let mut entry = journal_open(
+        ctx,
+        action_id,
+        JournalStep::CaStatus {
+            serial: serial.to_string(),
+            ca: cert.ca.clone(),
+            op: op.clone(),
+        },
+    )?;
+    let (result, status) = match &op {
+        CaOp::Hold => (authority.hold(serial), CertStatus::Suspended),
+        CaOp::Unhold => (authority.unhold(serial), CertStatus::Active),
+        CaOp::Revoke { reason } => {
+            let (r, st) = match reason.as_str() {
+                "superseded" => (RevocationReason::Superseded, CertStatus::Superseded),
+                "cessationOfOperation" => {
+                    (RevocationReason::CessationOfOperation, CertStatus::Revoked)
+                }
+                "keyCompromise" => (RevocationReason::KeyCompromise, CertStatus::Revoked),
+                "affiliationChanged" => (RevocationReason::AffiliationChanged, CertStatus::Revoked),
+                _ => (RevocationReason::Unspecified, CertStatus::Revoked),
+            };
+            (authority.revoke(serial, r), st)
+        }
+    };
+    if let Err(source) = result {
+        let e = ApplyError::Ca {
+            ca: cert.ca.clone(),
+            source,
+        };
+        journal_close(ctx, &mut entry, JournalState::Failed, Some(e.to_string()))?;
+        return Err(e);
+    }
+    cert.status = status;
+    cert.updated_at = (ctx.clock)();
+    ctx.store.put_cert(&cert)?;
+    journal_close(ctx, &mut entry, JournalState::Done, None)
+}
+
+/// Wipes a card: new keys over every slot it used, certificates deleted, PIN, PUK and
+/// management key back to the factory values, and the card back in its stock as blank.
+/// Re-entrant.
+pub(crate) fn wipe(ctx: &Context<'_>, card: &str) -> Result<(), ApplyError> {
+    let mut session = connect(ctx, card)?;
+    authenticate(ctx, &mut session, card, None)?;
+    for slot in [
+        Slot::PivAuthentication,
+        Slot::DigitalSignature,
+        Slot::KeyManagement,
+        Slot::CardAuthentication,
+    ] {
+        if session
+            .read_certificate(slot.key_ref())
+            .map_err(card_err(card))?
+            .is_some()
+        {
+            // A fresh key makes the old private key unrecoverable.
+            session
+                .generate_key(slot.key_ref(), KeyAlg::EccP256)
+                .map_err(card_err(card))?;
+            session
+                .delete_certificate(slot.key_ref())
+                .map_err(card_err(card))?;
+        }
+    }
+    // PIN back to factory through the PUK (the holder's PIN is not needed), then the PUK.
+    let puk = open_secret(ctx, &format!("puk/{card}"))?;
+    let mut reset = false;
+    for candidate in puk.iter().map(String::as_str).chain([FACTORY_PUK]) {
+        match session.unblock_pin(candidate, FACTORY_PIN) {
+            Ok(()) => {
+                if candidate != FACTORY_PUK {
+                    session
+                        .change_puk(candidate, FACTORY_PUK)
+                        .map_err(card_err(card))?;
+                }
+                reset = true;
+                break;
+            }
+            Err(PivError::WrongPuk { .. }) => continue,
+            Err(e) => return Err(card_err(card)(e)),
+        }
+    }
+    if !reset {
+        return Err(ApplyError::Card {
+            card: card.to_string(),
+            source: PivError::PukBlocked,
+        });
+    }
+    session
+        .set_management_key(&ManagementKey::factory_default())
+        .map_err(card_err(card))?;
+    let mut record = ctx
+        .store
+        .card(card)?
+        .ok_or_else(|| ApplyError::Stale(format!("card {card} is unknown")))?;
+    record.status = CardStatus::Blank;
+    record.user = None;
+    record.template = None;
+    record.updated_at = (ctx.clock)();
+    ctx.store.put_card(&record)?;
+    for name in ["pin", "puk", "mgmt-alg"] {
+        ctx.store.remove_secret(&format!("{name}/{card}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! `keyfleet audit`: the drift report. What the plan would change, what is about to expire,
+//! and where the CA and the inventory disagree.
+//!
+//! Exit codes: 0 clean, 2 drift found, 1 error.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::plan::EXIT_CHANGES;
+use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
+use crate::ca::CaCertStatus;
+use crate::inventory::CertStatus;
+use crate::plan::{ActionKind, ReasonCode};
+use crate::runtime;
+use crate::store::Store;
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Text for people.
+    Text,
+    /// JSON for scripts.
+    Json,
+}
+
+/// Arguments of `keyfleet audit`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    long_about = "Report drift between policy, directory, inventory and CA: users \
+entitled without a credential, credentials without entitlement, certificates expiring within \
+the window, certificates revoked or held at the CA but active here (and the reverse), and \
+credentials issued under an older template revision.\n\nExit codes: 0 clean, 2 drift, 1 error."
+)]
+pub struct Args {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Report certificates expiring within this many days.
+    #[arg(long, default_value_t = 30)]
+    pub expiring_days: i64,
+}
+
+/// One finding.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    /// Stable kind: `entitled-without-credential`, `credential-without-entitlement`,
+    /// `expiring`, `revoked-at-ca-active-here`, `held-at-ca-active-here`,
+    /// `active-at-ca-revoked-here`, `unknown-at-ca`, `template-drift`, `ca-unreachable`.
+    pub kind: &'static str,
+    /// The uid.
+    pub user: String,
+    /// Card, if any.
+    pub card: Option<String>,
+    /// Certificate, if any.
+    pub serial: Option<String>,
+    /// Details.
+    pub message: String,
+}
+
+/// Runs `keyfleet audit`.
+pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    let env = match runtime::load(&global.policy_dir, global.state_dir.as_deref()) {
+        Ok(env) => env,
+        Err(runtime::PassError::Policy(d)) => {
+            eprintln!("{d}");
+            return Ok(ExitCode::from(EXIT_FAILURE));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let store = Store::open(&env.state_dir)?;
+    let cards = runtime::virtual_cards(&env.state_dir);
+    let pass = runtime::plan_pass(&env, store.inventory()?, &cards, now, true, None)?;
+    let mut findings = Vec::new();
+    for a in &pass.plan.actions {
+        let kind = match (a.kind, a.reason.code) {
+            (ActionKind::Issue, ReasonCode::NotIssued) => "entitled-without-credential",
+            (ActionKind::Revoke, _) => "credential-without-entitlement",
+            (ActionKind::Reissue, _) => "template-drift",
+            (ActionKind::Suspend, _) => "disabled-user-active",
+            (ActionKind::Resume, _) => "enabled-user-suspended",
+            (ActionKind::Issue, _) => "interrupted-issuance",
+            (ActionKind::Retire, _) => "card-awaiting-wipe",
+            (ActionKind::Renew, _) => continue,
+        };
+        findings.push(Finding {
+            kind,
+            user: a.user.clone(),
+            card: a.card.clone(),
+            serial: a.serials.first().cloned(),
+            message: a.reason.message.clone(),
+        });
+    }
+    if pass.plan.withheld_revocations > 0 {
+        findings.push(Finding {
+            kind: "credential-without-entitlement",
+            user: String::new(),
+            card: None,
+            serial: None,
+            message: format!(
+                "{} credential(s) may have lost their entitlement, but the directory observation was incomplete",
+                pass.plan.withheld_revocations
+            ),
+        });
+    }
+    let horizon = now + time::Duration::days(args.expiring_days);
+    let master = runtime::master_key(&env.state_dir)?;
+    let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &master, now);
+    for cert in pass.inventory.certs.values() {
+        if cert.is_live() && cert.not_after <= horizon {
+            findings.push(Finding {
+                kind: "expiring",
+                user: cert.user.clone(),
+                card: Some(cert.card.clone()),
+                serial: Some(cert.serial.clone()),
+                message: format!("expires at {}", cert.not_after),
+            });
+        }
+        let ca = match cas.get(&cert.ca) {
+            Some(Ok(ca)) => ca,
+            Some(Err(e)) => {
+                findings.push(Finding {
+                    kind: "ca-unreachable",
+                    user: cert.user.clone(),
+                    card: Some(cert.card.clone()),
+                    serial: Some(cert.serial.clone()),
+                    message: format!("CA {}: {e}", cert.ca),
+                });
+                continue;
+            }
+            None => continue,
+        };
+        let at_ca = match ca.status(&cert.serial) {
+            Ok(s) => s,
+            Err(e) => {
+                findings.push(Finding {
+                    kind: "ca-unreachable",
+                    user: cert.user.clone(),
+                    card: Some(cert.card.clone()),
+                    serial: Some(cert.serial.clone()),
+                    message: format!("CA {}: {e}", cert.ca),
+                });
+                continue;
+            }
+        };
+        let kind = match (cert.status, at_ca) {
+            (CertStatus::Active, CaCertStatus::Revoked { .. }) => "revoked-at-ca-active-here",
+            (CertStatus::Active, CaCertStatus::Held) => "held-at-ca-active-here",
+            (CertStatus::Revoked | CertStatus::Superseded, CaCertStatus::Active) => {
+                "active-at-ca-revoked-here"
+            }
+            (CertStatus::Suspended, CaCertStatus::Active) => "active-at-ca-suspended-here",
+            (_, CaCertStatus::Unknown) => "unknown-at-ca",
+            _ => continue,
+        };
+        findings.push(Finding {
+            kind,
+            user: cert.user.clone(),
+            card: Some(cert.card.clone()),
+            serial: Some(cert.serial.clone()),
+            message: format!(
+                "inventory says {:?}, CA {} says {:?}",
+                cert.status, cert.ca, at_ca
+            ),
+        });
+    }
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "clean": findings.is_empty(),
+                "complete": pass.plan.complete,
+                "findings": findings,
+            }))?
+        ),
+        Format::Text => {
+            if findings.is_empty() {
+                println!("No drift.");
+            }
+            for f in &findings {
+                println!(
+                    "{:<32} {:<16} {:<34} {}",
+                    f.kind,
+                    f.user,
+                    f.serial.as_deref().or(f.card.as_deref()).unwrap_or("-"),
+                    f.message
+                );
+            }
+        }
+    }
+    Ok(ExitCode::from(if findings.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_CHANGES
+    }))
+}

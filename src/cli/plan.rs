@@ -1,0 +1,217 @@
+//! `keyfleet plan`: observe, compute the desired state and print what `apply` would do.
+//!
+//! Writes nothing: with no state directory yet, the inventory is empty. Exit codes: 0 nothing
+//! to do, 2 changes pending (including actions waiting for a card), 1 error.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
+use crate::plan::{Action, Plan};
+use crate::runtime;
+
+/// Exit code: changes pending.
+pub const EXIT_CHANGES: u8 = 2;
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A table for people.
+    Text,
+    /// JSON for scripts.
+    Json,
+}
+
+/// Arguments of `keyfleet plan`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    long_about = "Show what `keyfleet apply` would do: observe the directory, cards and \
+inventory, compute the desired state and print the plan, each action with its reason.\n\n\
+Exit codes: 0 nothing to do, 2 changes pending (including actions waiting for a card), 1 error."
+)]
+pub struct Args {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Limit the plan to some users, e.g. `--target user=alice` (repeatable).
+    #[arg(long, value_name = "user=UID")]
+    pub target: Vec<String>,
+    /// Plan as if the operator allowed revocations over the safety limits.
+    #[arg(long)]
+    pub allow_mass_revocation: bool,
+}
+
+/// Parses `--target user=UID` values.
+pub fn targets(raw: &[String]) -> anyhow::Result<Option<BTreeSet<String>>> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.iter()
+        .map(|t| {
+            t.strip_prefix("user=")
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+                .with_context(|| format!("--target {t:?}: expected user=UID"))
+        })
+        .collect::<anyhow::Result<BTreeSet<_>>>()
+        .map(Some)
+}
+
+/// An action as `plan --format json` prints it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JsonAction<'a> {
+    kind: &'a str,
+    user: &'a str,
+    template: Option<&'a str>,
+    card: Option<&'a str>,
+    stock: Option<&'a str>,
+    slot: Option<&'a str>,
+    slots: Vec<&'a str>,
+    serials: &'a [String],
+    reason: crate::plan::ReasonCode,
+    message: &'a str,
+    waiting_for_card: bool,
+}
+
+impl<'a> From<&'a Action> for JsonAction<'a> {
+    fn from(a: &'a Action) -> Self {
+        JsonAction {
+            kind: a.kind.as_str(),
+            user: &a.user,
+            template: a.template.as_deref(),
+            card: a.card.as_deref(),
+            stock: a.stock.as_deref(),
+            slot: a.slot.map(|s| s.hex()),
+            slots: a.slots.iter().map(|s| s.hex()).collect(),
+            serials: &a.serials,
+            reason: a.reason.code,
+            message: &a.reason.message,
+            waiting_for_card: a.waiting_for_card,
+        }
+    }
+}
+
+/// The plan as JSON.
+pub fn plan_json(plan: &Plan) -> serde_json::Value {
+    serde_json::json!({
+        "complete": plan.complete,
+        "actions": plan.actions.iter().map(JsonAction::from).collect::<Vec<_>>(),
+        "safetyValve": plan.safety_valve,
+        "withheldRevocations": plan.withheld_revocations,
+        "conflicts": plan.conflicts,
+        "errors": plan.errors,
+    })
+}
+
+/// The plan as a table.
+pub fn plan_text(plan: &Plan) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if plan.actions.is_empty() {
+        out.push_str("No changes: every entitled user holds the credential they should.\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "{:<8} {:<16} {:<20} {:<38} {:<6} REASON",
+            "ACTION", "USER", "TEMPLATE", "CARD", "SLOTS"
+        );
+        for a in &plan.actions {
+            let slots: Vec<&str> = a.slots.iter().map(|s| s.hex()).collect();
+            let card = match (&a.card, &a.stock) {
+                (Some(c), _) => c.clone(),
+                (None, Some(s)) => format!("(new from {s})"),
+                (None, None) => "(none)".to_string(),
+            };
+            let wait = if a.waiting_for_card {
+                " [waiting for card]"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "{:<8} {:<16} {:<20} {:<38} {:<6} {}{}",
+                a.kind.as_str(),
+                a.user,
+                a.template.as_deref().unwrap_or("-"),
+                card,
+                slots.join(","),
+                a.reason.message,
+                wait
+            );
+        }
+        let waiting = plan.actions.iter().filter(|a| a.waiting_for_card).count();
+        let _ = writeln!(
+            out,
+            "\n{} action(s), {} waiting for a card.",
+            plan.actions.len(),
+            waiting
+        );
+    }
+    if !plan.complete {
+        let _ = writeln!(
+            out,
+            "Observation incomplete: no revocation planned ({} withheld).",
+            plan.withheld_revocations
+        );
+    }
+    for c in &plan.conflicts {
+        let _ = writeln!(out, "Conflict: {}", c.message);
+    }
+    for e in &plan.errors {
+        let _ = writeln!(
+            out,
+            "Cannot compute {} / {}: {}",
+            e.user, e.template, e.message
+        );
+    }
+    let v = &plan.safety_valve;
+    if v.tripped {
+        let _ = writeln!(
+            out,
+            "SAFETY VALVE: the plan revokes the credentials of {} of {} users, over the limits \
+({} users / {}%).{}",
+            v.revoked_users,
+            v.holders,
+            v.limits.max_revocations,
+            v.limits.max_revocation_percent,
+            if v.allowed {
+                " Allowed by --allow-mass-revocation."
+            } else {
+                " apply refuses it unless --allow-mass-revocation is given."
+            }
+        );
+    }
+    out
+}
+
+/// Runs `keyfleet plan`.
+pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    let targets = targets(&args.target)?;
+    let env = match runtime::load(&global.policy_dir, global.state_dir.as_deref()) {
+        Ok(env) => env,
+        Err(runtime::PassError::Policy(d)) => {
+            eprintln!("{d}");
+            return Ok(ExitCode::from(EXIT_FAILURE));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pass = runtime::plan_readonly(
+        &env,
+        time::OffsetDateTime::now_utc(),
+        args.allow_mass_revocation,
+        targets,
+    )?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&plan_json(&pass.plan))?),
+        Format::Text => print!("{}", plan_text(&pass.plan)),
+    }
+    Ok(ExitCode::from(if pass.plan.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_CHANGES
+    }))
+}

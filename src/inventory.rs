@@ -1,0 +1,173 @@
+//! The actual state Keyfleet keeps: every card it knows and every certificate it ever had
+//! signed.
+//!
+//! These are plain values. The `store` module persists them; the planner reads them. Nothing
+//! here does I/O.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::names::SanValue;
+use crate::policy::model::{CardType, KeyAlgorithm, Slot};
+
+/// Where a card is in its life.
+///
+/// ```text
+///   blank ──issue──► active ◄──resume── suspended
+///     ▲                │ └──suspend──────►┘
+///     │             revoke / lost
+///     │                ▼
+///     └──retire (wipe)─ revoked         lost (never seen again: nothing to wipe)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CardStatus {
+    /// In stock, bound to nobody, holding no credential.
+    Blank,
+    /// Bound to a user, certificates valid.
+    Active,
+    /// Bound, certificates on hold at the CA (account disabled).
+    Suspended,
+    /// Certificates revoked; the card waits to be wiped when next seen.
+    Revoked,
+    /// Reported lost: its certificates are revoked; it is never expected back.
+    Lost,
+    /// Wiped and out of service.
+    Retired,
+}
+
+/// One card (virtual, PIV or PKCS#11 token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CardRecord {
+    /// Stable id: for PIV and virtual cards the CHUID GUID in hex, prefixed by kind.
+    pub id: String,
+    /// The kind of card.
+    #[serde(rename = "type")]
+    pub card_type: CardType,
+    /// The stock it came from.
+    #[serde(default)]
+    pub stock: Option<String>,
+    /// The uid it is bound to.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The template its credential follows.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Life-cycle state.
+    pub status: CardStatus,
+    /// When Keyfleet first recorded it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When its status last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl CardRecord {
+    /// True for the states in which the card carries a live credential.
+    pub fn holds_credential(&self) -> bool {
+        matches!(self.status, CardStatus::Active | CardStatus::Suspended)
+    }
+}
+
+/// A certificate's state as Keyfleet records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertStatus {
+    /// Valid and in use.
+    Active,
+    /// On hold at the CA.
+    Suspended,
+    /// Revoked at the CA.
+    Revoked,
+    /// Replaced by a newer certificate (renewal, reissue) and revoked as superseded.
+    Superseded,
+}
+
+/// One certificate Keyfleet had signed. Records are never deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertRecord {
+    /// Upper-case hex, no separators (as `openssl x509 -serial` prints it).
+    pub serial: String,
+    /// The uid it was issued to.
+    pub user: String,
+    /// The card holding its key.
+    pub card: String,
+    /// The template it was issued under.
+    pub template: String,
+    /// The template's certificate entry name.
+    pub name: String,
+    /// The card slot.
+    pub slot: Slot,
+    /// The issuing authority (policy name).
+    pub ca: String,
+    /// The CA profile.
+    pub profile: String,
+    /// Key algorithm.
+    pub key_algorithm: KeyAlgorithm,
+    /// Subject DN as issued.
+    pub subject: String,
+    /// SANs as issued.
+    #[serde(default)]
+    pub sans: Vec<SanValue>,
+    /// Validity start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    /// Validity end.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// The template revision it was issued under (see `desired::revision`).
+    pub revision: String,
+    /// Recorded state.
+    pub status: CertStatus,
+    /// False while the certificate is signed but not yet written to its card (an interrupted
+    /// issuance that the next pass completes).
+    pub installed: bool,
+    /// The idempotency key it was enrolled under.
+    pub request_id: String,
+    /// When the status last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// The leaf certificate, PEM.
+    pub pem: String,
+}
+
+impl CertRecord {
+    /// True while the certificate is one the holder may use (or will again after a hold).
+    pub fn is_live(&self) -> bool {
+        matches!(self.status, CertStatus::Active | CertStatus::Suspended)
+    }
+}
+
+/// The whole recorded inventory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Cards by id.
+    pub cards: BTreeMap<String, CardRecord>,
+    /// Certificates by serial.
+    pub certs: BTreeMap<String, CertRecord>,
+}
+
+impl Inventory {
+    /// The live certificates of a card, by slot (the newest when several).
+    pub fn live_certs_of(&self, card: &str) -> BTreeMap<Slot, &CertRecord> {
+        let mut out: BTreeMap<Slot, &CertRecord> = BTreeMap::new();
+        for c in self
+            .certs
+            .values()
+            .filter(|c| c.card == card && c.is_live())
+        {
+            match out.get(&c.slot) {
+                Some(prev) if prev.not_before >= c.not_before => {}
+                _ => {
+                    out.insert(c.slot, c);
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,5 @@
+//! Observation: read-only adapters that report what the outside world holds.
+//!
+//! Nothing in here writes, enrols or revokes.
+
+pub mod directory;

@@ -1,0 +1,130 @@
+//! The values a plan is made of: actions and the reasons behind them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::model::Slot;
+
+/// What an action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    /// Bind a card and enrol every slot (or finish an interrupted issuance).
+    Issue,
+    /// New key and certificate in a slot whose certificate nears expiry.
+    Renew,
+    /// New key and certificate because the template changed in a way that matters.
+    Reissue,
+    /// Put the credential's certificates on hold (account disabled).
+    Suspend,
+    /// Release the hold (account enabled again).
+    Resume,
+    /// Revoke the credential's certificates (entitlement lost, user gone).
+    Revoke,
+    /// Wipe a card whose credential is gone, when it is next seen.
+    Retire,
+}
+
+impl ActionKind {
+    /// Whether the action needs the card to be present.
+    pub fn needs_card(self) -> bool {
+        matches!(
+            self,
+            ActionKind::Issue | ActionKind::Renew | ActionKind::Reissue | ActionKind::Retire
+        )
+    }
+
+    /// The lower-case name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Issue => "issue",
+            ActionKind::Renew => "renew",
+            ActionKind::Reissue => "reissue",
+            ActionKind::Suspend => "suspend",
+            ActionKind::Resume => "resume",
+            ActionKind::Revoke => "revoke",
+            ActionKind::Retire => "retire",
+        }
+    }
+}
+
+/// Why an action was planned: the desired or actual fact that caused it. Codes are stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReasonCode {
+    /// Entitled, but holds no credential under this template.
+    NotIssued,
+    /// A certificate was signed but never written to its card (interrupted issuance).
+    InterruptedIssuance,
+    /// The certificate reached its (jittered) renewal point.
+    NearingExpiry,
+    /// The certificate has expired.
+    Expired,
+    /// A field that matters (CA, profile, subject, SANs, algorithm, key generation) changed.
+    TemplateChanged,
+    /// The template gained a slot.
+    SlotAdded,
+    /// The template dropped a slot.
+    SlotRemoved,
+    /// The account is disabled.
+    UserDisabled,
+    /// The account is enabled again.
+    UserEnabled,
+    /// The user is no longer entitled to the template.
+    NoLongerEntitled,
+    /// The user is no longer in the directory.
+    UserGone,
+    /// The template no longer exists in the policy.
+    TemplateRemoved,
+    /// The card's credential was revoked; the card is wiped and returns to stock.
+    CardRevoked,
+}
+
+/// A reason code with a human message naming the facts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Reason {
+    /// Stable code.
+    pub code: ReasonCode,
+    /// Human explanation.
+    pub message: String,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Action {
+    /// What to do.
+    pub kind: ActionKind,
+    /// The uid concerned.
+    pub user: String,
+    /// The template concerned.
+    pub template: Option<String>,
+    /// The card concerned; `None` when a new card is to be taken from `stock`.
+    pub card: Option<String>,
+    /// The stock a new card comes from (issue only).
+    pub stock: Option<String>,
+    /// The slot, when the action concerns exactly one.
+    pub slot: Option<Slot>,
+    /// Every slot the action touches.
+    pub slots: Vec<Slot>,
+    /// Serials of the certificates the action changes the status of.
+    pub serials: Vec<String>,
+    /// Why.
+    pub reason: Reason,
+    /// True when the action needs a card that is not present: it stays pending.
+    pub waiting_for_card: bool,
+}
+
+impl Action {
+    /// A stable identity for journalling and approval: same action, same id.
+    pub fn id(&self) -> String {
+        let slots: Vec<&str> = self.slots.iter().map(|s| s.hex()).collect();
+        format!(
+            "{}:{}:{}:{}:{}",
+            self.kind.as_str(),
+            self.user,
+            self.template.as_deref().unwrap_or("-"),
+            self.card.as_deref().unwrap_or("new"),
+            slots.join(",")
+        )
+    }
+}

@@ -1,0 +1,734 @@
+//! The planner: `plan(desired, actual, now, settings) -> Plan`, a pure function.
+//!
+//! It takes the desired state, the recorded inventory and what is present right now, and
+//! returns the actions that make the two agree, each with the reason that caused it. It does
+//! no I/O, reads no clock (time is a parameter) and is deterministic: the same inputs give the
+//! same plan, in the same order. Applying a plan and planning again gives an empty plan (up to
+//! actions still waiting for a card).
+//!
+//! Rules, in the order they are checked for each desired credential:
+//!
+//! ```text
+//!  no live card for (user, template) ── user disabled? ── yes: nothing (never issue to a disabled account)
+//!                                                     └── no: Issue (card from binding or stock)
+//!  live card ── user disabled ── suspend: Suspend (if active) │ revoke: Revoke + Retire │ none: –
+//!            └─ user enabled ── card suspended: Resume
+//!                              per slot: missing → Reissue(slot-added) · not installed → Issue(interrupted)
+//!                                        revision differs → Reissue · expired / past renew point → Renew
+//!                              live cert in a slot the template dropped → Reissue(slot-removed)
+//!  live card nobody should hold ── observation incomplete: nothing (never revoke blind)
+//!                               └─ onEntitlementLoss revoke: Revoke + Retire │ none: –
+//!  revoked card ── Retire (waits for the card)
+//! ```
+//!
+//! Finally the safety valve counts the users whose credentials the plan revokes and marks the
+//! plan refused when that exceeds the configured limits.
+
+mod action;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+pub use action::{Action, ActionKind, Reason, ReasonCode};
+
+use crate::desired::{Conflict, Desired, DesiredCredential, ExpansionError, StockInfo};
+use crate::inventory::{CardRecord, CardStatus, CertRecord, CertStatus, Inventory};
+use crate::policy::model::{CardType, OnEntitlementLoss, OnUserDisabled, Slot};
+
+/// A card that is present but not yet in the inventory (a blank PIV card in a reader).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PresentBlank {
+    /// Its id.
+    pub id: String,
+    /// Its type.
+    pub card_type: CardType,
+    /// The stock it belongs to.
+    pub stock: String,
+}
+
+/// What is attached right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// Ids of cards present (virtual cards are always present).
+    pub cards: BTreeSet<String>,
+    /// Present cards unknown to the inventory that a stock accepts.
+    pub blanks: Vec<PresentBlank>,
+}
+
+/// The revocation limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SafetyLimits {
+    /// Most users whose credentials one plan may revoke.
+    pub max_revocations: u32,
+    /// Most users, as a percentage of the users holding credentials, one plan may revoke.
+    pub max_revocation_percent: u32,
+}
+
+impl Default for SafetyLimits {
+    fn default() -> Self {
+        SafetyLimits {
+            max_revocations: 10,
+            max_revocation_percent: 25,
+        }
+    }
+}
+
+/// Everything besides desired and actual state that the planner takes.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// The time to plan for.
+    pub now: OffsetDateTime,
+    /// Safety limits.
+    pub limits: SafetyLimits,
+    /// The operator allowed a plan over the limits.
+    pub allow_mass_revocation: bool,
+    /// Only plan for these users (`--target user=UID`); `None` plans for everyone.
+    pub targets: Option<BTreeSet<String>>,
+}
+
+/// The safety valve's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SafetyReport {
+    /// The plan revokes more than the limits allow.
+    pub tripped: bool,
+    /// The operator allowed it anyway.
+    pub allowed: bool,
+    /// Users whose credentials the plan revokes.
+    pub revoked_users: usize,
+    /// Users holding credentials before the plan.
+    pub holders: usize,
+    /// The limits applied.
+    pub limits: SafetyLimits,
+}
+
+/// A plan: the actions, the facts that constrained them, and the valve's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// Whether every directory was observed completely (otherwise no revocation is planned).
+    pub complete: bool,
+    /// The actions, in execution order.
+    pub actions: Vec<Action>,
+    /// The safety valve.
+    pub safety_valve: SafetyReport,
+    /// Users with conflicting entitlements, left alone.
+    pub conflicts: Vec<Conflict>,
+    /// Users whose credentials could not be expanded, left alone.
+    pub errors: Vec<ExpansionError>,
+    /// Revocations not planned because the observation was incomplete.
+    pub withheld_revocations: usize,
+}
+
+impl Plan {
+    /// True when there is nothing to do at all.
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// True when the valve tripped and the operator did not allow it.
+    pub fn refused(&self) -> bool {
+        self.safety_valve.tripped && !self.safety_valve.allowed
+    }
+
+    /// Actions that can run now (not waiting for a card).
+    pub fn runnable(&self) -> impl Iterator<Item = &Action> {
+        self.actions.iter().filter(|a| !a.waiting_for_card)
+    }
+}
+
+/// Computes the plan. Pure: see the module docs for the rules.
+pub fn plan(
+    desired: &Desired,
+    inventory: &Inventory,
+    presence: &Presence,
+    opts: &PlanOptions,
+) -> Plan {
+    let index = Index::new(inventory);
+    let frozen = desired.frozen_users();
+    let mut ctx = Ctx {
+        desired,
+        inventory,
+        presence,
+        index: &index,
+        now: opts.now,
+        actions: Vec::new(),
+        used_cards: BTreeSet::new(),
+        new_cards: BTreeMap::new(),
+    };
+    let mut claimed: BTreeSet<&str> = BTreeSet::new();
+
+    for ((user, template), cred) in &desired.credentials {
+        if frozen.contains(user.as_str()) || !in_targets(opts, user) {
+            if let Some(card) = index.holder(user, template) {
+                claimed.insert(card.id.as_str());
+            }
+            continue;
+        }
+        match index.holder(user, template) {
+            None => ctx.plan_issue(cred),
+            Some(card) => {
+                claimed.insert(card.id.as_str());
+                ctx.plan_held(cred, card);
+            }
+        }
+    }
+
+    let mut withheld = 0;
+    for card in inventory.cards.values().filter(|c| c.holds_credential()) {
+        if claimed.contains(card.id.as_str()) {
+            continue;
+        }
+        let user = card.user.as_deref().unwrap_or("");
+        if frozen.contains(user) || !in_targets(opts, user) {
+            continue;
+        }
+        let template = card.template.as_deref().unwrap_or("");
+        let rules = desired.templates.get(template);
+        if rules.is_some_and(|r| r.on_entitlement_loss == OnEntitlementLoss::None) {
+            continue;
+        }
+        if !desired.complete {
+            withheld += 1;
+            continue;
+        }
+        let reason = if rules.is_none() {
+            Reason {
+                code: ReasonCode::TemplateRemoved,
+                message: format!("template {template:?} is no longer in the policy"),
+            }
+        } else if !desired.users.contains_key(user) {
+            Reason {
+                code: ReasonCode::UserGone,
+                message: format!("user {user:?} is no longer in the directory"),
+            }
+        } else {
+            Reason {
+                code: ReasonCode::NoLongerEntitled,
+                message: format!("no assignment entitles {user:?} to template {template:?}"),
+            }
+        };
+        ctx.plan_revoke(card, reason);
+    }
+
+    for card in inventory.cards.values() {
+        if card.status == CardStatus::Revoked
+            && in_targets(opts, card.user.as_deref().unwrap_or(""))
+        {
+            ctx.push_retire(card, "its credential was revoked earlier");
+        }
+    }
+
+    let mut actions = ctx.actions;
+    actions.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+    actions.dedup();
+
+    let revoked_users: BTreeSet<&str> = actions
+        .iter()
+        .filter(|a| a.kind == ActionKind::Revoke)
+        .map(|a| a.user.as_str())
+        .collect();
+    let holders: BTreeSet<&str> = inventory
+        .cards
+        .values()
+        .filter(|c| c.holds_credential())
+        .filter_map(|c| c.user.as_deref())
+        .collect();
+    let n = revoked_users.len();
+    let tripped = n as u64 > u64::from(opts.limits.max_revocations)
+        || (n > 0
+            && (n as u64) * 100
+                > u64::from(opts.limits.max_revocation_percent) * holders.len() as u64);
+    let safety_valve = SafetyReport {
+        tripped,
+        allowed: opts.allow_mass_revocation,
+        revoked_users: n,
+        holders: holders.len(),
+        limits: opts.limits,
+    };
+    Plan {
+        complete: desired.complete,
+        actions,
+        safety_valve,
+        conflicts: desired.conflicts.clone(),
+        errors: desired.errors.clone(),
+        withheld_revocations: withheld,
+    }
+}
+
+fn in_targets(opts: &PlanOptions, user: &str) -> bool {
+    opts.targets.as_ref().is_none_or(|t| t.contains(user))
+}
+
+fn sort_key(a: &Action) -> (&str, Option<&str>, u8, Option<&str>, Option<Slot>) {
+    // Per user and template: resume before renewals, revoke before retire, issue first.
+    let order = match a.kind {
+        ActionKind::Resume => 0,
+        ActionKind::Issue => 1,
+        ActionKind::Reissue => 2,
+        ActionKind::Renew => 3,
+        ActionKind::Suspend => 4,
+        ActionKind::Revoke => 5,
+        ActionKind::Retire => 6,
+    };
+    (
+        a.user.as_str(),
+        a.template.as_deref(),
+        order,
+        a.card.as_deref(),
+        a.slot,
+    )
+}
+
+/// Lookup tables over the inventory, built once per plan.
+struct Index<'a> {
+    holders: HashMap<(&'a str, &'a str), &'a CardRecord>,
+    certs_by_card: HashMap<&'a str, Vec<&'a CertRecord>>,
+    blanks_by_stock: BTreeMap<&'a str, Vec<&'a CardRecord>>,
+    cards_per_stock: HashMap<&'a str, usize>,
+}
+
+impl<'a> Index<'a> {
+    fn new(inv: &'a Inventory) -> Self {
+        let mut holders: HashMap<(&str, &str), &CardRecord> = HashMap::new();
+        let mut blanks_by_stock: BTreeMap<&str, Vec<&CardRecord>> = BTreeMap::new();
+        let mut cards_per_stock: HashMap<&str, usize> = HashMap::new();
+        for card in inv.cards.values() {
+            if let Some(stock) = card.stock.as_deref() {
+                if card.status != CardStatus::Retired && card.status != CardStatus::Lost {
+                    *cards_per_stock.entry(stock).or_default() += 1;
+                }
+                if card.status == CardStatus::Blank {
+                    blanks_by_stock.entry(stock).or_default().push(card);
+                }
+            }
+            if !card.holds_credential() {
+                continue;
+            }
+            if let (Some(u), Some(t)) = (card.user.as_deref(), card.template.as_deref()) {
+                // With several live cards for one (user, template), the oldest is the
+                // credential; the others are planned away as no longer entitled.
+                holders
+                    .entry((u, t))
+                    .and_modify(|prev| {
+                        if (card.created_at, &card.id) < (prev.created_at, &prev.id) {
+                            *prev = card;
+                        }
+                    })
+                    .or_insert(card);
+            }
+        }
+        let mut certs_by_card: HashMap<&str, Vec<&CertRecord>> = HashMap::new();
+        for cert in inv.certs.values().filter(|c| c.is_live()) {
+            certs_by_card
+                .entry(cert.card.as_str())
+                .or_default()
+                .push(cert);
+        }
+        Index {
+            holders,
+            certs_by_card,
+            blanks_by_stock,
+            cards_per_stock,
+        }
+    }
+
+    fn holder(&self, user: &str, template: &str) -> Option<&'a CardRecord> {
+        self.holders.get(&(user, template)).copied()
+    }
+
+    /// Live certificates of a card by slot, the newest per slot; older live ones are listed
+    /// separately (they should not exist; they are superseded when the slot is next reissued).
+    fn live_by_slot(&self, card: &str) -> BTreeMap<Slot, &'a CertRecord> {
+        let mut out: BTreeMap<Slot, &CertRecord> = BTreeMap::new();
+        for c in self
+            .certs_by_card
+            .get(card)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            match out.get(&c.slot) {
+                Some(prev) if (prev.not_before, &prev.serial) >= (c.not_before, &c.serial) => {}
+                _ => {
+                    out.insert(c.slot, c);
+                }
+            }
+        }
+        out
+    }
+
+    fn live_serials(&self, card: &str, status: Option<CertStatus>) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .certs_by_card
+            .get(card)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|c| status.is_none_or(|s| c.status == s))
+            .map(|c| c.serial.clone())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+struct Ctx<'a> {
+    desired: &'a Desired,
+    inventory: &'a Inventory,
+    presence: &'a Presence,
+    index: &'a Index<'a>,
+    now: OffsetDateTime,
+    actions: Vec<Action>,
+    /// Cards handed to a credential by this plan already.
+    used_cards: BTreeSet<String>,
+    /// New virtual cards this plan creates, per stock.
+    new_cards: BTreeMap<String, usize>,
+}
+
+impl Ctx<'_> {
+    fn present(&self, card: &str) -> bool {
+        self.presence.cards.contains(card)
+    }
+
+    fn plan_issue(&mut self, cred: &DesiredCredential) {
+        if cred.user_disabled {
+            return;
+        }
+        let slots: Vec<Slot> = cred.certificates.keys().copied().collect();
+        let (card, stock, waiting, note) = self.choose_card(cred);
+        let mut message = format!(
+            "{} is entitled to {:?} and holds no credential under it",
+            cred.user, cred.template
+        );
+        if let Some(note) = note {
+            message.push_str("; ");
+            message.push_str(&note);
+        }
+        self.actions.push(Action {
+            kind: ActionKind::Issue,
+            user: cred.user.clone(),
+            template: Some(cred.template.clone()),
+            card,
+            stock,
+            slot: None,
+            slots,
+            serials: Vec::new(),
+            reason: Reason {
+                code: ReasonCode::NotIssued,
+                message,
+            },
+            waiting_for_card: waiting,
+        });
+    }
+
+    /// Picks the card for a new credential: (card id, stock, waiting, note).
+    fn choose_card(
+        &mut self,
+        cred: &DesiredCredential,
+    ) -> (Option<String>, Option<String>, bool, Option<String>) {
+        if let Some(bound) = &cred.bound_card {
+            let usable = self
+                .inventory
+                .cards
+                .get(bound)
+                .is_none_or(|c| c.status == CardStatus::Blank);
+            if !usable || self.used_cards.contains(bound) {
+                return (
+                    Some(bound.clone()),
+                    None,
+                    true,
+                    Some(format!("bound card {bound} is not blank")),
+                );
+            }
+            self.used_cards.insert(bound.clone());
+            let waiting = !self.present(bound);
+            return (Some(bound.clone()), None, waiting, None);
+        }
+        let Some(stock) = cred
+            .stock
+            .as_deref()
+            .and_then(|s| self.desired.stocks.iter().find(|st| st.name == s))
+        else {
+            return (
+                None,
+                None,
+                true,
+                Some(format!(
+                    "no card stock with autoBind holds {:?} cards: bind a card with a CardBinding",
+                    cred.card_type
+                )),
+            );
+        };
+        // A blank card of the stock, known to the inventory, that is present.
+        let blank = self
+            .index
+            .blanks_by_stock
+            .get(stock.name.as_str())
+            .into_iter()
+            .flatten()
+            .find(|c| !self.used_cards.contains(&c.id) && self.present(&c.id))
+            .map(|c| c.id.clone());
+        if let Some(id) = blank {
+            self.used_cards.insert(id.clone());
+            return (Some(id), Some(stock.name.clone()), false, None);
+        }
+        if stock.is_virtual {
+            return self.new_virtual(stock);
+        }
+        let fresh = self
+            .presence
+            .blanks
+            .iter()
+            .find(|b| b.stock == stock.name && !self.used_cards.contains(&b.id))
+            .map(|b| b.id.clone());
+        match fresh {
+            Some(id) => {
+                self.used_cards.insert(id.clone());
+                (Some(id), Some(stock.name.clone()), false, None)
+            }
+            None => (
+                None,
+                Some(stock.name.clone()),
+                true,
+                Some(format!(
+                    "waiting for a blank card of stock {:?}",
+                    stock.name
+                )),
+            ),
+        }
+    }
+
+    fn new_virtual(
+        &mut self,
+        stock: &StockInfo,
+    ) -> (Option<String>, Option<String>, bool, Option<String>) {
+        let existing = self
+            .index
+            .cards_per_stock
+            .get(stock.name.as_str())
+            .copied()
+            .unwrap_or(0);
+        let planned = self.new_cards.entry(stock.name.clone()).or_default();
+        if let Some(max) = stock.virtual_max
+            && existing + *planned >= max as usize
+        {
+            return (
+                None,
+                Some(stock.name.clone()),
+                true,
+                Some(format!(
+                    "virtual stock {:?} is exhausted ({max} cards)",
+                    stock.name
+                )),
+            );
+        }
+        *planned += 1;
+        (None, Some(stock.name.clone()), false, None)
+    }
+
+    fn plan_held(&mut self, cred: &DesiredCredential, card: &CardRecord) {
+        if cred.user_disabled {
+            match cred.on_user_disabled {
+                OnUserDisabled::Suspend if card.status == CardStatus::Active => {
+                    let serials = self.index.live_serials(&card.id, Some(CertStatus::Active));
+                    self.push_card_action(
+                        ActionKind::Suspend,
+                        card,
+                        serials,
+                        Reason {
+                            code: ReasonCode::UserDisabled,
+                            message: format!("account {} is disabled", cred.user),
+                        },
+                    );
+                }
+                OnUserDisabled::Revoke => self.plan_revoke(
+                    card,
+                    Reason {
+                        code: ReasonCode::UserDisabled,
+                        message: format!(
+                            "account {} is disabled and the template says revoke",
+                            cred.user
+                        ),
+                    },
+                ),
+                _ => {}
+            }
+            return;
+        }
+        if card.status == CardStatus::Suspended {
+            let serials = self
+                .index
+                .live_serials(&card.id, Some(CertStatus::Suspended));
+            self.push_card_action(
+                ActionKind::Resume,
+                card,
+                serials,
+                Reason {
+                    code: ReasonCode::UserEnabled,
+                    message: format!("account {} is enabled again", cred.user),
+                },
+            );
+        }
+        let live = self.index.live_by_slot(&card.id);
+        for (slot, want) in &cred.certificates {
+            let (kind, code, message, serials) = match live.get(slot) {
+                None => (
+                    ActionKind::Reissue,
+                    ReasonCode::SlotAdded,
+                    format!("template {:?} now has slot {}", cred.template, slot.hex()),
+                    vec![],
+                ),
+                Some(have) if !have.installed => (
+                    ActionKind::Issue,
+                    ReasonCode::InterruptedIssuance,
+                    format!(
+                        "certificate {} was signed but not yet written to the card",
+                        have.serial
+                    ),
+                    vec![have.serial.clone()],
+                ),
+                Some(have) if have.revision != want.revision => (
+                    ActionKind::Reissue,
+                    ReasonCode::TemplateChanged,
+                    format!(
+                        "slot {} was issued under revision {} and the template now gives {}",
+                        slot.hex(),
+                        have.revision,
+                        want.revision
+                    ),
+                    vec![have.serial.clone()],
+                ),
+                Some(have) if self.now >= have.not_after => (
+                    ActionKind::Renew,
+                    ReasonCode::Expired,
+                    format!("certificate {} expired at {}", have.serial, have.not_after),
+                    vec![have.serial.clone()],
+                ),
+                Some(have) if self.now >= renew_at(have, want.renew_before_secs) => (
+                    ActionKind::Renew,
+                    ReasonCode::NearingExpiry,
+                    format!(
+                        "certificate {} expires at {} and its renewal point has passed",
+                        have.serial, have.not_after
+                    ),
+                    vec![have.serial.clone()],
+                ),
+                Some(_) => continue,
+            };
+            self.push_slot_action(kind, cred, card, *slot, serials, code, message);
+        }
+        for (slot, have) in &live {
+            if !cred.certificates.contains_key(slot) {
+                self.push_slot_action(
+                    ActionKind::Reissue,
+                    cred,
+                    card,
+                    *slot,
+                    vec![have.serial.clone()],
+                    ReasonCode::SlotRemoved,
+                    format!(
+                        "template {:?} no longer has slot {}",
+                        cred.template,
+                        slot.hex()
+                    ),
+                );
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_slot_action(
+        &mut self,
+        kind: ActionKind,
+        cred: &DesiredCredential,
+        card: &CardRecord,
+        slot: Slot,
+        serials: Vec<String>,
+        code: ReasonCode,
+        message: String,
+    ) {
+        self.actions.push(Action {
+            kind,
+            user: cred.user.clone(),
+            template: Some(cred.template.clone()),
+            card: Some(card.id.clone()),
+            stock: None,
+            slot: Some(slot),
+            slots: vec![slot],
+            serials,
+            reason: Reason { code, message },
+            waiting_for_card: !self.present(&card.id),
+        });
+    }
+
+    fn push_card_action(
+        &mut self,
+        kind: ActionKind,
+        card: &CardRecord,
+        serials: Vec<String>,
+        reason: Reason,
+    ) {
+        let slots = self.index.live_by_slot(&card.id).into_keys().collect();
+        self.actions.push(Action {
+            kind,
+            user: card.user.clone().unwrap_or_default(),
+            template: card.template.clone(),
+            card: Some(card.id.clone()),
+            stock: None,
+            slot: None,
+            slots,
+            serials,
+            reason,
+            waiting_for_card: kind.needs_card() && !self.present(&card.id),
+        });
+    }
+
+    fn plan_revoke(&mut self, card: &CardRecord, reason: Reason) {
+        let serials = self.index.live_serials(&card.id, None);
+        self.push_card_action(ActionKind::Revoke, card, serials, reason);
+        self.push_retire(card, "its credential is revoked in this plan");
+    }
+
+    fn push_retire(&mut self, card: &CardRecord, why: &str) {
+        self.actions.push(Action {
+            kind: ActionKind::Retire,
+            user: card.user.clone().unwrap_or_default(),
+            template: card.template.clone(),
+            card: Some(card.id.clone()),
+            stock: None,
+            slot: None,
+            slots: Vec::new(),
+            serials: Vec::new(),
+            reason: Reason {
+                code: ReasonCode::CardRevoked,
+                message: format!("card {} is wiped and returns to its stock: {why}", card.id),
+            },
+            waiting_for_card: !self.present(&card.id),
+        });
+    }
+}
+
+/// The moment a certificate should be renewed: a deterministic point in the first half of its
+/// renewal window, seeded by its serial, so that a fleet issued on one day renews spread out.
+pub fn renew_at(cert: &CertRecord, renew_before_secs: u64) -> OffsetDateTime {
+    let lifetime = (cert.not_after - cert.not_before).whole_seconds().max(0) as u64;
+    let window = renew_before_secs.min(lifetime);
+    let jitter = fnv1a(cert.serial.as_bytes()) % (window / 2 + 1);
+    let offset = window.saturating_sub(jitter);
+    cert.not_after - time::Duration::seconds(offset.min(i64::MAX as u64) as i64)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests;

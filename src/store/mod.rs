@@ -1,0 +1,304 @@
+//! The state store: inventory, journal, history and sealed secrets in sled under the state
+//! directory.
+//!
+//! This is the only module that opens sled. It stores and returns records; it makes no
+//! decisions about them. sled admits one process at a time: a second opener gets
+//! [`StoreError::Locked`].
+//!
+//! Trees: `cards` (id → JSON), `certs` (serial → JSON), `journal` (big-endian u64 → JSON),
+//! `history` (big-endian u64 → JSON, append-only), `secrets` (name → sealed bytes).
+
+pub mod journal;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+pub use journal::{HistoryEntry, HistoryResult, JournalEntry, JournalState, JournalStep};
+
+use crate::inventory::{CardRecord, CertRecord, Inventory};
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the store.
+    #[error(
+        "the state directory {0} is in use by another keyfleet process (only one may write it at a time)"
+    )]
+    Locked(PathBuf),
+    /// The state directory could not be created.
+    #[error("cannot create the state directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// sled failed.
+    #[error("state store error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record does not decode (corruption or a newer format).
+    #[error("state store record {tree}/{key} does not decode: {source}")]
+    Decode {
+        /// Tree name.
+        tree: &'static str,
+        /// Key, printable.
+        key: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// An open store.
+pub struct Store {
+    db: sled::Db,
+    cards: sled::Tree,
+    certs: sled::Tree,
+    journal: sled::Tree,
+    history: sled::Tree,
+    secrets: sled::Tree,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let path = state_dir.join("store");
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked(state_dir.to_path_buf())
+                }
+                sled::Error::Io(ref io) if io.to_string().contains("lock") => {
+                    StoreError::Locked(state_dir.to_path_buf())
+                }
+                other => StoreError::Sled(other),
+            })?;
+        Ok(Store {
+            cards: db.open_tree("cards")?,
+            certs: db.open_tree("certs")?,
+            journal: db.open_tree("journal")?,
+            history: db.open_tree("history")?,
+            secrets: db.open_tree("secrets")?,
+            db,
+        })
+    }
+
+    /// Reads the whole inventory.
+    pub fn inventory(&self) -> Result<Inventory, StoreError> {
+        let mut inv = Inventory::default();
+        for item in self.cards.iter() {
+            let (k, v) = item?;
+            let card: CardRecord = decode("cards", &k, &v)?;
+            inv.cards.insert(card.id.clone(), card);
+        }
+        for item in self.certs.iter() {
+            let (k, v) = item?;
+            let cert: CertRecord = decode("certs", &k, &v)?;
+            inv.certs.insert(cert.serial.clone(), cert);
+        }
+        Ok(inv)
+    }
+
+    /// One card.
+    pub fn card(&self, id: &str) -> Result<Option<CardRecord>, StoreError> {
+        self.cards
+            .get(id.as_bytes())?
+            .map(|v| decode("cards", id.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// One certificate.
+    pub fn cert(&self, serial: &str) -> Result<Option<CertRecord>, StoreError> {
+        self.certs
+            .get(serial.as_bytes())?
+            .map(|v| decode("certs", serial.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Writes a card record and flushes.
+    pub fn put_card(&self, card: &CardRecord) -> Result<(), StoreError> {
+        self.cards.insert(card.id.as_bytes(), encode(card))?;
+        self.flush()
+    }
+
+    /// Writes a certificate record and flushes.
+    pub fn put_cert(&self, cert: &CertRecord) -> Result<(), StoreError> {
+        self.certs.insert(cert.serial.as_bytes(), encode(cert))?;
+        self.flush()
+    }
+
+    /// Stores a sealed secret under `name`.
+    pub fn put_secret(&self, name: &str, sealed: &[u8]) -> Result<(), StoreError> {
+        self.secrets.insert(name.as_bytes(), sealed)?;
+        self.flush()
+    }
+
+    /// Deletes a secret (absent is fine).
+    pub fn remove_secret(&self, name: &str) -> Result<(), StoreError> {
+        self.secrets.remove(name.as_bytes())?;
+        self.flush()
+    }
+
+    /// A sealed secret.
+    pub fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.secrets.get(name.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Records an intent in the journal (flushed before returning) and returns its id.
+    pub fn journal_open(
+        &self,
+        action_id: &str,
+        step: JournalStep,
+        at: time::OffsetDateTime,
+    ) -> Result<JournalEntry, StoreError> {
+        let id = self.db.generate_id()?;
+        let entry = JournalEntry {
+            id,
+            action_id: action_id.to_string(),
+            step,
+            state: JournalState::Open,
+            opened_at: at,
+            closed_at: None,
+            message: None,
+        };
+        self.journal.insert(id.to_be_bytes(), encode(&entry))?;
+        self.flush()?;
+        Ok(entry)
+    }
+
+    /// Closes a journal entry with its final state (flushed before returning).
+    pub fn journal_close(
+        &self,
+        entry: &mut JournalEntry,
+        state: JournalState,
+        message: Option<String>,
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        entry.state = state;
+        entry.closed_at = Some(at);
+        entry.message = message;
+        self.journal
+            .insert(entry.id.to_be_bytes(), encode(&*entry))?;
+        self.flush()
+    }
+
+    /// Journal entries still open (interrupted effects), oldest first.
+    pub fn open_intents(&self) -> Result<Vec<JournalEntry>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.journal.iter() {
+            let (k, v) = item?;
+            let e: JournalEntry = decode("journal", &k, &v)?;
+            if e.state == JournalState::Open {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends to the history.
+    pub fn append_history(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
+        let id = self.db.generate_id()?;
+        self.history.insert(id.to_be_bytes(), encode(entry))?;
+        self.flush()
+    }
+
+    /// The history, oldest first.
+    pub fn history(&self) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.history
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode("history", &k, &v)
+            })
+            .collect()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising these plain records cannot fail: no maps with non-string keys, no
+    // fallible Serialize impls.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    value: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(value).map_err(|source| StoreError::Decode {
+        tree,
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::CardStatus;
+    use crate::policy::model::CardType;
+
+    #[test]
+    fn records_survive_reopen_and_the_store_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put_card(&CardRecord {
+                id: "vc-1".into(),
+                card_type: CardType::Virtual,
+                stock: None,
+                user: Some("alice".into()),
+                template: None,
+                status: CardStatus::Active,
+                created_at: now,
+                updated_at: now,
+            })
+            .unwrap();
+            let mut e = s
+                .journal_open(
+                    "a",
+                    JournalStep::WipeCard {
+                        card: "vc-1".into(),
+                    },
+                    now,
+                )
+                .unwrap();
+            s.journal_open(
+                "b",
+                JournalStep::WipeCard {
+                    card: "vc-2".into(),
+                },
+                now,
+            )
+            .unwrap();
+            s.journal_close(&mut e, JournalState::Done, None, now)
+                .unwrap();
+            assert!(matches!(
+                Store::open(dir.path()),
+                Err(StoreError::Locked(_))
+            ));
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            s.inventory().unwrap().cards["vc-1"].user.as_deref(),
+            Some("alice")
+        );
+        let open = s.open_intents().unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].action_id, "b");
+    }
+}
