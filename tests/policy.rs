@@ -366,3 +366,59 @@ fn version_and_help() {
         .stdout_has("--out");
     keyfleet(&["frobnicate"]).expect_code(2);
 }
+
+#[test]
+fn semantic_checks_on_certificates() {
+    let d = PolicyDir::valid();
+    let certs = [
+        // 9A: P-384 not allowed, server keygen outside 9D.
+        cert("9A", "      keyGeneration: server\n").replace("ecc-p256", "ecc-p384"),
+        // 9C: archive without server keygen, profile the local CA does not have.
+        cert("9C", "      archive: true\n").replace("piv-auth", "no-such-profile"),
+        // 9D: subject that is not a DN, email SAN that is not an address.
+        cert(
+            "9D",
+            "      subjectAltNames:\n        - email: ${user.uid}\n",
+        )
+        .replace("CN=${user.cn}", "XX=${user.cn}"),
+    ];
+    d.write("bad.yaml", &format!("{TEMPLATE_HEAD}{}", certs.concat()));
+    let f = d.file("bad.yaml");
+    let o = "CardTemplate/broken";
+    d.validate(&[])
+        .expect_code(1)
+        .stderr_has(&format!("{f}:12: {o}: spec.certificates[0].keyAlgorithm: ecc-p384 is not allowed in PIV slot 9A"))
+        .stderr_has(&format!("{f}:14: {o}: spec.certificates[0].keyGeneration: server key generation is only allowed"))
+        .stderr_has(&format!("{f}:18: {o}: spec.certificates[1].profile: the local CA `lab` has no profile `no-such-profile`"))
+        .stderr_has(&format!("{f}:21: {o}: spec.certificates[1].archive: archive needs keyGeneration: server"))
+        .stderr_has(&format!("{f}:27: {o}: spec.certificates[2].subject: subject \"XX=${{user.cn}}\" does not give a valid DN"))
+        .stderr_has(&format!("{f}:29: {o}: spec.certificates[2].subjectAltNames[0].email: email SAN"));
+}
+
+#[test]
+fn semantic_checks_on_assignments_and_stock() {
+    let d = PolicyDir::valid();
+    d.write("bad.yaml", "apiVersion: keyfleet.dev/v1\nkind: Assignment\nmetadata: {name: by-filter}\nspec:\n  directory: people\n  template: employee\n  filter: (department=IT)\n---\napiVersion: keyfleet.dev/v1\nkind: CardStock\nmetadata: {name: odd}\nspec:\n  cardType: piv\n  virtual: {}\n");
+    let f = d.file("bad.yaml");
+    d.validate(&[])
+        .expect_code(1)
+        .stderr_has(&format!(
+            "{f}:7: Assignment/by-filter: spec.filter: `filter` needs an ldap Directory"
+        ))
+        .stderr_has(&format!(
+            "{f}:14: CardStock/odd: spec.virtual: selector `virtual` does not fit cardType piv"
+        ));
+}
+
+#[test]
+fn template_without_stock_is_a_warning() {
+    let d = PolicyDir::valid();
+    d.write(
+        "piv.yaml",
+        &format!("{TEMPLATE_HEAD}{}", cert("9A", "")).replace("cardType: virtual", "cardType: piv"),
+    );
+    d.validate(&[]).expect_code(0).stderr_has(&format!(
+        "{}:6: CardTemplate/broken: spec.cardType: warning: no CardStock holds piv cards",
+        d.file("piv.yaml")
+    ));
+}
