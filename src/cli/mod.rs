@@ -66,8 +66,10 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a policy set: YAML, schemas, references, slots, templates, durations.
+    #[command(long_about = validate::LONG_ABOUT)]
     Validate(validate::Args),
     /// Write the JSON schemas of every policy kind (for editors and CI).
+    #[command(long_about = schema::LONG_ABOUT)]
     Schema(schema::Args),
     /// Show what apply would change, each action with its reason.
     Plan(plan::Args),

@@ -9,14 +9,14 @@ use std::process::ExitCode;
 use super::{EXIT_OK, GlobalArgs};
 use crate::policy::schema::write_schemas;
 
-/// Arguments of `keyfleet schema`.
-#[derive(Debug, Clone, clap::Args)]
-#[command(
-    long_about = "Write the JSON Schema (draft 2020-12) of every policy kind, generated \
+/// The long help of this subcommand.
+pub const LONG_ABOUT: &str = "Write the JSON Schema (draft 2020-12) of every policy kind, generated \
 from Keyfleet's own types, plus keyfleet.schema.json, a bundle that accepts any kind. Policy \
 files point editors at the bundle with a `# yaml-language-server: $schema=...` comment. The \
-checked-in schemas/ folder is made with `keyfleet schema --out schemas/`."
-)]
+checked-in schemas/ folder is made with `keyfleet schema --out schemas/`.";
+
+/// Arguments of `keyfleet schema`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// The folder to write into (created if missing).
     #[arg(long, value_name = "DIR")]

@@ -20,15 +20,15 @@ pub enum Format {
     Json,
 }
 
-/// Arguments of `keyfleet validate`.
-#[derive(Debug, Clone, clap::Args)]
-#[command(
-    long_about = "Check the policy set in the policy directory (-C): YAML syntax, the \
+/// The long help of this subcommand.
+pub const LONG_ABOUT: &str = "Check the policy set in the policy directory (-C): YAML syntax, the \
 JSON schema of every kind, unique names, references between objects, slots and key \
 algorithms, subject/SAN templates (expanded for a sample user) and durations. Every problem is \
 reported, each as `file:line: kind/name: path: message`.\n\nWorks offline and resolves no \
-secret unless --online is given.\n\nExit codes: 0 valid, 1 invalid."
-)]
+secret unless --online is given.\n\nExit codes: 0 valid, 1 invalid.";
+
+/// Arguments of `keyfleet validate`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]

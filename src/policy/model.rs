@@ -630,12 +630,16 @@ impl fmt::Display for Slot {
 #[serde(rename_all = "kebab-case")]
 pub enum KeyAlgorithm {
     /// ECDSA / ECDH on NIST P-256.
+    #[serde(rename = "ecc-p256")]
     EccP256,
     /// ECDSA / ECDH on NIST P-384.
+    #[serde(rename = "ecc-p384")]
     EccP384,
     /// RSA 2048.
+    #[serde(rename = "rsa-2048")]
     Rsa2048,
     /// RSA 3072.
+    #[serde(rename = "rsa-3072")]
     Rsa3072,
 }
 
@@ -1111,6 +1115,23 @@ mod tests {
         );
         let back = serde_yaml::to_string(&s).unwrap();
         assert!(back.contains("virtual: {}"), "{back}");
+    }
+
+    #[test]
+    fn key_algorithm_names_match_as_str() {
+        for alg in [
+            KeyAlgorithm::EccP256,
+            KeyAlgorithm::EccP384,
+            KeyAlgorithm::Rsa2048,
+            KeyAlgorithm::Rsa3072,
+        ] {
+            let yaml = serde_yaml::to_string(&alg).unwrap();
+            assert_eq!(yaml.trim(), alg.as_str());
+            assert_eq!(
+                serde_yaml::from_str::<KeyAlgorithm>(alg.as_str()).unwrap(),
+                alg
+            );
+        }
     }
 
     #[test]

@@ -189,6 +189,8 @@ pub struct SchemaIssue {
     pub message: String,
     /// Missing field names, for the one-of heuristic.
     required: Vec<String>,
+    /// The constant a `const` alternative expected, for the one-of heuristic.
+    expected: Option<String>,
 }
 
 impl SchemaIssue {
@@ -199,6 +201,7 @@ impl SchemaIssue {
             code,
             message,
             required: Vec::new(),
+            expected: None,
         }
     }
 
@@ -277,6 +280,15 @@ fn translate(err: &ValidationError<'_>) -> Vec<SchemaIssue> {
             issue.required.push(name);
             vec![issue]
         }
+        ValidationErrorKind::Constant { expected_value } => {
+            let mut issue = SchemaIssue::new(&pointer, codes::INVALID_VALUE, err.to_string());
+            issue.expected = Some(
+                expected_value
+                    .as_str()
+                    .map_or_else(|| expected_value.to_string(), str::to_string),
+            );
+            vec![issue]
+        }
         ValidationErrorKind::Type { .. } => {
             vec![SchemaIssue::new(
                 &pointer,
@@ -311,7 +323,7 @@ fn translate(err: &ValidationError<'_>) -> Vec<SchemaIssue> {
             vec![SchemaIssue::new(&pointer, code, message)]
         }
         ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => {
-            one_of(&pointer, context)
+            one_of(&pointer, instance, context)
         }
         ValidationErrorKind::OneOfMultipleValid { .. } => vec![SchemaIssue::new(
             &pointer,
@@ -340,7 +352,11 @@ fn translate(err: &ValidationError<'_>) -> Vec<SchemaIssue> {
 /// errors reach deepest into the document is the one the author meant (for `local: {...}` with
 /// a bad field, the `local` branch complains about the field while the others only miss their
 /// key). When no branch stands out, lists what each alternative needs.
-fn one_of(pointer: &str, context: &[Vec<ValidationError<'static>>]) -> Vec<SchemaIssue> {
+fn one_of(
+    pointer: &str,
+    instance: &Value,
+    context: &[Vec<ValidationError<'static>>],
+) -> Vec<SchemaIssue> {
     let branches: Vec<Vec<SchemaIssue>> = context
         .iter()
         .map(|errors| errors.iter().flat_map(translate).collect())
@@ -355,7 +371,16 @@ fn one_of(pointer: &str, context: &[Vec<ValidationError<'static>>]) -> Vec<Schem
         .iter()
         .map(|b| b.iter().flat_map(|i| i.required.iter().cloned()).collect())
         .collect();
-    let message = if required.iter().all(|r| r.len() == 1) {
+    let expected: Vec<String> = top
+        .iter()
+        .filter_map(|b| match b.as_slice() {
+            [only] => only.expected.clone(),
+            _ => None,
+        })
+        .collect();
+    let message = if expected.len() == top.len() {
+        format!("{instance} is not one of {}", quote_list(&expected))
+    } else if required.iter().all(|r| r.len() == 1) {
         let names: Vec<String> = required.into_iter().flatten().collect();
         let unknown: Vec<String> = top
             .iter()
@@ -453,6 +478,18 @@ mod tests {
             i[0].message.contains("unknown variable ${user.email}"),
             "{}",
             i[0].message
+        );
+    }
+
+    #[test]
+    fn documented_enums_list_their_values() {
+        let t = "apiVersion: keyfleet.dev/v1\nkind: CardTemplate\nmetadata: {name: t}\nspec:\n  cardType: virtual\n  certificates:\n  - {name: a, slot: 9B, authority: lab, profile: piv-auth, keyAlgorithm: ecc-p256, subject: 'CN=x'}\n";
+        let i = issues(Kind::CardTemplate, t);
+        assert_eq!(i.len(), 1, "{i:?}");
+        assert_eq!(i[0].path, "/spec/certificates/0/slot");
+        assert_eq!(
+            i[0].message,
+            "\"9B\" is not one of `9A`, `9C`, `9D` or `9E`"
         );
     }
 
