@@ -173,11 +173,50 @@ pub fn read_file_directory(path: &Path) -> Result<DirectorySnapshot, FileDirecto
     parse_file_directory(path, &text)
 }
 
+/// Nesting deeper than this is refused (a directory file is two levels deep).
+const MAX_DEPTH: usize = 16;
+
+/// Refuses anchors, aliases and deep nesting before serde_yaml sees the text: a directory file
+/// has no use for them, and alias expansion is how a small file becomes a huge document.
+fn guard(path: &Path, text: &str) -> Result<(), FileDirectoryError> {
+    use saphyr_parser::{Event, Parser};
+    let mut depth = 0usize;
+    for item in Parser::new_from_str(text) {
+        let (event, span) = item.map_err(|e| FileDirectoryError::Parse {
+            path: path.to_path_buf(),
+            line: e.marker().line(),
+            message: e.to_string(),
+        })?;
+        let refuse = |what: &str| FileDirectoryError::Parse {
+            path: path.to_path_buf(),
+            line: span.start.line(),
+            message: format!("{what} are not allowed in a directory file"),
+        };
+        match event {
+            Event::Alias(_) => return Err(refuse("YAML aliases")),
+            Event::Scalar(_, _, anchor, _) if anchor != 0 => return Err(refuse("YAML anchors")),
+            Event::MappingStart(anchor, _) | Event::SequenceStart(anchor, _) => {
+                if anchor != 0 {
+                    return Err(refuse("YAML anchors"));
+                }
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(refuse("structures nested this deep"));
+                }
+            }
+            Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses the text of a `file` directory; `path` only names it in errors.
 pub fn parse_file_directory(
     path: &Path,
     text: &str,
 ) -> Result<DirectorySnapshot, FileDirectoryError> {
+    guard(path, text)?;
     let doc: FileDoc = serde_yaml::from_str(text).map_err(|e| FileDirectoryError::Parse {
         path: path.to_path_buf(),
         line: e.location().map(|l| l.line()).unwrap_or(0),
@@ -301,5 +340,12 @@ groups:
         let e = parse_file_directory(Path::new("d.yaml"), "groups: [{name: g, groups: [h]}]")
             .unwrap_err();
         assert!(e.to_string().contains("unknown group \"h\""), "{e}");
+        let bomb = "a: &a [x, x]\nb: &b [*a, *a]\nusers: [{uid: u, cn: *b}]\n";
+        let e = parse_file_directory(Path::new("d.yaml"), bomb).unwrap_err();
+        assert!(e.to_string().starts_with("d.yaml:1:"), "{e}");
+        assert!(e.to_string().contains("anchors are not allowed"), "{e}");
+        let deep = format!("users: {}{}", "[".repeat(40), "]".repeat(40));
+        let e = parse_file_directory(Path::new("d.yaml"), &deep).unwrap_err();
+        assert!(e.to_string().contains("nested"), "{e}");
     }
 }

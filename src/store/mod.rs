@@ -10,6 +10,7 @@
 
 pub mod journal;
 
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -64,10 +65,15 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
-            path: state_dir.to_path_buf(),
-            source,
-        })?;
+        // The state directory holds the master key, sealed secrets and PIN mailers: owner only.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|source| StoreError::CreateDir {
+                path: state_dir.to_path_buf(),
+                source,
+            })?;
         let path = state_dir.join("store");
         let db = sled::Config::new()
             .path(&path)
