@@ -5,3 +5,5 @@
 mod harness;
 /// Policy loading and validation through `keyfleet validate` / `keyfleet schema`.
 mod policy;
+/// The reconcile spine end to end on examples/quickstart (local CA, virtual cards).
+mod spine;
