@@ -298,6 +298,75 @@ pub fn compute(policy: &PolicySet, observed: &BTreeMap<String, DirectoryObservat
         }
     }
 
+    let bindings = bindings_by_user(policy);
+    for (uid, templates) in &entitled {
+        add_user(&mut desired, policy, observed, &bindings, uid, templates);
+    }
+    desired
+}
+
+/// Recomputes the desired state of some users only (after a directory change that touched
+/// them), leaving everyone else's as it was. The result equals a full [`compute`] over the
+/// same inputs for every user, as long as only these users' directory data changed.
+pub fn update_users(
+    desired: &mut Desired,
+    policy: &PolicySet,
+    observed: &BTreeMap<String, DirectoryObservation>,
+    users: &BTreeSet<String>,
+) {
+    let keys: Vec<(String, String)> = users
+        .iter()
+        .flat_map(|u| {
+            desired
+                .credentials
+                .range((u.clone(), String::new())..)
+                .take_while(move |((uu, _), _)| uu == u)
+                .map(|(k, _)| k.clone())
+        })
+        .collect();
+    for k in keys {
+        desired.credentials.remove(&k);
+    }
+    desired.conflicts.retain(|c| !users.contains(&c.user));
+    desired.errors.retain(|e| !users.contains(&e.user));
+    let bindings = bindings_by_user(policy);
+    for uid in users {
+        desired.users.remove(uid);
+        for name in policy.directories.keys() {
+            if let Some(Ok(snapshot)) = observed.get(name)
+                && let Some(user) = snapshot.users.get(uid)
+            {
+                desired.users.entry(uid.clone()).or_insert(user.disabled);
+            }
+        }
+        let mut templates: BTreeMap<String, &str> = BTreeMap::new();
+        for a in policy.assignments.values() {
+            let Some(Ok(snapshot)) = observed.get(&a.spec.directory) else {
+                continue;
+            };
+            if !snapshot.users.contains_key(uid) {
+                continue;
+            }
+            let entitled = a.spec.users.iter().any(|u| u == uid)
+                || a.spec
+                    .groups
+                    .iter()
+                    .any(|g| snapshot.is_member(uid, &g.name, g.nested));
+            if entitled {
+                templates.insert(a.spec.template.clone(), a.spec.directory.as_str());
+            }
+        }
+        if !templates.is_empty() {
+            add_user(desired, policy, observed, &bindings, uid, &templates);
+        }
+    }
+    desired.conflicts.sort_by(|a, b| a.user.cmp(&b.user));
+    desired
+        .errors
+        .sort_by(|a, b| (&a.user, &a.template).cmp(&(&b.user, &b.template)));
+}
+
+fn bindings_by_user(policy: &PolicySet) -> BTreeMap<&str, Vec<&str>> {
     let mut bindings: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for b in policy.bindings.values() {
         bindings
@@ -305,61 +374,68 @@ pub fn compute(policy: &PolicySet, observed: &BTreeMap<String, DirectoryObservat
             .or_default()
             .push(b.spec.card.as_str());
     }
+    bindings
+}
 
-    for (uid, templates) in &entitled {
-        // Two templates of one card type for one user: which card gets which is a guess.
-        let mut by_type: BTreeMap<CardType, Vec<&str>> = BTreeMap::new();
-        for t in templates.keys() {
-            if let Some(tpl) = policy.templates.get(t) {
-                by_type.entry(tpl.spec.card_type).or_default().push(t);
-            }
-        }
-        if let Some((card_type, names)) = by_type.iter().find(|(_, v)| v.len() > 1) {
-            desired.conflicts.push(Conflict {
-                user: uid.clone(),
-                templates: names.iter().map(|s| s.to_string()).collect(),
-                message: format!(
-                    "{uid} is entitled to {} templates of card type {}: {}; fix the assignments",
-                    names.len(),
-                    card_type.as_str(),
-                    names.join(", ")
-                ),
-            });
-            continue;
-        }
-        let mut user_bindings = bindings.get(uid.as_str()).cloned().unwrap_or_default();
-        for (template, directory) in templates {
-            let Some(tpl) = policy.templates.get(template) else {
-                continue;
-            };
-            let Some(Ok(snapshot)) = observed.get(*directory) else {
-                continue;
-            };
-            let Some(user) = snapshot.users.get(uid) else {
-                continue;
-            };
-            let bound_card = if tpl.spec.card_type == CardType::Virtual || user_bindings.is_empty()
-            {
-                None
-            } else {
-                Some(user_bindings.remove(0).to_string())
-            };
-            match credential_for(user, template, &tpl.spec, policy) {
-                Ok(mut cred) => {
-                    cred.bound_card = bound_card;
-                    desired
-                        .credentials
-                        .insert((uid.clone(), template.clone()), cred);
-                }
-                Err(message) => desired.errors.push(ExpansionError {
-                    user: uid.clone(),
-                    template: template.clone(),
-                    message,
-                }),
-            }
+/// Adds the credentials of one entitled user (or a conflict, or expansion errors).
+fn add_user(
+    desired: &mut Desired,
+    policy: &PolicySet,
+    observed: &BTreeMap<String, DirectoryObservation>,
+    bindings: &BTreeMap<&str, Vec<&str>>,
+    uid: &str,
+    templates: &BTreeMap<String, &str>,
+) {
+    // Two templates of one card type for one user: which card gets which is a guess.
+    let mut by_type: BTreeMap<CardType, Vec<&str>> = BTreeMap::new();
+    for t in templates.keys() {
+        if let Some(tpl) = policy.templates.get(t) {
+            by_type.entry(tpl.spec.card_type).or_default().push(t);
         }
     }
-    desired
+    if let Some((card_type, names)) = by_type.iter().find(|(_, v)| v.len() > 1) {
+        desired.conflicts.push(Conflict {
+            user: uid.to_string(),
+            templates: names.iter().map(|s| s.to_string()).collect(),
+            message: format!(
+                "{uid} is entitled to {} templates of card type {}: {}; fix the assignments",
+                names.len(),
+                card_type.as_str(),
+                names.join(", ")
+            ),
+        });
+        return;
+    }
+    let mut user_bindings = bindings.get(uid).cloned().unwrap_or_default();
+    for (template, directory) in templates {
+        let Some(tpl) = policy.templates.get(template) else {
+            continue;
+        };
+        let Some(Ok(snapshot)) = observed.get(*directory) else {
+            continue;
+        };
+        let Some(user) = snapshot.users.get(uid) else {
+            continue;
+        };
+        let bound_card = if tpl.spec.card_type == CardType::Virtual || user_bindings.is_empty() {
+            None
+        } else {
+            Some(user_bindings.remove(0).to_string())
+        };
+        match credential_for(user, template, &tpl.spec, policy) {
+            Ok(mut cred) => {
+                cred.bound_card = bound_card;
+                desired
+                    .credentials
+                    .insert((uid.to_string(), template.clone()), cred);
+            }
+            Err(message) => desired.errors.push(ExpansionError {
+                user: uid.to_string(),
+                template: template.clone(),
+                message,
+            }),
+        }
+    }
 }
 
 /// The value of a template variable for a user.
@@ -452,4 +528,149 @@ fn credential_for(
         puk_length: spec.puk_policy.length,
         management_key: spec.management_key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::directory::parse_file_directory;
+
+    const POLICY: &str = r#"
+apiVersion: keyfleet.dev/v1
+kind: CertificateAuthority
+metadata: {name: lab}
+spec: {local: {subject: "CN=Lab CA"}}
+---
+apiVersion: keyfleet.dev/v1
+kind: Directory
+metadata: {name: people}
+spec: {file: {path: people.yaml}}
+---
+apiVersion: keyfleet.dev/v1
+kind: CardTemplate
+metadata: {name: employee}
+spec:
+  cardType: virtual
+  certificates:
+    - {name: auth, slot: 9A, authority: lab, profile: piv-auth, keyAlgorithm: ecc-p256, subject: "CN=${user.cn},O=Example", subjectAltNames: [{email: "${user.mail}"}]}
+---
+apiVersion: keyfleet.dev/v1
+kind: CardTemplate
+metadata: {name: other}
+spec:
+  cardType: virtual
+  certificates:
+    - {name: auth, slot: 9A, authority: lab, profile: piv-auth, keyAlgorithm: ecc-p256, subject: "CN=${user.attr.employeeNumber}"}
+---
+apiVersion: keyfleet.dev/v1
+kind: Assignment
+metadata: {name: staff}
+spec: {directory: people, template: employee, groups: [{name: staff, nested: true}]}
+---
+apiVersion: keyfleet.dev/v1
+kind: Assignment
+metadata: {name: others}
+spec: {directory: people, template: other, users: [carol]}
+---
+apiVersion: keyfleet.dev/v1
+kind: CardStock
+metadata: {name: virtual}
+spec: {cardType: virtual, autoBind: true, virtual: {}}
+"#;
+
+    const PEOPLE: &str = r#"
+users:
+  - {uid: alice, cn: "Alice, \"the\" <Admin>+1", mail: alice@example.org}
+  - {uid: bob, cn: Bob, mail: bob@example.org, disabled: true}
+  - {uid: carol, cn: Carol, mail: carol@example.org}
+  - {uid: dave, cn: Dave}
+groups:
+  - {name: staff, members: [alice], groups: [team]}
+  - {name: team, members: [bob, carol, dave]}
+"#;
+
+    fn setup(
+        people: &str,
+    ) -> (
+        tempfile::TempDir,
+        PolicySet,
+        BTreeMap<String, DirectoryObservation>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+        std::fs::write(dir.path().join("people.yaml"), people).unwrap();
+        let policy = crate::policy::load_policy_set(dir.path()).unwrap();
+        let snap = parse_file_directory(Path::new("people.yaml"), people).unwrap();
+        (dir, policy, [("people".to_string(), Ok(snap))].into())
+    }
+
+    use std::path::Path;
+
+    #[test]
+    fn entitlements_conflicts_and_expansion() {
+        let (_d, policy, observed) = setup(PEOPLE);
+        let d = compute(&policy, &observed);
+        assert!(d.complete);
+        let keys: Vec<_> = d.credentials.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            [
+                ("alice".to_string(), "employee".to_string()),
+                ("bob".into(), "employee".into())
+            ]
+        );
+        // Hostile characters in an attribute stay one RDN value.
+        let alice = &d.credentials[&("alice".into(), "employee".into())];
+        let cert = &alice.certificates[&Slot::PivAuthentication];
+        assert_eq!(cert.subject.get("CN"), Some("Alice, \"the\" <Admin>+1"));
+        assert_eq!(cert.subject.0.len(), 2);
+        assert!(d.credentials[&("bob".into(), "employee".into())].user_disabled);
+        // carol: two virtual templates -> conflict, nothing computed for her.
+        assert_eq!(d.conflicts.len(), 1);
+        assert_eq!(d.conflicts[0].user, "carol");
+        // dave has no mail: his SAN cannot be expanded -> an error, not a guess.
+        assert_eq!(d.errors.len(), 1);
+        assert_eq!(d.errors[0].user, "dave");
+        assert!(
+            d.errors[0].message.contains("mail"),
+            "{}",
+            d.errors[0].message
+        );
+        // A failed observation makes the state incomplete.
+        let mut broken = observed.clone();
+        broken.insert("people".into(), Err("down".into()));
+        assert!(!compute(&policy, &broken).complete);
+    }
+
+    #[test]
+    fn updating_some_users_equals_a_full_computation() {
+        let (_d, policy, observed) = setup(PEOPLE);
+        let mut d = compute(&policy, &observed);
+        let changed = PEOPLE
+            .replace("members: [alice]", "members: [alice, dave]")
+            .replace("members: [bob, carol, dave]", "members: [bob, carol]")
+            .replace(
+                "{uid: dave, cn: Dave}",
+                "{uid: dave, cn: Dave, mail: d@example.org}",
+            )
+            .replace("disabled: true", "disabled: false");
+        let (_d2, policy2, observed2) = setup(&changed);
+        let users: BTreeSet<String> = ["dave".to_string(), "bob".to_string()].into();
+        update_users(&mut d, &policy2, &observed2, &users);
+        assert_eq!(d, compute(&policy2, &observed2));
+        assert!(
+            d.credentials
+                .contains_key(&("dave".into(), "employee".into()))
+        );
+        // Removing a user entirely.
+        let gone = changed
+            .replace(
+                "  - {uid: bob, cn: Bob, mail: bob@example.org, disabled: false}\n",
+                "",
+            )
+            .replace("[bob, carol]", "[carol]");
+        let (_d3, policy3, observed3) = setup(&gone);
+        update_users(&mut d, &policy3, &observed3, &["bob".to_string()].into());
+        assert_eq!(d, compute(&policy3, &observed3));
+    }
 }

@@ -83,6 +83,30 @@ impl DirectorySnapshot {
     }
 }
 
+impl DirectorySnapshot {
+    /// Whether `uid` is a member of `group` (through nested groups when `nested` is set),
+    /// without computing the whole member list. Cycle-safe.
+    pub fn is_member(&self, uid: &str, group: &str, nested: bool) -> bool {
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        let mut stack = vec![group];
+        while let Some(name) = stack.pop() {
+            if !seen.insert(name) {
+                continue;
+            }
+            let Some(g) = self.groups.get(name) else {
+                continue;
+            };
+            if g.members.contains(uid) {
+                return self.users.contains_key(uid);
+            }
+            if nested {
+                stack.extend(g.groups.iter().map(String::as_str));
+            }
+        }
+        false
+    }
+}
+
 /// Reading a `file` directory failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FileDirectoryError {

@@ -147,115 +147,146 @@ pub fn plan(
     presence: &Presence,
     opts: &PlanOptions,
 ) -> Plan {
-    let index = Index::new(inventory);
-    let frozen = desired.frozen_users();
-    let mut ctx = Ctx {
-        desired,
-        inventory,
-        presence,
-        index: &index,
-        now: opts.now,
-        actions: Vec::new(),
-        used_cards: BTreeSet::new(),
-        new_cards: BTreeMap::new(),
-    };
-    let mut claimed: BTreeSet<&str> = BTreeSet::new();
+    Planner::new(inventory).plan(desired, presence, opts)
+}
 
-    for ((user, template), cred) in &desired.credentials {
-        if frozen.contains(user.as_str()) || !in_targets(opts, user) {
-            if let Some(card) = index.holder(user, template) {
-                claimed.insert(card.id.as_str());
-            }
-            continue;
-        }
-        match index.holder(user, template) {
-            None => ctx.plan_issue(cred),
-            Some(card) => {
-                claimed.insert(card.id.as_str());
-                ctx.plan_held(cred, card);
-            }
+/// The planner with its lookup tables over one inventory, built once and reused: replanning
+/// a few users (`PlanOptions::targets`) then costs time in proportion to those users only.
+pub struct Planner<'a> {
+    inventory: &'a Inventory,
+    index: Index<'a>,
+}
+
+impl<'a> Planner<'a> {
+    /// Indexes the inventory.
+    pub fn new(inventory: &'a Inventory) -> Self {
+        Planner {
+            inventory,
+            index: Index::new(inventory),
         }
     }
 
-    let mut withheld = 0;
-    for card in inventory.cards.values().filter(|c| c.holds_credential()) {
-        if claimed.contains(card.id.as_str()) {
-            continue;
-        }
-        let user = card.user.as_deref().unwrap_or("");
-        if frozen.contains(user) || !in_targets(opts, user) {
-            continue;
-        }
-        let template = card.template.as_deref().unwrap_or("");
-        let rules = desired.templates.get(template);
-        if rules.is_some_and(|r| r.on_entitlement_loss == OnEntitlementLoss::None) {
-            continue;
-        }
-        if !desired.complete {
-            withheld += 1;
-            continue;
-        }
-        let reason = if rules.is_none() {
-            Reason {
-                code: ReasonCode::TemplateRemoved,
-                message: format!("template {template:?} is no longer in the policy"),
-            }
-        } else if !desired.users.contains_key(user) {
-            Reason {
-                code: ReasonCode::UserGone,
-                message: format!("user {user:?} is no longer in the directory"),
-            }
-        } else {
-            Reason {
-                code: ReasonCode::NoLongerEntitled,
-                message: format!("no assignment entitles {user:?} to template {template:?}"),
-            }
+    /// Plans; with `opts.targets`, only for those users (and only their data is visited).
+    pub fn plan(&self, desired: &Desired, presence: &Presence, opts: &PlanOptions) -> Plan {
+        let index = &self.index;
+        let inventory = self.inventory;
+        let frozen = desired.frozen_users();
+        let mut ctx = Ctx {
+            desired,
+            inventory,
+            presence,
+            index,
+            now: opts.now,
+            actions: Vec::new(),
+            used_cards: BTreeSet::new(),
+            new_cards: BTreeMap::new(),
         };
-        ctx.plan_revoke(card, reason);
-    }
+        let mut claimed: BTreeSet<&str> = BTreeSet::new();
 
-    for card in inventory.cards.values() {
-        if card.status == CardStatus::Revoked
-            && in_targets(opts, card.user.as_deref().unwrap_or(""))
-        {
-            ctx.push_retire(card, "its credential was revoked earlier");
+        let credentials: Box<dyn Iterator<Item = (&(String, String), &DesiredCredential)>> =
+            match &opts.targets {
+                Some(users) => Box::new(users.iter().flat_map(|u| {
+                    desired
+                        .credentials
+                        .range((u.clone(), String::new())..)
+                        .take_while(move |((user, _), _)| user == u)
+                })),
+                None => Box::new(desired.credentials.iter()),
+            };
+        for ((user, template), cred) in credentials {
+            let holder = index.holder(user, template);
+            if let Some(card) = holder {
+                claimed.insert(card.id.as_str());
+            }
+            if frozen.contains(user.as_str()) || !in_targets(opts, user) {
+                continue;
+            }
+            match holder {
+                None => ctx.plan_issue(cred),
+                Some(card) => ctx.plan_held(cred, card),
+            }
         }
-    }
 
-    let mut actions = ctx.actions;
-    actions.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
-    actions.dedup();
+        let cards: Box<dyn Iterator<Item = &CardRecord>> = match &opts.targets {
+            Some(users) => Box::new(
+                users
+                    .iter()
+                    .flat_map(|u| index.cards_by_user.get(u.as_str()).into_iter().flatten())
+                    .copied(),
+            ),
+            None => Box::new(inventory.cards.values()),
+        };
+        let mut withheld = 0;
+        for card in cards {
+            let user = card.user.as_deref().unwrap_or("");
+            if frozen.contains(user) || !in_targets(opts, user) {
+                continue;
+            }
+            if card.status == CardStatus::Revoked {
+                ctx.push_retire(card, "its credential was revoked earlier");
+                continue;
+            }
+            if !card.holds_credential() || claimed.contains(card.id.as_str()) {
+                continue;
+            }
+            let template = card.template.as_deref().unwrap_or("");
+            let rules = desired.templates.get(template);
+            if rules.is_some_and(|r| r.on_entitlement_loss == OnEntitlementLoss::None) {
+                continue;
+            }
+            if !desired.complete {
+                withheld += 1;
+                continue;
+            }
+            let reason = if rules.is_none() {
+                Reason {
+                    code: ReasonCode::TemplateRemoved,
+                    message: format!("template {template:?} is no longer in the policy"),
+                }
+            } else if !desired.users.contains_key(user) {
+                Reason {
+                    code: ReasonCode::UserGone,
+                    message: format!("user {user:?} is no longer in the directory"),
+                }
+            } else {
+                Reason {
+                    code: ReasonCode::NoLongerEntitled,
+                    message: format!("no assignment entitles {user:?} to template {template:?}"),
+                }
+            };
+            ctx.plan_revoke(card, reason);
+        }
 
-    let revoked_users: BTreeSet<&str> = actions
-        .iter()
-        .filter(|a| a.kind == ActionKind::Revoke)
-        .map(|a| a.user.as_str())
-        .collect();
-    let holders: BTreeSet<&str> = inventory
-        .cards
-        .values()
-        .filter(|c| c.holds_credential())
-        .filter_map(|c| c.user.as_deref())
-        .collect();
-    let n = revoked_users.len();
-    let tripped = n as u64 > u64::from(opts.limits.max_revocations)
-        || (n > 0
-            && (n as u64) * 100
-                > u64::from(opts.limits.max_revocation_percent) * holders.len() as u64);
-    let safety_valve = SafetyReport {
-        tripped,
-        allowed: opts.allow_mass_revocation,
-        revoked_users: n,
-        holders: holders.len(),
-        limits: opts.limits,
-    };
-    Plan {
-        complete: desired.complete,
-        actions,
-        safety_valve,
-        conflicts: desired.conflicts.clone(),
-        errors: desired.errors.clone(),
-        withheld_revocations: withheld,
+        let mut actions = ctx.actions;
+        actions.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+        actions.dedup();
+
+        let revoked_users: BTreeSet<&str> = actions
+            .iter()
+            .filter(|a| a.kind == ActionKind::Revoke)
+            .map(|a| a.user.as_str())
+            .collect();
+        let holders = index.holders_count;
+        let n = revoked_users.len();
+        let tripped = n as u64 > u64::from(opts.limits.max_revocations)
+            || (n > 0
+                && (n as u64) * 100
+                    > u64::from(opts.limits.max_revocation_percent) * holders as u64);
+        let safety_valve = SafetyReport {
+            tripped,
+            allowed: opts.allow_mass_revocation,
+            revoked_users: n,
+            holders,
+            limits: opts.limits,
+        };
+        Plan {
+            complete: desired.complete,
+            actions,
+            safety_valve,
+            conflicts: desired.conflicts.clone(),
+            errors: desired.errors.clone(),
+            withheld_revocations: withheld,
+        }
     }
 }
 
@@ -286,6 +317,8 @@ fn sort_key(a: &Action) -> (&str, Option<&str>, u8, Option<&str>, Option<Slot>) 
 /// Lookup tables over the inventory, built once per plan.
 struct Index<'a> {
     holders: HashMap<(&'a str, &'a str), &'a CardRecord>,
+    cards_by_user: HashMap<&'a str, Vec<&'a CardRecord>>,
+    holders_count: usize,
     certs_by_card: HashMap<&'a str, Vec<&'a CertRecord>>,
     blanks_by_stock: BTreeMap<&'a str, Vec<&'a CardRecord>>,
     cards_per_stock: HashMap<&'a str, usize>,
@@ -296,7 +329,15 @@ impl<'a> Index<'a> {
         let mut holders: HashMap<(&str, &str), &CardRecord> = HashMap::new();
         let mut blanks_by_stock: BTreeMap<&str, Vec<&CardRecord>> = BTreeMap::new();
         let mut cards_per_stock: HashMap<&str, usize> = HashMap::new();
+        let mut cards_by_user: HashMap<&str, Vec<&CardRecord>> = HashMap::new();
+        let mut holding_users: std::collections::HashSet<&str> = Default::default();
         for card in inv.cards.values() {
+            if let Some(u) = card.user.as_deref() {
+                cards_by_user.entry(u).or_default().push(card);
+                if card.holds_credential() {
+                    holding_users.insert(u);
+                }
+            }
             if let Some(stock) = card.stock.as_deref() {
                 if card.status != CardStatus::Retired && card.status != CardStatus::Lost {
                     *cards_per_stock.entry(stock).or_default() += 1;
@@ -330,6 +371,8 @@ impl<'a> Index<'a> {
         }
         Index {
             holders,
+            cards_by_user,
+            holders_count: holding_users.len(),
             certs_by_card,
             blanks_by_stock,
             cards_per_stock,
