@@ -637,7 +637,7 @@ groups:
             d.errors[0].message
         );
         // A failed observation makes the state incomplete.
-        let mut broken = observed.clone();
+        let mut broken = observed;
         broken.insert("people".into(), Err("down".into()));
         assert!(!compute(&policy, &broken).complete);
     }
