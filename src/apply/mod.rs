@@ -1170,3 +1170,37 @@ pub(crate) fn wipe(ctx: &Context<'_>, card: &str) -> Result<(), ApplyError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::pin_mailer_name;
+
+    #[test]
+    fn pin_mailer_names_are_safe_for_any_uid() {
+        assert_eq!(pin_mailer_name("alice", "vc-01ab"), "alice-vc-01ab.txt");
+        for uid in [
+            "../../etc/passwd",
+            "/abs",
+            ".hidden",
+            "a/b",
+            "*)(uid=*",
+            "ö",
+            "",
+            "a\nb",
+            "a b",
+        ] {
+            let name = pin_mailer_name(uid, "vc-1");
+            assert!(
+                !name.contains('/') && !name.starts_with('.'),
+                "{uid:?} -> {name}"
+            );
+            assert!(
+                name.chars().all(|c| c.is_ascii_graphic()),
+                "{uid:?} -> {name}"
+            );
+            assert!(name.ends_with("-vc-1.txt"));
+        }
+        // Distinct uids never share a file.
+        assert_ne!(pin_mailer_name("a/b", "c"), pin_mailer_name("a%2Fb", "c"));
+    }
+}
