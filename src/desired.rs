@@ -4,7 +4,7 @@
 //! [`compute`] is pure: policy and directory snapshots in, [`Desired`] out. It does not look at
 //! the inventory (that is the planner's job) and does no I/O.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -273,35 +273,64 @@ pub fn compute(policy: &PolicySet, observed: &BTreeMap<String, DirectoryObservat
         }
     }
 
-    // Who is entitled to which template, through which directory.
-    let mut entitled: BTreeMap<String, BTreeMap<String, &str>> = BTreeMap::new();
+    // Who is entitled to which template, through which directory (borrowed: no copies of
+    // the directory's strings).
+    let mut entitled: HashMap<&str, BTreeMap<&str, &str>> = HashMap::new();
     for a in policy.assignments.values() {
         let Some(Ok(snapshot)) = observed.get(&a.spec.directory) else {
             continue;
         };
-        let mut uids: BTreeSet<String> = BTreeSet::new();
+        let mut grant = |uid: &str| {
+            // Borrow the uid from the snapshot, which outlives this computation.
+            if let Some((uid, _)) = snapshot.users.get_key_value(uid) {
+                entitled
+                    .entry(uid.as_str())
+                    .or_default()
+                    .insert(a.spec.template.as_str(), a.spec.directory.as_str());
+            }
+        };
         for g in &a.spec.groups {
-            uids.extend(snapshot.members(&g.name, g.nested));
+            snapshot.for_each_member(&g.name, g.nested, &mut grant);
         }
-        uids.extend(
-            a.spec
-                .users
-                .iter()
-                .filter(|u| snapshot.users.contains_key(*u))
-                .cloned(),
-        );
-        for uid in uids {
-            entitled
-                .entry(uid)
-                .or_default()
-                .insert(a.spec.template.clone(), a.spec.directory.as_str());
+        for u in &a.spec.users {
+            grant(u);
         }
     }
+    let mut uids: Vec<&str> = entitled.keys().copied().collect();
+    uids.sort_unstable();
 
+    // Expanding templates is the expensive part: spread users over the available cores.
     let bindings = bindings_by_user(policy);
-    for (uid, templates) in &entitled {
-        add_user(&mut desired, policy, observed, &bindings, uid, templates);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let chunk = uids.len().div_ceil(threads).max(1);
+    let results: Vec<Vec<UserResult>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = uids
+            .chunks(chunk)
+            .map(|part| {
+                let (entitled, bindings) = (&entitled, &bindings);
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|uid| user_result(policy, observed, bindings, uid, &entitled[uid]))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut credentials = Vec::with_capacity(uids.len());
+    for r in results.into_iter().flatten() {
+        credentials.extend(r.credentials);
+        desired.conflicts.extend(r.conflict);
+        desired.errors.extend(r.errors);
     }
+    // Already sorted by (uid, template): the map is bulk-built.
+    desired.credentials = credentials.into_iter().collect();
     desired
 }
 
@@ -339,7 +368,7 @@ pub fn update_users(
                 desired.users.entry(uid.clone()).or_insert(user.disabled);
             }
         }
-        let mut templates: BTreeMap<String, &str> = BTreeMap::new();
+        let mut templates: BTreeMap<&str, &str> = BTreeMap::new();
         for a in policy.assignments.values() {
             let Some(Ok(snapshot)) = observed.get(&a.spec.directory) else {
                 continue;
@@ -353,11 +382,14 @@ pub fn update_users(
                     .iter()
                     .any(|g| snapshot.is_member(uid, &g.name, g.nested));
             if entitled {
-                templates.insert(a.spec.template.clone(), a.spec.directory.as_str());
+                templates.insert(a.spec.template.as_str(), a.spec.directory.as_str());
             }
         }
         if !templates.is_empty() {
-            add_user(desired, policy, observed, &bindings, uid, &templates);
+            let r = user_result(policy, observed, &bindings, uid, &templates);
+            desired.credentials.extend(r.credentials);
+            desired.conflicts.extend(r.conflict);
+            desired.errors.extend(r.errors);
         }
     }
     desired.conflicts.sort_by(|a, b| a.user.cmp(&b.user));
@@ -377,24 +409,33 @@ fn bindings_by_user(policy: &PolicySet) -> BTreeMap<&str, Vec<&str>> {
     bindings
 }
 
-/// Adds the credentials of one entitled user (or a conflict, or expansion errors).
-fn add_user(
-    desired: &mut Desired,
+/// What one entitled user contributes to the desired state.
+#[derive(Default)]
+struct UserResult {
+    credentials: Vec<((String, String), DesiredCredential)>,
+    conflict: Option<Conflict>,
+    errors: Vec<ExpansionError>,
+}
+
+/// The credentials of one entitled user (or a conflict, or expansion errors), in template
+/// order.
+fn user_result(
     policy: &PolicySet,
     observed: &BTreeMap<String, DirectoryObservation>,
     bindings: &BTreeMap<&str, Vec<&str>>,
     uid: &str,
-    templates: &BTreeMap<String, &str>,
-) {
+    templates: &BTreeMap<&str, &str>,
+) -> UserResult {
+    let mut out = UserResult::default();
     // Two templates of one card type for one user: which card gets which is a guess.
     let mut by_type: BTreeMap<CardType, Vec<&str>> = BTreeMap::new();
     for t in templates.keys() {
-        if let Some(tpl) = policy.templates.get(t) {
+        if let Some(tpl) = policy.templates.get(*t) {
             by_type.entry(tpl.spec.card_type).or_default().push(t);
         }
     }
     if let Some((card_type, names)) = by_type.iter().find(|(_, v)| v.len() > 1) {
-        desired.conflicts.push(Conflict {
+        out.conflict = Some(Conflict {
             user: uid.to_string(),
             templates: names.iter().map(|s| s.to_string()).collect(),
             message: format!(
@@ -404,11 +445,11 @@ fn add_user(
                 names.join(", ")
             ),
         });
-        return;
+        return out;
     }
     let mut user_bindings = bindings.get(uid).cloned().unwrap_or_default();
     for (template, directory) in templates {
-        let Some(tpl) = policy.templates.get(template) else {
+        let Some(tpl) = policy.templates.get(*template) else {
             continue;
         };
         let Some(Ok(snapshot)) = observed.get(*directory) else {
@@ -425,17 +466,17 @@ fn add_user(
         match credential_for(user, template, &tpl.spec, policy) {
             Ok(mut cred) => {
                 cred.bound_card = bound_card;
-                desired
-                    .credentials
-                    .insert((uid.to_string(), template.clone()), cred);
+                out.credentials
+                    .push(((uid.to_string(), template.to_string()), cred));
             }
-            Err(message) => desired.errors.push(ExpansionError {
+            Err(message) => out.errors.push(ExpansionError {
                 user: uid.to_string(),
-                template: template.clone(),
+                template: template.to_string(),
                 message,
             }),
         }
     }
+    out
 }
 
 /// The value of a template variable for a user.

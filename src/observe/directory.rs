@@ -84,6 +84,26 @@ impl DirectorySnapshot {
 }
 
 impl DirectorySnapshot {
+    /// Calls `f` with every uid in `group` (nested groups too when `nested` is set); a user
+    /// reached through several groups is reported once per group. Cycle-safe; unknown
+    /// groups have no members.
+    pub fn for_each_member(&self, group: &str, nested: bool, mut f: impl FnMut(&str)) {
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        let mut stack = vec![group];
+        while let Some(name) = stack.pop() {
+            if !seen.insert(name) {
+                continue;
+            }
+            let Some(g) = self.groups.get(name) else {
+                continue;
+            };
+            g.members.iter().for_each(|m| f(m));
+            if nested {
+                stack.extend(g.groups.iter().map(String::as_str));
+            }
+        }
+    }
+
     /// Whether `uid` is a member of `group` (through nested groups when `nested` is set),
     /// without computing the whole member list. Cycle-safe.
     pub fn is_member(&self, uid: &str, group: &str, nested: bool) -> bool {

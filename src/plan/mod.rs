@@ -181,7 +181,10 @@ impl<'a> Planner<'a> {
             used_cards: BTreeSet::new(),
             new_cards: BTreeMap::new(),
         };
-        let mut claimed: BTreeSet<&str> = BTreeSet::new();
+        let mut claimed: std::collections::HashSet<
+            &str,
+            std::hash::BuildHasherDefault<FastHasher>,
+        > = Default::default();
 
         let credentials: Box<dyn Iterator<Item = (&(String, String), &DesiredCredential)>> =
             match &opts.targets {
@@ -314,22 +317,87 @@ fn sort_key(a: &Action) -> (&str, Option<&str>, u8, Option<&str>, Option<Slot>) 
     )
 }
 
+/// The newest live certificate of each slot of one card (no allocation: planning visits
+/// every card).
+#[derive(Default)]
+struct LiveSlots<'a>([Option<&'a CertRecord>; 4]);
+
+const SLOTS: [Slot; 4] = [
+    Slot::PivAuthentication,
+    Slot::DigitalSignature,
+    Slot::KeyManagement,
+    Slot::CardAuthentication,
+];
+
+fn slot_index(slot: Slot) -> usize {
+    match slot {
+        Slot::PivAuthentication => 0,
+        Slot::DigitalSignature => 1,
+        Slot::KeyManagement => 2,
+        Slot::CardAuthentication => 3,
+    }
+}
+
+impl<'a> LiveSlots<'a> {
+    fn get(&self, slot: Slot) -> Option<&'a CertRecord> {
+        self.0[slot_index(slot)]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Slot, &'a CertRecord)> + '_ {
+        SLOTS
+            .iter()
+            .zip(self.0.iter())
+            .filter_map(|(s, c)| c.map(|c| (*s, c)))
+    }
+}
+
+/// FNV-style hashing for the planner's tables: SipHash dominated planning time. The keys are
+/// uids, template names and card ids from the inventory; flooding these tables with colliding
+/// keys would take write access to the directory and the inventory, where an attacker can do
+/// far worse than slow the planner down.
+#[derive(Default, Clone, Copy)]
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            h = (h ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x0100_0000_01b3)
+                .rotate_left(23);
+        }
+        self.0 = h;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
+
 /// Lookup tables over the inventory, built once per plan.
 struct Index<'a> {
-    holders: HashMap<(&'a str, &'a str), &'a CardRecord>,
-    cards_by_user: HashMap<&'a str, Vec<&'a CardRecord>>,
+    holders: FastMap<(&'a str, &'a str), &'a CardRecord>,
+    cards_by_user: FastMap<&'a str, Vec<&'a CardRecord>>,
     holders_count: usize,
-    certs_by_card: HashMap<&'a str, Vec<&'a CertRecord>>,
+    certs_by_card: FastMap<&'a str, Vec<&'a CertRecord>>,
     blanks_by_stock: BTreeMap<&'a str, Vec<&'a CardRecord>>,
     cards_per_stock: HashMap<&'a str, usize>,
 }
 
 impl<'a> Index<'a> {
     fn new(inv: &'a Inventory) -> Self {
-        let mut holders: HashMap<(&str, &str), &CardRecord> = HashMap::new();
+        let mut holders: FastMap<(&str, &str), &CardRecord> = FastMap::default();
         let mut blanks_by_stock: BTreeMap<&str, Vec<&CardRecord>> = BTreeMap::new();
         let mut cards_per_stock: HashMap<&str, usize> = HashMap::new();
-        let mut cards_by_user: HashMap<&str, Vec<&CardRecord>> = HashMap::new();
+        let mut cards_by_user: FastMap<&str, Vec<&CardRecord>> = FastMap::default();
         let mut holding_users: std::collections::HashSet<&str> = Default::default();
         for card in inv.cards.values() {
             if let Some(u) = card.user.as_deref() {
@@ -362,7 +430,7 @@ impl<'a> Index<'a> {
                     .or_insert(card);
             }
         }
-        let mut certs_by_card: HashMap<&str, Vec<&CertRecord>> = HashMap::new();
+        let mut certs_by_card: FastMap<&str, Vec<&CertRecord>> = FastMap::default();
         for cert in inv.certs.values().filter(|c| c.is_live()) {
             certs_by_card
                 .entry(cert.card.as_str())
@@ -383,21 +451,20 @@ impl<'a> Index<'a> {
         self.holders.get(&(user, template)).copied()
     }
 
-    /// Live certificates of a card by slot, the newest per slot; older live ones are listed
-    /// separately (they should not exist; they are superseded when the slot is next reissued).
-    fn live_by_slot(&self, card: &str) -> BTreeMap<Slot, &'a CertRecord> {
-        let mut out: BTreeMap<Slot, &CertRecord> = BTreeMap::new();
+    /// Live certificates of a card by slot, the newest per slot (older live ones should not
+    /// exist; they are superseded when the slot is next reissued).
+    fn live_by_slot(&self, card: &str) -> LiveSlots<'a> {
+        let mut out = LiveSlots::default();
         for c in self
             .certs_by_card
             .get(card)
             .map(Vec::as_slice)
             .unwrap_or(&[])
         {
-            match out.get(&c.slot) {
+            let entry = &mut out.0[slot_index(c.slot)];
+            match entry {
                 Some(prev) if (prev.not_before, &prev.serial) >= (c.not_before, &c.serial) => {}
-                _ => {
-                    out.insert(c.slot, c);
-                }
+                _ => *entry = Some(c),
             }
         }
         out
@@ -617,7 +684,7 @@ impl Ctx<'_> {
         }
         let live = self.index.live_by_slot(&card.id);
         for (slot, want) in &cred.certificates {
-            let (kind, code, message, serials) = match live.get(slot) {
+            let (kind, code, message, serials) = match live.get(*slot) {
                 None => (
                     ActionKind::Reissue,
                     ReasonCode::SlotAdded,
@@ -663,13 +730,13 @@ impl Ctx<'_> {
             };
             self.push_slot_action(kind, cred, card, *slot, serials, code, message);
         }
-        for (slot, have) in &live {
-            if !cred.certificates.contains_key(slot) {
+        for (slot, have) in live.iter() {
+            if !cred.certificates.contains_key(&slot) {
                 self.push_slot_action(
                     ActionKind::Reissue,
                     cred,
                     card,
-                    *slot,
+                    slot,
                     vec![have.serial.clone()],
                     ReasonCode::SlotRemoved,
                     format!(
@@ -714,7 +781,12 @@ impl Ctx<'_> {
         serials: Vec<String>,
         reason: Reason,
     ) {
-        let slots = self.index.live_by_slot(&card.id).into_keys().collect();
+        let slots = self
+            .index
+            .live_by_slot(&card.id)
+            .iter()
+            .map(|(s, _)| s)
+            .collect();
         self.actions.push(Action {
             kind,
             user: card.user.clone().unwrap_or_default(),
