@@ -184,9 +184,11 @@ impl Transport for PcscTransport {
         match result {
             Ok(r) if r.len() < 2 => Err(TransportError::ShortResponse(r.len())),
             Ok(r) => Ok(r.to_vec()),
+            // pcsc-lite reports a card pulled in the middle of a command as NotTransacted.
             Err(
                 e @ (pcsc::Error::RemovedCard
                 | pcsc::Error::NoSmartcard
+                | pcsc::Error::NotTransacted
                 | pcsc::Error::ReaderUnavailable
                 | pcsc::Error::UnknownReader),
             ) => Err(TransportError::NoCard(format!("{}: {e}", self.reader))),

@@ -53,6 +53,8 @@ pub enum Disconnect {
     Io(io::Error),
     /// vpcd sent something the protocol does not allow (an empty message).
     Protocol(&'static str),
+    /// The APDU budget of [`serve`]'s `eject_after` was used up: the card was pulled.
+    Ejected,
 }
 
 /// The card file inside a `vcard serve --state DIR` directory.
@@ -116,8 +118,22 @@ pub fn serve_connection(
     card: &mut VirtualCard,
     stats: &mut ServeStats,
 ) -> Disconnect {
+    serve_until(stream, card, stats, None)
+}
+
+/// As [`serve_connection`], but the card is pulled (the connection closed) right after the
+/// `eject_after`-th APDU of `stats` was answered.
+fn serve_until(
+    stream: &mut TcpStream,
+    card: &mut VirtualCard,
+    stats: &mut ServeStats,
+    eject_after: Option<u64>,
+) -> Disconnect {
     let _ = stream.set_nodelay(true);
     loop {
+        if eject_after.is_some_and(|n| stats.apdus >= n) {
+            return Disconnect::Ejected;
+        }
         let mut len = [0u8; 2];
         if let Err(d) = read_exact(stream, &mut len) {
             return d;
@@ -164,8 +180,16 @@ pub fn serve_connection(
 /// Connects to vpcd at `addr` and serves the card of `state_dir` forever: a refused
 /// connection is retried every [`RECONNECT_DELAY`] (pcscd may start later), a lost one too
 /// (pcscd restarted; the card is "re-inserted"). `log` receives one line per connection change.
-/// Returns only when the card's state cannot be opened.
-pub fn serve(state_dir: &Path, addr: &str, log: &mut dyn FnMut(&str)) -> Result<(), ServeError> {
+///
+/// `eject_after` (fault injection for removal tests) pulls the card after that many APDUs in
+/// all and returns `Ok(())`; without it this returns only when the card's state cannot be
+/// opened.
+pub fn serve(
+    state_dir: &Path,
+    addr: &str,
+    eject_after: Option<u64>,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), ServeError> {
     let mut card = open_card(state_dir)?;
     log(&format!(
         "virtual PIV card serial {} from {}",
@@ -173,22 +197,26 @@ pub fn serve(state_dir: &Path, addr: &str, log: &mut dyn FnMut(&str)) -> Result<
         card_path(state_dir).display()
     ));
     let mut waiting_logged = false;
+    let mut stats = ServeStats::default();
     loop {
         match TcpStream::connect(addr) {
             Ok(mut stream) => {
                 waiting_logged = false;
                 log(&format!("connected to vpcd at {addr}: card inserted"));
                 card.power_off();
-                let mut stats = ServeStats::default();
-                let why = serve_connection(&mut stream, &mut card, &mut stats);
+                let why = serve_until(&mut stream, &mut card, &mut stats, eject_after);
                 card.power_off();
                 let why = match why {
                     Disconnect::Closed => "vpcd closed the connection".to_string(),
                     Disconnect::Io(e) => format!("connection failed: {e}"),
                     Disconnect::Protocol(p) => format!("protocol error: {p}"),
+                    Disconnect::Ejected => {
+                        log(&format!("card pulled after {} APDUs", stats.apdus));
+                        return Ok(());
+                    }
                 };
                 log(&format!(
-                    "card removed ({why}) after {} APDUs; reconnecting",
+                    "card removed ({why}) after {} APDUs in all; reconnecting",
                     stats.apdus
                 ));
             }

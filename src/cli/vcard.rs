@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{EXIT_FAILURE, GlobalArgs};
+use super::{EXIT_OK, GlobalArgs};
 use crate::card::vpcd;
 
 /// Long help of `keyfleet vcard`.
@@ -18,7 +18,9 @@ card in that reader. The card lives in DIR/card.json: an empty DIR is a new card
 state (PIN 123456, PUK 12345678, 3DES management key 010203040506070801020304050607080102030405060708, \
 3 tries each, no keys, no certificates). Every state change is written before the answer, so \
 stopping the process is removing the card and starting it again is inserting it. It retries \
-until vpcd accepts the connection (pcscd may start later) and reconnects when pcscd restarts.";
+until vpcd accepts the connection (pcscd may start later) and reconnects when pcscd restarts.\n\n\
+For removal tests, KEYFLEET_VCARD_EJECT_AFTER_APDUS=N pulls the card (closes the connection and \
+exits 0) right after the N-th APDU.";
 
 /// Arguments of `keyfleet vcard`.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,8 +49,12 @@ pub fn run(_global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         VcardCommand::Serve { state, vpcd: addr } => {
             let mut log = |line: &str| eprintln!("vcard: {line}");
-            vpcd::serve(&state, &addr, &mut log)?;
-            Ok(ExitCode::from(EXIT_FAILURE))
+            // Fault injection for removal tests: pull the card after N APDUs.
+            let eject_after = std::env::var("KEYFLEET_VCARD_EJECT_AFTER_APDUS")
+                .ok()
+                .and_then(|v| v.parse().ok());
+            vpcd::serve(&state, &addr, eject_after, &mut log)?;
+            Ok(ExitCode::from(EXIT_OK))
         }
     }
 }
