@@ -436,3 +436,68 @@ impl CardWatcher {
         &self.ctx
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::keys::{KeyAlg, ManagementKey};
+    use crate::card::transport::InProcess;
+    use crate::card::vcard::VirtualCard;
+    use proptest::prelude::*;
+
+    /// A card answering from a script of responses (9000 once it runs out).
+    struct Scripted(std::collections::VecDeque<Vec<u8>>);
+
+    impl Transport for Scripted {
+        fn transmit(&mut self, _: &[u8]) -> Result<Vec<u8>, TransportError> {
+            Ok(self.0.pop_front().unwrap_or_else(|| vec![0x90, 0x00]))
+        }
+    }
+
+    #[test]
+    fn identifies_a_factory_card_and_an_issued_one() {
+        let mut c = PivClient::new(InProcess::new(VirtualCard::in_memory()));
+        let id = identify_with(&mut c, "r", &[1], true).unwrap();
+        assert_eq!(id.guid, None);
+        assert!(id.serial.is_some());
+        assert_eq!(id.looks_blank(), Some(true));
+        c.authenticate(&ManagementKey::factory_default()).unwrap();
+        c.write_chuid([0; 16], "20300101").unwrap();
+        c.write_certificate(0x9C, &[0x30, 0x00]).unwrap();
+        let id = identify_with(&mut c, "r", &[1], true).unwrap();
+        // An all-zero GUID is no identity.
+        assert_eq!(id.guid, None);
+        assert_eq!(id.cert_slots, Some(vec![0x9C]));
+        c.write_chuid([7; 16], "20300101").unwrap();
+        let id = identify_with(&mut c, "r", &[1], false).unwrap();
+        assert_eq!((id.guid, id.cert_slots), (Some([7; 16]), None));
+    }
+
+    proptest! {
+        /// The client side of TLV parsing: whatever a card answers, every parsing operation
+        /// returns (an error or a value) and never panics.
+        #[test]
+        fn client_parsing_never_panics(
+            answers in proptest::collection::vec(
+                proptest::collection::vec(any::<u8>(), 0..80), 0..12)
+        ) {
+            let mut answers: Vec<Vec<u8>> = answers;
+            // Bias towards plausible shapes: end some answers with 9000 or 61xx.
+            for (i, a) in answers.iter_mut().enumerate() {
+                match i % 3 {
+                    0 => a.extend_from_slice(&[0x90, 0x00]),
+                    1 => a.extend_from_slice(&[0x61, 0x10]),
+                    _ => {}
+                }
+            }
+            let mut c = PivClient::new(Scripted(answers.into()));
+            let _ = identify_with(&mut c, "r", &[], true);
+            let _ = c.read_certificate(0x9A);
+            let _ = c.authenticate(&ManagementKey::factory_default());
+            let _ = c.generate_key(0x9A, KeyAlg::EccP256);
+            let _ = c.generate_key(0x9C, KeyAlg::Rsa2048);
+            let _ = c.sign_digest(0x9C, KeyAlg::EccP256, &[0u8; 32]);
+            let _ = c.pin_retries();
+        }
+    }
+}
