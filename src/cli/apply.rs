@@ -225,7 +225,15 @@ fn one_pass(
     let clock = time::OffsetDateTime::now_utc;
 
     // Recovery first, with the desired state of this policy (needed to return cards to stock).
-    let pre = runtime::plan_pass_cards(env, store.inventory()?, cards, now, false, None)?;
+    // Only the desired state is used: no need to scan the readers for it.
+    let pre = runtime::plan_pass(
+        env,
+        store.inventory()?,
+        &cards.virtual_cards,
+        now,
+        false,
+        None,
+    )?;
     let ctx = Context {
         store,
         master,
