@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use crate::apply::{CaRegistry, CardProvider, VirtualCards};
+use crate::apply::{CaRegistry, CardProvider, Cards, PcscCards, VirtualCards};
 use crate::ca::{CaKeyAlgorithm, CertificateAuthority, LocalCa, LocalCaConfig};
 use crate::desired::{self, Desired, DirectoryObservation};
 use crate::inventory::Inventory;
@@ -96,6 +96,42 @@ pub fn virtual_cards(state_dir: &Path) -> VirtualCards {
     VirtualCards::new(&state_dir.join("cards"))
 }
 
+/// Every card provider of a state directory: its virtual cards and, when the policy or the
+/// inventory uses PIV cards, the PC/SC readers (so a policy without PIV never touches PC/SC).
+pub fn cards(env: &Environment, inventory: &Inventory) -> Cards {
+    Cards {
+        virtual_cards: virtual_cards(&env.state_dir),
+        pcsc: Cards::uses_piv(&env.policy, inventory).then(PcscCards::new),
+    }
+}
+
+/// Observes and plans with every card provider: present cards are the virtual ones plus those
+/// identified in readers, and unknown reader cards a `piv` stock accepts are offered as blanks.
+pub fn plan_pass_cards(
+    env: &Environment,
+    inventory: Inventory,
+    cards: &Cards,
+    now: OffsetDateTime,
+    allow_mass_revocation: bool,
+    targets: Option<std::collections::BTreeSet<String>>,
+) -> Result<Pass, PassError> {
+    let (blanks, scanned) = cards.scan_blanks(&env.policy, &inventory)?;
+    let mut present = cards.virtual_cards.present()?;
+    present.extend(scanned.iter().filter_map(|c| c.id()));
+    let presence = Presence {
+        cards: present,
+        blanks,
+    };
+    Ok(plan_with_presence(
+        env,
+        inventory,
+        presence,
+        now,
+        allow_mass_revocation,
+        targets,
+    ))
+}
+
 /// Everything a pass observed, and its plan.
 pub struct Pass {
     /// Desired state.
@@ -117,12 +153,31 @@ pub fn plan_pass(
     allow_mass_revocation: bool,
     targets: Option<std::collections::BTreeSet<String>>,
 ) -> Result<Pass, PassError> {
-    let observed = observe_directories(&env.policy);
-    let desired = desired::compute(&env.policy, &observed);
     let presence = Presence {
         cards: cards.present()?,
         blanks: Vec::new(),
     };
+    Ok(plan_with_presence(
+        env,
+        inventory,
+        presence,
+        now,
+        allow_mass_revocation,
+        targets,
+    ))
+}
+
+/// Observes the directories and plans against a given presence.
+fn plan_with_presence(
+    env: &Environment,
+    inventory: Inventory,
+    presence: Presence,
+    now: OffsetDateTime,
+    allow_mass_revocation: bool,
+    targets: Option<std::collections::BTreeSet<String>>,
+) -> Pass {
+    let observed = observe_directories(&env.policy);
+    let desired = desired::compute(&env.policy, &observed);
     let plan = plan::plan(
         &desired,
         &inventory,
@@ -134,12 +189,12 @@ pub fn plan_pass(
             targets,
         },
     );
-    Ok(Pass {
+    Pass {
         desired,
         inventory,
         presence,
         plan,
-    })
+    }
 }
 
 /// Plans without creating anything: with no store yet the inventory is empty.
@@ -154,8 +209,8 @@ pub fn plan_readonly(
     } else {
         Inventory::default()
     };
-    let cards = virtual_cards(&env.state_dir);
-    plan_pass(env, inventory, &cards, now, allow_mass_revocation, targets)
+    let cards = cards(env, &inventory);
+    plan_pass_cards(env, inventory, &cards, now, allow_mass_revocation, targets)
 }
 
 /// Loads (creating on first use) the master key of a state directory.

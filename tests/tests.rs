@@ -3,6 +3,8 @@
 
 /// Helpers: run the built binary, build throwaway policy directories.
 mod harness;
+/// PIV cards over pcscd + vpcd: issuance, OpenSC, PIN blocking, unblock, removal, garbage.
+mod piv;
 /// Policy loading and validation through `keyfleet validate` / `keyfleet schema`.
 mod policy;
 /// The reconcile spine end to end on examples/quickstart (local CA, virtual cards).

@@ -17,7 +17,9 @@
 //! untracked: recovery asks the CA for the result of an open enrolment by its request id.
 
 pub mod cards;
+pub mod pcsc_cards;
 mod recover;
+mod unblock;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -28,7 +30,9 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 pub use cards::{CardAccessError, CardProvider, Session, VirtualCards};
+pub use pcsc_cards::{Cards, PcscCards};
 pub use recover::{RecoveryReport, recover};
+pub use unblock::{UnblockReport, unblock};
 
 use crate::ca::{CaError, CertificateAuthority, EnrollRequest, RevocationReason};
 use crate::card::keys::{KeyAlg, ManagementKey, MgmtAlg, PublicKey};
@@ -659,7 +663,9 @@ pub(crate) fn personalize(
         }
     };
     if !already {
-        let guid = VirtualCards::guid_of(card).unwrap_or_else(rand::random);
+        let guid = VirtualCards::guid_of(card)
+            .or_else(|| pcsc_cards::guid_of(card))
+            .unwrap_or_else(rand::random);
         let expiry = (ctx.clock)() + time::Duration::days(365 * 10);
         let expiry = format!(
             "{:04}{:02}{:02}",

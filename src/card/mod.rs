@@ -2,8 +2,8 @@
 //!
 //! ```text
 //!   PivClient<T: Transport> ──APDU bytes──► Transport ──► InProcess(VirtualCard)   (here)
-//!        ▲                                            └──► PC/SC reader          (later)
-//!   CardSigner (rcgen::SigningKey over the client)
+//!        ▲                                            └──► PcscTransport ─► pcscd ─► reader
+//!   CardSigner (rcgen::SigningKey over the client)     vpcd ◄── vcard serve (VirtualCard)
 //! ```
 //!
 //! - [`keys`]: algorithm ids, the management key, public keys and importable key material.
@@ -11,14 +11,18 @@
 //! - [`vcard`]: [`vcard::VirtualCard`], a software PIV card answering APDUs, persisted to JSON.
 //! - [`transport`]: the [`transport::Transport`] trait and the in-process transport.
 //! - [`piv`]: [`piv::PivClient`], generic PIV commands over any transport.
+//! - [`pcsc`]: real readers through PC/SC: transport, reader states, card identity, watcher.
+//! - [`vpcd`]: the virtual card served to pcscd through vsmartcard's vpcd driver.
 //! - [`signer`]: [`signer::CardSigner`], so rcgen can build a CSR signed inside the card.
 //!
 //! This module knows nothing of users, policies, the inventory or the CA: callers decide what to
-//! put on a card; this module only speaks to it. It does not talk PC/SC or vpcd (yet).
+//! put on a card; this module only speaks to it.
 
 pub mod keys;
+pub mod pcsc;
 pub mod piv;
 pub mod signer;
 pub mod tlv;
 pub mod transport;
 pub mod vcard;
+pub mod vpcd;

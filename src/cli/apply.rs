@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::plan::{plan_text, targets};
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
 use crate::apply::{self, ApplySink, Context, CrashPoint, Outcome};
+use crate::card::pcsc::{CardEvent, CardWatcher};
 use crate::plan::Action;
 use crate::runtime;
 use crate::store::Store;
@@ -21,7 +22,9 @@ use crate::store::Store;
 #[command(
     long_about = "Converge: finish any work a crash interrupted (from the journal), \
 then plan as `keyfleet plan` does, show the plan, ask for confirmation (skip with --yes) and \
-apply it. Actions waiting for an absent card stay pending; `keyfleet plan` lists them.\n\n\
+apply it. Actions waiting for an absent card stay pending; `keyfleet plan` lists them; with \
+--wait-for-cards DURATION, apply waits for those cards to be inserted (PC/SC card events) and \
+runs their actions as each appears.\n\n\
 A plan that revokes the credentials of more users than the safety limits allow is refused \
 unless --allow-mass-revocation is given.\n\n\
 Exit codes: 0 done (pending card actions do not count as failures), 1 failure or refusal."
@@ -39,6 +42,10 @@ pub struct Args {
     /// Name recorded in the history as the one who applied (default: the OS user).
     #[arg(long, value_name = "NAME", env = "KEYFLEET_OPERATOR")]
     pub operator: Option<String>,
+    /// After applying, wait up to DURATION (e.g. `5m`) for the cards that pending actions need
+    /// (PC/SC insertions) and apply again as each appears.
+    #[arg(long, value_name = "DURATION")]
+    pub wait_for_cards: Option<String>,
 }
 
 struct Progress {
@@ -104,8 +111,19 @@ fn os_user() -> String {
         .unwrap_or_else(|| format!("uid:{uid}"))
 }
 
+/// How one pass ended.
+struct PassOutcome {
+    /// Stop with this exit code now (refusal, declined, nothing to do is not a stop).
+    stop: Option<u8>,
+    /// Actions that failed in this pass.
+    failed: usize,
+    /// Actions left waiting for a card.
+    pending: usize,
+}
+
 /// Runs `keyfleet apply`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
     let targets = targets(&args.target)?;
     let env = match runtime::load(&global.policy_dir, global.state_dir.as_deref()) {
         Ok(env) => env,
@@ -115,20 +133,130 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    let wait = args
+        .wait_for_cards
+        .as_deref()
+        .map(crate::policy::duration::Duration::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--wait-for-cards: {e}"))?
+        .map(|d| std::time::Duration::from_secs(d.as_secs()));
     let store = Store::open(&env.state_dir)?;
     let master = runtime::master_key(&env.state_dir)?;
     let now = time::OffsetDateTime::now_utc();
     let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &master, now);
-    let cards = runtime::virtual_cards(&env.state_dir);
+    let cards = runtime::cards(&env, &store.inventory()?);
+
+    let mut waited = std::time::Duration::ZERO;
+    let mut outcome = one_pass(&env, &store, &master, &cas, &cards, &args, targets.clone())?;
+    if let Some(code) = outcome.stop {
+        return Ok(ExitCode::from(code));
+    }
+    if let Some(wait) = wait
+        && outcome.pending > 0
+    {
+        let deadline = std::time::Instant::now() + wait;
+        let Some(ctx) = cards.pcsc.as_ref().and_then(|p| p.context()) else {
+            eprintln!(
+                "Not waiting for cards: PC/SC is unavailable ({}).",
+                cards
+                    .pcsc
+                    .as_ref()
+                    .and_then(|p| p.unavailable())
+                    .unwrap_or("the policy uses no PIV cards")
+            );
+            return Ok(ExitCode::from(EXIT_FAILURE));
+        };
+        let mut watcher = CardWatcher::new(ctx.clone());
+        // The cards present now were seen by the pass above: only later insertions count.
+        let _ = watcher.wait(std::time::Duration::ZERO)?;
+        println!(
+            "Waiting up to {} for {} pending card action(s)...",
+            crate::policy::duration::Duration::from_secs(wait.as_secs()),
+            outcome.pending
+        );
+        while outcome.pending > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let t = std::time::Instant::now();
+            let events = watcher.wait(left.min(std::time::Duration::from_secs(1)))?;
+            waited += t.elapsed();
+            let inserted: Vec<&str> = events
+                .iter()
+                .filter_map(|e| match e {
+                    CardEvent::Inserted { reader, .. } => Some(reader.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if inserted.is_empty() {
+                continue;
+            }
+            println!("Card inserted in {}.", inserted.join(", "));
+            let next = one_pass(&env, &store, &master, &cas, &cards, &args, targets.clone())?;
+            if let Some(code) = next.stop {
+                return Ok(ExitCode::from(code));
+            }
+            outcome = PassOutcome {
+                stop: None,
+                failed: outcome.failed + next.failed,
+                pending: next.pending,
+            };
+        }
+        if outcome.pending > 0 {
+            println!(
+                "{} card action(s) still pending after waiting {}.",
+                outcome.pending,
+                crate::policy::duration::Duration::from_secs(wait.as_secs())
+            );
+        }
+    }
+    let (apdus, in_transmit) = crate::card::pcsc::transport_stats();
+    if apdus > 0 {
+        // Time spent waiting for insertions is neither Keyfleet's work nor the card's.
+        let total = started.elapsed().saturating_sub(waited);
+        println!(
+            "PC/SC: {apdus} APDUs; {:.0} ms in the card and transport of {:.0} ms working ({:.1} % Keyfleet's own work).",
+            in_transmit.as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3,
+            100.0 * (1.0 - in_transmit.as_secs_f64() / total.as_secs_f64().max(1e-9))
+        );
+    }
+    Ok(ExitCode::from(if outcome.failed == 0 {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }))
+}
+
+/// Recovery, plan, confirmation and apply, once.
+fn one_pass(
+    env: &runtime::Environment,
+    store: &Store,
+    master: &crate::secrets::MasterKey,
+    cas: &apply::CaRegistry,
+    cards: &apply::Cards,
+    args: &Args,
+    targets: Option<std::collections::BTreeSet<String>>,
+) -> anyhow::Result<PassOutcome> {
+    let now = time::OffsetDateTime::now_utc();
     let clock = time::OffsetDateTime::now_utc;
 
     // Recovery first, with the desired state of this policy (needed to return cards to stock).
-    let pre = runtime::plan_pass(&env, store.inventory()?, &cards, now, false, None)?;
+    // Only the desired state is used: no need to scan the readers for it.
+    let pre = runtime::plan_pass(
+        env,
+        store.inventory()?,
+        &cards.virtual_cards,
+        now,
+        false,
+        None,
+    )?;
     let ctx = Context {
-        store: &store,
-        master: &master,
-        cas: &cas,
-        cards: &cards,
+        store,
+        master,
+        cas,
+        cards,
         desired: &pre.desired,
         clock: &clock,
         actor: args.operator.clone().unwrap_or_else(os_user),
@@ -148,27 +276,40 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("Recovery could not finish: {u}");
     }
 
-    let pass = runtime::plan_pass(
-        &env,
+    let pass = runtime::plan_pass_cards(
+        env,
         store.inventory()?,
-        &cards,
+        cards,
         time::OffsetDateTime::now_utc(),
         args.allow_mass_revocation,
         targets,
     )?;
     print!("{}", plan_text(&pass.plan));
+    let pending = pass.plan.actions.len() - pass.plan.runnable().count();
     if pass.plan.refused() {
         eprintln!("Refusing to apply: the safety valve tripped (see above).");
-        return Ok(ExitCode::from(EXIT_FAILURE));
+        return Ok(PassOutcome {
+            stop: Some(EXIT_FAILURE),
+            failed: 0,
+            pending,
+        });
     }
     let runnable = pass.plan.runnable().count();
     if runnable == 0 {
-        return Ok(ExitCode::from(EXIT_OK));
+        return Ok(PassOutcome {
+            stop: None,
+            failed: 0,
+            pending,
+        });
     }
     if !args.yes {
         if !std::io::stdin().is_terminal() {
             eprintln!("Not applying: standard input is not a terminal; pass --yes to apply.");
-            return Ok(ExitCode::from(EXIT_FAILURE));
+            return Ok(PassOutcome {
+                stop: Some(EXIT_FAILURE),
+                failed: 0,
+                pending,
+            });
         }
         print!("Apply {runnable} action(s)? [y/N] ");
         std::io::stdout().flush()?;
@@ -176,7 +317,11 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         std::io::stdin().lock().read_line(&mut answer)?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
             eprintln!("Not applied.");
-            return Ok(ExitCode::from(EXIT_FAILURE));
+            return Ok(PassOutcome {
+                stop: Some(EXIT_FAILURE),
+                failed: 0,
+                pending,
+            });
         }
     }
     let ctx = Context {
@@ -202,9 +347,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         report.failed.len(),
         report.skipped.len()
     );
-    Ok(ExitCode::from(if report.failed.is_empty() {
-        EXIT_OK
-    } else {
-        EXIT_FAILURE
-    }))
+    // Failed card actions wait for their card again (it was removed, or will be retried).
+    Ok(PassOutcome {
+        stop: None,
+        failed: report.failed.len(),
+        pending: report.skipped.len() + report.failed.len(),
+    })
 }

@@ -9,10 +9,12 @@
 pub mod apply;
 pub mod audit;
 pub mod ca;
+pub mod cards;
 pub mod inventory;
 pub mod plan;
 pub mod schema;
 pub mod validate;
+pub mod vcard;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +85,12 @@ pub enum Command {
     History(inventory::HistoryArgs),
     /// Operator commands on a certificate authority (certificate, CRL).
     Ca(ca::Args),
+    /// List readers and the cards in them (identity, inventory); unblock a card's PIN.
+    #[command(long_about = cards::LONG_ABOUT)]
+    Cards(cards::Args),
+    /// Serve Keyfleet's virtual PIV card to pcscd through the vpcd reader driver.
+    #[command(long_about = vcard::LONG_ABOUT)]
+    Vcard(vcard::Args),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -96,6 +104,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inventory(args) => inventory::run_inventory(&cli.global, args),
         Command::History(args) => inventory::run_history(&cli.global, args),
         Command::Ca(args) => ca::run(&cli.global, args),
+        Command::Cards(args) => cards::run(&cli.global, args),
+        Command::Vcard(args) => vcard::run(&cli.global, args),
     }
 }
 

@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A private pcscd with the vpcd reader and `keyfleet vcard serve`.
+pub(crate) mod pcscd;
+
 /// The result of one `keyfleet` run.
 #[derive(Debug)]
 pub(crate) struct Run {

@@ -1,0 +1,59 @@
+//! Operator unblock: reset a card's PIN retry counter with the PUK Keyfleet stored at issuance,
+//! set a fresh PIN, store it sealed and write a PIN mailer.
+//!
+//! Works for every card reached through a [`super::CardProvider`] (virtual cards, PIV cards in
+//! readers). It is not planned (a blocked PIN is not a desired-state difference): an operator
+//! asks for it. Not journalled: the card is changed first and the new PIN stored after; if the
+//! process dies in between, the PUK still works and running the unblock again repairs it.
+//!
+//! It does NOT decide who may unblock (roles are the caller's concern) and never shows the PUK.
+
+use crate::card::piv::PinStatus;
+use crate::secrets::generate_pin;
+
+use super::{ApplyError, Context, card_err, connect, open_secret, seal_secret, write_pin_mailer};
+
+/// What an unblock did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnblockReport {
+    /// Tries the PIN had left before (0 when it was blocked).
+    pub retries_before: u8,
+    /// Where the PIN mailer with the new PIN was written.
+    pub pin_mailer: std::path::PathBuf,
+}
+
+/// Unblocks `card` with its stored PUK and gives it a fresh PIN of the same length as the
+/// stored one (6 digits when none is stored). Fails if Keyfleet has no PUK for the card.
+pub fn unblock(ctx: &Context<'_>, card: &str) -> Result<UnblockReport, ApplyError> {
+    let record = ctx
+        .store
+        .card(card)?
+        .ok_or_else(|| ApplyError::Stale(format!("card {card} is not in the inventory")))?;
+    let user = record
+        .user
+        .ok_or_else(|| ApplyError::Stale(format!("card {card} is bound to nobody")))?;
+    let puk = open_secret(ctx, &format!("puk/{card}"))?.ok_or_else(|| {
+        ApplyError::Stale(format!(
+            "no PUK is stored for card {card}: it cannot be unblocked"
+        ))
+    })?;
+    let old_len = open_secret(ctx, &format!("pin/{card}"))?
+        .map(|p| p.len())
+        .and_then(|l| u8::try_from(l).ok())
+        .filter(|l| (6..=8).contains(l))
+        .unwrap_or(6);
+    let mut session = connect(ctx, card)?;
+    let retries_before = match session.pin_retries().map_err(card_err(card))? {
+        PinStatus::Blocked => 0,
+        PinStatus::NotVerified { retries_left } => retries_left,
+        PinStatus::Verified => 0,
+    };
+    let pin = generate_pin(old_len);
+    session.unblock_pin(&puk, &pin).map_err(card_err(card))?;
+    seal_secret(ctx, &format!("pin/{card}"), &pin)?;
+    write_pin_mailer(&ctx.pin_mailer_dir, &user, card, &pin)?;
+    Ok(UnblockReport {
+        retries_before,
+        pin_mailer: ctx.pin_mailer_dir.join(super::pin_mailer_name(&user, card)),
+    })
+}

@@ -1,0 +1,211 @@
+//! `keyfleet cards`: readers, the cards in them, who they are and what the inventory knows;
+//! `keyfleet cards unblock CARD`: reset a blocked PIN with the stored PUK.
+//!
+//! Rendering only: identity comes from `crate::apply::pcsc_cards`, the unblock from
+//! `crate::apply::unblock`.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
+use crate::apply::pcsc_cards::{self, PcscCards};
+use crate::apply::{self, Cards, Context, CrashPoint};
+use crate::inventory::Inventory;
+use crate::runtime;
+use crate::store::Store;
+
+/// Long help of `keyfleet cards`.
+pub const LONG_ABOUT: &str = "List PC/SC readers, the card in each, its identity (CHUID \
+GUID, vendor serial when the card answers the probe, the inventory id Keyfleet gives it) and \
+what the inventory knows about it (status, user, template, stock), or the stock that would \
+take it as a blank.\n\nA card without a CHUID is identified by its serial; a card with neither \
+is listed as unidentifiable and never issued to.\n\n`keyfleet cards unblock CARD` resets the \
+PIN retry counter of an issued card with the PUK Keyfleet stored at issuance, sets a fresh PIN \
+and writes it to a PIN mailer in the state directory.";
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A table for people.
+    Text,
+    /// JSON for scripts.
+    Json,
+}
+
+/// Arguments of `keyfleet cards`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Output format of the listing.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// An operation on one card instead of the listing.
+    #[command(subcommand)]
+    pub command: Option<CardsCommand>,
+}
+
+/// `keyfleet cards` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CardsCommand {
+    /// Unblock a card's PIN with the stored PUK and set a fresh PIN (written to a PIN mailer).
+    Unblock {
+        /// The card id (as `keyfleet cards` or `keyfleet inventory` show it).
+        card: String,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReaderRow {
+    reader: String,
+    present: bool,
+    atr: String,
+    id: Option<String>,
+    guid: Option<String>,
+    serial: Option<u32>,
+    certificate_slots: Vec<String>,
+    error: Option<String>,
+    inventory: Option<serde_json::Value>,
+    blank_for_stock: Option<String>,
+}
+
+/// Runs `keyfleet cards`.
+pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    let env = match runtime::load(&global.policy_dir, global.state_dir.as_deref()) {
+        Ok(env) => env,
+        Err(runtime::PassError::Policy(d)) => {
+            eprintln!("{d}");
+            return Ok(ExitCode::from(EXIT_FAILURE));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(CardsCommand::Unblock { card }) = args.command {
+        return unblock(&env, &card);
+    }
+    let inventory = if env.state_dir.join("store").exists() {
+        Store::open(&env.state_dir)?.inventory()?
+    } else {
+        Inventory::default()
+    };
+    let pcsc = PcscCards::new();
+    if let Some(why) = pcsc.unavailable() {
+        eprintln!("PC/SC unavailable: {why}");
+        return Ok(ExitCode::from(EXIT_FAILURE));
+    }
+    let readers = pcsc.readers()?;
+    let scanned = pcsc.scan(true)?;
+    let blanks = pcsc_cards::present_blanks(&env.policy, &inventory, &scanned);
+    let mut rows = Vec::new();
+    for r in readers {
+        let card = scanned.iter().find(|c| c.reader == r.name);
+        let id = card.and_then(|c| c.id());
+        let identity = card.and_then(|c| c.identity.as_ref().ok());
+        rows.push(ReaderRow {
+            reader: r.name.clone(),
+            present: r.present,
+            atr: hex::encode_upper(&r.atr),
+            guid: identity.and_then(|i| i.guid.map(hex::encode)),
+            serial: identity.and_then(|i| i.serial),
+            certificate_slots: identity
+                .and_then(|i| i.cert_slots.clone())
+                .unwrap_or_default()
+                .iter()
+                .map(|s| format!("{s:02X}"))
+                .collect(),
+            error: match card.map(|c| &c.identity) {
+                Some(Err(e)) => Some(e.clone()),
+                Some(Ok(_)) if id.is_none() => {
+                    Some("no CHUID and no serial: cannot be identified".into())
+                }
+                _ => None,
+            },
+            inventory: id.as_ref().and_then(|id| inventory.cards.get(id)).map(|c| {
+                serde_json::json!({
+                    "status": c.status, "user": c.user, "template": c.template, "stock": c.stock,
+                    "certificates": inventory.live_certs_of(&c.id).values()
+                        .map(|cert| format!("{} {}", cert.slot.hex(), cert.serial))
+                        .collect::<Vec<_>>(),
+                })
+            }),
+            blank_for_stock: id
+                .as_ref()
+                .and_then(|id| blanks.iter().find(|b| &b.id == id))
+                .map(|b| b.stock.clone()),
+            id,
+        });
+    }
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Text => {
+            if rows.is_empty() {
+                println!("No readers.");
+            }
+            for r in &rows {
+                println!("{}", r.reader);
+                if !r.present {
+                    println!("  (no card)");
+                    continue;
+                }
+                println!("  ATR      {}", r.atr);
+                if let Some(e) = &r.error {
+                    println!("  error    {e}");
+                }
+                if let Some(id) = &r.id {
+                    println!("  id       {id}");
+                }
+                match &r.guid {
+                    Some(g) => println!("  CHUID    GUID {g}"),
+                    None => println!("  CHUID    none"),
+                }
+                if let Some(s) = r.serial {
+                    println!("  serial   {s}");
+                }
+                if !r.certificate_slots.is_empty() {
+                    println!("  certs in {}", r.certificate_slots.join(", "));
+                }
+                match (&r.inventory, &r.blank_for_stock) {
+                    (Some(inv), _) => println!("  known    {inv}"),
+                    (None, Some(stock)) => println!("  unknown  blank for stock {stock:?}"),
+                    (None, None) => println!("  unknown  (no stock with autoBind accepts it)"),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn unblock(env: &runtime::Environment, card: &str) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&env.state_dir)?;
+    let master = runtime::master_key(&env.state_dir)?;
+    let now = time::OffsetDateTime::now_utc();
+    let inventory = store.inventory()?;
+    let cards: Cards = runtime::cards(env, &inventory);
+    let pass = runtime::plan_pass_cards(env, inventory, &cards, now, false, None)?;
+    let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &master, now);
+    let clock = time::OffsetDateTime::now_utc;
+    let ctx = Context {
+        store: &store,
+        master: &master,
+        cas: &cas,
+        cards: &cards,
+        desired: &pass.desired,
+        clock: &clock,
+        actor: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+        pin_mailer_dir: env.state_dir.join("pin-mailer"),
+        crash: CrashPoint::default(),
+    };
+    match apply::unblock(&ctx, card) {
+        Ok(r) => {
+            println!(
+                "Card {card} unblocked (the PIN had {} tries left); new PIN in {}",
+                r.retries_before,
+                r.pin_mailer.display()
+            );
+            Ok(ExitCode::from(EXIT_OK))
+        }
+        Err(e) => {
+            eprintln!("Cannot unblock {card}: {e}");
+            Ok(ExitCode::from(EXIT_FAILURE))
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! PIV cards over the real PC/SC stack: a private pcscd with the vpcd reader driver and
+//! Keyfleet's virtual card served into it by `keyfleet vcard serve`. Issuance runs through
+//! `keyfleet apply` with the `examples/piv` policy; OpenSC (`pkcs11-tool`, `opensc-tool`) and
+//! `openssl`, run as separate processes, check what landed on the card.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::harness::pcscd::{OPENSC_MODULE, Pcscd};
+use crate::harness::repo_root;
+
+fn policy() -> String {
+    repo_root().join("examples/piv").display().to_string()
+}
+
+fn kf(pcscd: &Pcscd, state: &Path, args: &[&str]) -> crate::harness::Run {
+    let policy = policy();
+    let state = state.display().to_string();
+    let mut all = vec!["-C", policy.as_str(), "--state-dir", state.as_str()];
+    all.extend_from_slice(args);
+    pcscd.keyfleet(&all)
+}
+
+/// The PIN in the (only) PIN mailer of a state directory.
+fn mailer_pin(state: &Path) -> String {
+    let dir = state.join("pin-mailer");
+    let entry = std::fs::read_dir(&dir)
+        .expect("PIN mailer directory")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".txt"))
+        .expect("a PIN mailer");
+    let text = std::fs::read_to_string(entry.path()).expect("read PIN mailer");
+    text.lines()
+        .find_map(|l| l.strip_prefix("PIN: "))
+        .expect("PIN line")
+        .to_string()
+}
+
+/// Signs `data.hash` with the key `id` through OpenSC and checks the signature with openssl
+/// against the certificate OpenSC reads from the card; the certificate chains to `ca`.
+fn opensc_signs_and_openssl_verifies(pcscd: &Pcscd, work: &Path, pin: &str, id: &str, ca: &Path) {
+    let p = |n: &str| work.join(n).display().to_string();
+    pcscd
+        .tool(
+            "pkcs11-tool",
+            &[
+                "--module",
+                OPENSC_MODULE,
+                "--login",
+                "--pin",
+                pin,
+                "--sign",
+                "--id",
+                id,
+                "--mechanism",
+                "ECDSA",
+                "--signature-format",
+                "openssl",
+                "-i",
+                &p("data.hash"),
+                "-o",
+                &p(&format!("sig{id}")),
+            ],
+        )
+        .expect_code(0);
+    pcscd
+        .tool(
+            "pkcs11-tool",
+            &[
+                "--module",
+                OPENSC_MODULE,
+                "--read-object",
+                "--type",
+                "cert",
+                "--id",
+                id,
+                "-o",
+                &p(&format!("cert{id}.der")),
+            ],
+        )
+        .expect_code(0);
+    let ossl = |args: &[&str]| pcscd.tool("openssl", args);
+    ossl(&[
+        "x509",
+        "-inform",
+        "der",
+        "-in",
+        &p(&format!("cert{id}.der")),
+        "-out",
+        &p(&format!("cert{id}.pem")),
+    ])
+    .expect_code(0);
+    ossl(&[
+        "x509",
+        "-in",
+        &p(&format!("cert{id}.pem")),
+        "-pubkey",
+        "-noout",
+        "-out",
+        &p(&format!("pub{id}.pem")),
+    ])
+    .expect_code(0);
+    ossl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        &p(&format!("pub{id}.pem")),
+        "-signature",
+        &p(&format!("sig{id}")),
+        &p("data"),
+    ])
+    .expect_code(0)
+    .stdout_has("Verified OK");
+    ossl(&[
+        "verify",
+        "-CAfile",
+        &ca.display().to_string(),
+        &p(&format!("cert{id}.pem")),
+    ])
+    .expect_code(0)
+    .stdout_has(": OK");
+}
+
+/// VERIFY with a wrong PIN through opensc-tool; returns the status word OpenSC printed.
+fn wrong_pin_status(pcscd: &Pcscd) -> String {
+    let r = pcscd.tool(
+        "opensc-tool",
+        &[
+            "-s",
+            "00A4040005A000000308",
+            "-s",
+            "00200080083030303030303030",
+        ],
+    );
+    r.stdout
+        .lines()
+        .rfind(|l| l.starts_with("Received"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn issuance_over_pcsc_then_opensc_signs_wrong_pin_blocks_and_puk_unblocks() {
+    let mut pcscd = Pcscd::start();
+    let card = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let _served = pcscd.vcard(card.path(), &[]);
+    let reader = pcscd.wait_card(true);
+    assert_eq!(reader["reader"], "Test VPCD 00 00");
+
+    // The blank card is seen and offered to the stock; plan shows the issuance to it.
+    let cards = pcscd.cards_json(Some(state.path()));
+    let id = cards[0]["id"]
+        .as_str()
+        .expect("card identified")
+        .to_string();
+    assert!(id.starts_with("piv-"), "{id}");
+    assert_eq!(cards[0]["blankForStock"], "blank-piv");
+    kf(&pcscd, state.path(), &["plan"])
+        .expect_code(2)
+        .stdout_has(&id);
+
+    let r = kf(&pcscd, state.path(), &["apply", "--yes"]);
+    r.expect_code(0)
+        .stdout_has("done    issue alice")
+        .stdout_has("PC/SC: ");
+    // Converged: a second pass has nothing to do.
+    kf(&pcscd, state.path(), &["apply", "--yes"])
+        .expect_code(0)
+        .stdout_has("No changes");
+    // The card now carries a CHUID with the GUID its id named, and the inventory knows it.
+    let cards = pcscd.cards_json(Some(state.path()));
+    assert_eq!(cards[0]["id"], id.as_str());
+    assert_eq!(cards[0]["guid"], id.trim_start_matches("piv-"));
+    assert_eq!(cards[0]["inventory"]["status"], "active");
+    assert_eq!(cards[0]["inventory"]["user"], "alice");
+    assert_eq!(
+        cards[0]["certificateSlots"],
+        serde_json::json!(["9A", "9C"])
+    );
+
+    // OpenSC lists both certificates Keyfleet wrote.
+    let listing = pcscd.tool("pkcs11-tool", &["--module", OPENSC_MODULE, "-O"]);
+    listing.expect_code(0);
+    assert_eq!(
+        listing.stdout.matches("Certificate Object").count(),
+        2,
+        "{}",
+        listing.stdout
+    );
+    listing.stdout_has("CN=Alice Andersen");
+
+    // Both keys sign through OpenSC (9C with its per-signature PIN) and openssl verifies
+    // the signatures and the chain to the local CA.
+    let ca = work.path().join("ca.pem");
+    let ca_pem = kf(&pcscd, state.path(), &["ca", "cert", "piv-ca"]);
+    ca_pem.expect_code(0);
+    std::fs::write(&ca, &ca_pem.stdout).unwrap();
+    std::fs::write(work.path().join("data"), b"signed through PC/SC\n").unwrap();
+    use sha2::Digest as _;
+    std::fs::write(
+        work.path().join("data.hash"),
+        sha2::Sha256::digest(b"signed through PC/SC\n"),
+    )
+    .unwrap();
+    let pin = mailer_pin(state.path());
+    opensc_signs_and_openssl_verifies(&pcscd, work.path(), &pin, "01", &ca);
+    opensc_signs_and_openssl_verifies(&pcscd, work.path(), &pin, "02", &ca);
+
+    // Wrong PINs decrement the counter down to blocked; then even the right PIN fails.
+    assert!(wrong_pin_status(&pcscd).contains("SW1=0x63, SW2=0xC2"));
+    assert!(wrong_pin_status(&pcscd).contains("SW1=0x63, SW2=0xC1"));
+    assert!(wrong_pin_status(&pcscd).contains("SW1=0x63, SW2=0xC0"));
+    assert!(wrong_pin_status(&pcscd).contains("SW1=0x69, SW2=0x83"));
+    let blocked = pcscd.tool(
+        "pkcs11-tool",
+        &["--module", OPENSC_MODULE, "--login", "--pin", &pin, "-O"],
+    );
+    assert_ne!(blocked.code, Some(0), "login with a blocked PIN succeeded");
+
+    // The operator unblocks with the stored PUK; the new PIN (mailer) signs again.
+    kf(&pcscd, state.path(), &["cards", "unblock", &id])
+        .expect_code(0)
+        .stdout_has("had 0 tries left");
+    let new_pin = mailer_pin(state.path());
+    opensc_signs_and_openssl_verifies(&pcscd, work.path(), &new_pin, "02", &ca);
+    // An unknown card cannot be unblocked.
+    kf(&pcscd, state.path(), &["cards", "unblock", "piv-00"])
+        .expect_code(1)
+        .stderr_has("not in the inventory");
+}
+
+#[test]
+fn card_pulled_mid_issuance_is_completed_when_it_comes_back() {
+    let mut pcscd = Pcscd::start();
+    let card = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    // The card is pulled after its 40th APDU: the first certificate is signed by the CA but
+    // not yet written to the card.
+    let mut served = pcscd.vcard(card.path(), &[("KEYFLEET_VCARD_EJECT_AFTER_APDUS", "40")]);
+    pcscd.wait_card(true);
+    let r = kf(&pcscd, state.path(), &["apply", "--yes"]);
+    r.expect_code(1).stdout_has("FAILED  issue alice");
+    assert_eq!(served.wait_exit(Duration::from_secs(10)), Some(0));
+    pcscd.wait_card(false);
+    let plan = kf(&pcscd, state.path(), &["plan"]);
+    plan.expect_code(2)
+        .stdout_has("signed but not yet written")
+        .stdout_has("[waiting for card]");
+
+    // apply waits for the card; the card comes back; the pending work completes.
+    let mut waiting = pcscd
+        .command(env!("CARGO_BIN_EXE_keyfleet"))
+        .args([
+            "-C",
+            &policy(),
+            "--state-dir",
+            &state.path().display().to_string(),
+            "apply",
+            "--yes",
+            "--wait-for-cards",
+            "30s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start apply --wait-for-cards");
+    // Insert only once apply is waiting (its first pass found nothing to run).
+    let mut out = waiting.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&seen).contains("Waiting up to") {
+        let mut buf = [0u8; 256];
+        let n = out.read(&mut buf).expect("read apply output");
+        assert!(
+            n > 0 && Instant::now() < deadline,
+            "apply did not wait: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let _back = pcscd.vcard(card.path(), &[]);
+    out.read_to_end(&mut seen).expect("read apply output");
+    let status = waiting.wait().expect("apply ends");
+    let text = String::from_utf8_lossy(&seen);
+    assert!(status.success(), "apply --wait-for-cards failed:\n{text}");
+    assert!(text.contains("Card inserted in Test VPCD 00 00"), "{text}");
+    assert!(text.contains("done    issue alice"), "{text}");
+    assert!(
+        text.contains("Applied: 2 done, 0 failed, 0 pending"),
+        "{text}"
+    );
+    kf(&pcscd, state.path(), &["plan"])
+        .expect_code(0)
+        .stdout_has("No changes");
+    let cards = pcscd.cards_json(Some(state.path()));
+    assert_eq!(
+        cards[0]["certificateSlots"],
+        serde_json::json!(["9A", "9C"])
+    );
+}
+
+/// A card that selects fine and then answers every command with a truncated TLV.
+fn serve_garbage(addr: String) {
+    let Ok(mut s) = (|| loop {
+        if let Ok(s) = TcpStream::connect(&addr) {
+            return Ok::<_, ()>(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    })() else {
+        return;
+    };
+    loop {
+        let mut len = [0u8; 2];
+        if s.read_exact(&mut len).is_err() {
+            return;
+        }
+        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        if s.read_exact(&mut msg).is_err() {
+            return;
+        }
+        let reply: Vec<u8> = match msg.as_slice() {
+            [0x04] => vec![0x3B, 0x80, 0x80, 0x01, 0x01],
+            [_] => continue,
+            [_, 0xA4, ..] => vec![0x90, 0x00],
+            _ => vec![0x53, 0x82, 0xFF, 0x70, 0x34, 0x90, 0x00],
+        };
+        let mut frame = (reply.len() as u16).to_be_bytes().to_vec();
+        frame.extend_from_slice(&reply);
+        if s.write_all(&frame).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_card_answering_garbage_is_rejected_cleanly() {
+    let mut pcscd = Pcscd::start();
+    let state = tempfile::tempdir().unwrap();
+    let addr = pcscd.vpcd();
+    std::thread::spawn(move || serve_garbage(addr));
+    let reader = pcscd.wait_card(true);
+    assert!(reader["id"].is_null(), "{reader}");
+    let error = reader["error"].as_str().expect("an identification error");
+    assert!(error.contains("not a usable PIV card"), "{error}");
+    // apply does not touch it: the issuance waits for a usable blank card.
+    let r = kf(&pcscd, state.path(), &["apply", "--yes"]);
+    r.expect_code(0).stdout_has("waiting for a blank card");
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+}
