@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use crate::apply::{CaRegistry, CardProvider, VirtualCards};
+use crate::apply::cards::CompositeCards;
+use crate::apply::{CaRegistry, CardProvider, Tokens, VirtualCards};
 use crate::ca::{CaKeyAlgorithm, CertificateAuthority, LocalCa, LocalCaConfig};
 use crate::desired::{self, Desired, DirectoryObservation};
 use crate::inventory::Inventory;
@@ -96,6 +97,16 @@ pub fn virtual_cards(state_dir: &Path) -> VirtualCards {
     VirtualCards::new(&state_dir.join("cards"))
 }
 
+/// The cards of a policy: virtual cards in the state directory, then the PKCS#11 tokens of
+/// its `pkcs11` stocks (no module is loaded when it has none).
+pub fn card_provider(env: &Environment) -> CompositeCards {
+    let mut providers: Vec<Box<dyn CardProvider>> = vec![Box::new(virtual_cards(&env.state_dir))];
+    if let Some(tokens) = Tokens::from_policy(&env.policy) {
+        providers.push(Box::new(tokens));
+    }
+    CompositeCards::new(providers)
+}
+
 /// Everything a pass observed, and its plan.
 pub struct Pass {
     /// Desired state.
@@ -121,7 +132,12 @@ pub fn plan_pass(
     let desired = desired::compute(&env.policy, &observed);
     let presence = Presence {
         cards: cards.present()?,
-        blanks: Vec::new(),
+        // Blank cards the inventory already knows are planned from the inventory.
+        blanks: cards
+            .blanks()?
+            .into_iter()
+            .filter(|b| !inventory.cards.contains_key(&b.id))
+            .collect(),
     };
     let plan = plan::plan(
         &desired,
@@ -154,7 +170,7 @@ pub fn plan_readonly(
     } else {
         Inventory::default()
     };
-    let cards = virtual_cards(&env.state_dir);
+    let cards = card_provider(env);
     plan_pass(env, inventory, &cards, now, allow_mass_revocation, targets)
 }
 

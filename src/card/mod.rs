@@ -12,12 +12,16 @@
 //! - [`transport`]: the [`transport::Transport`] trait and the in-process transport.
 //! - [`piv`]: [`piv::PivClient`], generic PIV commands over any transport.
 //! - [`signer`]: [`signer::CardSigner`], so rcgen can build a CSR signed inside the card.
+//! - [`pkcs11`]: PKCS#11 tokens through cryptoki (keys, certificates, AES-GCM on the token).
+//! - [`events`]: [`events::CardEvent`], a card appeared or went away.
 //!
 //! This module knows nothing of users, policies, the inventory or the CA: callers decide what to
 //! put on a card; this module only speaks to it. It does not talk PC/SC or vpcd (yet).
 
+pub mod events;
 pub mod keys;
 pub mod piv;
+pub mod pkcs11;
 pub mod signer;
 pub mod tlv;
 pub mod transport;

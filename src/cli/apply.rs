@@ -101,7 +101,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let master = runtime::master_key(&env.state_dir)?;
     let now = time::OffsetDateTime::now_utc();
     let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &master, now);
-    let cards = runtime::virtual_cards(&env.state_dir);
+    let cards = runtime::card_provider(&env);
     let clock = time::OffsetDateTime::now_utc;
 
     // Recovery first, with the desired state of this policy (needed to return cards to stock).

@@ -71,7 +71,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     };
     let now = time::OffsetDateTime::now_utc();
     let store = Store::open(&env.state_dir)?;
-    let cards = runtime::virtual_cards(&env.state_dir);
+    let cards = runtime::card_provider(&env);
     let pass = runtime::plan_pass(&env, store.inventory()?, &cards, now, true, None)?;
     let mut findings = Vec::new();
     for a in &pass.plan.actions {
