@@ -3,5 +3,7 @@
 
 /// Helpers: run the built binary, build throwaway policy directories.
 mod harness;
+/// PKCS#11 tokens on SoftHSM2: issuance, interoperability, PINs, recovery, HSM-held keys.
+mod pkcs11;
 /// Policy loading and validation through `keyfleet validate` / `keyfleet schema`.
 mod policy;
