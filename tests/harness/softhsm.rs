@@ -87,10 +87,10 @@ impl SoftHsm {
             if let Some(l) = line.strip_prefix("token label") {
                 current_label = Some(l.trim_start_matches([' ', ':']).trim().to_string());
             }
-            if let Some(s) = line.strip_prefix("serial num") {
-                if current_label.as_deref() == Some(label) {
-                    return Some(s.trim_start_matches([' ', ':']).trim().to_string());
-                }
+            if let Some(s) = line.strip_prefix("serial num")
+                && current_label.as_deref() == Some(label)
+            {
+                return Some(s.trim_start_matches([' ', ':']).trim().to_string());
             }
         }
         None
