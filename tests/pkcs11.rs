@@ -274,3 +274,142 @@ fn a_token_pulled_out_during_issuance_resumes_from_the_journal() {
         inv.stdout
     );
 }
+
+const HSM_PIN: &str = "4321";
+
+/// Puts the master key and the local CA's key of the example policy on the token `keyfleet`.
+fn keys_on_token(policy: &Path) {
+    let module = crate::harness::softhsm::MODULE;
+    std::fs::write(
+        policy.join("settings.yaml"),
+        format!(
+            "apiVersion: keyfleet.dev/v1\nkind: Settings\nmetadata:\n  name: settings\nspec:\n  keyStore: \"pkcs11:token=keyfleet;object=kf-master?module-path={module}&pin-source=env:KEYFLEET_HSM_PIN\"\n"
+        ),
+    )
+    .unwrap();
+    let authority = std::fs::read_to_string(policy.join("authority.yaml")).unwrap();
+    std::fs::write(
+        policy.join("authority.yaml"),
+        format!(
+            "{authority}    keyStore: \"pkcs11:token=keyfleet;object=kf-ca?module-path={module}&pin-source=env:KEYFLEET_HSM_PIN\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn keyfleet_keys_on_a_token_sign_and_seal_and_are_needed() {
+    let hsm = SoftHsm::new();
+    hsm.init_token("keyfleet", HSM_PIN);
+    hsm.init_token("kf-blank-1", "000000");
+    let policy = example_policy(hsm.path());
+    std::fs::write(
+        policy.join("people.yaml"),
+        "users:\n  - {uid: alice, cn: Alice Andersen, mail: alice@example.com}\ngroups:\n  - {name: token-users, members: [alice]}\n",
+    )
+    .unwrap();
+    keys_on_token(&policy);
+    let state = hsm.path().join("state");
+    let args = ["apply", "-C", s(&policy), "--state-dir", s(&state), "--yes"];
+    let env = [("KEYFLEET_HSM_PIN", HSM_PIN)];
+    hsm.keyfleet(&args, &env)
+        .expect_code(0)
+        .stdout_has("Applied: 1 done, 0 failed");
+    assert!(state.join("master.key.p11").exists());
+    assert!(
+        !state.join("master.key").exists(),
+        "no master key file with a token store"
+    );
+    assert!(
+        !state.join("ca/token-ca/ca.key.sealed").exists(),
+        "the CA key is on the token"
+    );
+
+    // Both keys are on the token, sensitive and never extractable.
+    let objects = hsm.tool(&[
+        "--token-label",
+        "keyfleet",
+        "--login",
+        "--pin",
+        HSM_PIN,
+        "-O",
+    ]);
+    let out = &objects.stdout;
+    assert!(
+        out.contains("Secret Key Object; AES length 32") && out.contains("kf-master"),
+        "{out}"
+    );
+    assert!(out.contains("label:      kf-ca"), "{out}");
+    assert_eq!(out.matches("never extractable").count(), 2, "{out}");
+
+    // The CA on the token signed a certificate openssl accepts.
+    let cert_der = hsm.path().join("alice.der");
+    hsm.tool(&[
+        "--token-label",
+        "alice",
+        "--read-object",
+        "--type",
+        "cert",
+        "--id",
+        "9a",
+        "--output-file",
+        s(&cert_der),
+    ])
+    .expect_code(0);
+    let cert_pem = hsm.path().join("alice.pem");
+    openssl(&[
+        "x509",
+        "-inform",
+        "DER",
+        "-in",
+        s(&cert_der),
+        "-out",
+        s(&cert_pem),
+    ])
+    .expect_code(0);
+    openssl(&[
+        "verify",
+        "-CAfile",
+        s(&state.join("ca/token-ca/ca.pem")),
+        s(&cert_pem),
+    ])
+    .expect_code(0)
+    .stdout_has("OK");
+
+    // After a restart, the sealed PIN opens (the reissue logs in with it) and the CA signs.
+    let template = policy.join("templates/employee-token.yaml");
+    let text = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(&template, text.replace("OU=Employees", "OU=Staff")).unwrap();
+    hsm.keyfleet(&args, &env)
+        .expect_code(0)
+        .stdout_has("Applied: 1 done, 0 failed");
+
+    // Without the token nothing opens.
+    let dirs: Vec<PathBuf> = std::fs::read_dir(hsm.token_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let keyfleet_dir = dirs
+        .iter()
+        .find(|d| {
+            std::fs::read_dir(d).unwrap().count() > 0 && {
+                let away = hsm.path().join("probe");
+                std::fs::rename(d, &away).unwrap();
+                let gone = hsm.serial_of("keyfleet").is_none();
+                std::fs::rename(&away, d).unwrap();
+                gone
+            }
+        })
+        .expect("the keyfleet token's directory")
+        .clone();
+    std::fs::rename(&keyfleet_dir, hsm.path().join("away")).unwrap();
+    let run = hsm.keyfleet(&args, &env);
+    assert_ne!(run.code, Some(0));
+    assert!(
+        run.stderr
+            .contains("keyStore pkcs11:token=keyfleet;object=kf-master")
+            && run.stderr.contains("is not present"),
+        "{}",
+        run.stderr
+    );
+}

@@ -98,7 +98,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let store = Store::open(&env.state_dir)?;
-    let master = runtime::master_key(&env.state_dir)?;
+    let master = runtime::master_key_for(&env)?;
     let now = time::OffsetDateTime::now_utc();
     let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &master, now);
     let cards = runtime::card_provider(&env);

@@ -106,7 +106,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         });
     }
     let horizon = now + time::Duration::days(args.expiring_days);
-    let master = runtime::master_key(&env.state_dir)?;
+    let master = runtime::master_key_for(&env)?;
     let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &master, now);
     for cert in pass.inventory.certs.values() {
         if cert.is_live() && cert.not_after <= horizon {
