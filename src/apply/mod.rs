@@ -570,6 +570,7 @@ fn issue(
 
     let pin = generate_pin(cred.pin_length);
     let puk = generate_puk(cred.puk_length);
+    let personalize_started = std::time::Instant::now();
     let mut session = connect(ctx, &card)?;
     let mut entry = journal_open(
         ctx,
@@ -593,6 +594,12 @@ fn issue(
         true,
     )?;
     journal_close(ctx, &mut entry, JournalState::Done, None)?;
+    tracing::debug!(
+        target: "keyfleet::timing",
+        card,
+        personalize_us = personalize_started.elapsed().as_micros() as u64,
+        "card personalised"
+    );
 
     let mut serials = Vec::new();
     for slot in &action.slots {
@@ -700,6 +707,7 @@ fn issue_slot(
         .get(&slot)
         .ok_or_else(|| ApplyError::Stale(format!("template has no slot {}", slot.hex())))?;
     let authority = ca(ctx, &want.authority)?;
+    let card_started = std::time::Instant::now();
     session.admin_login(ctx, Some(cred))?;
     let public = match want.key_generation {
         KeyGeneration::OnCard => session.generate_key(slot, key_alg(want.key_algorithm))?,
@@ -709,6 +717,7 @@ fn issue_slot(
         .ok_or_else(|| ApplyError::PinUnknown(card.to_string()))?;
     let csr_der = build_csr(session.as_mut(), card, slot, public, &pin, want)?;
     drop(session);
+    let card_time = card_started.elapsed();
 
     let request_id = format!("kf-{}", hex::encode(rand::random::<[u8; 12]>()));
     let mut entry = journal_open(
@@ -729,14 +738,17 @@ fn issue_slot(
             revision: want.revision.clone(),
         },
     )?;
-    let issued = match authority.enroll(&EnrollRequest {
+    let ca_started = std::time::Instant::now();
+    let enrolled = authority.enroll(&EnrollRequest {
         request_id,
         csr_der,
         profile: want.profile.clone(),
         subject: want.subject.clone(),
         sans: want.sans.clone(),
         validity_secs: want.validity_secs,
-    }) {
+    });
+    let ca_time = ca_started.elapsed();
+    let issued = match enrolled {
         Ok(i) => i,
         Err(source) => {
             let e = ApplyError::Ca {
@@ -764,8 +776,20 @@ fn issue_slot(
         Some(issued.serial.clone()),
     )?;
 
+    let install_started = std::time::Instant::now();
     let mut session = connect(ctx, card)?;
     install(ctx, action_id, session.as_mut(), record)?;
+    // Where an issuance spends its time (KEYFLEET_LOG=keyfleet::timing=debug): the card
+    // (key generation, CSR signature) and the certificate write, against the CA's share.
+    tracing::debug!(
+        target: "keyfleet::timing",
+        card,
+        slot = %slot,
+        card_us = card_time.as_micros() as u64,
+        ca_us = ca_time.as_micros() as u64,
+        install_us = install_started.elapsed().as_micros() as u64,
+        "slot issued"
+    );
     Ok(issued.serial)
 }
 

@@ -169,11 +169,22 @@ impl CardProvider for Tokens {
         let serial =
             pkcs11::serial_of(card).ok_or_else(|| CardAccessError::NotPresent(card.into()))?;
         for m in self.modules() {
-            if self.list(&m)?.iter().any(|t| t.serial == serial) {
+            let module = Self::module(&m)?;
+            let here = match module.token(serial) {
+                Ok(_) => true,
+                Err(P11Error::NotPresent(_)) => false,
+                Err(e) => {
+                    return Err(CardAccessError::Storage {
+                        card: card.to_string(),
+                        message: e.to_string(),
+                    });
+                }
+            };
+            if here {
                 return Ok(Box::new(TokenCard {
                     card: card.to_string(),
                     serial: serial.to_string(),
-                    module: Self::module(&m)?,
+                    module,
                     stocks: self
                         .stocks
                         .iter()

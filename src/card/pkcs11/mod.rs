@@ -20,7 +20,7 @@ pub mod watch;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -121,9 +121,12 @@ pub enum P11Error {
     LabelTooLong(String),
 }
 
+/// Where each token serial was last seen: a hint, always checked against the token's serial.
+type SlotCache = Arc<Mutex<HashMap<String, Slot>>>;
+
 /// The process-wide module contexts: C_Initialize may run only once per module and process.
-fn modules() -> &'static Mutex<HashMap<PathBuf, Pkcs11>> {
-    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+fn modules() -> &'static Mutex<HashMap<PathBuf, (Pkcs11, SlotCache)>> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, (Pkcs11, SlotCache)>>> = OnceLock::new();
     MODULES.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
@@ -180,6 +183,7 @@ pub fn serial_of(card: &str) -> Option<&str> {
 pub struct Module {
     ctx: Pkcs11,
     path: PathBuf,
+    slots: SlotCache,
 }
 
 impl Module {
@@ -191,10 +195,11 @@ impl Module {
             source,
         };
         let mut map = modules().lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ctx) = map.get(path) {
+        if let Some((ctx, slots)) = map.get(path) {
             return Ok(Module {
                 ctx: ctx.clone(),
                 path: path.to_path_buf(),
+                slots: slots.clone(),
             });
         }
         let ctx = Pkcs11::new(path).map_err(load)?;
@@ -202,10 +207,12 @@ impl Module {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) => return Err(load(e)),
         }
-        map.insert(path.to_path_buf(), ctx.clone());
+        let slots = SlotCache::default();
+        map.insert(path.to_path_buf(), (ctx.clone(), slots.clone()));
         Ok(Module {
             ctx,
             path: path.to_path_buf(),
+            slots,
         })
     }
 
@@ -231,30 +238,45 @@ impl Module {
             .ctx
             .get_slots_with_token()
             .map_err(call("C_GetSlotList"))?;
-        let mut out = Vec::new();
-        for slot in slots {
-            // A token pulled between the two calls is simply not listed.
-            let Ok(info) = self.ctx.get_token_info(slot) else {
-                continue;
-            };
-            if !info.token_initialized() {
-                continue;
-            }
-            out.push(TokenInfo {
-                slot,
-                serial: info.serial_number().trim().to_string(),
-                label: info.label().trim().to_string(),
-                user_pin_initialized: info.user_pin_initialized(),
-                user_pin_count_low: info.user_pin_count_low(),
-                user_pin_final_try: info.user_pin_final_try(),
-                user_pin_locked: info.user_pin_locked(),
-            });
-        }
+        let out: Vec<TokenInfo> = slots
+            .into_iter()
+            .filter_map(|slot| self.info(slot))
+            .collect();
+        let mut cache = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        cache.clear();
+        cache.extend(out.iter().map(|t| (t.serial.clone(), t.slot)));
         Ok(out)
     }
 
-    /// The token with `serial`.
+    /// The initialised token in `slot`; None when there is none (or it was pulled meanwhile).
+    fn info(&self, slot: Slot) -> Option<TokenInfo> {
+        let info = self.ctx.get_token_info(slot).ok()?;
+        info.token_initialized().then(|| TokenInfo {
+            slot,
+            serial: info.serial_number().trim().to_string(),
+            label: info.label().trim().to_string(),
+            user_pin_initialized: info.user_pin_initialized(),
+            user_pin_count_low: info.user_pin_count_low(),
+            user_pin_final_try: info.user_pin_final_try(),
+            user_pin_locked: info.user_pin_locked(),
+        })
+    }
+
+    /// The token with `serial`: first in the slot it was last seen in (listing every token
+    /// costs one C_GetTokenInfo per slot, which adds up on a module with hundreds), else by a
+    /// full listing.
     pub fn token(&self, serial: &str) -> Result<TokenInfo, P11Error> {
+        let hint = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(serial)
+            .copied();
+        if let Some(info) = hint.and_then(|slot| self.info(slot))
+            && info.serial == serial
+        {
+            return Ok(info);
+        }
         self.tokens()?
             .into_iter()
             .find(|t| t.serial == serial)
