@@ -12,6 +12,7 @@
 //! - [`card`]: PIV card model (virtual card), APDU codecs, the PIV client and the card signer.
 //! - [`names`]: RFC 4514 distinguished names and subject alternative names.
 //! - [`secrets`]: the master key, sealing secrets at rest, key diversification, PINs/PUKs.
+//! - [`keystore`]: where Keyfleet's own keys live (state dir or a PKCS#11 token).
 //! - [`ca`]: the certificate-authority trait and the embedded local CA.
 //! - [`policy`]: the desired-state objects as written in YAML; loading and validation.
 //! - [`observe`]: read-only observation of directories (and later cards and CAs).
@@ -29,6 +30,7 @@ pub mod card;
 pub mod cli;
 pub mod desired;
 pub mod inventory;
+pub mod keystore;
 pub mod names;
 pub mod observe;
 pub mod plan;

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
-use crate::apply::{CaRegistry, CardProvider, Cards, PcscCards, VirtualCards};
+use crate::apply::{CaRegistry, CardProvider, Cards, PcscCards, Tokens, VirtualCards};
 use crate::ca::{CaKeyAlgorithm, CertificateAuthority, LocalCa, LocalCaConfig};
 use crate::desired::{self, Desired, DirectoryObservation};
 use crate::inventory::Inventory;
+use crate::keystore::{KeyStore, TokenKey};
 use crate::names::DistinguishedName;
 use crate::observe::directory::read_file_directory;
 use crate::plan::{self, Plan, PlanOptions, Presence, SafetyLimits};
@@ -40,6 +41,9 @@ pub enum PassError {
     /// Card access failed.
     #[error(transparent)]
     Cards(#[from] crate::apply::CardAccessError),
+    /// The key store (PKCS#11 token) of the master key failed.
+    #[error(transparent)]
+    KeyStore(#[from] crate::keystore::KeyStoreError),
 }
 
 /// A loaded policy with the state directory it governs.
@@ -102,6 +106,7 @@ pub fn cards(env: &Environment, inventory: &Inventory) -> Cards {
     Cards {
         virtual_cards: virtual_cards(&env.state_dir),
         pcsc: Cards::uses_piv(&env.policy, inventory).then(PcscCards::new),
+        tokens: Tokens::from_policy(&env.policy),
     }
 }
 
@@ -115,9 +120,19 @@ pub fn plan_pass_cards(
     allow_mass_revocation: bool,
     targets: Option<std::collections::BTreeSet<String>>,
 ) -> Result<Pass, PassError> {
-    let (blanks, scanned) = cards.scan_blanks(&env.policy, &inventory)?;
+    let (mut blanks, scanned) = cards.scan_blanks(&env.policy, &inventory)?;
     let mut present = cards.virtual_cards.present()?;
     present.extend(scanned.iter().filter_map(|c| c.id()));
+    if let Some(tokens) = &cards.tokens {
+        present.extend(tokens.present()?);
+        // Blank tokens the inventory already knows are planned from the inventory.
+        blanks.extend(
+            tokens
+                .blanks()?
+                .into_iter()
+                .filter(|b| !inventory.cards.contains_key(&b.id)),
+        );
+    }
     let presence = Presence {
         cards: present,
         blanks,
@@ -155,7 +170,12 @@ pub fn plan_pass(
 ) -> Result<Pass, PassError> {
     let presence = Presence {
         cards: cards.present()?,
-        blanks: Vec::new(),
+        // Blank cards the inventory already knows are planned from the inventory.
+        blanks: cards
+            .blanks()?
+            .into_iter()
+            .filter(|b| !inventory.cards.contains_key(&b.id))
+            .collect(),
     };
     Ok(plan_with_presence(
         env,
@@ -218,6 +238,16 @@ pub fn master_key(state_dir: &Path) -> Result<MasterKey, PassError> {
     Ok(MasterKey::load_or_create(state_dir)?)
 }
 
+/// Loads (creating on first use) the master key from where `Settings.spec.keyStore` says:
+/// the state directory, or wrapped by a key on a PKCS#11 token.
+pub fn master_key_for(env: &Environment) -> Result<MasterKey, PassError> {
+    let store = KeyStore::parse(env.policy.settings.spec.key_store.as_deref())?;
+    match store {
+        KeyStore::File => master_key(&env.state_dir),
+        store => Ok(crate::keystore::master_key(&store, &env.state_dir)?),
+    }
+}
+
 /// Connects every CertificateAuthority of the policy. The local CA is created on first use
 /// under `<state dir>/ca/<name>/`. Authorities without a connector map to an error.
 pub fn connect_authorities(
@@ -256,6 +286,16 @@ pub fn local_ca(
         KeyAlgorithm::EccP384 => CaKeyAlgorithm::EccP384,
         _ => CaKeyAlgorithm::EccP256,
     };
+    let token_key = match KeyStore::parse(spec.key_store.as_deref()).map_err(|e| e.to_string())? {
+        KeyStore::File => None,
+        KeyStore::Pkcs11(uri) => {
+            let alg = match key_algorithm {
+                CaKeyAlgorithm::EccP384 => crate::card::keys::KeyAlg::EccP384,
+                CaKeyAlgorithm::EccP256 => crate::card::keys::KeyAlg::EccP256,
+            };
+            Some(TokenKey::open(&uri, alg, true).map_err(|e| e.to_string())?)
+        }
+    };
     let cfg = LocalCaConfig {
         subject,
         key_algorithm,
@@ -263,6 +303,13 @@ pub fn local_ca(
         crl_distribution_point: spec.crl_distribution_point.clone(),
         crl_validity_secs: spec.crl_validity.as_secs(),
     };
-    LocalCa::open_or_create(&state_dir.join("ca").join(name), name, &cfg, master, now)
-        .map_err(|e| e.to_string())
+    LocalCa::open_or_create_with(
+        &state_dir.join("ca").join(name),
+        name,
+        &cfg,
+        master,
+        now,
+        token_key,
+    )
+    .map_err(|e| e.to_string())
 }

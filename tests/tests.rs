@@ -5,6 +5,8 @@
 mod harness;
 /// PIV cards over pcscd + vpcd: issuance, OpenSC, PIN blocking, unblock, removal, garbage.
 mod piv;
+/// PKCS#11 tokens on SoftHSM2: issuance, interoperability, PINs, recovery, HSM-held keys.
+mod pkcs11;
 /// Policy loading and validation through `keyfleet validate` / `keyfleet schema`.
 mod policy;
 /// The reconcile spine end to end on examples/quickstart (local CA, virtual cards).

@@ -3,13 +3,22 @@
 //!
 //! A provider connects to cards and creates virtual ones; it knows nothing of users,
 //! templates or the life cycle.
+//!
+//! Card kinds: [`CardProvider::connect`] gives a PIV session (virtual cards, PC/SC readers);
+//! [`CardProvider::open`] gives the executors a [`CardSession`] of whatever kind the card is.
+//! Its default wraps `connect` in a [`PivCard`], so a PIV provider implements only `connect`;
+//! providers of other kinds (PKCS#11 tokens) override `open`. [`CardProvider::blanks`] lists
+//! present cards a stock accepts that the provider can recognise as blank (default: none).
+//! [`CompositeCards`] puts several providers behind one.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use super::session::{CardSession, PivCard};
 use crate::card::piv::PivClient;
 use crate::card::transport::{InProcess, Transport};
 use crate::card::vcard::VirtualCard;
+use crate::plan::PresentBlank;
 
 /// A PIV session to a present card, whatever the transport.
 pub type Session = PivClient<Box<dyn Transport>>;
@@ -43,6 +52,77 @@ pub trait CardProvider {
     fn create_virtual(&self) -> Result<String, CardAccessError>;
     /// Whether a card with this id exists (for recovery of an interrupted creation).
     fn exists(&self, card: &str) -> bool;
+    /// A session of the card's kind to a present card (default: PIV over [`Self::connect`]).
+    fn open(&self, card: &str) -> Result<Box<dyn CardSession>, CardAccessError> {
+        Ok(Box::new(PivCard::new(card, self.connect(card)?)))
+    }
+    /// Present cards that a stock accepts as blank (default: none; virtual cards are created).
+    fn blanks(&self) -> Result<Vec<PresentBlank>, CardAccessError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Several providers behind one: a card belongs to the first provider for which
+/// [`CardProvider::exists`] holds; presence and blanks are the union; virtual cards come from
+/// the first provider that can create them.
+pub struct CompositeCards {
+    providers: Vec<Box<dyn CardProvider>>,
+}
+
+impl CompositeCards {
+    /// The providers, in order of preference.
+    pub fn new(providers: Vec<Box<dyn CardProvider>>) -> Self {
+        CompositeCards { providers }
+    }
+
+    fn owner(&self, card: &str) -> Result<&dyn CardProvider, CardAccessError> {
+        self.providers
+            .iter()
+            .find(|p| p.exists(card))
+            .map(|p| p.as_ref())
+            .ok_or_else(|| CardAccessError::NotPresent(card.to_string()))
+    }
+}
+
+impl CardProvider for CompositeCards {
+    fn present(&self) -> Result<BTreeSet<String>, CardAccessError> {
+        let mut out = BTreeSet::new();
+        for p in &self.providers {
+            out.extend(p.present()?);
+        }
+        Ok(out)
+    }
+
+    fn connect(&self, card: &str) -> Result<Session, CardAccessError> {
+        self.owner(card)?.connect(card)
+    }
+
+    fn create_virtual(&self) -> Result<String, CardAccessError> {
+        let mut last = CardAccessError::CannotCreate("no provider creates virtual cards".into());
+        for p in &self.providers {
+            match p.create_virtual() {
+                Ok(id) => return Ok(id),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn exists(&self, card: &str) -> bool {
+        self.providers.iter().any(|p| p.exists(card))
+    }
+
+    fn open(&self, card: &str) -> Result<Box<dyn CardSession>, CardAccessError> {
+        self.owner(card)?.open(card)
+    }
+
+    fn blanks(&self) -> Result<Vec<PresentBlank>, CardAccessError> {
+        let mut out = Vec::new();
+        for p in &self.providers {
+            out.extend(p.blanks()?);
+        }
+        Ok(out)
+    }
 }
 
 /// Virtual cards: one JSON file per card under `<state dir>/cards/`. They are always present.

@@ -19,9 +19,10 @@
 pub mod cards;
 pub mod pcsc_cards;
 mod recover;
+pub mod session;
+pub mod tokens;
 mod unblock;
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -32,12 +33,14 @@ use time::OffsetDateTime;
 pub use cards::{CardAccessError, CardProvider, Session, VirtualCards};
 pub use pcsc_cards::{Cards, PcscCards};
 pub use recover::{RecoveryReport, recover};
+pub use session::{CardSession, PivCard};
+pub use tokens::{TokenCard, TokenStock, Tokens};
 pub use unblock::{UnblockReport, unblock};
 
 use crate::ca::{CaError, CertificateAuthority, EnrollRequest, RevocationReason};
-use crate::card::keys::{KeyAlg, ManagementKey, MgmtAlg, PublicKey};
+use crate::card::keys::{KeyAlg, PublicKey};
 use crate::card::piv::PivError;
-use crate::card::signer::CardSigner;
+use crate::card::pkcs11::P11Error;
 use crate::desired::{Desired, DesiredCert, DesiredCredential};
 use crate::inventory::{CardRecord, CardStatus, CertRecord, CertStatus};
 use crate::names::SanValue;
@@ -71,6 +74,39 @@ pub enum ApplyError {
         /// What the card said.
         #[source]
         source: PivError,
+    },
+    /// A PKCS#11 token refused or failed an operation.
+    #[error("card {card}: {source}")]
+    Token {
+        /// Card id.
+        card: String,
+        /// What the token said.
+        #[source]
+        source: P11Error,
+    },
+    /// A PKCS#11 token refused the user PIN Keyfleet set; Keyfleet counts these failures per
+    /// card (reset by the next good login) so an operator sees a PIN going bad.
+    #[error(
+        "card {card}: the user PIN Keyfleet set was refused ({failures} failed login(s) counted by Keyfleet; changed by the holder?): {source}"
+    )]
+    TokenPin {
+        /// Card id.
+        card: String,
+        /// Failed logins in a row, as counted by Keyfleet.
+        failures: u32,
+        /// What the token said.
+        #[source]
+        source: P11Error,
+    },
+    /// The stock's SO PIN could not be read.
+    #[error("card {card}: cannot read the SO PIN of stock {stock}: {message}")]
+    SoPin {
+        /// Card id.
+        card: String,
+        /// The stock.
+        stock: String,
+        /// Why.
+        message: String,
     },
     /// The CA refused or failed.
     #[error("CA {ca}: {source}")]
@@ -299,7 +335,7 @@ fn run_action(
                     .store
                     .cert(serial)?
                     .ok_or_else(|| ApplyError::Stale(format!("certificate {serial} is unknown")))?;
-                install(ctx, &action.id(), &mut session, cert)?;
+                install(ctx, &action.id(), session.as_mut(), cert)?;
                 done.push(serial.clone());
             }
             Ok(done)
@@ -312,10 +348,8 @@ fn run_action(
                 .ok_or_else(|| ApplyError::Stale("renewal without a slot".into()))?;
             if action.reason.code == ReasonCode::SlotRemoved {
                 let mut session = connect(ctx, card)?;
-                authenticate(ctx, &mut session, card, None)?;
-                session
-                    .delete_certificate(slot.key_ref())
-                    .map_err(card_err(card))?;
+                session.admin_login(ctx, None)?;
+                session.delete_certificate(slot)?;
                 for serial in &action.serials {
                     ca_status(
                         ctx,
@@ -410,16 +444,9 @@ fn credential<'a>(ctx: &Context<'a>, action: &Action) -> Result<&'a DesiredCrede
         })
 }
 
-fn card_err(card: &str) -> impl Fn(PivError) -> ApplyError + '_ {
-    move |source| ApplyError::Card {
-        card: card.to_string(),
-        source,
-    }
-}
-
-fn connect(ctx: &Context<'_>, card: &str) -> Result<Session, ApplyError> {
-    let mut session = ctx.cards.connect(card)?;
-    session.select().map_err(card_err(card))?;
+fn connect(ctx: &Context<'_>, card: &str) -> Result<Box<dyn CardSession>, ApplyError> {
+    let mut session = ctx.cards.open(card)?;
+    session.select()?;
     Ok(session)
 }
 
@@ -456,63 +483,13 @@ fn journal_close(
     Ok(())
 }
 
-/// The management key Keyfleet sets on a card: diversified from the master key by card id.
-fn management_key(ctx: &Context<'_>, card: &str, alg: ManagementKeyAlgorithm) -> ManagementKey {
-    let alg = match alg {
-        ManagementKeyAlgorithm::TripleDes => MgmtAlg::TripleDes,
-        ManagementKeyAlgorithm::Aes128 => MgmtAlg::Aes128,
-        ManagementKeyAlgorithm::Aes192 => MgmtAlg::Aes192,
-        ManagementKeyAlgorithm::Aes256 => MgmtAlg::Aes256,
-    };
-    let bytes = ctx
-        .master
-        .diversify("piv-management-key", card, alg.key_len());
-    // The length matches the algorithm by construction.
-    ManagementKey::new(alg, bytes.to_vec()).unwrap_or_else(|_| ManagementKey::factory_default())
-}
-
-/// Authenticates with the card's management key: the diversified one Keyfleet set, else the
-/// factory default (a blank card, or one whose personalisation was interrupted). Returns
-/// whether the diversified key worked.
-fn authenticate(
-    ctx: &Context<'_>,
-    session: &mut Session,
-    card: &str,
-    cred: Option<&DesiredCredential>,
-) -> Result<bool, ApplyError> {
-    let alg = stored_mgmt_alg(ctx, card)?
-        .or(cred.map(|c| c.management_key.algorithm))
-        .unwrap_or(ManagementKeyAlgorithm::Aes192);
-    match session.authenticate(&management_key(ctx, card, alg)) {
-        Ok(()) => return Ok(true),
-        Err(PivError::WrongManagementKey | PivError::CardAuthFailed | PivError::Status { .. }) => {}
-        Err(e) => return Err(card_err(card)(e)),
-    }
-    // Re-select: a failed authentication may leave the card in an intermediate state.
-    session.select().map_err(card_err(card))?;
-    session
-        .authenticate(&ManagementKey::factory_default())
-        .map_err(card_err(card))?;
-    Ok(false)
-}
-
-fn stored_mgmt_alg(
-    ctx: &Context<'_>,
-    card: &str,
-) -> Result<Option<ManagementKeyAlgorithm>, ApplyError> {
-    Ok(ctx
-        .store
-        .secret(&format!("mgmt-alg/{card}"))?
-        .and_then(|v| serde_json::from_slice(&v).ok()))
-}
-
 fn seal_secret(ctx: &Context<'_>, name: &str, value: &str) -> Result<(), ApplyError> {
     let sealed = ctx.master.seal(name.as_bytes(), value.as_bytes());
     ctx.store.put_secret(name, &sealed)?;
     Ok(())
 }
 
-fn open_secret(ctx: &Context<'_>, name: &str) -> Result<Option<String>, ApplyError> {
+pub(crate) fn open_secret(ctx: &Context<'_>, name: &str) -> Result<Option<String>, ApplyError> {
     let Some(sealed) = ctx.store.secret(name)? else {
         return Ok(None);
     };
@@ -597,6 +574,7 @@ fn issue(
 
     let pin = generate_pin(cred.pin_length);
     let puk = generate_puk(cred.puk_length);
+    let personalize_started = std::time::Instant::now();
     let mut session = connect(ctx, &card)?;
     let mut entry = journal_open(
         ctx,
@@ -611,7 +589,7 @@ fn issue(
     )?;
     personalize(
         ctx,
-        &mut session,
+        session.as_mut(),
         &card,
         &cred.user,
         &pin,
@@ -620,6 +598,12 @@ fn issue(
         true,
     )?;
     journal_close(ctx, &mut entry, JournalState::Done, None)?;
+    tracing::debug!(
+        target: "keyfleet::timing",
+        card,
+        personalize_us = personalize_started.elapsed().as_micros() as u64,
+        "card personalised"
+    );
 
     let mut serials = Vec::new();
     for slot in &action.slots {
@@ -635,7 +619,7 @@ fn issue(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn personalize(
     ctx: &Context<'_>,
-    session: &mut Session,
+    session: &mut dyn CardSession,
     card: &str,
     user: &str,
     pin: &str,
@@ -643,78 +627,13 @@ pub(crate) fn personalize(
     mgmt_alg: ManagementKeyAlgorithm,
     fresh: bool,
 ) -> Result<(), ApplyError> {
-    // Authenticate: factory key on a fresh card, else whichever key the card has.
-    let diversified = management_key(ctx, card, mgmt_alg);
-    let already = if fresh {
-        session
-            .authenticate(&ManagementKey::factory_default())
-            .map_err(card_err(card))?;
-        false
-    } else {
-        match session.authenticate(&diversified) {
-            Ok(()) => true,
-            Err(_) => {
-                session.select().map_err(card_err(card))?;
-                session
-                    .authenticate(&ManagementKey::factory_default())
-                    .map_err(card_err(card))?;
-                false
-            }
-        }
-    };
-    if !already {
-        let guid = VirtualCards::guid_of(card)
-            .or_else(|| pcsc_cards::guid_of(card))
-            .unwrap_or_else(rand::random);
-        let expiry = (ctx.clock)() + time::Duration::days(365 * 10);
-        let expiry = format!(
-            "{:04}{:02}{:02}",
-            expiry.year(),
-            u8::from(expiry.month()),
-            expiry.day()
-        );
-        session.write_chuid(guid, &expiry).map_err(card_err(card))?;
-        session
-            .set_management_key(&diversified)
-            .map_err(card_err(card))?;
-        ctx.store.put_secret(
-            &format!("mgmt-alg/{card}"),
-            &serde_json::to_vec(&mgmt_alg).unwrap_or_default(),
-        )?;
-    }
+    session.prepare(ctx, user, mgmt_alg, fresh)?;
     // The mailer is written before the PIN changes: a crash in between leaves a mailer with
     // the PIN that recovery then sets.
     write_pin_mailer(&ctx.pin_mailer_dir, user, card, pin)?;
     seal_secret(ctx, &format!("pin/{card}"), pin)?;
     seal_secret(ctx, &format!("puk/{card}"), puk)?;
-    if fresh {
-        session
-            .change_pin(FACTORY_PIN, pin)
-            .map_err(card_err(card))?;
-        session
-            .change_puk(FACTORY_PUK, puk)
-            .map_err(card_err(card))?;
-    } else {
-        match session.verify_pin(pin) {
-            Ok(()) => {}
-            Err(PivError::WrongPin { .. }) => {
-                session
-                    .change_pin(FACTORY_PIN, pin)
-                    .map_err(card_err(card))?;
-            }
-            Err(e) => return Err(card_err(card)(e)),
-        }
-        match session.change_puk(puk, puk) {
-            Ok(()) => {}
-            Err(PivError::WrongPuk { .. }) => {
-                session
-                    .change_puk(FACTORY_PUK, puk)
-                    .map_err(card_err(card))?;
-            }
-            Err(e) => return Err(card_err(card)(e)),
-        }
-    }
-    Ok(())
+    session.set_pins(ctx, pin, puk, fresh)
 }
 
 /// The file name of a PIN mailer: `<uid>-<card>.txt`, with every byte outside
@@ -782,7 +701,7 @@ fn key_alg(alg: KeyAlgorithm) -> KeyAlg {
 fn issue_slot(
     ctx: &Context<'_>,
     action_id: &str,
-    mut session: Session,
+    mut session: Box<dyn CardSession>,
     card: &str,
     cred: &DesiredCredential,
     slot: Slot,
@@ -792,16 +711,17 @@ fn issue_slot(
         .get(&slot)
         .ok_or_else(|| ApplyError::Stale(format!("template has no slot {}", slot.hex())))?;
     let authority = ca(ctx, &want.authority)?;
-    authenticate(ctx, &mut session, card, Some(cred))?;
+    let card_started = std::time::Instant::now();
+    session.admin_login(ctx, Some(cred))?;
     let public = match want.key_generation {
-        KeyGeneration::OnCard => session
-            .generate_key(slot.key_ref(), key_alg(want.key_algorithm))
-            .map_err(card_err(card))?,
-        KeyGeneration::Server => server_key(ctx, &mut session, card, want)?,
+        KeyGeneration::OnCard => session.generate_key(slot, key_alg(want.key_algorithm))?,
+        KeyGeneration::Server => server_key(ctx, session.as_mut(), card, want)?,
     };
     let pin = open_secret(ctx, &format!("pin/{card}"))?
         .ok_or_else(|| ApplyError::PinUnknown(card.to_string()))?;
-    let csr_der = build_csr(session, card, slot, public, &pin, want)?;
+    let csr_der = build_csr(session.as_mut(), card, slot, public, &pin, want)?;
+    drop(session);
+    let card_time = card_started.elapsed();
 
     let request_id = format!("kf-{}", hex::encode(rand::random::<[u8; 12]>()));
     let mut entry = journal_open(
@@ -822,14 +742,17 @@ fn issue_slot(
             revision: want.revision.clone(),
         },
     )?;
-    let issued = match authority.enroll(&EnrollRequest {
+    let ca_started = std::time::Instant::now();
+    let enrolled = authority.enroll(&EnrollRequest {
         request_id,
         csr_der,
         profile: want.profile.clone(),
         subject: want.subject.clone(),
         sans: want.sans.clone(),
         validity_secs: want.validity_secs,
-    }) {
+    });
+    let ca_time = ca_started.elapsed();
+    let issued = match enrolled {
         Ok(i) => i,
         Err(source) => {
             let e = ApplyError::Ca {
@@ -857,8 +780,20 @@ fn issue_slot(
         Some(issued.serial.clone()),
     )?;
 
+    let install_started = std::time::Instant::now();
     let mut session = connect(ctx, card)?;
-    install(ctx, action_id, &mut session, record)?;
+    install(ctx, action_id, session.as_mut(), record)?;
+    // Where an issuance spends its time (KEYFLEET_LOG=keyfleet::timing=debug): the card
+    // (key generation, CSR signature) and the certificate write, against the CA's share.
+    tracing::debug!(
+        target: "keyfleet::timing",
+        card,
+        slot = %slot,
+        card_us = card_time.as_micros() as u64,
+        ca_us = ca_time.as_micros() as u64,
+        install_us = install_started.elapsed().as_micros() as u64,
+        "slot issued"
+    );
     Ok(issued.serial)
 }
 
@@ -913,7 +848,7 @@ pub(crate) fn cert_record(
 
 fn server_key(
     ctx: &Context<'_>,
-    session: &mut Session,
+    session: &mut dyn CardSession,
     card: &str,
     want: &DesiredCert,
 ) -> Result<PublicKey, ApplyError> {
@@ -938,14 +873,12 @@ fn server_key(
             card: card.to_string(),
             message: e.to_string(),
         })?;
-    session
-        .import_key(want.slot.key_ref(), &material)
-        .map_err(card_err(card))?;
+    session.import_key(want.slot, &material, &public)?;
     Ok(public)
 }
 
 fn build_csr(
-    session: Session,
+    session: &mut dyn CardSession,
     card: &str,
     slot: Slot,
     public: PublicKey,
@@ -980,25 +913,7 @@ fn build_csr(
         })?;
         params.subject_alt_names.push(value);
     }
-    let client = RefCell::new(session);
-    // Every slot's key needs the PIN; 9C needs it right before the signature.
-    let signer = CardSigner::new(&client, slot.key_ref(), public).with_pin(pin);
-    let csr = params.serialize_request(&signer);
-    let csr = match csr {
-        Ok(c) => c,
-        Err(e) => {
-            drop(signer);
-            let mut session = client.into_inner();
-            return Err(match session.pin_retries() {
-                Ok(crate::card::piv::PinStatus::Verified) | Err(_) => ApplyError::Csr {
-                    card: card.to_string(),
-                    message: e.to_string(),
-                },
-                Ok(_) => ApplyError::PinUnknown(card.to_string()),
-            });
-        }
-    };
-    Ok(csr.der().to_vec())
+    session.sign_csr(slot, public, pin, &params)
 }
 
 /// Writes a recorded certificate to its card, marks it installed, and supersedes the slot's
@@ -1006,7 +921,7 @@ fn build_csr(
 pub(crate) fn install(
     ctx: &Context<'_>,
     action_id: &str,
-    session: &mut Session,
+    session: &mut dyn CardSession,
     mut cert: CertRecord,
 ) -> Result<(), ApplyError> {
     let der = pem_to_der(&cert.pem).ok_or_else(|| {
@@ -1021,10 +936,8 @@ pub(crate) fn install(
             slot: cert.slot,
         },
     )?;
-    authenticate(ctx, session, &cert.card, None)?;
-    session
-        .write_certificate(cert.slot.key_ref(), &der)
-        .map_err(card_err(&cert.card))?;
+    session.admin_login(ctx, None)?;
+    session.write_certificate(cert.slot, &der)?;
     cert.installed = true;
     cert.updated_at = (ctx.clock)();
     ctx.store.put_cert(&cert)?;
@@ -1114,54 +1027,7 @@ pub(crate) fn ca_status(
 /// Re-entrant.
 pub(crate) fn wipe(ctx: &Context<'_>, card: &str) -> Result<(), ApplyError> {
     let mut session = connect(ctx, card)?;
-    authenticate(ctx, &mut session, card, None)?;
-    for slot in [
-        Slot::PivAuthentication,
-        Slot::DigitalSignature,
-        Slot::KeyManagement,
-        Slot::CardAuthentication,
-    ] {
-        if session
-            .read_certificate(slot.key_ref())
-            .map_err(card_err(card))?
-            .is_some()
-        {
-            // A fresh key makes the old private key unrecoverable.
-            session
-                .generate_key(slot.key_ref(), KeyAlg::EccP256)
-                .map_err(card_err(card))?;
-            session
-                .delete_certificate(slot.key_ref())
-                .map_err(card_err(card))?;
-        }
-    }
-    // PIN back to factory through the PUK (the holder's PIN is not needed), then the PUK.
-    let puk = open_secret(ctx, &format!("puk/{card}"))?;
-    let mut reset = false;
-    for candidate in puk.iter().map(String::as_str).chain([FACTORY_PUK]) {
-        match session.unblock_pin(candidate, FACTORY_PIN) {
-            Ok(()) => {
-                if candidate != FACTORY_PUK {
-                    session
-                        .change_puk(candidate, FACTORY_PUK)
-                        .map_err(card_err(card))?;
-                }
-                reset = true;
-                break;
-            }
-            Err(PivError::WrongPuk { .. }) => continue,
-            Err(e) => return Err(card_err(card)(e)),
-        }
-    }
-    if !reset {
-        return Err(ApplyError::Card {
-            card: card.to_string(),
-            source: PivError::PukBlocked,
-        });
-    }
-    session
-        .set_management_key(&ManagementKey::factory_default())
-        .map_err(card_err(card))?;
+    session.wipe(ctx)?;
     let mut record = ctx
         .store
         .card(card)?

@@ -260,6 +260,8 @@ pub struct Cards {
     pub virtual_cards: VirtualCards,
     /// PC/SC, when PIV cards are in use.
     pub pcsc: Option<PcscCards>,
+    /// PKCS#11 tokens, when the policy has `pkcs11` stocks.
+    pub tokens: Option<super::Tokens>,
 }
 
 impl Cards {
@@ -299,15 +301,36 @@ impl CardProvider for Cards {
         if let Some(p) = &self.pcsc {
             out.extend(p.present()?);
         }
+        if let Some(t) = &self.tokens {
+            out.extend(t.present()?);
+        }
         Ok(out)
     }
 
     fn connect(&self, card: &str) -> Result<Session, CardAccessError> {
-        match (&self.pcsc, card.starts_with(PIV_PREFIX)) {
-            (Some(p), true) => p.connect(card),
-            (None, true) => Err(CardAccessError::NotPresent(card.to_string())),
-            (_, false) => self.virtual_cards.connect(card),
+        if card.starts_with(PIV_PREFIX) {
+            return match &self.pcsc {
+                Some(p) => p.connect(card),
+                None => Err(CardAccessError::NotPresent(card.to_string())),
+            };
         }
+        if card.starts_with(crate::card::pkcs11::CARD_PREFIX) {
+            return match &self.tokens {
+                Some(t) => t.connect(card),
+                None => Err(CardAccessError::NotPresent(card.to_string())),
+            };
+        }
+        self.virtual_cards.connect(card)
+    }
+
+    fn open(&self, card: &str) -> Result<Box<dyn super::CardSession>, CardAccessError> {
+        if card.starts_with(crate::card::pkcs11::CARD_PREFIX) {
+            return match &self.tokens {
+                Some(t) => t.open(card),
+                None => Err(CardAccessError::NotPresent(card.to_string())),
+            };
+        }
+        Ok(Box::new(super::PivCard::new(card, self.connect(card)?)))
     }
 
     fn create_virtual(&self) -> Result<String, CardAccessError> {
@@ -315,10 +338,20 @@ impl CardProvider for Cards {
     }
 
     fn exists(&self, card: &str) -> bool {
-        match (&self.pcsc, card.starts_with(PIV_PREFIX)) {
-            (Some(p), true) => p.exists(card),
-            (None, true) => false,
-            (_, false) => self.virtual_cards.exists(card),
+        if card.starts_with(PIV_PREFIX) {
+            return self.pcsc.as_ref().is_some_and(|p| p.exists(card));
+        }
+        if card.starts_with(crate::card::pkcs11::CARD_PREFIX) {
+            return self.tokens.as_ref().is_some_and(|t| t.exists(card));
+        }
+        self.virtual_cards.exists(card)
+    }
+
+    /// Blank tokens (PIV blanks need the policy and come from [`Cards::scan_blanks`]).
+    fn blanks(&self) -> Result<Vec<PresentBlank>, CardAccessError> {
+        match &self.tokens {
+            Some(t) => t.blanks(),
+            None => Ok(Vec::new()),
         }
     }
 }

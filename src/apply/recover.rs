@@ -60,7 +60,7 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
                 let mut session = connect(ctx, card)?;
                 personalize(
                     ctx,
-                    &mut session,
+                    session.as_mut(),
                     card,
                     user,
                     &pin,

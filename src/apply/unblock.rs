@@ -8,10 +8,9 @@
 //!
 //! It does NOT decide who may unblock (roles are the caller's concern) and never shows the PUK.
 
-use crate::card::piv::PinStatus;
 use crate::secrets::generate_pin;
 
-use super::{ApplyError, Context, card_err, connect, open_secret, seal_secret, write_pin_mailer};
+use super::{ApplyError, Context, connect, open_secret, seal_secret, write_pin_mailer};
 
 /// What an unblock did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,13 +42,8 @@ pub fn unblock(ctx: &Context<'_>, card: &str) -> Result<UnblockReport, ApplyErro
         .filter(|l| (6..=8).contains(l))
         .unwrap_or(6);
     let mut session = connect(ctx, card)?;
-    let retries_before = match session.pin_retries().map_err(card_err(card))? {
-        PinStatus::Blocked => 0,
-        PinStatus::NotVerified { retries_left } => retries_left,
-        PinStatus::Verified => 0,
-    };
     let pin = generate_pin(old_len);
-    session.unblock_pin(&puk, &pin).map_err(card_err(card))?;
+    let retries_before = session.unblock(ctx, &puk, &pin)?.unwrap_or(0);
     seal_secret(ctx, &format!("pin/{card}"), &pin)?;
     write_pin_mailer(&ctx.pin_mailer_dir, &user, card, &pin)?;
     Ok(UnblockReport {

@@ -5,6 +5,7 @@
 //! ```text
 //!   <dir>/ca.pem           the CA certificate (written last: its presence marks a complete CA)
 //!   <dir>/ca.key.sealed    the CA's PKCS#8 private key, sealed with the master key (aad = CA name)
+//!                          (absent when the key lives on a PKCS#11 token: `keyStore: pkcs11:`)
 //!   <dir>/db.json          every issued certificate (serial, request id, status, PEM, ...) and
 //!                          the CRL number; rewritten atomically (temp file, fsync, rename)
 //!   <dir>/db.lock          advisory lock (flock) held while creating the CA or changing db.json
@@ -48,8 +49,49 @@ use super::{
     CaCapabilities, CaCertStatus, CaError, CertificateAuthority, EnrollRequest, IssuedCertificate,
     RevocationReason, normalize_serial, serial_hex,
 };
+use crate::keystore::TokenKey;
 use crate::names::{DN_ATTRIBUTES, DistinguishedName, SanValue};
 use crate::secrets::MasterKey;
+
+/// The CA's signing key: in software (sealed in the state dir) or on a PKCS#11 token.
+enum CaKey {
+    Soft(KeyPair),
+    Token(TokenKey),
+}
+
+impl CaKey {
+    fn public_raw(&self) -> &[u8] {
+        match self {
+            CaKey::Soft(k) => k.public_key_raw(),
+            CaKey::Token(k) => k.public_key().raw_bytes(),
+        }
+    }
+}
+
+impl rcgen::PublicKeyData for CaKey {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            CaKey::Soft(k) => k.der_bytes(),
+            CaKey::Token(k) => k.der_bytes(),
+        }
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            CaKey::Soft(k) => rcgen::PublicKeyData::algorithm(k),
+            CaKey::Token(k) => k.algorithm(),
+        }
+    }
+}
+
+impl rcgen::SigningKey for CaKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match self {
+            CaKey::Soft(k) => k.sign(msg),
+            CaKey::Token(k) => k.sign(msg),
+        }
+    }
+}
 
 /// CA certificate file name.
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -194,7 +236,7 @@ pub struct LocalCa {
     name: String,
     crl_distribution_point: Option<String>,
     crl_validity_secs: u64,
-    key: KeyPair,
+    key: CaKey,
     ca_pem: String,
     ca_not_after: OffsetDateTime,
     db: Mutex<DbState>,
@@ -389,6 +431,19 @@ impl LocalCa {
         master: &MasterKey,
         now: OffsetDateTime,
     ) -> Result<LocalCa, CaError> {
+        Self::open_or_create_with(dir, name, cfg, master, now, None)
+    }
+
+    /// [`LocalCa::open_or_create`] with the signing key on a PKCS#11 token (`token_key`)
+    /// instead of sealed in `dir`. The key must match `ca.pem` when the CA exists already.
+    pub fn open_or_create_with(
+        dir: &Path,
+        name: &str,
+        cfg: &LocalCaConfig,
+        master: &MasterKey,
+        now: OffsetDateTime,
+        token_key: Option<TokenKey>,
+    ) -> Result<LocalCa, CaError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -400,7 +455,7 @@ impl LocalCa {
             // Two processes starting at once must not both create a CA.
             let _lock = lock_dir(dir)?;
             if cert_path.exists() {
-                return Self::open(dir, name, cfg, master);
+                return Self::open(dir, name, cfg, master, token_key);
             }
             // ca.pem is written last; without it no certificate can have been issued, unless
             // the database says otherwise.
@@ -413,9 +468,9 @@ impl LocalCa {
                     ));
                 }
             }
-            Self::create(dir, name, cfg, master, now)?;
+            Self::create(dir, name, cfg, master, now, token_key.as_ref())?;
         }
-        Self::open(dir, name, cfg, master)
+        Self::open(dir, name, cfg, master, token_key)
     }
 
     fn create(
@@ -424,6 +479,7 @@ impl LocalCa {
         cfg: &LocalCaConfig,
         master: &MasterKey,
         now: OffsetDateTime,
+        token_key: Option<&TokenKey>,
     ) -> Result<(), CaError> {
         let now = truncate_secs(now);
         let not_after = add_secs(now, cfg.validity_secs)
@@ -432,21 +488,28 @@ impl LocalCa {
                 requested_secs: cfg.validity_secs,
                 ca_not_after: now,
             })?;
-        let key = KeyPair::generate_for(cfg.key_algorithm.rcgen())
-            .map_err(|e| CaError::Signing(e.to_string()))?;
         let mut params = ca_params(&cfg.subject)?;
         params.not_before = now;
         params.not_after = not_after;
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial()));
-        let cert = params
-            .self_signed(&key)
-            .map_err(|e| CaError::Signing(e.to_string()))?;
-
-        let pkcs8 = zeroize::Zeroizing::new(key.serialize_der());
-        write_atomic(
-            &dir.join(CA_KEY_FILE),
-            &master.seal(name.as_bytes(), &pkcs8),
-        )?;
+        let cert = match token_key {
+            Some(key) => params
+                .self_signed(key)
+                .map_err(|e| CaError::Signing(e.to_string()))?,
+            None => {
+                let key = KeyPair::generate_for(cfg.key_algorithm.rcgen())
+                    .map_err(|e| CaError::Signing(e.to_string()))?;
+                let cert = params
+                    .self_signed(&key)
+                    .map_err(|e| CaError::Signing(e.to_string()))?;
+                let pkcs8 = zeroize::Zeroizing::new(key.serialize_der());
+                write_atomic(
+                    &dir.join(CA_KEY_FILE),
+                    &master.seal(name.as_bytes(), &pkcs8),
+                )?;
+                cert
+            }
+        };
         let db = Db {
             version: DB_VERSION,
             ca_subject: cfg.subject.clone(),
@@ -463,6 +526,7 @@ impl LocalCa {
         name: &str,
         cfg: &LocalCaConfig,
         master: &MasterKey,
+        token_key: Option<TokenKey>,
     ) -> Result<LocalCa, CaError> {
         let cert_path = dir.join(CA_CERT_FILE);
         let key_path = dir.join(CA_KEY_FILE);
@@ -473,26 +537,36 @@ impl LocalCa {
         let stamp = stamp_of(&db_path);
         let db = read_db(&db_path)?;
 
-        let sealed = fs::read(&key_path).map_err(io_err(&key_path))?;
-        let pkcs8 =
-            master
-                .open(name.as_bytes(), &sealed)
-                .map_err(|source| CaError::KeyDecrypt {
-                    path: key_path.clone(),
-                    source,
+        let key = match token_key {
+            Some(k) => CaKey::Token(k),
+            None => {
+                let sealed = fs::read(&key_path).map_err(io_err(&key_path))?;
+                let pkcs8 = master.open(name.as_bytes(), &sealed).map_err(|source| {
+                    CaError::KeyDecrypt {
+                        path: key_path.clone(),
+                        source,
+                    }
                 })?;
-        let key = KeyPair::from_pkcs8_der_and_sign_algo(
-            &pkcs8.as_slice().into(),
-            db.ca_key_algorithm.rcgen(),
-        )
-        .map_err(|e| corrupt(&key_path, format!("sealed key does not decode: {e}")))?;
+                CaKey::Soft(
+                    KeyPair::from_pkcs8_der_and_sign_algo(
+                        &pkcs8.as_slice().into(),
+                        db.ca_key_algorithm.rcgen(),
+                    )
+                    .map_err(|e| corrupt(&key_path, format!("sealed key does not decode: {e}")))?,
+                )
+            }
+        };
         let cert_key = ca_cert
             .tbs_certificate()
             .subject_public_key_info()
             .subject_public_key
             .raw_bytes();
-        if cert_key != key.public_key_raw() {
-            return Err(corrupt(&key_path, "key does not match ca.pem"));
+        if cert_key != key.public_raw() {
+            let what = match &key {
+                CaKey::Token(k) => format!("the token key {} does not match ca.pem", k.uri()),
+                CaKey::Soft(_) => "key does not match ca.pem".to_string(),
+            };
+            return Err(corrupt(&key_path, what));
         }
         let ca_not_after = OffsetDateTime::UNIX_EPOCH
             + ca_cert
@@ -568,7 +642,7 @@ impl LocalCa {
         Ok((state, lock))
     }
 
-    fn issuer(&self, db: &Db) -> Result<Issuer<'static, &KeyPair>, CaError> {
+    fn issuer(&self, db: &Db) -> Result<Issuer<'static, &CaKey>, CaError> {
         Ok(Issuer::new(ca_params(&db.ca_subject)?, &self.key))
     }
 
@@ -1405,7 +1479,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cadir = dir.path().join("ca");
         let ca = open(&cadir);
-        let pkcs8 = ca.key.serialize_der();
+        let CaKey::Soft(key) = &ca.key else {
+            panic!("the default CA key is in software");
+        };
+        let pkcs8 = key.serialize_der();
         let sealed = fs::read(cadir.join(CA_KEY_FILE)).unwrap();
         assert!(!sealed.windows(pkcs8.len()).any(|w| w == pkcs8.as_slice()));
         // Not even the private scalar's bytes appear (take a 16-byte chunk from the middle).

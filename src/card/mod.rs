@@ -14,13 +14,17 @@
 //! - [`pcsc`]: real readers through PC/SC: transport, reader states, card identity, watcher.
 //! - [`vpcd`]: the virtual card served to pcscd through vsmartcard's vpcd driver.
 //! - [`signer`]: [`signer::CardSigner`], so rcgen can build a CSR signed inside the card.
+//! - [`pkcs11`]: PKCS#11 tokens through cryptoki (keys, certificates, AES-GCM on the token).
+//! - [`events`]: [`events::CardEvent`], a card appeared or went away.
 //!
 //! This module knows nothing of users, policies, the inventory or the CA: callers decide what to
 //! put on a card; this module only speaks to it.
 
+pub mod events;
 pub mod keys;
 pub mod pcsc;
 pub mod piv;
+pub mod pkcs11;
 pub mod signer;
 pub mod tlv;
 pub mod transport;

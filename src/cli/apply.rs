@@ -141,7 +141,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("--wait-for-cards: {e}"))?
         .map(|d| std::time::Duration::from_secs(d.as_secs()));
     let store = Store::open(&env.state_dir)?;
-    let master = runtime::master_key(&env.state_dir)?;
+    let master = runtime::master_key_for(&env)?;
     let now = time::OffsetDateTime::now_utc();
     let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &master, now);
     let cards = runtime::cards(&env, &store.inventory()?);

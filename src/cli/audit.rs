@@ -71,8 +71,9 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     };
     let now = time::OffsetDateTime::now_utc();
     let store = Store::open(&env.state_dir)?;
-    let cards = runtime::virtual_cards(&env.state_dir);
-    let pass = runtime::plan_pass(&env, store.inventory()?, &cards, now, true, None)?;
+    let inventory = store.inventory()?;
+    let cards = runtime::cards(&env, &inventory);
+    let pass = runtime::plan_pass_cards(&env, inventory, &cards, now, true, None)?;
     let mut findings = Vec::new();
     for a in &pass.plan.actions {
         let kind = match (a.kind, a.reason.code) {
@@ -106,7 +107,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         });
     }
     let horizon = now + time::Duration::days(args.expiring_days);
-    let master = runtime::master_key(&env.state_dir)?;
+    let master = runtime::master_key_for(&env)?;
     let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &master, now);
     for cert in pass.inventory.certs.values() {
         if cert.is_live() && cert.not_after <= horizon {

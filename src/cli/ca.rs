@@ -61,7 +61,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             "CertificateAuthority {name:?} is not a local CA; its certificate and CRL are published by the CA itself"
         );
     };
-    let master = runtime::master_key(&env.state_dir)?;
+    let master = runtime::master_key_for(&env)?;
     let ca = runtime::local_ca(
         name,
         spec,

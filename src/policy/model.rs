@@ -221,6 +221,12 @@ pub struct LocalCaSpec {
     /// How long each published CRL is valid (default 7d).
     #[serde(default = "default_crl_validity")]
     pub crl_validity: Duration,
+    /// Where the CA's signing key lives: `file` (default, sealed in the state dir) or a
+    /// `pkcs11:` URI (RFC 7512) naming the module (`?module-path=`), token, key label
+    /// (`object=`) and PIN (`pin-source=env:NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^(file|pkcs11:.*)$"))]
+    pub key_store: Option<String>,
 }
 
 fn default_ca_key_algorithm() -> KeyAlgorithm {

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+/// SoftHSM2 with a private configuration (PKCS#11 tests).
+pub(crate) mod softhsm;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,0 +1,424 @@
+//! The card-kind abstraction the executors drive: [`CardSession`], and its PIV implementation
+//! [`PivCard`] (virtual cards and, through other transports, real PIV cards).
+//!
+//! ```text
+//!   executor ──► CardProvider::open(card) ──► Box<dyn CardSession>
+//!                                              ├─ PivCard     (PIV APDUs: management key, PIN/PUK, slots)
+//!                                              └─ TokenCard   (PKCS#11: SO PIN / user PIN, CKA_ID per slot)
+//! ```
+//!
+//! A session does what one card kind needs for one step (administrative login, the two halves
+//! of personalisation, key generation or import, a CSR signed on the card, certificate objects,
+//! wipe). It knows nothing of plans, the journal or the CA: the executors order the steps,
+//! journal them, write the PIN mailer and seal the secrets.
+
+use std::cell::RefCell;
+
+use super::{ApplyError, Context, FACTORY_PIN, FACTORY_PUK, VirtualCards, open_secret};
+use crate::apply::cards::Session;
+use crate::card::keys::{KeyAlg, ManagementKey, MgmtAlg, PrivateKeyMaterial, PublicKey};
+use crate::card::piv::PivError;
+use crate::card::signer::CardSigner;
+use crate::desired::DesiredCredential;
+use crate::policy::model::{ManagementKeyAlgorithm, Slot};
+
+/// What the executors need of a card, whatever its kind.
+pub trait CardSession {
+    /// Makes the card ready for commands (PIV: SELECT the applet; tokens: open a session).
+    fn select(&mut self) -> Result<(), ApplyError>;
+
+    /// Logs in with the administrative credential Keyfleet set (PIV: the diversified
+    /// management key, else the factory one; tokens: the user PIN Keyfleet set). `cred` gives
+    /// the template's settings when the card has none recorded yet. Returns whether Keyfleet's
+    /// own credential worked.
+    fn admin_login(
+        &mut self,
+        ctx: &Context<'_>,
+        cred: Option<&DesiredCredential>,
+    ) -> Result<bool, ApplyError>;
+
+    /// First half of personalisation, before any PIN is set (PIV: management key and CHUID;
+    /// tokens: C_InitToken with the SO PIN and the holder's label). `fresh`: the card is known
+    /// to be in factory state; otherwise (recovery) whatever was done already is accepted.
+    fn prepare(
+        &mut self,
+        ctx: &Context<'_>,
+        user: &str,
+        mgmt_alg: ManagementKeyAlgorithm,
+        fresh: bool,
+    ) -> Result<(), ApplyError>;
+
+    /// Second half: sets the PIN and PUK Keyfleet generated (tokens: the user PIN, set by the
+    /// SO; tokens have no PUK, the SO PIN plays its part).
+    fn set_pins(
+        &mut self,
+        ctx: &Context<'_>,
+        pin: &str,
+        puk: &str,
+        fresh: bool,
+    ) -> Result<(), ApplyError>;
+
+    /// Generates a key pair in `slot` on the card and returns its public key.
+    fn generate_key(&mut self, slot: Slot, alg: KeyAlg) -> Result<PublicKey, ApplyError>;
+
+    /// Imports a server-generated private key into `slot`.
+    fn import_key(
+        &mut self,
+        slot: Slot,
+        key: &PrivateKeyMaterial,
+        public: &PublicKey,
+    ) -> Result<(), ApplyError>;
+
+    /// A CSR for `params`, signed on the card by the key in `slot` (`pin` unlocks it).
+    fn sign_csr(
+        &mut self,
+        slot: Slot,
+        public: PublicKey,
+        pin: &str,
+        params: &rcgen::CertificateParams,
+    ) -> Result<Vec<u8>, ApplyError>;
+
+    /// Writes the certificate of `slot`.
+    fn write_certificate(&mut self, slot: Slot, der: &[u8]) -> Result<(), ApplyError>;
+
+    /// Reads the certificate of `slot`, if any.
+    fn read_certificate(&mut self, slot: Slot) -> Result<Option<Vec<u8>>, ApplyError>;
+
+    /// Deletes the certificate of `slot`.
+    fn delete_certificate(&mut self, slot: Slot) -> Result<(), ApplyError>;
+
+    /// Destroys every key and certificate Keyfleet put on the card and returns the card to the
+    /// state its stock accepts as blank. Re-entrant. The executor updates the inventory.
+    fn wipe(&mut self, ctx: &Context<'_>) -> Result<(), ApplyError>;
+
+    /// Resets a blocked (or forgotten) PIN to `new_pin` with the unblocking secret Keyfleet
+    /// holds for the card (PIV: the PUK; PKCS#11: the stock's SO PIN). Returns the PIN tries
+    /// that were left before, when the card tells.
+    fn unblock(
+        &mut self,
+        ctx: &Context<'_>,
+        puk: &str,
+        new_pin: &str,
+    ) -> Result<Option<u8>, ApplyError>;
+}
+
+/// The four PIV slots, in the order they are wiped.
+pub const ALL_SLOTS: [Slot; 4] = [
+    Slot::PivAuthentication,
+    Slot::DigitalSignature,
+    Slot::KeyManagement,
+    Slot::CardAuthentication,
+];
+
+/// A PIV card (virtual, or real through a transport).
+pub struct PivCard {
+    card: String,
+    client: RefCell<Session>,
+}
+
+impl PivCard {
+    /// A PIV card session for card `card`.
+    pub fn new(card: &str, session: Session) -> Self {
+        PivCard {
+            card: card.to_string(),
+            client: RefCell::new(session),
+        }
+    }
+
+    fn err(&self) -> impl Fn(PivError) -> ApplyError + '_ {
+        move |source| ApplyError::Card {
+            card: self.card.clone(),
+            source,
+        }
+    }
+
+    fn client(&mut self) -> &mut Session {
+        self.client.get_mut()
+    }
+}
+
+/// The management key Keyfleet sets on a card: diversified from the master key by card id.
+pub(crate) fn management_key(
+    ctx: &Context<'_>,
+    card: &str,
+    alg: ManagementKeyAlgorithm,
+) -> ManagementKey {
+    let alg = match alg {
+        ManagementKeyAlgorithm::TripleDes => MgmtAlg::TripleDes,
+        ManagementKeyAlgorithm::Aes128 => MgmtAlg::Aes128,
+        ManagementKeyAlgorithm::Aes192 => MgmtAlg::Aes192,
+        ManagementKeyAlgorithm::Aes256 => MgmtAlg::Aes256,
+    };
+    let bytes = ctx
+        .master
+        .diversify("piv-management-key", card, alg.key_len());
+    // The length matches the algorithm by construction.
+    ManagementKey::new(alg, bytes.to_vec()).unwrap_or_else(|_| ManagementKey::factory_default())
+}
+
+fn stored_mgmt_alg(
+    ctx: &Context<'_>,
+    card: &str,
+) -> Result<Option<ManagementKeyAlgorithm>, ApplyError> {
+    Ok(ctx
+        .store
+        .secret(&format!("mgmt-alg/{card}"))?
+        .and_then(|v| serde_json::from_slice(&v).ok()))
+}
+
+impl CardSession for PivCard {
+    fn select(&mut self) -> Result<(), ApplyError> {
+        let card = self.card.clone();
+        self.client()
+            .select()
+            .map_err(|source| ApplyError::Card { card, source })
+    }
+
+    /// Authenticates with the card's management key: the diversified one Keyfleet set, else
+    /// the factory default (a blank card, or one whose personalisation was interrupted).
+    fn admin_login(
+        &mut self,
+        ctx: &Context<'_>,
+        cred: Option<&DesiredCredential>,
+    ) -> Result<bool, ApplyError> {
+        let card = self.card.clone();
+        let err = |source| ApplyError::Card {
+            card: card.clone(),
+            source,
+        };
+        let alg = stored_mgmt_alg(ctx, &card)?
+            .or(cred.map(|c| c.management_key.algorithm))
+            .unwrap_or(ManagementKeyAlgorithm::Aes192);
+        let key = management_key(ctx, &card, alg);
+        let session = self.client();
+        match session.authenticate(&key) {
+            Ok(()) => return Ok(true),
+            Err(
+                PivError::WrongManagementKey | PivError::CardAuthFailed | PivError::Status { .. },
+            ) => {}
+            Err(e) => return Err(err(e)),
+        }
+        // Re-select: a failed authentication may leave the card in an intermediate state.
+        session.select().map_err(err)?;
+        session
+            .authenticate(&ManagementKey::factory_default())
+            .map_err(err)?;
+        Ok(false)
+    }
+
+    fn prepare(
+        &mut self,
+        ctx: &Context<'_>,
+        _user: &str,
+        mgmt_alg: ManagementKeyAlgorithm,
+        fresh: bool,
+    ) -> Result<(), ApplyError> {
+        let card = self.card.clone();
+        let err = |source| ApplyError::Card {
+            card: card.clone(),
+            source,
+        };
+        // Authenticate: factory key on a fresh card, else whichever key the card has.
+        let diversified = management_key(ctx, &card, mgmt_alg);
+        let session = self.client();
+        let already = if fresh {
+            session
+                .authenticate(&ManagementKey::factory_default())
+                .map_err(err)?;
+            false
+        } else {
+            match session.authenticate(&diversified) {
+                Ok(()) => true,
+                Err(_) => {
+                    session.select().map_err(err)?;
+                    session
+                        .authenticate(&ManagementKey::factory_default())
+                        .map_err(err)?;
+                    false
+                }
+            }
+        };
+        if !already {
+            let guid = VirtualCards::guid_of(&card)
+                .or_else(|| super::pcsc_cards::guid_of(&card))
+                .unwrap_or_else(rand::random);
+            let expiry = (ctx.clock)() + time::Duration::days(365 * 10);
+            let expiry = format!(
+                "{:04}{:02}{:02}",
+                expiry.year(),
+                u8::from(expiry.month()),
+                expiry.day()
+            );
+            session.write_chuid(guid, &expiry).map_err(err)?;
+            session.set_management_key(&diversified).map_err(err)?;
+            ctx.store.put_secret(
+                &format!("mgmt-alg/{card}"),
+                &serde_json::to_vec(&mgmt_alg).unwrap_or_default(),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn set_pins(
+        &mut self,
+        _ctx: &Context<'_>,
+        pin: &str,
+        puk: &str,
+        fresh: bool,
+    ) -> Result<(), ApplyError> {
+        let card = self.card.clone();
+        let err = |source| ApplyError::Card {
+            card: card.clone(),
+            source,
+        };
+        let session = self.client();
+        if fresh {
+            session.change_pin(FACTORY_PIN, pin).map_err(err)?;
+            session.change_puk(FACTORY_PUK, puk).map_err(err)?;
+        } else {
+            match session.verify_pin(pin) {
+                Ok(()) => {}
+                Err(PivError::WrongPin { .. }) => {
+                    session.change_pin(FACTORY_PIN, pin).map_err(err)?;
+                }
+                Err(e) => return Err(err(e)),
+            }
+            match session.change_puk(puk, puk) {
+                Ok(()) => {}
+                Err(PivError::WrongPuk { .. }) => {
+                    session.change_puk(FACTORY_PUK, puk).map_err(err)?;
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn unblock(
+        &mut self,
+        _ctx: &Context<'_>,
+        puk: &str,
+        new_pin: &str,
+    ) -> Result<Option<u8>, ApplyError> {
+        let card = self.card.clone();
+        let err = |source| ApplyError::Card {
+            card: card.clone(),
+            source,
+        };
+        let session = self.client();
+        let before = match session.pin_retries().map_err(err)? {
+            crate::card::piv::PinStatus::Blocked => 0,
+            crate::card::piv::PinStatus::NotVerified { retries_left } => retries_left,
+            crate::card::piv::PinStatus::Verified => 0,
+        };
+        session.unblock_pin(puk, new_pin).map_err(err)?;
+        Ok(Some(before))
+    }
+
+    fn generate_key(&mut self, slot: Slot, alg: KeyAlg) -> Result<PublicKey, ApplyError> {
+        let card = self.card.clone();
+        self.client()
+            .generate_key(slot.key_ref(), alg)
+            .map_err(|source| ApplyError::Card { card, source })
+    }
+
+    fn import_key(
+        &mut self,
+        slot: Slot,
+        key: &PrivateKeyMaterial,
+        _public: &PublicKey,
+    ) -> Result<(), ApplyError> {
+        let card = self.card.clone();
+        self.client()
+            .import_key(slot.key_ref(), key)
+            .map_err(|source| ApplyError::Card { card, source })
+    }
+
+    fn sign_csr(
+        &mut self,
+        slot: Slot,
+        public: PublicKey,
+        pin: &str,
+        params: &rcgen::CertificateParams,
+    ) -> Result<Vec<u8>, ApplyError> {
+        // Every slot's key needs the PIN; 9C needs it right before the signature.
+        let signer = CardSigner::new(&self.client, slot.key_ref(), public).with_pin(pin);
+        let csr = params.serialize_request(&signer);
+        drop(signer);
+        match csr {
+            Ok(c) => Ok(c.der().to_vec()),
+            Err(e) => {
+                let card = self.card.clone();
+                Err(match self.client().pin_retries() {
+                    Ok(crate::card::piv::PinStatus::Verified) | Err(_) => ApplyError::Csr {
+                        card,
+                        message: e.to_string(),
+                    },
+                    Ok(_) => ApplyError::PinUnknown(card),
+                })
+            }
+        }
+    }
+
+    fn write_certificate(&mut self, slot: Slot, der: &[u8]) -> Result<(), ApplyError> {
+        let card = self.card.clone();
+        self.client()
+            .write_certificate(slot.key_ref(), der)
+            .map_err(|source| ApplyError::Card { card, source })
+    }
+
+    fn read_certificate(&mut self, slot: Slot) -> Result<Option<Vec<u8>>, ApplyError> {
+        let card = self.card.clone();
+        self.client()
+            .read_certificate(slot.key_ref())
+            .map_err(|source| ApplyError::Card { card, source })
+    }
+
+    fn delete_certificate(&mut self, slot: Slot) -> Result<(), ApplyError> {
+        let card = self.card.clone();
+        self.client()
+            .delete_certificate(slot.key_ref())
+            .map_err(|source| ApplyError::Card { card, source })
+    }
+
+    /// New keys over every slot that holds a certificate, certificates deleted, PIN, PUK and
+    /// management key back to the factory values.
+    fn wipe(&mut self, ctx: &Context<'_>) -> Result<(), ApplyError> {
+        self.admin_login(ctx, None)?;
+        let card = self.card.clone();
+        for slot in ALL_SLOTS {
+            if self.read_certificate(slot)?.is_some() {
+                // A fresh key makes the old private key unrecoverable.
+                self.generate_key(slot, KeyAlg::EccP256)?;
+                self.delete_certificate(slot)?;
+            }
+        }
+        // PIN back to factory through the PUK (the holder's PIN is not needed), then the PUK.
+        let puk = open_secret(ctx, &format!("puk/{card}"))?;
+        let err = self.err();
+        let mut reset = false;
+        {
+            let mut session = self.client.borrow_mut();
+            for candidate in puk.iter().map(String::as_str).chain([FACTORY_PUK]) {
+                match session.unblock_pin(candidate, FACTORY_PIN) {
+                    Ok(()) => {
+                        if candidate != FACTORY_PUK {
+                            session.change_puk(candidate, FACTORY_PUK).map_err(&err)?;
+                        }
+                        reset = true;
+                        break;
+                    }
+                    Err(PivError::WrongPuk { .. }) => continue,
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            if !reset {
+                return Err(err(PivError::PukBlocked));
+            }
+            session
+                .set_management_key(&ManagementKey::factory_default())
+                .map_err(&err)?;
+        }
+        Ok(())
+    }
+}
