@@ -211,12 +211,7 @@ impl<'a> Planner<'a> {
         }
 
         let cards: Box<dyn Iterator<Item = &CardRecord>> = match &opts.targets {
-            Some(users) => Box::new(
-                users
-                    .iter()
-                    .flat_map(|u| index.cards_by_user.get(u.as_str()).into_iter().flatten())
-                    .copied(),
-            ),
+            Some(users) => Box::new(users.iter().flat_map(|u| index.cards_of(u.as_str()))),
             None => Box::new(inventory.cards.values()),
         };
         let mut withheld = 0;
@@ -319,7 +314,7 @@ fn sort_key(a: &Action) -> (&str, Option<&str>, u8, Option<&str>, Option<Slot>) 
 
 /// The newest live certificate of each slot of one card (no allocation: planning visits
 /// every card).
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct LiveSlots<'a>([Option<&'a CertRecord>; 4]);
 
 const SLOTS: [Slot; 4] = [
@@ -385,26 +380,32 @@ type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
 /// Lookup tables over the inventory, built once per plan.
 struct Index<'a> {
     holders: FastMap<(&'a str, &'a str), &'a CardRecord>,
-    cards_by_user: FastMap<&'a str, Vec<&'a CardRecord>>,
+    /// (user, card), sorted by user: one allocation instead of one per user.
+    cards_by_user: Vec<(&'a str, &'a CardRecord)>,
     holders_count: usize,
-    certs_by_card: FastMap<&'a str, Vec<&'a CertRecord>>,
+    certs_by_card: FastMap<&'a str, CardCerts<'a>>,
     blanks_by_stock: BTreeMap<&'a str, Vec<&'a CardRecord>>,
     cards_per_stock: HashMap<&'a str, usize>,
 }
 
+/// The live certificates of one card: the newest per slot inline, any older live ones (which
+/// should not exist) aside.
+#[derive(Default)]
+struct CardCerts<'a> {
+    newest: LiveSlots<'a>,
+    older: Vec<&'a CertRecord>,
+}
+
 impl<'a> Index<'a> {
     fn new(inv: &'a Inventory) -> Self {
-        let mut holders: FastMap<(&str, &str), &CardRecord> = FastMap::default();
+        let mut holders: FastMap<(&str, &str), &CardRecord> =
+            FastMap::with_capacity_and_hasher(inv.cards.len(), Default::default());
         let mut blanks_by_stock: BTreeMap<&str, Vec<&CardRecord>> = BTreeMap::new();
         let mut cards_per_stock: HashMap<&str, usize> = HashMap::new();
-        let mut cards_by_user: FastMap<&str, Vec<&CardRecord>> = FastMap::default();
-        let mut holding_users: std::collections::HashSet<&str> = Default::default();
+        let mut cards_by_user: Vec<(&str, &CardRecord)> = Vec::with_capacity(inv.cards.len());
         for card in inv.cards.values() {
             if let Some(u) = card.user.as_deref() {
-                cards_by_user.entry(u).or_default().push(card);
-                if card.holds_credential() {
-                    holding_users.insert(u);
-                }
+                cards_by_user.push((u, card));
             }
             if let Some(stock) = card.stock.as_deref() {
                 if card.status != CardStatus::Retired && card.status != CardStatus::Lost {
@@ -430,17 +431,38 @@ impl<'a> Index<'a> {
                     .or_insert(card);
             }
         }
-        let mut certs_by_card: FastMap<&str, Vec<&CertRecord>> = FastMap::default();
+        // Stable sort: a user's cards stay in id order.
+        cards_by_user.sort_by(|a, b| a.0.cmp(b.0));
+        let mut holders_count = 0;
+        let mut last: Option<&str> = None;
+        for (u, c) in &cards_by_user {
+            if c.holds_credential() && last != Some(*u) {
+                holders_count += 1;
+                last = Some(*u);
+            }
+        }
+        let mut certs_by_card: FastMap<&str, CardCerts<'_>> =
+            FastMap::with_capacity_and_hasher(inv.cards.len(), Default::default());
         for cert in inv.certs.values().filter(|c| c.is_live()) {
-            certs_by_card
-                .entry(cert.card.as_str())
-                .or_default()
-                .push(cert);
+            let entry = certs_by_card.entry(cert.card.as_str()).or_default();
+            let slot = &mut entry.newest.0[slot_index(cert.slot)];
+            match slot {
+                Some(prev)
+                    if (prev.not_before, &prev.serial) >= (cert.not_before, &cert.serial) =>
+                {
+                    entry.older.push(cert);
+                }
+                Some(prev) => {
+                    entry.older.push(prev);
+                    *slot = Some(cert);
+                }
+                None => *slot = Some(cert),
+            }
         }
         Index {
             holders,
             cards_by_user,
-            holders_count: holding_users.len(),
+            holders_count,
             certs_by_card,
             blanks_by_stock,
             cards_per_stock,
@@ -451,32 +473,33 @@ impl<'a> Index<'a> {
         self.holders.get(&(user, template)).copied()
     }
 
+    /// The cards bound to `user`.
+    fn cards_of<'s>(&'s self, user: &'s str) -> impl Iterator<Item = &'a CardRecord> + 's {
+        let start = self.cards_by_user.partition_point(|(u, _)| *u < user);
+        self.cards_by_user[start..]
+            .iter()
+            .take_while(move |(u, _)| *u == user)
+            .map(|(_, c)| *c)
+    }
+
     /// Live certificates of a card by slot, the newest per slot (older live ones should not
     /// exist; they are superseded when the slot is next reissued).
     fn live_by_slot(&self, card: &str) -> LiveSlots<'a> {
-        let mut out = LiveSlots::default();
-        for c in self
-            .certs_by_card
+        self.certs_by_card
             .get(card)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
-        {
-            let entry = &mut out.0[slot_index(c.slot)];
-            match entry {
-                Some(prev) if (prev.not_before, &prev.serial) >= (c.not_before, &c.serial) => {}
-                _ => *entry = Some(c),
-            }
-        }
-        out
+            .map(|c| LiveSlots(c.newest.0))
+            .unwrap_or_default()
     }
 
     fn live_serials(&self, card: &str, status: Option<CertStatus>) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .certs_by_card
-            .get(card)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        let Some(certs) = self.certs_by_card.get(card) else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = certs
+            .newest
             .iter()
+            .map(|(_, c)| c)
+            .chain(certs.older.iter().copied())
             .filter(|c| status.is_none_or(|s| c.status == s))
             .map(|c| c.serial.clone())
             .collect();
