@@ -740,7 +740,7 @@ impl Ctx<'_> {
                     format!("certificate {} expired at {}", have.serial, have.not_after),
                     vec![have.serial.clone()],
                 ),
-                Some(have) if self.now >= renew_at(have, want.renew_before_secs) => (
+                Some(have) if renewal_due(have, want.renew_before_secs, self.now) => (
                     ActionKind::Renew,
                     ReasonCode::NearingExpiry,
                     format!(
@@ -847,6 +847,19 @@ impl Ctx<'_> {
             waiting_for_card: !self.present(&card.id),
         });
     }
+}
+
+/// Whether `now` is at or past [`renew_at`]; integer arithmetic with an early exit, since
+/// planning asks this of every certificate.
+fn renewal_due(cert: &CertRecord, renew_before_secs: u64, now: OffsetDateTime) -> bool {
+    let not_after = cert.not_after.unix_timestamp();
+    let window = renew_before_secs.min(i64::MAX as u64) as i64;
+    let now = now.unix_timestamp();
+    if now < not_after.saturating_sub(window) {
+        // Before the window opens, whatever the jitter.
+        return false;
+    }
+    now >= renew_at(cert, renew_before_secs).unix_timestamp()
 }
 
 /// The moment a certificate should be renewed: a deterministic point in the first half of its
