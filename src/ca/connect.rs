@@ -3,8 +3,8 @@
 //! PKCS#12 password or cfssl auth key, and places each connector's request log under the state
 //! directory (`<state>/ca/<name>/requests/`).
 //!
-//! It does NOT contact any server (building a connector sends nothing) and does not handle the
-//! local CA (see `runtime::local_ca`).
+//! Building a connector sends nothing; only [`check_online`] (for `validate --online`) talks
+//! to the gateways. It does not handle the local CA (see `runtime::local_ca`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,8 +12,11 @@ use std::time::Duration;
 use super::cfssl::{Cfssl, CfsslConfig};
 use super::entrust::{EntrustGateway, GatewayConfig};
 use super::remote::{RetryPolicy, load_pem_certificates, load_pem_identity, load_pkcs12_identity};
-use crate::policy::Object;
-use crate::policy::model::{CfsslSpec, ClientCertificate, EntrustGatewaySpec};
+use crate::policy::diag::codes;
+use crate::policy::model::{
+    CertificateAuthoritySpec, CfsslSpec, ClientCertificate, EntrustGatewaySpec, Kind,
+};
+use crate::policy::{Diagnostic, Object, PolicySet};
 
 /// Default bound on concurrent calls to one gateway CA.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
@@ -90,4 +93,91 @@ pub fn cfssl(
         request_log: Some(state_dir.join("ca").join(&obj.name).join("requests")),
     })
     .map_err(|e| e.to_string())
+}
+
+/// The `validate --online` checks that need the CA itself: for every Entrust CA Gateway
+/// authority, the gateway answers with this credential, the configured CA id is one it shows,
+/// and every profile a template names exists there. Problems are errors naming the object.
+pub fn check_online(set: &PolicySet) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let ca_kind = Some(Kind::CertificateAuthority.as_str());
+    for (name, obj) in &set.authorities {
+        let CertificateAuthoritySpec::EntrustGateway(spec) = &obj.spec else {
+            continue;
+        };
+        let err = |code: &'static str, path: &str, message: String| {
+            Diagnostic::error(code, &obj.file, obj.line, message)
+                .for_object(ca_kind, Some(name))
+                .at_path(path)
+        };
+        let gw = match gateway_config(obj, spec, Path::new(".")).and_then(|mut cfg| {
+            cfg.request_log = None;
+            cfg.retry = RetryPolicy {
+                attempts: 2,
+                ..RetryPolicy::default()
+            };
+            EntrustGateway::new(cfg).map_err(|e| e.to_string())
+        }) {
+            Ok(gw) => gw,
+            Err(e) => {
+                out.push(err(codes::INVALID_VALUE, "/spec/entrustGateway", e));
+                continue;
+            }
+        };
+        let visible = match gw.list_cas() {
+            Ok(v) => v,
+            Err(e) => {
+                out.push(err(
+                    codes::INVALID_VALUE,
+                    "/spec/entrustGateway/url",
+                    format!("the gateway cannot be used: {e}"),
+                ));
+                continue;
+            }
+        };
+        if !visible.iter().any(|c| c.id == spec.ca_id) {
+            let ids: Vec<&str> = visible.iter().map(|c| c.id.as_str()).collect();
+            out.push(err(
+                codes::DANGLING_REFERENCE,
+                "/spec/entrustGateway/caId",
+                format!(
+                    "unknown CA id {:?}: the gateway shows this client {}",
+                    spec.ca_id,
+                    if ids.is_empty() {
+                        "no CA".to_string()
+                    } else {
+                        format!("only {}", ids.join(", "))
+                    }
+                ),
+            ));
+            continue;
+        }
+        for t in set.templates.values() {
+            for (i, cert) in t.spec.certificates.iter().enumerate() {
+                if &cert.authority != name {
+                    continue;
+                }
+                let problem = match gw.get_profile(&cert.profile) {
+                    Ok(_) => continue,
+                    Err(e) if e.status() == Some(404) => (
+                        codes::UNKNOWN_PROFILE,
+                        format!(
+                            "unknown profile {:?} at CA {} of {name}: {e}",
+                            cert.profile, spec.ca_id
+                        ),
+                    ),
+                    Err(e) => (
+                        codes::INVALID_VALUE,
+                        format!("cannot read profile {:?}: {e}", cert.profile),
+                    ),
+                };
+                out.push(
+                    Diagnostic::error(problem.0, &t.file, t.line, problem.1)
+                        .for_object(Some(Kind::CardTemplate.as_str()), Some(&t.name))
+                        .at_path(format!("/spec/certificates/{i}/profile")),
+                );
+            }
+        }
+    }
+    out
 }

@@ -3,6 +3,11 @@
 
 #![allow(dead_code)]
 
+/// The Entrust CA Gateway emulator.
+pub(crate) mod cagw_emulator;
+/// A real `cfssl serve` on 127.0.0.1.
+pub(crate) mod cfssl_server;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
