@@ -223,11 +223,15 @@ fn subject_of(der: &[u8]) -> String {
         .unwrap_or_default()
 }
 
+/// A DN for matching configured clients: attribute order and case do not matter (x509-cert
+/// prints RDNs in reverse order).
 fn normalize_dn(s: &str) -> String {
-    s.split(',')
+    let mut parts: Vec<String> = s
+        .split(',')
         .map(|p| p.trim().to_ascii_lowercase())
-        .collect::<Vec<_>>()
-        .join(",")
+        .collect();
+    parts.sort();
+    parts.join(",")
 }
 
 fn now_text() -> String {
@@ -482,6 +486,43 @@ impl Emulator {
             .ok()?
             .get(&key)
             .map(|c| (c.status.to_string(), c.reason.clone()))
+    }
+
+    /// Serials issued so far (canonical lower-case hex).
+    pub(crate) fn serials(&self) -> Vec<String> {
+        self.inner
+            .certs
+            .lock()
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The certificate of a serial, PEM.
+    pub(crate) fn cert_pem(&self, serial: &str) -> Option<String> {
+        let key = canonical(serial)?;
+        let der = self.inner.certs.lock().ok()?.get(&key)?.der.clone();
+        let b = b64(&der);
+        let lines: Vec<&str> = b
+            .as_bytes()
+            .chunks(64)
+            .filter_map(|c| std::str::from_utf8(c).ok())
+            .collect();
+        Some(format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        ))
+    }
+
+    /// Puts a certificate on hold behind Keyfleet's back (as another operator would).
+    pub(crate) fn hold_out_of_band(&self, serial: &str) {
+        let key = canonical(serial).unwrap_or_default();
+        if let Ok(mut c) = self.inner.certs.lock()
+            && let Some(c) = c.get_mut(&key)
+        {
+            c.status = "held";
+            c.reason = Some("certificateHold".into());
+            c.revoked_at = Some(OffsetDateTime::now_utc());
+        }
     }
 
     /// The CRL of a CA (DER), as `/emulator/crl/{caId}` serves it.
