@@ -3,6 +3,8 @@
 
 /// The Entrust CA Gateway connector against the emulator.
 mod cagw;
+/// The cfssl connector against a real `cfssl serve`.
+mod cfssl;
 /// Helpers: run the built binary, build throwaway policy directories.
 mod harness;
 /// Policy loading and validation through `keyfleet validate` / `keyfleet schema`.

@@ -131,7 +131,7 @@ fn check_hold_capability(c: &mut Checker<'_>) {
                     &format!("/spec/certificates/{i}/authority"),
                     codes::SUSPICIOUS,
                     format!(
-                        "onUserDisabled is suspend, but CertificateAuthority {:?} (cfssl) cannot                          put certificates on hold: suspending {} will fail (it is never turned                          into a revocation); use onUserDisabled: revoke or none",
+                        "onUserDisabled is suspend, but CertificateAuthority {:?} (cfssl) cannot put certificates on hold: suspending {} will fail (it is never turned into a revocation); use onUserDisabled: revoke or none",
                         cert.authority, cert.name
                     ),
                 );
