@@ -737,7 +737,8 @@ impl Inner {
                 return self.issued(serial, &req.request_id).await;
             }
             if let Some(p) = self.find_by_key(&spki, rec.sent_at).await? {
-                self.record(&req.request_id, &spki, rec.sent_at, Some(&p.serial))?;
+                self.record(&req.request_id, &spki, rec.sent_at, Some(&p.serial))
+                    .await?;
                 return Ok(to_issued(p, &req.request_id));
             }
             sent_at = rec.sent_at;
@@ -775,7 +776,7 @@ impl Inner {
         if !sans.is_empty() {
             body["subjectAltNames"] = Value::Array(sans);
         }
-        self.record(&req.request_id, &spki, sent_at, None)?;
+        self.record(&req.request_id, &spki, sent_at, None).await?;
 
         let url = self.url("/enrollments");
         let mut attempt = 0;
@@ -823,7 +824,8 @@ impl Inner {
                 ),
             };
             if ambiguous && let Some(p) = self.find_by_key(&spki, sent_at).await? {
-                self.record(&req.request_id, &spki, sent_at, Some(&p.serial))?;
+                self.record(&req.request_id, &spki, sent_at, Some(&p.serial))
+                    .await?;
                 return Ok(to_issued(p, &req.request_id));
             }
             if last {
@@ -847,7 +849,8 @@ impl Inner {
                 // No body: fetch the certificate if the CA already issued it.
                 match self.issued(&e.serial_number, &req.request_id).await {
                     Ok(i) => {
-                        self.record(&req.request_id, &spki, sent_at, Some(&i.serial))?;
+                        self.record(&req.request_id, &spki, sent_at, Some(&i.serial))
+                            .await?;
                         return Ok(i);
                     }
                     Err(_) => {
@@ -873,26 +876,40 @@ impl Inner {
             }
             .into());
         }
-        self.record(&req.request_id, &spki, sent_at, Some(&parsed.serial))?;
+        self.record(&req.request_id, &spki, sent_at, Some(&parsed.serial))
+            .await?;
         Ok(to_issued(parsed, &req.request_id))
     }
 
-    fn record(
+    /// Logs a request: durably before it is sent (`serial` None), lazily once answered (a lost
+    /// serial is found again through the certificate events). The file I/O runs on the
+    /// blocking pool, off the workers that drive the other requests.
+    async fn record(
         &self,
         request_id: &str,
         spki: &str,
         sent_at: OffsetDateTime,
         serial: Option<&str>,
     ) -> Result<(), GatewayError> {
-        if let Some(log) = &self.log {
-            log.put(&RequestRecord {
-                request_id: request_id.to_string(),
-                spki_sha256: spki.to_string(),
-                sent_at,
-                serial: serial.map(str::to_string),
-                pem: None,
-            })?;
-        }
+        let Some(log) = self.log.clone() else {
+            return Ok(());
+        };
+        let rec = RequestRecord {
+            request_id: request_id.to_string(),
+            spki_sha256: spki.to_string(),
+            sent_at,
+            serial: serial.map(str::to_string),
+            pem: None,
+        };
+        tokio::task::spawn_blocking(move || {
+            if rec.serial.is_some() {
+                log.put_lazy(&rec)
+            } else {
+                log.put(&rec)
+            }
+        })
+        .await
+        .map_err(|e| GatewayError::Client(format!("request log task: {e}")))??;
         Ok(())
     }
 
@@ -911,7 +928,8 @@ impl Inner {
         }
         match self.find_by_key(&rec.spki_sha256, rec.sent_at).await? {
             Some(p) => {
-                self.record(request_id, &rec.spki_sha256, rec.sent_at, Some(&p.serial))?;
+                self.record(request_id, &rec.spki_sha256, rec.sent_at, Some(&p.serial))
+                    .await?;
                 Ok(Some(to_issued(p, request_id)))
             }
             None => Ok(None),

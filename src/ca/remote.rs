@@ -347,8 +347,19 @@ impl RequestLog {
             })
     }
 
-    /// Writes `record` durably (temporary file, fsync, rename).
+    /// Writes `record` durably (temporary file, fsync, rename, fsync of the folder).
     pub fn put(&self, record: &RequestRecord) -> Result<(), RemoteError> {
+        self.write(record, true)
+    }
+
+    /// Writes `record` without waiting for the disk: for facts that can be found again if
+    /// lost (a serial the CA can be searched for), not for the record of a request about to be
+    /// sent.
+    pub fn put_lazy(&self, record: &RequestRecord) -> Result<(), RemoteError> {
+        self.write(record, false)
+    }
+
+    fn write(&self, record: &RequestRecord, durable: bool) -> Result<(), RemoteError> {
         use std::io::Write as _;
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -360,9 +371,11 @@ impl RequestLog {
         let body = serde_json::to_vec_pretty(record).unwrap_or_default();
         let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
         f.write_all(&body).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
+        if durable {
+            f.sync_all().map_err(io(&tmp))?;
+        }
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        if let Ok(d) = std::fs::File::open(&self.dir) {
+        if durable && let Ok(d) = std::fs::File::open(&self.dir) {
             let _ = d.sync_all();
         }
         Ok(())
