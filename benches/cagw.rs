@@ -1,6 +1,7 @@
 //! Enrolment throughput of the Entrust CA Gateway connector against the emulator with
 //! injected latency, run by hand: `cargo bench --bench cagw` (optionally
-//! `-- <enrolments> <latency-ms> <concurrency>...`, default `500 50 1 8 16 32`).
+//! `-- <enrolments> <latency-ms> <concurrency>...`, default `500 50 1 8 16 32`). Under
+//! `cargo test --all-targets` it only makes a quick smoke run.
 //!
 //! The emulator runs in a child process (this same binary, started with
 //! `KF_BENCH_EMULATOR=1`) so that the CPU time measured is Keyfleet's alone: TLS, JSON,
@@ -51,16 +52,25 @@ fn main() {
         child();
         return;
     }
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it:
+    // then only a quick smoke run (20 enrolments, 5 ms, concurrency 4) keeps the suite fast.
+    let benching = std::env::args().any(|a| a == "--bench");
     let args: Vec<u64> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let n = args.first().copied().unwrap_or(500) as usize;
-    let latency = args.get(1).copied().unwrap_or(50);
-    let levels: Vec<usize> = if args.len() > 2 {
-        args[2..].iter().map(|v| *v as usize).collect()
+    let (n, latency, levels): (usize, u64, Vec<usize>) = if !benching {
+        (20, 5, vec![4])
     } else {
-        vec![1, 8, 16, 32]
+        (
+            args.first().copied().unwrap_or(500) as usize,
+            args.get(1).copied().unwrap_or(50),
+            if args.len() > 2 {
+                args[2..].iter().map(|v| *v as usize).collect()
+            } else {
+                vec![1, 8, 16, 32]
+            },
+        )
     };
     let mut kid = Command::new(std::env::current_exe().expect("own path"))
         .env("KF_BENCH_EMULATOR", "1")
