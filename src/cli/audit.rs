@@ -150,6 +150,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             for (cert, answer) in batch.iter().zip(answers) {
                 let at_ca = match answer {
                     Ok(s) => s,
+                    // A CA that cannot report status (cfssl) is not drift.
+                    Err(crate::ca::CaError::Unsupported(_)) => continue,
                     Err(e) => {
                         findings.push(Finding {
                             kind: "ca-unreachable",
