@@ -249,7 +249,9 @@ pub fn master_key_for(env: &Environment) -> Result<MasterKey, PassError> {
 }
 
 /// Connects every CertificateAuthority of the policy. The local CA is created on first use
-/// under `<state dir>/ca/<name>/`. Authorities without a connector map to an error.
+/// under `<state dir>/ca/<name>/`; remote connectors (cfssl, Entrust CA Gateway) are built
+/// without contacting their server. An authority whose connector cannot be built maps to an
+/// error.
 pub fn connect_authorities(
     policy: &PolicySet,
     state_dir: &Path,
@@ -261,11 +263,13 @@ pub fn connect_authorities(
         let ca: Result<Box<dyn CertificateAuthority>, String> = match &obj.spec {
             CertificateAuthoritySpec::Local(spec) => local_ca(name, spec, state_dir, master, now)
                 .map(|ca| Box::new(ca) as Box<dyn CertificateAuthority>),
-            CertificateAuthoritySpec::Cfssl(_) => {
-                Err("the cfssl connector is not available in this version".into())
+            CertificateAuthoritySpec::Cfssl(spec) => {
+                crate::ca::connect::cfssl(obj, spec, state_dir)
+                    .map(|ca| Box::new(ca) as Box<dyn CertificateAuthority>)
             }
-            CertificateAuthoritySpec::EntrustGateway(_) => {
-                Err("the Entrust CA Gateway connector is not available in this version".into())
+            CertificateAuthoritySpec::EntrustGateway(spec) => {
+                crate::ca::connect::entrust_gateway(obj, spec, state_dir)
+                    .map(|ca| Box::new(ca) as Box<dyn CertificateAuthority>)
             }
         };
         out.insert(name.clone(), ca);

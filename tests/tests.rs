@@ -1,6 +1,10 @@
 //! Keyfleet's integration tests: one binary, one module per area, shared helpers in
 //! `harness`.
 
+/// The Entrust CA Gateway connector against the emulator.
+mod cagw;
+/// The cfssl connector against a real `cfssl serve`.
+mod cfssl;
 /// Helpers: run the built binary, build throwaway policy directories.
 mod harness;
 /// PIV cards over pcscd + vpcd: issuance, OpenSC, PIN blocking, unblock, removal, garbage.

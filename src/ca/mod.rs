@@ -2,20 +2,25 @@
 //! produced, revoke, hold and release, ask for a certificate's status.
 //!
 //! [`CertificateAuthority`] is the one trait every CA connector implements (the embedded
-//! [`local::LocalCa`] here; the Entrust CA Gateway and cfssl connectors later). It speaks only of
+//! [`local::LocalCa`], [`entrust::EntrustGateway`], [`cfssl::Cfssl`]). It speaks only of
 //! CA operations: it knows nothing of users, cards, templates, plans or the journal, and it never
 //! decides *whether* to issue or revoke — the planner does.
 //!
 //! Submodules: [`csr`] (PKCS#10 parsing and proof-of-possession check), [`local`] (the embedded
-//! CA and its files), [`crl`] (CRL signing for the local CA).
+//! CA and its files), [`crl`] (CRL signing for the local CA), [`entrust`] and [`cfssl`] (remote CAs),
+//! [`remote`] (what the remote connectors share), [`connect`] (connectors from policy objects).
 
 use time::OffsetDateTime;
 
 use crate::names::{DistinguishedName, SanValue};
 
+pub mod cfssl;
+pub mod connect;
 pub mod crl;
 pub mod csr;
+pub mod entrust;
 pub mod local;
+pub mod remote;
 
 pub use local::{CaKeyAlgorithm, LocalCa, LocalCaConfig};
 
@@ -191,6 +196,9 @@ pub enum CaError {
     /// A remote CA could not be reached or answered with an error.
     #[error("CA unavailable: {0}")]
     Unavailable(String),
+    /// A remote CA refused the request (a 4xx answer, kept with the CA's own message).
+    #[error("the CA refused the request: {0}")]
+    Rejected(String),
 }
 
 /// The operations Keyfleet's executors need from a CA.
@@ -213,6 +221,11 @@ pub trait CertificateAuthority {
     fn unhold(&self, serial: &str) -> Result<(), CaError>;
     /// The CA's view of a serial.
     fn status(&self, serial: &str) -> Result<CaCertStatus, CaError>;
+    /// The CA's view of many serials, in order. Remote connectors ask concurrently; the
+    /// default asks one after the other.
+    fn statuses(&self, serials: &[String]) -> Vec<Result<CaCertStatus, CaError>> {
+        serials.iter().map(|s| self.status(s)).collect()
+    }
     /// The CA certificate, PEM.
     fn ca_certificate_pem(&self) -> Result<String, CaError>;
 }

@@ -59,6 +59,10 @@ pub struct Finding {
     pub message: String,
 }
 
+/// How many serials are handed to a CA connector at once (it asks them concurrently, within
+/// its own concurrency limit).
+const AUDIT_BATCH: usize = 200;
+
 /// Runs `keyfleet audit`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let env = match runtime::load(&global.policy_dir, global.state_dir.as_deref()) {
@@ -109,6 +113,9 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let horizon = now + time::Duration::days(args.expiring_days);
     let master = runtime::master_key_for(&env)?;
     let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &master, now);
+    // Expiry, then the CA's view: per CA, in batches, asked concurrently by the connector.
+    let mut by_ca: std::collections::BTreeMap<&str, Vec<&crate::inventory::CertRecord>> =
+        std::collections::BTreeMap::new();
     for cert in pass.inventory.certs.values() {
         if cert.is_live() && cert.not_after <= horizon {
             findings.push(Finding {
@@ -119,53 +126,68 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
                 message: format!("expires at {}", cert.not_after),
             });
         }
-        let ca = match cas.get(&cert.ca) {
+        by_ca.entry(cert.ca.as_str()).or_default().push(cert);
+    }
+    for (ca_name, certs) in by_ca {
+        let ca = match cas.get(ca_name) {
             Some(Ok(ca)) => ca,
             Some(Err(e)) => {
-                findings.push(Finding {
-                    kind: "ca-unreachable",
-                    user: cert.user.clone(),
-                    card: Some(cert.card.clone()),
-                    serial: Some(cert.serial.clone()),
-                    message: format!("CA {}: {e}", cert.ca),
-                });
+                for cert in certs {
+                    findings.push(Finding {
+                        kind: "ca-unreachable",
+                        user: cert.user.clone(),
+                        card: Some(cert.card.clone()),
+                        serial: Some(cert.serial.clone()),
+                        message: format!("CA {ca_name}: {e}"),
+                    });
+                }
                 continue;
             }
             None => continue,
         };
-        let at_ca = match ca.status(&cert.serial) {
-            Ok(s) => s,
-            Err(e) => {
+        for batch in certs.chunks(AUDIT_BATCH) {
+            let serials: Vec<String> = batch.iter().map(|c| c.serial.clone()).collect();
+            let answers = ca.statuses(&serials);
+            for (cert, answer) in batch.iter().zip(answers) {
+                let at_ca = match answer {
+                    Ok(s) => s,
+                    // A CA that cannot report status (cfssl) is not drift.
+                    Err(crate::ca::CaError::Unsupported(_)) => continue,
+                    Err(e) => {
+                        findings.push(Finding {
+                            kind: "ca-unreachable",
+                            user: cert.user.clone(),
+                            card: Some(cert.card.clone()),
+                            serial: Some(cert.serial.clone()),
+                            message: format!("CA {ca_name}: {e}"),
+                        });
+                        continue;
+                    }
+                };
+                let kind = match (cert.status, at_ca) {
+                    (CertStatus::Active, CaCertStatus::Revoked { .. }) => {
+                        "revoked-at-ca-active-here"
+                    }
+                    (CertStatus::Active, CaCertStatus::Held) => "held-at-ca-active-here",
+                    (CertStatus::Revoked | CertStatus::Superseded, CaCertStatus::Active) => {
+                        "active-at-ca-revoked-here"
+                    }
+                    (CertStatus::Suspended, CaCertStatus::Active) => "active-at-ca-suspended-here",
+                    (_, CaCertStatus::Unknown) => "unknown-at-ca",
+                    _ => continue,
+                };
                 findings.push(Finding {
-                    kind: "ca-unreachable",
+                    kind,
                     user: cert.user.clone(),
                     card: Some(cert.card.clone()),
                     serial: Some(cert.serial.clone()),
-                    message: format!("CA {}: {e}", cert.ca),
+                    message: format!(
+                        "inventory says {:?}, CA {} says {:?}",
+                        cert.status, cert.ca, at_ca
+                    ),
                 });
-                continue;
             }
-        };
-        let kind = match (cert.status, at_ca) {
-            (CertStatus::Active, CaCertStatus::Revoked { .. }) => "revoked-at-ca-active-here",
-            (CertStatus::Active, CaCertStatus::Held) => "held-at-ca-active-here",
-            (CertStatus::Revoked | CertStatus::Superseded, CaCertStatus::Active) => {
-                "active-at-ca-revoked-here"
-            }
-            (CertStatus::Suspended, CaCertStatus::Active) => "active-at-ca-suspended-here",
-            (_, CaCertStatus::Unknown) => "unknown-at-ca",
-            _ => continue,
-        };
-        findings.push(Finding {
-            kind,
-            user: cert.user.clone(),
-            card: Some(cert.card.clone()),
-            serial: Some(cert.serial.clone()),
-            message: format!(
-                "inventory says {:?}, CA {} says {:?}",
-                cert.status, cert.ca, at_ca
-            ),
-        });
+        }
     }
     match args.format {
         Format::Json => println!(

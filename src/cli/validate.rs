@@ -2,7 +2,8 @@
 //! 0 when valid and 1 when not.
 //!
 //! Offline by default: no secret is resolved and no server contacted. `--online` also resolves
-//! every secret reference and checks that referenced local files exist.
+//! every secret reference, checks that referenced local files exist, and asks each Entrust CA
+//! Gateway whether its CA id and the templates' profiles exist.
 
 use std::process::ExitCode;
 
@@ -33,7 +34,8 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    /// Also resolve every secret reference and check that referenced files exist.
+    /// Also resolve every secret reference, check that referenced files exist, and ask each
+    /// CA gateway whether the configured CA id and the templates' profiles exist.
     #[arg(long)]
     pub online: bool,
 }
@@ -80,6 +82,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             let mut diags = set.warnings.clone();
             if args.online {
                 diags.extend(check_online(&set));
+                diags.extend(crate::ca::connect::check_online(&set));
             }
             (diags, set.object_count())
         }

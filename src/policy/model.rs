@@ -268,6 +268,13 @@ pub struct EntrustGatewaySpec {
     /// PEM file with the CAs that sign the gateway's TLS certificate (relative to the policy
     /// file).
     pub trust_bundle: PathBuf,
+    /// Most calls in flight to this CA at once (1..=256, default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
+    pub max_concurrency: Option<u32>,
+    /// Time allowed for one HTTP exchange with the gateway (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
 }
 
 /// An mTLS client credential: PEM certificate and key files, or a PKCS#12 file.

@@ -12,7 +12,7 @@ use super::diag::{Diagnostic, codes};
 use super::load::Locations;
 use super::model::{
     CardType, CertificateAuthoritySpec, CertificateSpec, ClientCertificate, DirectorySpec,
-    KeyAlgorithm, KeyGeneration, Kind, SanTemplate, Slot, StockSelector,
+    KeyAlgorithm, KeyGeneration, Kind, OnUserDisabled, SanTemplate, Slot, StockSelector,
 };
 use super::secret::SecretRef;
 use super::template::{TextTemplate, Var};
@@ -107,7 +107,37 @@ pub(crate) fn check(
     check_assignments(&mut c);
     check_stocks(&mut c);
     check_roles(&mut c);
+    check_hold_capability(&mut c);
     c.out
+}
+
+/// Warns about templates that suspend on account disable while one of their certificates comes
+/// from a CA that cannot hold (cfssl): such a suspend fails at run time, it is never turned
+/// into a revocation.
+fn check_hold_capability(c: &mut Checker<'_>) {
+    for t in c.set.templates.values() {
+        if t.spec.on_user_disabled != OnUserDisabled::Suspend {
+            continue;
+        }
+        for (i, cert) in t.spec.certificates.iter().enumerate() {
+            let cannot_hold = matches!(
+                c.set.authorities.get(&cert.authority).map(|a| &a.spec),
+                Some(CertificateAuthoritySpec::Cfssl(_))
+            );
+            if cannot_hold {
+                c.warn(
+                    Kind::CardTemplate,
+                    t,
+                    &format!("/spec/certificates/{i}/authority"),
+                    codes::SUSPICIOUS,
+                    format!(
+                        "onUserDisabled is suspend, but CertificateAuthority {:?} (cfssl) cannot put certificates on hold: suspending {} will fail (it is never turned into a revocation); use onUserDisabled: revoke or none",
+                        cert.authority, cert.name
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn check_authorities(c: &mut Checker<'_>) {

@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+/// The Entrust CA Gateway emulator.
+pub(crate) mod cagw_emulator;
+/// A real `cfssl serve` on 127.0.0.1.
+pub(crate) mod cfssl_server;
 /// SoftHSM2 with a private configuration (PKCS#11 tests).
 pub(crate) mod softhsm;
 
