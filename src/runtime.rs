@@ -19,7 +19,7 @@ use crate::plan::{self, Plan, PlanOptions, Presence, SafetyLimits};
 use crate::policy::model::{CertificateAuthoritySpec, DirectorySpec, KeyAlgorithm};
 use crate::policy::{self, Diagnostics, PolicySet};
 use crate::secrets::MasterKey;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Name of the state directory used when neither `--state-dir`, `KEYFLEET_STATE_DIR` nor
 /// `Settings.spec.stateDir` names one: created inside the policy directory.
@@ -40,6 +40,9 @@ pub enum PassError {
     /// Card access failed.
     #[error(transparent)]
     Cards(#[from] crate::apply::CardAccessError),
+    /// The store is held by a running controller that could not be reached.
+    #[error(transparent)]
+    Control(#[from] crate::controller::control::ControlError),
 }
 
 /// A loaded policy with the state directory it governs.
@@ -69,18 +72,20 @@ pub fn observe_directories(policy: &PolicySet) -> BTreeMap<String, DirectoryObse
     policy
         .directories
         .iter()
-        .map(|(name, d)| {
-            let obs = match &d.spec {
-                DirectorySpec::File(f) => {
-                    read_file_directory(&d.resolve_path(&f.path)).map_err(|e| e.to_string())
-                }
-                DirectorySpec::Ldap(_) => Err(
-                    "LDAP directories cannot be observed by this version of Keyfleet".to_string(),
-                ),
-            };
-            (name.clone(), obs)
-        })
+        .map(|(name, d)| (name.clone(), observe_directory(d)))
         .collect()
+}
+
+/// Observes one directory of the policy.
+pub fn observe_directory(d: &crate::policy::Object<DirectorySpec>) -> DirectoryObservation {
+    match &d.spec {
+        DirectorySpec::File(f) => {
+            read_file_directory(&d.resolve_path(&f.path)).map_err(|e| e.to_string())
+        }
+        DirectorySpec::Ldap(_) => {
+            Err("LDAP directories cannot be observed by this version of Keyfleet".to_string())
+        }
+    }
 }
 
 /// The safety limits of the policy's Settings.
@@ -118,7 +123,29 @@ pub fn plan_pass(
     targets: Option<std::collections::BTreeSet<String>>,
 ) -> Result<Pass, PassError> {
     let observed = observe_directories(&env.policy);
-    let desired = desired::compute(&env.policy, &observed);
+    plan_observed(
+        env,
+        &observed,
+        inventory,
+        cards,
+        now,
+        allow_mass_revocation,
+        targets,
+    )
+}
+
+/// Plans from directory observations made by the caller (the controller keeps them between
+/// passes and re-reads a directory only when it changed). Writes nothing.
+pub fn plan_observed(
+    env: &Environment,
+    observed: &BTreeMap<String, DirectoryObservation>,
+    inventory: Inventory,
+    cards: &dyn CardProvider,
+    now: OffsetDateTime,
+    allow_mass_revocation: bool,
+    targets: Option<std::collections::BTreeSet<String>>,
+) -> Result<Pass, PassError> {
+    let desired = desired::compute(&env.policy, observed);
     let presence = Presence {
         cards: cards.present()?,
         blanks: Vec::new(),
@@ -149,11 +176,8 @@ pub fn plan_readonly(
     allow_mass_revocation: bool,
     targets: Option<std::collections::BTreeSet<String>>,
 ) -> Result<Pass, PassError> {
-    let inventory = if env.state_dir.join("store").exists() {
-        Store::open(&env.state_dir)?.inventory()?
-    } else {
-        Inventory::default()
-    };
+    // From the store, or through the control socket while the controller holds it.
+    let inventory = crate::controller::control::read_inventory(&env.state_dir)?;
     let cards = virtual_cards(&env.state_dir);
     plan_pass(env, inventory, &cards, now, allow_mass_revocation, targets)
 }

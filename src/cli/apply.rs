@@ -97,6 +97,9 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    // One writer per state directory: refuse (naming the holder) while `run` or another
+    // `apply` holds it.
+    let _lock = crate::controller::lock::StateLock::acquire(&env.state_dir, "apply")?;
     let store = Store::open(&env.state_dir)?;
     let master = runtime::master_key(&env.state_dir)?;
     let now = time::OffsetDateTime::now_utc();

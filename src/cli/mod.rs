@@ -7,11 +7,14 @@
 //! arm to [`run`].
 
 pub mod apply;
+pub mod approve;
 pub mod audit;
 pub mod ca;
 pub mod inventory;
 pub mod plan;
+pub mod run;
 pub mod schema;
+pub mod status;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -83,6 +86,13 @@ pub enum Command {
     History(inventory::HistoryArgs),
     /// Operator commands on a certificate authority (certificate, CRL).
     Ca(ca::Args),
+    /// Run the controller: converge continuously on every change that matters.
+    #[command(long_about = run::LONG_ABOUT)]
+    Run(run::Args),
+    /// Show what the running controller is doing.
+    Status(status::Args),
+    /// Approve the revocations the safety valve holds.
+    Approve(approve::Args),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -96,6 +106,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inventory(args) => inventory::run_inventory(&cli.global, args),
         Command::History(args) => inventory::run_history(&cli.global, args),
         Command::Ca(args) => ca::run(&cli.global, args),
+        Command::Run(args) => run::run(&cli.global, args),
+        Command::Status(args) => status::run(&cli.global, args),
+        Command::Approve(args) => approve::run(&cli.global, args),
     }
 }
 
