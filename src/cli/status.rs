@@ -40,31 +40,36 @@ pub struct Args {
 
 /// Runs `keyfleet status`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let env = match runtime::load(&global.policy_dir, global.state_dir.as_deref()) {
-        Ok(env) => env,
-        Err(runtime::PassError::Policy(d)) => {
-            eprintln!("{d}");
-            return Ok(ExitCode::from(EXIT_FAILURE));
-        }
-        Err(e) => return Err(e.into()),
+    // With --state-dir the policy need not be valid: status must work while the controller
+    // reports a broken policy.
+    let state_dir = match &global.state_dir {
+        Some(dir) => dir.clone(),
+        None => match runtime::load(&global.policy_dir, None) {
+            Ok(env) => env.state_dir,
+            Err(runtime::PassError::Policy(d)) => {
+                eprintln!("{d}");
+                return Ok(ExitCode::from(EXIT_FAILURE));
+            }
+            Err(e) => return Err(e.into()),
+        },
     };
-    let running = StateLock::holder(&env.state_dir).filter(|h| h.role == "run");
-    if running.is_none() || !control::socket_path(&env.state_dir).exists() {
+    let running = StateLock::holder(&state_dir).filter(|h| h.role == "run");
+    if running.is_none() || !control::socket_path(&state_dir).exists() {
         match args.format {
             Format::Json => println!(
                 "{}",
-                serde_json::json!({"running": false, "stateDir": env.state_dir})
+                serde_json::json!({"running": false, "stateDir": state_dir})
             ),
             Format::Text => println!(
                 "No controller is running for {} (start one with `keyfleet run`).",
-                env.state_dir.display()
+                state_dir.display()
             ),
         }
         return Ok(ExitCode::from(EXIT_NOT_RUNNING));
     }
-    let status = match control::request(&env.state_dir, &Request::Status)? {
+    let status = match control::request(&state_dir, &Request::Status)? {
         Response::Status { status } => *status,
-        other => return Err(control::unexpected(&env.state_dir, &other).into()),
+        other => return Err(control::unexpected(&state_dir, &other).into()),
     };
     match args.format {
         Format::Json => {

@@ -233,7 +233,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         })?;
     let env = load(&opts, &policy_dir)?;
     let lock = StateLock::acquire(&env.state_dir, "run")?;
-    let store = Arc::new(Store::open(&env.state_dir)?);
+    let store = Arc::new(open_store(&env.state_dir).await?);
     let master = Arc::new(runtime::master_key(&env.state_dir).map_err(ControllerError::Pass)?);
     let state_dir = std::fs::canonicalize(&env.state_dir).unwrap_or(env.state_dir.clone());
     let shared = Arc::new(Shared {
@@ -373,6 +373,21 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
     tracing::info!("controller stopped");
     drop(lock);
     Ok(())
+}
+
+/// Opens the store. A command that read it just before we took the lock (`inventory`,
+/// `history`, ... open it briefly without the lock) may still hold it: wait for it a while.
+async fn open_store(state_dir: &Path) -> Result<Store, ControllerError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match Store::open(state_dir) {
+            Err(StoreError::Locked(_)) if tokio::time::Instant::now() < deadline => {
+                tracing::info!("the store is open in a reading command; waiting for it");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 fn reload(

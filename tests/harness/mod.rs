@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+/// Controller tests: a running `keyfleet run`, polling, metrics parsing.
+pub(crate) mod controller;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
