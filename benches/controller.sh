@@ -30,7 +30,8 @@ PY
 ls -l "$W/policy/people.yaml" | awk '{printf "directory data file: %.1f MiB\n", $5/1048576}'
 now() { date +%s.%N; }
 start=$(now)
-"$K" run -C "$W/policy" --state-dir "$W/state" > "$W/run.log" 2>&1 & PID=$!
+KEYFLEET_LOG=${KEYFLEET_LOG:-info,keyfleet::controller::pass=debug} \
+  "$K" run -C "$W/policy" --state-dir "$W/state" > "$W/run.log" 2>&1 & PID=$!
 until "$K" plan -C "$W/policy" --state-dir "$W/state" > /dev/null 2>&1; do sleep 0.5; done
 echo "first pass converged after $(echo "$(now) - $start" | bc) s"
 grep -o 'pass complete.*' "$W/run.log" | sed 's/\x1b\[[0-9;]*m//g' | head -3
@@ -46,6 +47,7 @@ done
 t1=$(now)
 echo "one-user change -> certificate issued: $(echo "$t1 - $t0" | bc) s (includes the CLI polling through the control socket)"
 grep -o 'pass complete.*' "$W/run.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1
+grep -o 'observe_ms.*' "$W/run.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1
 
 sleep 2
 echo "peak RSS: $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$PID/status), current RSS: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$PID/status)"

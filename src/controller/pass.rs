@@ -26,10 +26,11 @@ use crate::runtime::{self, Environment};
 use crate::secrets::MasterKey;
 use crate::store::Store;
 
-/// A directory snapshot kept between passes with the fingerprint of the data it came from.
+/// Directory snapshots kept between passes, with the fingerprint of the data each came from.
 #[derive(Default)]
 pub struct ObservationCache {
-    entries: BTreeMap<String, (Option<[u8; 32]>, DirectoryObservation)>,
+    fingerprints: BTreeMap<String, Option<[u8; 32]>>,
+    observed: BTreeMap<String, DirectoryObservation>,
 }
 
 impl ObservationCache {
@@ -45,34 +46,39 @@ impl ObservationCache {
 
     /// Whether the data of directory `name` differs from what the last pass observed.
     pub fn changed(&self, env: &Environment, name: &str) -> bool {
-        let now = Self::fingerprint(env, name);
-        match self.entries.get(name) {
-            Some((Some(before), Ok(_))) => now.as_ref() != Some(before),
-            _ => true,
-        }
+        let unchanged = matches!(
+            (self.fingerprints.get(name), self.observed.get(name)),
+            (Some(Some(before)), Some(Ok(_))) if Self::fingerprint(env, name).as_ref() == Some(before)
+        );
+        !unchanged
     }
 
     /// Observes every directory, reusing a file directory's snapshot when its data is
-    /// unchanged.
-    pub fn observe(&mut self, env: &Environment) -> BTreeMap<String, DirectoryObservation> {
-        let mut out = BTreeMap::new();
-        let mut next = BTreeMap::new();
+    /// unchanged (no copy is made: the snapshots live here).
+    pub fn observe(&mut self, env: &Environment) -> &BTreeMap<String, DirectoryObservation> {
+        let mut fingerprints = BTreeMap::new();
+        let mut observed = BTreeMap::new();
         for (name, d) in &env.policy.directories {
             let fp = Self::fingerprint(env, name);
-            let obs = match (fp, self.entries.remove(name)) {
-                (Some(fp), Some((Some(old), obs @ Ok(_)))) if fp == old => obs,
+            let reuse = fp.is_some()
+                && self.fingerprints.get(name) == Some(&fp)
+                && matches!(self.observed.get(name), Some(Ok(_)));
+            let obs = match self.observed.remove(name) {
+                Some(old) if reuse => old,
                 _ => runtime::observe_directory(d),
             };
-            out.insert(name.clone(), obs.clone());
-            next.insert(name.clone(), (fp, obs));
+            fingerprints.insert(name.clone(), fp);
+            observed.insert(name.clone(), obs);
         }
-        self.entries = next;
-        out
+        self.fingerprints = fingerprints;
+        self.observed = observed;
+        &self.observed
     }
 
     /// Forgets everything (the policy changed).
     pub fn clear(&mut self) {
-        self.entries.clear();
+        self.fingerprints.clear();
+        self.observed.clear();
     }
 }
 
@@ -154,7 +160,9 @@ fn pass_inner(
     let env = state.env.clone();
     let store = state.store.clone();
     let master = state.master.clone();
+    let phase = std::time::Instant::now();
     let observed = state.cache.observe(&env);
+    let observe_ms = phase.elapsed().as_millis();
     out.observed_ok = observed
         .iter()
         .filter(|(_, o)| o.as_ref().is_ok_and(|s| s.complete))
@@ -164,8 +172,14 @@ fn pass_inner(
     let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &state.master, now);
     let clock = OffsetDateTime::now_utc;
     let inventory = state.store.inventory().map_err(|e| e.to_string())?;
-    let mut pass = runtime::plan_observed(&env, &observed, inventory, &cards, now, false, None)
+    let phase = std::time::Instant::now();
+    let mut pass = runtime::plan_observed(&env, observed, inventory, &cards, now, false, None)
         .map_err(|e| e.to_string())?;
+    tracing::debug!(
+        observe_ms,
+        plan_ms = phase.elapsed().as_millis(),
+        "observed and planned"
+    );
 
     if state.needs_recovery {
         let ctx = context(
@@ -183,7 +197,7 @@ fn pass_inner(
         state.needs_recovery = !report.unresolved.is_empty();
         if report.finished + report.abandoned > 0 {
             let inventory = state.store.inventory().map_err(|e| e.to_string())?;
-            pass = runtime::plan_observed(&env, &observed, inventory, &cards, now, false, None)
+            pass = runtime::plan_observed(&env, observed, inventory, &cards, now, false, None)
                 .map_err(|e| e.to_string())?;
         }
         out.recovery = Some(report);
