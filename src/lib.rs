@@ -22,12 +22,14 @@
 //! - [`store`]: sled: inventory, journal, history, sealed secrets.
 //! - [`apply`]: executors that carry a plan out, with the journal and recovery.
 //! - [`runtime`]: one pass wired together (used by the CLI and the controller).
+//! - [`controller`]: `keyfleet run`, the level-triggered reconciler, and its control socket.
 //! - [`cli`]: the command line.
 
 pub mod apply;
 pub mod ca;
 pub mod card;
 pub mod cli;
+pub mod controller;
 pub mod desired;
 pub mod inventory;
 pub mod keystore;

@@ -5,14 +5,30 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use keyfleet::cli::{Cli, EXIT_FAILURE, run};
+use keyfleet::cli::{Cli, Command, EXIT_FAILURE, run};
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("KEYFLEET_LOG"))
-        .with_writer(std::io::stderr)
-        .init();
+    match &cli.command {
+        // The controller logs at info unless KEYFLEET_LOG says otherwise, as text or JSON.
+        Command::Run(args) => {
+            let filter =
+                EnvFilter::try_from_env("KEYFLEET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+            let fmt = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr);
+            match args.log_format {
+                keyfleet::cli::run::LogFormat::Json => fmt.json().init(),
+                keyfleet::cli::run::LogFormat::Text => fmt.init(),
+            }
+        }
+        _ => tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::from_env("KEYFLEET_LOG"))
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -20,7 +20,7 @@ use crate::plan::{self, Plan, PlanOptions, Presence, SafetyLimits};
 use crate::policy::model::{CertificateAuthoritySpec, DirectorySpec, KeyAlgorithm};
 use crate::policy::{self, Diagnostics, PolicySet};
 use crate::secrets::MasterKey;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Name of the state directory used when neither `--state-dir`, `KEYFLEET_STATE_DIR` nor
 /// `Settings.spec.stateDir` names one: created inside the policy directory.
@@ -44,6 +44,9 @@ pub enum PassError {
     /// The key store (PKCS#11 token) of the master key failed.
     #[error(transparent)]
     KeyStore(#[from] crate::keystore::KeyStoreError),
+    /// The store is held by a running controller that could not be reached.
+    #[error(transparent)]
+    Control(#[from] crate::controller::control::ControlError),
 }
 
 /// A loaded policy with the state directory it governs.
@@ -73,18 +76,20 @@ pub fn observe_directories(policy: &PolicySet) -> BTreeMap<String, DirectoryObse
     policy
         .directories
         .iter()
-        .map(|(name, d)| {
-            let obs = match &d.spec {
-                DirectorySpec::File(f) => {
-                    read_file_directory(&d.resolve_path(&f.path)).map_err(|e| e.to_string())
-                }
-                DirectorySpec::Ldap(_) => Err(
-                    "LDAP directories cannot be observed by this version of Keyfleet".to_string(),
-                ),
-            };
-            (name.clone(), obs)
-        })
+        .map(|(name, d)| (name.clone(), observe_directory(d)))
         .collect()
+}
+
+/// Observes one directory of the policy.
+pub fn observe_directory(d: &crate::policy::Object<DirectorySpec>) -> DirectoryObservation {
+    match &d.spec {
+        DirectorySpec::File(f) => {
+            read_file_directory(&d.resolve_path(&f.path)).map_err(|e| e.to_string())
+        }
+        DirectorySpec::Ldap(_) => {
+            Err("LDAP directories cannot be observed by this version of Keyfleet".to_string())
+        }
+    }
 }
 
 /// The safety limits of the policy's Settings.
@@ -110,17 +115,14 @@ pub fn cards(env: &Environment, inventory: &Inventory) -> Cards {
     }
 }
 
-/// Observes and plans with every card provider: present cards are the virtual ones plus those
-/// identified in readers, and unknown reader cards a `piv` stock accepts are offered as blanks.
-pub fn plan_pass_cards(
+/// What is attached now, through every card provider: virtual cards, cards identified in
+/// readers and tokens; unknown reader cards and tokens a stock accepts are offered as blanks.
+pub fn presence(
     env: &Environment,
-    inventory: Inventory,
+    inventory: &Inventory,
     cards: &Cards,
-    now: OffsetDateTime,
-    allow_mass_revocation: bool,
-    targets: Option<std::collections::BTreeSet<String>>,
-) -> Result<Pass, PassError> {
-    let (mut blanks, scanned) = cards.scan_blanks(&env.policy, &inventory)?;
+) -> Result<Presence, PassError> {
+    let (mut blanks, scanned) = cards.scan_blanks(&env.policy, inventory)?;
     let mut present = cards.virtual_cards.present()?;
     present.extend(scanned.iter().filter_map(|c| c.id()));
     if let Some(tokens) = &cards.tokens {
@@ -133,12 +135,48 @@ pub fn plan_pass_cards(
                 .filter(|b| !inventory.cards.contains_key(&b.id)),
         );
     }
-    let presence = Presence {
+    Ok(Presence {
         cards: present,
         blanks,
-    };
+    })
+}
+
+/// Observes the directories and the cards and plans. Writes nothing.
+pub fn plan_pass_cards(
+    env: &Environment,
+    inventory: Inventory,
+    cards: &Cards,
+    now: OffsetDateTime,
+    allow_mass_revocation: bool,
+    targets: Option<std::collections::BTreeSet<String>>,
+) -> Result<Pass, PassError> {
+    let observed = observe_directories(&env.policy);
+    plan_observed(
+        env,
+        &observed,
+        inventory,
+        cards,
+        now,
+        allow_mass_revocation,
+        targets,
+    )
+}
+
+/// Plans from directory observations made by the caller (the controller keeps them between
+/// passes and re-reads a directory only when it changed). Writes nothing.
+pub fn plan_observed(
+    env: &Environment,
+    observed: &BTreeMap<String, DirectoryObservation>,
+    inventory: Inventory,
+    cards: &Cards,
+    now: OffsetDateTime,
+    allow_mass_revocation: bool,
+    targets: Option<std::collections::BTreeSet<String>>,
+) -> Result<Pass, PassError> {
+    let presence = presence(env, &inventory, cards)?;
     Ok(plan_with_presence(
         env,
+        observed,
         inventory,
         presence,
         now,
@@ -159,7 +197,7 @@ pub struct Pass {
     pub plan: Plan,
 }
 
-/// Observes and plans from a given inventory. Writes nothing.
+/// Observes and plans with any one card provider. Writes nothing.
 pub fn plan_pass(
     env: &Environment,
     inventory: Inventory,
@@ -177,8 +215,10 @@ pub fn plan_pass(
             .filter(|b| !inventory.cards.contains_key(&b.id))
             .collect(),
     };
+    let observed = observe_directories(&env.policy);
     Ok(plan_with_presence(
         env,
+        &observed,
         inventory,
         presence,
         now,
@@ -187,17 +227,17 @@ pub fn plan_pass(
     ))
 }
 
-/// Observes the directories and plans against a given presence.
+/// Computes the desired state and plans against a given presence.
 fn plan_with_presence(
     env: &Environment,
+    observed: &BTreeMap<String, DirectoryObservation>,
     inventory: Inventory,
     presence: Presence,
     now: OffsetDateTime,
     allow_mass_revocation: bool,
     targets: Option<std::collections::BTreeSet<String>>,
 ) -> Pass {
-    let observed = observe_directories(&env.policy);
-    let desired = desired::compute(&env.policy, &observed);
+    let desired = desired::compute(&env.policy, observed);
     let plan = plan::plan(
         &desired,
         &inventory,
@@ -224,11 +264,8 @@ pub fn plan_readonly(
     allow_mass_revocation: bool,
     targets: Option<std::collections::BTreeSet<String>>,
 ) -> Result<Pass, PassError> {
-    let inventory = if env.state_dir.join("store").exists() {
-        Store::open(&env.state_dir)?.inventory()?
-    } else {
-        Inventory::default()
-    };
+    // From the store, or through the control socket while the controller holds it.
+    let inventory = crate::controller::control::read_inventory(&env.state_dir)?;
     let cards = cards(env, &inventory);
     plan_pass_cards(env, inventory, &cards, now, allow_mass_revocation, targets)
 }

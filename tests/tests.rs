@@ -5,6 +5,8 @@
 mod cagw;
 /// The cfssl connector against a real `cfssl serve`.
 mod cfssl;
+/// The controller `keyfleet run` against the real binary.
+mod controller;
 /// Helpers: run the built binary, build throwaway policy directories.
 mod harness;
 /// PIV cards over pcscd + vpcd: issuance, OpenSC, PIN blocking, unblock, removal, garbage.

@@ -156,6 +156,44 @@ pub enum ApplyError {
     },
 }
 
+impl ApplyError {
+    /// Whether retrying the same action cannot succeed until the policy or the world changes:
+    /// the CA refused the request itself (bad CSR, unknown profile, name it cannot encode,
+    /// unsupported operation), the template does not fit the card, the CA has no connector,
+    /// or the holder must be present. Unreachable CAs and cards, storage and I/O failures are
+    /// transient.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ApplyError::Ca { source, .. } => matches!(
+                source,
+                CaError::CsrDecode(_)
+                    | CaError::CsrAlgorithm(_)
+                    | CaError::CsrSignature
+                    | CaError::UnknownProfile(_)
+                    | CaError::InvalidName(_)
+                    | CaError::NoValidity { .. }
+                    | CaError::RequestIdReused(_)
+                    | CaError::InvalidTransition { .. }
+                    | CaError::Unsupported(_)
+                    | CaError::KeyDecrypt { .. }
+                    | CaError::Rejected(_)
+            ),
+            ApplyError::CaUnavailable(..)
+            | ApplyError::Csr { .. }
+            | ApplyError::PinUnknown(_)
+            | ApplyError::TokenPin { .. }
+            | ApplyError::SoPin { .. } => true,
+            ApplyError::Store(_)
+            | ApplyError::Token { .. }
+            | ApplyError::CardAccess(_)
+            | ApplyError::Card { .. }
+            | ApplyError::Secret { .. }
+            | ApplyError::PinMailer { .. }
+            | ApplyError::Stale(_) => false,
+        }
+    }
+}
+
 /// Certificate authorities by policy name; a name maps to an error when its connector cannot
 /// be built (so that actions that need it fail clearly and the rest proceed).
 pub type CaRegistry = BTreeMap<String, Result<Box<dyn CertificateAuthority>, String>>;
@@ -247,6 +285,9 @@ pub struct ApplyReport {
     pub failed: Vec<(Action, String)>,
     /// Actions not run (waiting for a card, or after a failure on the same card).
     pub skipped: Vec<(Action, String)>,
+    /// Ids of the failed actions whose error is permanent: retrying cannot help until the
+    /// policy or the world changes (see [`ApplyError::is_permanent`]).
+    pub permanent: std::collections::BTreeSet<String>,
 }
 
 /// Applies every runnable action of `plan`, in order. A failure is recorded and the remaining
@@ -312,6 +353,9 @@ pub fn apply(ctx: &Context<'_>, plan: &Plan, sink: &mut dyn ApplySink) -> ApplyR
             Ok(_) => report.done += 1,
             Err(e) => {
                 failed_cards.push(card_key);
+                if e.is_permanent() {
+                    report.permanent.insert(action.id());
+                }
                 report.failed.push((action.clone(), e.to_string()));
             }
         }

@@ -13,7 +13,6 @@ use crate::ca::CaCertStatus;
 use crate::inventory::CertStatus;
 use crate::plan::{ActionKind, ReasonCode};
 use crate::runtime;
-use crate::store::Store;
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,8 +73,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let now = time::OffsetDateTime::now_utc();
-    let store = Store::open(&env.state_dir)?;
-    let inventory = store.inventory()?;
+    // From the store, or through the control socket while the controller holds it.
+    let inventory = crate::controller::control::read_inventory(&env.state_dir)?;
     let cards = runtime::cards(&env, &inventory);
     let pass = runtime::plan_pass_cards(&env, inventory, &cards, now, true, None)?;
     let mut findings = Vec::new();

@@ -7,7 +7,6 @@ use serde::Serialize;
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
 use crate::inventory::{CertRecord, CertStatus, Inventory};
 use crate::runtime;
-use crate::store::Store;
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -117,7 +116,7 @@ pub fn inventory_json(inv: &Inventory, now: time::OffsetDateTime) -> serde_json:
     serde_json::json!({ "cards": cards, "certificates": certs })
 }
 
-fn open_inventory(global: &GlobalArgs) -> anyhow::Result<Option<(Store, Inventory)>> {
+fn load_env(global: &GlobalArgs) -> anyhow::Result<Option<runtime::Environment>> {
     let env = match runtime::load(&global.policy_dir, global.state_dir.as_deref()) {
         Ok(env) => env,
         Err(runtime::PassError::Policy(d)) => {
@@ -126,16 +125,16 @@ fn open_inventory(global: &GlobalArgs) -> anyhow::Result<Option<(Store, Inventor
         }
         Err(e) => return Err(e.into()),
     };
-    let store = Store::open(&env.state_dir)?;
-    let inv = store.inventory()?;
-    Ok(Some((store, inv)))
+    Ok(Some(env))
 }
 
 /// Runs `keyfleet inventory`.
 pub fn run_inventory(global: &GlobalArgs, args: InventoryArgs) -> anyhow::Result<ExitCode> {
-    let Some((_, inv)) = open_inventory(global)? else {
+    let Some(env) = load_env(global)? else {
         return Ok(ExitCode::from(EXIT_FAILURE));
     };
+    // From the store, or through the control socket while the controller holds it.
+    let inv = crate::controller::control::read_inventory(&env.state_dir)?;
     let now = time::OffsetDateTime::now_utc();
     match args.format {
         Format::Json => println!(
@@ -181,11 +180,10 @@ pub fn run_inventory(global: &GlobalArgs, args: InventoryArgs) -> anyhow::Result
 
 /// Runs `keyfleet history`.
 pub fn run_history(global: &GlobalArgs, args: HistoryArgs) -> anyhow::Result<ExitCode> {
-    let Some((store, _)) = open_inventory(global)? else {
+    let Some(env) = load_env(global)? else {
         return Ok(ExitCode::from(EXIT_FAILURE));
     };
-    let entries: Vec<_> = store
-        .history()?
+    let entries: Vec<_> = crate::controller::control::read_history(&env.state_dir)?
         .into_iter()
         .filter(|e| args.user.as_deref().is_none_or(|u| e.user == u))
         .collect();

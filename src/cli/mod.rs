@@ -7,12 +7,15 @@
 //! arm to [`run`].
 
 pub mod apply;
+pub mod approve;
 pub mod audit;
 pub mod ca;
 pub mod cards;
 pub mod inventory;
 pub mod plan;
+pub mod run;
 pub mod schema;
+pub mod status;
 pub mod validate;
 pub mod vcard;
 
@@ -91,6 +94,13 @@ pub enum Command {
     /// Serve Keyfleet's virtual PIV card to pcscd through the vpcd reader driver.
     #[command(long_about = vcard::LONG_ABOUT)]
     Vcard(vcard::Args),
+    /// Run the controller: converge continuously on every change that matters.
+    #[command(long_about = run::LONG_ABOUT)]
+    Run(run::Args),
+    /// Show what the running controller is doing.
+    Status(status::Args),
+    /// Approve the revocations the safety valve holds.
+    Approve(approve::Args),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -106,6 +116,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca(args) => ca::run(&cli.global, args),
         Command::Cards(args) => cards::run(&cli.global, args),
         Command::Vcard(args) => vcard::run(&cli.global, args),
+        Command::Run(args) => run::run(&cli.global, args),
+        Command::Status(args) => status::run(&cli.global, args),
+        Command::Approve(args) => approve::run(&cli.global, args),
     }
 }
 

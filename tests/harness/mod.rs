@@ -7,6 +7,8 @@
 pub(crate) mod cagw_emulator;
 /// A real `cfssl serve` on 127.0.0.1.
 pub(crate) mod cfssl_server;
+/// Controller tests: a running `keyfleet run`, polling, metrics parsing.
+pub(crate) mod controller;
 /// SoftHSM2 with a private configuration (PKCS#11 tests).
 pub(crate) mod softhsm;
 

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Controller benchmark (by hand, not a test): a file directory of N users (default 100,000),
+# of whom ~500 hold credentials; measures
+#   - the first pass (issuing ~500 virtual cards),
+#   - time from a one-user group change (atomic rename of the data file) to that user's
+#     certificate in the inventory,
+#   - peak RSS of the controller (VmHWM), its directory data file size,
+#   - CPU used while idle for 60 s.
+# Usage: cargo build --release && benches/controller.sh [N]
+set -euo pipefail
+N=${1:-100000}
+K=${KEYFLEET:-$(dirname "$0")/../target/release/keyfleet}
+K=$(realpath "$K")
+W=$(mktemp -d)
+trap 'kill $PID 2>/dev/null || true; rm -rf "$W"' EXIT
+cp -r "$(dirname "$0")/../examples/quickstart" "$W/policy"
+python3 - "$N" "$W/policy/people.yaml" <<'PY'
+import sys
+n, path = int(sys.argv[1]), sys.argv[2]
+u = lambda i: f"u{i:06d}"
+out = ["users:"]
+out += [f"  - {{uid: {u(i)}, cn: User {i}, mail: {u(i)}@example.com, attributes: {{employeeNumber: \"{i}\"}}}}" for i in range(n)]
+out += ["groups:",
+        "  - name: engineering", "    members: [" + ", ".join(u(i) for i in range(300)) + "]",
+        "  - name: finance", "    members: [" + ", ".join(u(i) for i in range(300, 500)) + "]",
+        "  - name: contractors", "    members: [" + u(500) + "]",
+        "  - name: staff", "    members: [" + ", ".join(u(i) for i in range(n)) + "]"]
+open(path, "w").write("\n".join(out) + "\n")
+PY
+ls -l "$W/policy/people.yaml" | awk '{printf "directory data file: %.1f MiB\n", $5/1048576}'
+now() { date +%s.%N; }
+start=$(now)
+KEYFLEET_LOG=${KEYFLEET_LOG:-info,keyfleet::controller::pass=debug} \
+  "$K" run -C "$W/policy" --state-dir "$W/state" > "$W/run.log" 2>&1 & PID=$!
+until "$K" plan -C "$W/policy" --state-dir "$W/state" > /dev/null 2>&1; do sleep 0.5; done
+echo "first pass converged after $(echo "$(now) - $start" | bc) s"
+grep -o 'pass complete.*' "$W/run.log" | sed 's/\x1b\[[0-9;]*m//g' | head -3
+
+# One-user group change: u000777 joins contractors.
+sed "s/    members: \[u000500\]/    members: [u000500, u000777]/" "$W/policy/people.yaml" > "$W/policy/.people.tmp"
+t0=$(now)
+mv "$W/policy/.people.tmp" "$W/policy/people.yaml"
+until "$K" inventory -C "$W/policy" --state-dir "$W/state" --format json 2>/dev/null \
+      | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if any(c["user"]=="u000777" and c["status"]=="active" for c in d["certificates"]) else 1)'; do
+  sleep 0.05
+done
+t1=$(now)
+echo "one-user change -> certificate issued: $(echo "$t1 - $t0" | bc) s (includes the CLI polling through the control socket)"
+grep -o 'pass complete.*' "$W/run.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1
+grep -o 'observe_ms.*' "$W/run.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1
+
+sleep 2
+echo "peak RSS: $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$PID/status), current RSS: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$PID/status)"
+ticks() { awk '{print $14 + $15}' /proc/$PID/stat; }
+c0=$(ticks); sleep 60; c1=$(ticks)
+echo "idle CPU over 60 s: $(( (c1 - c0) * 1000 / $(getconf CLK_TCK) )) ms"
+kill -TERM $PID; wait $PID || true

@@ -1,0 +1,426 @@
+//! One controller pass, blocking (the loop runs it on tokio's blocking pool): observe (reusing
+//! a directory snapshot whose data did not change), recover interrupted work when needed, plan
+//! with `runtime`, take out what the safety valve holds and what is in backoff, then apply the
+//! rest action by action with `apply`, stopping between two actions when shutdown is asked.
+//!
+//! It reuses exactly the planner and executors `keyfleet apply` uses and never calls the CLI.
+//! It decides no policy of its own beyond the valve and backoff filters.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::backoff::{Backoff, ErrorClass, Failure};
+use super::status::{PassSummary, PendingAction};
+use super::valve::{self, HeldRevocation};
+use crate::apply::{self, Context, CrashPoint, NoSink, RecoveryReport};
+use crate::desired::{Desired, DirectoryObservation};
+use crate::inventory::Inventory;
+use crate::plan::{ActionKind, Plan, renew_at};
+use crate::policy::model::DirectorySpec;
+use crate::runtime::{self, Environment};
+use crate::secrets::MasterKey;
+use crate::store::Store;
+
+/// Directory snapshots kept between passes, with the fingerprint of the data each came from.
+#[derive(Default)]
+pub struct ObservationCache {
+    fingerprints: BTreeMap<String, Option<[u8; 32]>>,
+    observed: BTreeMap<String, DirectoryObservation>,
+}
+
+impl ObservationCache {
+    /// Fingerprint of a file directory's data (`None`: unreadable, or not a file directory).
+    pub fn fingerprint(env: &Environment, name: &str) -> Option<[u8; 32]> {
+        let d = env.policy.directories.get(name)?;
+        let DirectorySpec::File(f) = &d.spec else {
+            return None;
+        };
+        let bytes = std::fs::read(d.resolve_path(&f.path)).ok()?;
+        Some(Sha256::digest(&bytes).into())
+    }
+
+    /// Whether the data of directory `name` differs from what the last pass observed.
+    pub fn changed(&self, env: &Environment, name: &str) -> bool {
+        let unchanged = matches!(
+            (self.fingerprints.get(name), self.observed.get(name)),
+            (Some(Some(before)), Some(Ok(_))) if Self::fingerprint(env, name).as_ref() == Some(before)
+        );
+        !unchanged
+    }
+
+    /// Observes every directory, reusing a file directory's snapshot when its data is
+    /// unchanged (no copy is made: the snapshots live here).
+    pub fn observe(&mut self, env: &Environment) -> &BTreeMap<String, DirectoryObservation> {
+        let mut fingerprints = BTreeMap::new();
+        let mut observed = BTreeMap::new();
+        for (name, d) in &env.policy.directories {
+            let fp = Self::fingerprint(env, name);
+            let reuse = fp.is_some()
+                && self.fingerprints.get(name) == Some(&fp)
+                && matches!(self.observed.get(name), Some(Ok(_)));
+            let obs = match self.observed.remove(name) {
+                Some(old) if reuse => old,
+                _ => runtime::observe_directory(d),
+            };
+            fingerprints.insert(name.clone(), fp);
+            observed.insert(name.clone(), obs);
+        }
+        self.fingerprints = fingerprints;
+        self.observed = observed;
+        &self.observed
+    }
+
+    /// Forgets everything (the policy changed).
+    pub fn clear(&mut self) {
+        self.fingerprints.clear();
+        self.observed.clear();
+    }
+}
+
+/// What a pass works with; kept by the controller between passes.
+pub struct PassState {
+    /// The policy in force (the last valid one).
+    pub env: Arc<Environment>,
+    /// The store, shared with the control socket.
+    pub store: Arc<Store>,
+    /// The master key.
+    pub master: Arc<MasterKey>,
+    /// Objects in backoff.
+    pub backoff: Backoff,
+    /// Directory snapshots.
+    pub cache: ObservationCache,
+    /// Run recovery before the next plan.
+    pub needs_recovery: bool,
+    /// Name recorded in the history.
+    pub actor: String,
+    /// Set when the controller shuts down: the pass stops between two actions.
+    pub stop: Arc<AtomicBool>,
+    /// Serialises changes to the approvals file.
+    pub approvals_lock: Arc<Mutex<()>>,
+    /// The state directory.
+    pub state_dir: PathBuf,
+}
+
+/// What a pass did.
+#[derive(Debug, Default)]
+pub struct PassOutcome {
+    /// Summary for status.
+    pub summary: PassSummary,
+    /// Actions waiting for a card.
+    pub pending: Vec<PendingAction>,
+    /// Revocations the valve holds.
+    pub held: Vec<HeldRevocation>,
+    /// (kind, outcome) -> count.
+    pub counts: BTreeMap<(String, String), u64>,
+    /// Directories observed successfully (names).
+    pub observed_ok: Vec<String>,
+    /// Live certificates expiring within 30 days.
+    pub expiring_30d: i64,
+    /// The next renewal point of a live certificate, if any is in the future.
+    pub next_renewal: Option<OffsetDateTime>,
+    /// Recovery, when it ran.
+    pub recovery: Option<RecoveryReport>,
+    /// The pass stopped early for shutdown.
+    pub interrupted: bool,
+    /// Approvals changed (for the log).
+    pub approvals_used: usize,
+}
+
+/// Runs one pass. Never panics on bad input; a failure to prepare the pass is reported in
+/// `summary.error`.
+pub fn run_pass(state: &mut PassState, number: u64, triggers: Vec<String>) -> PassOutcome {
+    let started = OffsetDateTime::now_utc();
+    let clock_start = std::time::Instant::now();
+    let mut out = PassOutcome {
+        summary: PassSummary {
+            number,
+            started_at: Some(started),
+            triggers,
+            ..PassSummary::default()
+        },
+        ..PassOutcome::default()
+    };
+    if let Err(e) = pass_inner(state, started, &mut out) {
+        out.summary.error = Some(e);
+    }
+    out.summary.duration_ms = clock_start.elapsed().as_millis().min(u64::MAX as u128) as u64;
+    out
+}
+
+fn pass_inner(
+    state: &mut PassState,
+    now: OffsetDateTime,
+    out: &mut PassOutcome,
+) -> Result<(), String> {
+    let env = state.env.clone();
+    let store = state.store.clone();
+    let master = state.master.clone();
+    let phase = std::time::Instant::now();
+    let observed = state.cache.observe(&env);
+    let observe_ms = phase.elapsed().as_millis();
+    out.observed_ok = observed
+        .iter()
+        .filter(|(_, o)| o.as_ref().is_ok_and(|s| s.complete))
+        .map(|(n, _)| n.clone())
+        .collect();
+    let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &state.master, now);
+    let clock = OffsetDateTime::now_utc;
+    let inventory = state.store.inventory().map_err(|e| e.to_string())?;
+    // Virtual cards, PIV cards in readers and PKCS#11 tokens, as `apply` sees them.
+    let cards = runtime::cards(&env, &inventory);
+    let phase = std::time::Instant::now();
+    let mut pass = runtime::plan_observed(&env, observed, inventory, &cards, now, false, None)
+        .map_err(|e| e.to_string())?;
+    tracing::debug!(
+        observe_ms,
+        plan_ms = phase.elapsed().as_millis(),
+        "observed and planned"
+    );
+
+    if state.needs_recovery {
+        let ctx = context(
+            &store,
+            &master,
+            &state.actor,
+            &env.state_dir,
+            &cas,
+            &cards,
+            &pass.desired,
+            &clock,
+        );
+        let report = apply::recover(&ctx).map_err(|e| e.to_string())?;
+        drop(ctx);
+        state.needs_recovery = !report.unresolved.is_empty();
+        if report.finished + report.abandoned > 0 {
+            let inventory = state.store.inventory().map_err(|e| e.to_string())?;
+            pass = runtime::plan_observed(&env, observed, inventory, &cards, now, false, None)
+                .map_err(|e| e.to_string())?;
+        }
+        out.recovery = Some(report);
+    }
+
+    let approvals = valve::load_approvals(&state.state_dir).map_err(|e| e.to_string())?;
+    let (plan, held) = valve::hold_revocations(&pass.plan, &approvals);
+    out.summary.planned = pass.plan.actions.len();
+    out.summary.valve_tripped = pass.plan.refused();
+    out.summary.complete = pass.plan.complete;
+    out.summary.held = held.len();
+    for _ in &held {
+        bump(out, "revoke", "held");
+    }
+    out.held = held;
+
+    let ctx = context(
+        &store,
+        &master,
+        &state.actor,
+        &env.state_dir,
+        &cas,
+        &cards,
+        &pass.desired,
+        &clock,
+    );
+    let mut failed_cards: BTreeSet<String> = BTreeSet::new();
+    let mut done_revocations: BTreeSet<String> = BTreeSet::new();
+    let mut changed = false;
+    for action in &plan.actions {
+        let id = action.id();
+        let kind = action.kind.as_str();
+        if action.waiting_for_card {
+            out.summary.waiting_for_card += 1;
+            bump(out, kind, "pending");
+            out.pending.push(PendingAction {
+                id,
+                kind: kind.to_string(),
+                user: action.user.clone(),
+                waiting_for: match &action.card {
+                    Some(card) => format!("card {card}"),
+                    None => format!(
+                        "a blank card of stock {}",
+                        action.stock.as_deref().unwrap_or("(none)")
+                    ),
+                },
+            });
+            continue;
+        }
+        if state.backoff.blocks(&id, now) {
+            out.summary.in_backoff += 1;
+            bump(out, kind, "backoff");
+            continue;
+        }
+        let card_key = action
+            .card
+            .clone()
+            .unwrap_or_else(|| format!("new:{}", action.user));
+        if failed_cards.contains(&card_key) {
+            bump(out, kind, "skipped");
+            continue;
+        }
+        if state.stop.load(Ordering::SeqCst) {
+            out.interrupted = true;
+            break;
+        }
+        let one = Plan {
+            actions: vec![action.clone()],
+            ..empty_like(&plan)
+        };
+        let report = apply::apply(&ctx, &one, &mut NoSink);
+        if report.done > 0 {
+            changed = true;
+            out.summary.done += 1;
+            bump(out, kind, "done");
+            state.backoff.record_success(&id);
+            if action.kind == ActionKind::Revoke {
+                done_revocations.insert(id);
+            }
+        } else if let Some((_, error)) = report.failed.first() {
+            changed = true;
+            out.summary.failed += 1;
+            bump(out, kind, "failed");
+            failed_cards.insert(card_key);
+            let class = if report.permanent.contains(&id) {
+                ErrorClass::Permanent
+            } else {
+                ErrorClass::Transient
+            };
+            let entry = state.backoff.record_failure(
+                Failure {
+                    id: &id,
+                    kind,
+                    user: &action.user,
+                    error,
+                    class,
+                },
+                OffsetDateTime::now_utc(),
+                rand::random::<f64>(),
+            );
+            tracing::warn!(
+                action = %id,
+                user = %action.user,
+                attempts = entry.attempts,
+                class = ?class,
+                retry_at = ?entry.retry_at,
+                "action failed: {error}"
+            );
+        }
+    }
+    drop(ctx);
+    let planned: BTreeSet<String> = plan.actions.iter().map(|a| a.id()).collect();
+    state.backoff.retain_planned(&planned);
+    prune_approvals(state, &pass.plan, &done_revocations)?;
+    out.approvals_used = done_revocations
+        .iter()
+        .filter(|id| approvals.contains(*id))
+        .count();
+
+    let inventory = if changed {
+        state.store.inventory().map_err(|e| e.to_string())?
+    } else {
+        pass.inventory
+    };
+    let (expiring, next) = renewal_facts(&pass.desired, &inventory, now);
+    out.expiring_30d = expiring;
+    out.next_renewal = next;
+    Ok(())
+}
+
+fn bump(out: &mut PassOutcome, kind: &str, outcome: &str) {
+    *out.counts
+        .entry((kind.to_string(), outcome.to_string()))
+        .or_default() += 1;
+}
+
+fn empty_like(plan: &Plan) -> Plan {
+    Plan {
+        complete: plan.complete,
+        actions: Vec::new(),
+        safety_valve: plan.safety_valve.clone(),
+        conflicts: Vec::new(),
+        errors: Vec::new(),
+        withheld_revocations: plan.withheld_revocations,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn context<'a>(
+    store: &'a Store,
+    master: &'a MasterKey,
+    actor: &str,
+    state_dir: &std::path::Path,
+    cas: &'a crate::apply::CaRegistry,
+    cards: &'a dyn crate::apply::CardProvider,
+    desired: &'a Desired,
+    clock: &'a dyn Fn() -> OffsetDateTime,
+) -> Context<'a> {
+    Context {
+        store,
+        master,
+        cas,
+        cards,
+        desired,
+        clock,
+        actor: actor.to_string(),
+        pin_mailer_dir: state_dir.join("pin-mailer"),
+        crash: CrashPoint::from_env(),
+    }
+}
+
+/// Drops approvals that were used, or that no longer match a planned revocation once the
+/// plan is back under the limits.
+fn prune_approvals(state: &PassState, plan: &Plan, done: &BTreeSet<String>) -> Result<(), String> {
+    let _guard = state.approvals_lock.lock().map_err(|e| e.to_string())?;
+    let before = valve::load_approvals(&state.state_dir).map_err(|e| e.to_string())?;
+    if before.is_empty() {
+        return Ok(());
+    }
+    let planned: BTreeSet<String> = plan
+        .actions
+        .iter()
+        .filter(|a| a.kind == ActionKind::Revoke)
+        .map(|a| a.id())
+        .collect();
+    let after: BTreeSet<String> = before
+        .iter()
+        .filter(|id| !done.contains(*id))
+        .filter(|id| plan.safety_valve.tripped || planned.contains(*id))
+        .cloned()
+        .collect();
+    if after != before {
+        valve::save_approvals(&state.state_dir, &after).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Live certificates expiring within 30 days of `now`, and the next future renewal point of a
+/// live certificate the desired state still wants.
+pub fn renewal_facts(
+    desired: &Desired,
+    inventory: &Inventory,
+    now: OffsetDateTime,
+) -> (i64, Option<OffsetDateTime>) {
+    let horizon = now + time::Duration::days(30);
+    let mut expiring = 0;
+    let mut next: Option<OffsetDateTime> = None;
+    for cert in inventory.certs.values().filter(|c| c.is_live()) {
+        if cert.not_after <= horizon {
+            expiring += 1;
+        }
+        let want = desired
+            .credentials
+            .get(&(cert.user.clone(), cert.template.clone()))
+            .and_then(|c| c.certificates.get(&cert.slot));
+        let point = match want {
+            Some(w) => renew_at(cert, w.renew_before_secs),
+            None => cert.not_after,
+        };
+        if point > now {
+            next = Some(next.map_or(point, |n| n.min(point)));
+        }
+    }
+    (expiring, next)
+}

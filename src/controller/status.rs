@@ -1,0 +1,108 @@
+//! What the controller reports about itself: the last pass, pending actions, objects in
+//! backoff, held revocations and what it is waiting for. A plain serialisable value, shared by
+//! the control socket (`keyfleet status`) and the HTTP endpoint; it decides nothing.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::valve::HeldRevocation;
+
+/// One finished pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PassSummary {
+    /// Sequence number, from 1.
+    pub number: u64,
+    /// When it started.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub started_at: Option<OffsetDateTime>,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// What triggered it.
+    pub triggers: Vec<String>,
+    /// Actions in the plan.
+    pub planned: usize,
+    /// Actions done.
+    pub done: usize,
+    /// Actions failed.
+    pub failed: usize,
+    /// Actions waiting for a card.
+    pub waiting_for_card: usize,
+    /// Actions not run because they are in backoff.
+    pub in_backoff: usize,
+    /// Revocations held by the safety valve.
+    pub held: usize,
+    /// Whether the plan tripped the safety valve.
+    pub valve_tripped: bool,
+    /// Whether every directory was observed completely.
+    pub complete: bool,
+    /// Why the pass could not run at all, if it could not.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// An action waiting for something.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingAction {
+    /// The action id.
+    pub id: String,
+    /// Its kind.
+    pub kind: String,
+    /// The user.
+    pub user: String,
+    /// What it waits for.
+    pub waiting_for: String,
+}
+
+/// An action in backoff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackoffView {
+    /// The action id.
+    pub id: String,
+    /// Its kind.
+    pub kind: String,
+    /// The user.
+    pub user: String,
+    /// Failures so far.
+    pub attempts: u32,
+    /// The last error.
+    pub last_error: String,
+    /// Permanent: reported, retried only after the policy changes.
+    pub permanent: bool,
+    /// Next attempt.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub retry_at: Option<OffsetDateTime>,
+}
+
+/// The controller's state as `keyfleet status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerStatus {
+    /// The controller's pid.
+    pub pid: u32,
+    /// When it started.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub started_at: Option<OffsetDateTime>,
+    /// The policy directory.
+    pub policy_dir: String,
+    /// The state directory.
+    pub state_dir: String,
+    /// True once the first pass completed.
+    pub ready: bool,
+    /// The last pass.
+    #[serde(default)]
+    pub last_pass: Option<PassSummary>,
+    /// The error of the last policy reload, while the last valid policy stays in force.
+    #[serde(default)]
+    pub policy_error: Option<String>,
+    /// Actions waiting for a card.
+    pub pending: Vec<PendingAction>,
+    /// Failed actions in backoff.
+    pub backoff: Vec<BackoffView>,
+    /// Revocations the safety valve holds until `keyfleet approve`.
+    pub held: Vec<HeldRevocation>,
+    /// What the controller waits for before the next pass.
+    pub waiting_for: Vec<String>,
+}
