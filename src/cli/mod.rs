@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod audit;
 pub mod ca;
+pub mod directory;
 pub mod inventory;
 pub mod plan;
 pub mod schema;
@@ -83,6 +84,9 @@ pub enum Command {
     History(inventory::HistoryArgs),
     /// Operator commands on a certificate authority (certificate, CRL).
     Ca(ca::Args),
+    /// Show what Keyfleet sees in a directory: one user, or a group's members.
+    #[command(long_about = directory::LONG_ABOUT)]
+    Directory(directory::Args),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -96,6 +100,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inventory(args) => inventory::run_inventory(&cli.global, args),
         Command::History(args) => inventory::run_history(&cli.global, args),
         Command::Ca(args) => ca::run(&cli.global, args),
+        Command::Directory(args) => directory::run(&cli.global, args),
     }
 }
 

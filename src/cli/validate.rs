@@ -2,7 +2,8 @@
 //! 0 when valid and 1 when not.
 //!
 //! Offline by default: no secret is resolved and no server contacted. `--online` also resolves
-//! every secret reference and checks that referenced local files exist.
+//! every secret reference, checks that referenced local files exist, and binds to every LDAP
+//! directory (reading its base DN).
 
 use std::process::ExitCode;
 
@@ -25,7 +26,7 @@ pub const LONG_ABOUT: &str = "Check the policy set in the policy directory (-C):
 JSON schema of every kind, unique names, references between objects, slots and key \
 algorithms, subject/SAN templates (expanded for a sample user) and durations. Every problem is \
 reported, each as `file:line: kind/name: path: message`.\n\nWorks offline and resolves no \
-secret unless --online is given.\n\nExit codes: 0 valid, 1 invalid.";
+secret unless --online is given (then it also binds to every LDAP directory).\n\nExit codes: 0 valid, 1 invalid.";
 
 /// Arguments of `keyfleet validate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -33,7 +34,8 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    /// Also resolve every secret reference and check that referenced files exist.
+    /// Also resolve every secret reference, check that referenced files exist, and bind to
+    /// every LDAP directory.
     #[arg(long)]
     pub online: bool,
 }
@@ -72,6 +74,25 @@ struct JsonReport<'a> {
     warnings: Vec<JsonDiagnostic<'a>>,
 }
 
+/// Binds to every LDAP directory; one error diagnostic per directory that fails.
+fn check_directories_online(set: &crate::policy::PolicySet) -> Vec<Diagnostic> {
+    crate::observe::ldap::check_all_blocking(set)
+        .into_iter()
+        .filter_map(|(name, e)| {
+            let d = set.directories.get(&name)?;
+            Some(
+                Diagnostic::error(
+                    crate::policy::diag::codes::DIRECTORY_UNREACHABLE,
+                    &d.file,
+                    d.line,
+                    e.to_string(),
+                )
+                .for_object(Some("Directory"), Some(&name)),
+            )
+        })
+        .collect()
+}
+
 /// Runs `keyfleet validate`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let dir = &global.policy_dir;
@@ -80,6 +101,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             let mut diags = set.warnings.clone();
             if args.online {
                 diags.extend(check_online(&set));
+                diags.extend(check_directories_online(&set));
             }
             (diags, set.object_count())
         }
