@@ -3,5 +3,7 @@
 
 /// Helpers: run the built binary, build throwaway policy directories.
 mod harness;
+/// The ldap Directory kind against real slapd (and Samba AD).
+mod ldap;
 /// Policy loading and validation through `keyfleet validate` / `keyfleet schema`.
 mod policy;

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod slapd;
+pub(crate) mod testca;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
