@@ -453,3 +453,173 @@ fn tls_verification_and_bind_errors() {
     let r = run_in(&d, &["plan"]);
     r.stdout_has("Observation incomplete");
 }
+
+/// The `active-directory` flavour against Samba's AD DC: in-chain nesting, userAccountControl,
+/// objectGUID, UPN, LDAPS and StartTLS with hostname checking, referrals not chased, and a
+/// disabled account suspending the credential end to end. One DC for all of it (ports 389/636
+/// are fixed).
+#[test]
+fn active_directory_against_samba() {
+    use crate::harness::samba::{ADMIN, ADMIN_PW, BASE_DN, SambaDc};
+    let dc = SambaDc::start();
+    dc.tool(&[
+        "user",
+        "add",
+        "alice",
+        "Al1ce-Passw0rd!",
+        "--given-name=Alice",
+        "--surname=Example",
+        "--mail-address=alice@corp.example.org",
+    ]);
+    dc.tool(&[
+        "user",
+        "add",
+        "bob",
+        "B0b-Passw0rd!!",
+        "--mail-address=bob@corp.example.org",
+    ]);
+    dc.tool(&[
+        "user",
+        "add",
+        "carol",
+        "C4rol-Passw0rd!",
+        "--mail-address=carol@corp.example.org",
+    ]);
+    dc.tool(&["group", "add", "piv-users"]);
+    dc.tool(&["group", "add", "vpn-admins"]);
+    dc.tool(&["group", "addmembers", "piv-users", "vpn-admins"]);
+    dc.tool(&["group", "addmembers", "vpn-admins", "alice,carol"]);
+    dc.tool(&["group", "addmembers", "piv-users", "bob"]);
+
+    let d = PolicyDir::empty();
+    d.write("bind.pw", ADMIN_PW);
+    d.write("ad-ca.pem", &dc.ca_pem);
+    let policy = |url: &str| {
+        format!(
+            "\
+apiVersion: keyfleet.dev/v1
+kind: CertificateAuthority
+metadata: {{name: lab}}
+spec:
+  local: {{subject: 'CN=Lab CA,O=Example'}}
+---
+apiVersion: keyfleet.dev/v1
+kind: Directory
+metadata: {{name: ad}}
+spec:
+  ldap:
+    url: {url}
+    flavour: active-directory
+    bindDn: {ADMIN}
+    bindPassword: {{file: bind.pw}}
+    baseDn: {BASE_DN}
+    tls: {{caFile: ad-ca.pem}}
+---
+apiVersion: keyfleet.dev/v1
+kind: CardTemplate
+metadata: {{name: logon}}
+spec:
+  cardType: virtual
+  certificates:
+    - name: auth
+      slot: 9A
+      authority: lab
+      profile: piv-auth
+      keyAlgorithm: ecc-p256
+      subject: 'CN=${{user.cn}},O=Example'
+      subjectAltNames:
+        - upn: '${{user.upn}}'
+---
+apiVersion: keyfleet.dev/v1
+kind: Assignment
+metadata: {{name: piv}}
+spec:
+  directory: ad
+  template: logon
+  groups: [{{name: piv-users, nested: true}}]
+---
+apiVersion: keyfleet.dev/v1
+kind: CardStock
+metadata: {{name: virtual}}
+spec: {{cardType: virtual, autoBind: true, virtual: {{}}}}
+"
+        )
+    };
+    // StartTLS first, then LDAPS for the rest.
+    d.write("policy.yaml", &policy("ldap://localhost"));
+    d.validate(&["--online"]).expect_code(0);
+    d.write("policy.yaml", &policy("ldaps://localhost"));
+    d.validate(&["--online"]).expect_code(0);
+    let env = keyfleet::runtime::load(d.path(), None).expect("policy loads");
+    let observed = keyfleet::runtime::observe_directories(&env.policy);
+    let s = observed["ad"].as_ref().expect("observed");
+    // The domain root also answers with referrals (Configuration, ...): skipped, not chased,
+    // and not a failure.
+    assert!(s.complete, "{:?}", s.problems);
+    let alice = &s.users["alice"];
+    assert_eq!(alice.upn.as_deref(), Some("alice@corp.example.org"));
+    assert_eq!(alice.cn, "Alice Example");
+    let guid = alice.stable_id.as_deref().expect("objectGUID");
+    assert_eq!(guid.len(), 36, "{guid}");
+    assert!(s.users["krbtgt"].disabled, "krbtgt is disabled in every AD");
+    assert!(!s.users["carol"].disabled);
+    let direct: Vec<_> = s.members("piv-users", false).into_iter().collect();
+    assert_eq!(direct, ["bob"]);
+    let nested: Vec<_> = s.members("piv-users", true).into_iter().collect();
+    assert_eq!(nested, ["alice", "bob", "carol"]);
+    assert!(
+        s.transitive.contains_key("piv-users"),
+        "asked the server (in-chain)"
+    );
+
+    // Hostname checking: the certificate names localhost only.
+    let wrong = policy("ldaps://127.0.0.1");
+    d.write("policy.yaml", &wrong);
+    d.validate(&["--online"])
+        .expect_code(1)
+        .stderr_has("not valid for name");
+    d.write("policy.yaml", &policy("ldaps://localhost"));
+
+    let r = run_in(&d, &["directory", "show", "alice", "--format", "json"]);
+    r.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["stableId"], guid);
+    assert_eq!(v["groups"], serde_json::json!(["piv-users", "vpn-admins"]));
+    let r = run_in(&d, &["directory", "members", "piv-users"]);
+    r.expect_code(0)
+        .stdout_has("alice")
+        .stdout_has("bob")
+        .stdout_has("carol");
+
+    // End to end: issue, then disabling carol's account suspends her credential.
+    run_in(&d, &["apply", "--yes"]).expect_code(0);
+    run_in(&d, &["plan"]).expect_code(0);
+    dc.tool(&["user", "disable", "carol"]);
+    let r = run_in(&d, &["plan", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let actions: Vec<(String, String)> = plan["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| (a["kind"].to_string(), a["user"].to_string()))
+        .collect();
+    assert_eq!(
+        actions,
+        [("\"suspend\"".to_string(), "\"carol\"".to_string())],
+        "{}",
+        r.stdout
+    );
+
+    // Change detection: highestCommittedUSN.
+    let dir = LdapDirectory::from_policy(&env.policy.directories["ad"]).expect("ldap");
+    let req = ObserveRequest::for_directory(&env.policy, "ad");
+    let t1 = block_on(dir.change_token(&req))
+        .expect("rt")
+        .expect("token");
+    assert!(t1.starts_with("usn:"), "{t1}");
+    dc.tool(&["user", "enable", "carol"]);
+    let t2 = block_on(dir.change_token(&req))
+        .expect("rt")
+        .expect("token");
+    assert_ne!(t1, t2);
+}

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod samba;
 pub(crate) mod slapd;
 pub(crate) mod testca;
 

@@ -85,12 +85,17 @@ impl Profile {
 
     /// The user attributes to request for the given template variables (only those).
     pub fn user_attributes(&self, vars: &BTreeSet<Var>) -> Vec<String> {
-        let mut out: Vec<String> = vec![self.uid_attr.into(), "cn".into(), "memberOf".into()];
+        let mut out: Vec<String> = vec![self.uid_attr.into(), "cn".into()];
         match self.flavour {
+            // Group membership comes from the groups' member lists (MUST attributes of
+            // groupOfNames / groupOfUniqueNames), so users' memberOf would only repeat it.
             LdapFlavour::Openldap => out.push("pwdAccountLockedTime".into()),
-            LdapFlavour::ActiveDirectory => {
-                out.extend(["userAccountControl".into(), "objectGUID".into()])
-            }
+            // AD: memberOf gives direct groups without ranged retrieval of large groups.
+            LdapFlavour::ActiveDirectory => out.extend([
+                "memberOf".into(),
+                "userAccountControl".into(),
+                "objectGUID".into(),
+            ]),
         }
         for v in vars {
             match v {

@@ -169,7 +169,25 @@ impl LdapDn {
 
 /// Normalises a DN string for comparison; see [`LdapDn::normalized`].
 pub fn normalize_dn(dn: &str) -> Result<String, DnParseError> {
+    if let Some(fast) = normalize_plain(dn) {
+        return Ok(fast);
+    }
     Ok(LdapDn::parse(dn)?.normalized())
+}
+
+/// The common case without escapes, spaces or multi-valued RDNs (`uid=u1,ou=people,dc=x`):
+/// its normal form is its lower-case spelling. `None` when the DN needs the full parser.
+fn normalize_plain(dn: &str) -> Option<String> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@');
+    for component in dn.split(',') {
+        let (attr, value) = component.split_once('=')?;
+        let attr_ok = attr.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && attr.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !attr_ok || value.is_empty() || !value.bytes().all(plain) {
+            return None;
+        }
+    }
+    Some(dn.to_ascii_lowercase())
 }
 
 fn is_hex_form(v: &str) -> bool {
@@ -337,6 +355,29 @@ mod tests {
         assert_eq!(n("cn=\\ a,dc=x"), n("cn=a,dc=x"));
         assert_eq!(n("cn=#04024869,dc=x"), n("CN=#04024869,dc=x"));
         assert_eq!(n(""), "");
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_parser() {
+        for dn in [
+            "uid=user000001,ou=People,dc=example,dc=org",
+            "CN=Group-1,OU=x.y,DC=a_b",
+            "mail=a@b.c,dc=x",
+            "2.5.4.3=a,dc=x",
+        ] {
+            let full = LdapDn::parse(dn).unwrap().normalized();
+            assert_eq!(normalize_dn(dn).unwrap(), full, "{dn}");
+        }
+        for slow in [
+            "cn=a b,dc=x",
+            "cn=a=b,dc=x",
+            "cn=a\\,b",
+            "cn=a+uid=b",
+            "cn=,dc=x",
+            "",
+        ] {
+            assert!(normalize_plain(slow).is_none(), "{slow}");
+        }
     }
 
     #[test]
