@@ -623,3 +623,70 @@ spec: {{cardType: virtual, autoBind: true, virtual: {{}}}}
         .expect("token");
     assert_ne!(t1, t2);
 }
+
+/// A server-side size limit truncates the paged search: the snapshot is incomplete, the plan
+/// revokes nothing, and users seen before the truncation are still entitled.
+#[test]
+fn truncated_search_is_incomplete_but_still_issues() {
+    let slapd = loaded_slapd(SlapdOptions {
+        sizelimit: Some(3),
+        ..SlapdOptions::default()
+    });
+    slapd.ldapmodify(&format!(
+        "dn: uid=alice,ou=people,{SUFFIX}\nchangetype: modify\nadd: userPassword\nuserPassword: alice-pw\n"
+    ));
+    let d = policy(&slapd.url(), "");
+    let text = std::fs::read_to_string(d.path().join("policy.yaml"))
+        .expect("policy")
+        .replace(
+            &format!("bindDn: {ADMIN_DN}"),
+            &format!("bindDn: uid=alice,ou=people,{SUFFIX}"),
+        );
+    d.write("policy.yaml", &text);
+    d.write("bind.pw", "alice-pw");
+    let env = keyfleet::runtime::load(d.path(), None).expect("policy loads");
+    let observed = keyfleet::runtime::observe_directories(&env.policy);
+    let s = observed["corp"]
+        .as_ref()
+        .expect("a partial snapshot, not an error");
+    assert!(!s.complete);
+    assert_eq!(s.users.len(), 3, "the first pages were kept");
+    assert!(
+        s.problems.iter().any(|p| p.contains("sizeLimitExceeded")),
+        "{:?}",
+        s.problems
+    );
+    let desired = keyfleet::desired::compute(&env.policy, &observed);
+    assert!(!desired.complete);
+    assert!(
+        desired
+            .observation_errors
+            .iter()
+            .any(|e| e.contains("sizeLimitExceeded")),
+        "{:?}",
+        desired.observation_errors
+    );
+    // Groups were still read: alice and carol (seen) are entitled through staff.
+    let entitled: BTreeSet<&str> = desired
+        .credentials
+        .keys()
+        .map(|(u, _)| u.as_str())
+        .collect();
+    assert_eq!(entitled, BTreeSet::from(["alice", "bob", "carol"]));
+    let r = run_in(&d, &["plan", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(plan["complete"], false);
+    let actions: BTreeSet<(&str, &str)> = plan["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| {
+            (
+                a["kind"].as_str().expect("kind"),
+                a["user"].as_str().expect("user"),
+            )
+        })
+        .collect();
+    assert!(actions.contains(&("issue", "alice")), "{actions:?}");
+    assert!(actions.iter().all(|(k, _)| *k != "revoke"));
+}

@@ -29,6 +29,8 @@ pub(crate) struct SlapdOptions {
     pub(crate) syncprov: bool,
     /// Serve LDAPS (and StartTLS) with this certificate.
     pub(crate) tls: Option<ServerCert>,
+    /// Limit every non-root search to this many entries (paged searches included).
+    pub(crate) sizelimit: Option<u32>,
 }
 
 /// A running slapd; killed on drop.
@@ -83,7 +85,7 @@ modulepath /usr/lib/ldap
 moduleload back_mdb
 moduleload memberof
 moduleload ppolicy
-{sp_mod}{tls_conf}sizelimit size.soft=unlimited size.hard=unlimited size.prtotal=unlimited
+{sp_mod}{tls_conf}sizelimit {limit}
 timelimit unlimited
 database mdb
 maxsize 1073741824
@@ -105,6 +107,10 @@ memberof-memberof-ad memberOf
             t = t.display(),
             sp_mod = syncprov.0,
             sp_overlay = syncprov.1,
+            limit = match opts.sizelimit {
+                Some(n) => format!("size.soft={n} size.hard={n} size.prtotal={n}"),
+                None => "size.soft=unlimited size.hard=unlimited size.prtotal=unlimited".into(),
+            },
         );
         std::fs::write(t.join("slapd.conf"), conf).expect("write slapd.conf");
         let mut last_err = String::new();

@@ -180,6 +180,8 @@ impl LdapDirectory {
         let base = &self.spec.base_dn;
         let mut b = Builder::new(profile.clone(), &req.vars);
 
+        // Every step runs even after one failed: what was read still entitles users (the
+        // snapshot is marked incomplete, so nothing is revoked).
         let users = client
             .search(
                 base,
@@ -192,7 +194,6 @@ impl LdapDirectory {
             .await;
         if let Err(e) = users {
             b.fail(format!("reading users failed: {e}"));
-            return Ok(b.finish());
         }
         let mut groups = Vec::new();
         let found = client
@@ -210,7 +211,6 @@ impl LdapDirectory {
         }
         if let Err(e) = found {
             b.fail(format!("reading groups failed: {e}"));
-            return Ok(b.finish());
         }
         if self.spec.flavour == LdapFlavour::ActiveDirectory {
             for group in &req.nested_groups {
@@ -228,11 +228,10 @@ impl LdapDirectory {
                         |e| dns.push(e.dn),
                     )
                     .await;
-                if let Err(e) = r {
-                    b.fail(format!("nested members of {group:?} failed: {e}"));
-                    return Ok(b.finish());
+                match r {
+                    Ok(()) => b.add_transitive(group, &dns),
+                    Err(e) => b.fail(format!("nested members of {group:?} failed: {e}")),
                 }
-                b.add_transitive(group, &dns);
             }
         }
         client.close().await;
