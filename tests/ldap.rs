@@ -690,3 +690,34 @@ fn truncated_search_is_incomplete_but_still_issues() {
     assert!(actions.contains(&("issue", "alice")), "{actions:?}");
     assert!(actions.iter().all(|(k, _)| *k != "revoke"));
 }
+
+/// `directory show/members` work for the file directory too, and name the directory to use
+/// when there are several.
+#[test]
+fn directory_views_of_a_file_directory() {
+    let d = PolicyDir::valid();
+    let r = run_in(&d, &["directory", "show", "alice", "--format", "json"]);
+    r.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["uid"], "alice");
+    assert_eq!(v["disabled"], false);
+    assert_eq!(v["groups"], serde_json::json!(["staff"]));
+    let r = run_in(&d, &["directory", "members", "staff", "--format", "json"]);
+    r.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v[0]["uid"], "alice");
+    assert!(v[0]["attributes"].is_object());
+    run_in(&d, &["directory", "show", "mallory"]).expect_code(1);
+    d.write(
+        "second.yaml",
+        "apiVersion: keyfleet.dev/v1\nkind: Directory\nmetadata: {name: other}\nspec:\n  file: {path: people.yaml}\n",
+    );
+    run_in(&d, &["directory", "members", "staff"])
+        .expect_code(1)
+        .stderr_has("--directory");
+    run_in(
+        &d,
+        &["directory", "members", "staff", "--directory", "other"],
+    )
+    .expect_code(0);
+}
