@@ -5,6 +5,7 @@
 //! Pure: entries in, snapshot out. It does not talk to a server and decides nothing about
 //! completeness beyond what the entries themselves show (duplicates, unusable entries).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::dn::{LdapDn, normalize_dn};
@@ -289,22 +290,25 @@ impl Builder {
                 return;
             }
         };
-        let Ok(norm) = normalize_dn(&e.dn) else {
+        let Ok(norm) = normalize_dn(&e.dn).map(Cow::into_owned) else {
             self.fail(format!("user entry with unparsable DN {:?}", e.dn));
             return;
         };
-        if self.users.contains_key(&user.uid) {
-            self.fail(format!(
-                "two user entries share the login name {:?} (second: {})",
-                user.uid, e.dn
-            ));
-            return;
+        match self.users.entry(user.uid.clone()) {
+            std::collections::btree_map::Entry::Occupied(_) => {
+                self.fail(format!(
+                    "two user entries share the login name {:?} (second: {})",
+                    user.uid, e.dn
+                ));
+            }
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                self.user_dns.insert(norm, user.uid.clone());
+                if !member_of.is_empty() {
+                    self.user_member_of.push((user.uid.clone(), member_of));
+                }
+                slot.insert(user);
+            }
         }
-        self.user_dns.insert(norm, user.uid.clone());
-        if !member_of.is_empty() {
-            self.user_member_of.push((user.uid.clone(), member_of));
-        }
-        self.users.insert(user.uid.clone(), user);
     }
 
     /// Records a group entry (memberships are resolved in [`Builder::finish`]).
@@ -322,7 +326,7 @@ impl Builder {
             self.fail(format!("group entry {:?} has no name", e.dn));
             return;
         };
-        let Ok(norm) = normalize_dn(&e.dn) else {
+        let Ok(norm) = normalize_dn(&e.dn).map(Cow::into_owned) else {
             self.fail(format!("group entry with unparsable DN {:?}", e.dn));
             return;
         };
@@ -334,7 +338,10 @@ impl Builder {
     pub fn add_transitive(&mut self, group: &str, user_dns: &[String]) {
         let mut uids = BTreeSet::new();
         for dn in user_dns {
-            if let Some(uid) = normalize_dn(dn).ok().and_then(|n| self.user_dns.get(&n)) {
+            if let Some(uid) = normalize_dn(dn)
+                .ok()
+                .and_then(|n| self.user_dns.get(n.as_ref()))
+            {
                 uids.insert(uid.clone());
             }
         }
@@ -356,23 +363,24 @@ impl Builder {
 
     /// Resolves memberships and returns the snapshot.
     pub fn finish(mut self) -> DirectorySnapshot {
-        let mut groups: BTreeMap<String, DirectoryGroup> = BTreeMap::new();
-        let mut group_dns: HashMap<String, String> = HashMap::new();
+        // Members are gathered in vectors and turned into sets once (bulk-built from sorted
+        // input), which keeps 100k-user directories fast.
+        #[derive(Default)]
+        struct Acc {
+            members: Vec<String>,
+            groups: Vec<String>,
+        }
+        let mut acc: HashMap<String, Acc> = HashMap::with_capacity(self.groups.len());
+        let mut group_dns: HashMap<String, String> = HashMap::with_capacity(self.groups.len());
         for (name, norm, _) in &self.groups {
-            if groups.contains_key(name) {
+            if acc.contains_key(name) {
                 self.complete = false;
                 self.problems
                     .push(format!("two group entries share the name {name:?}"));
                 continue;
             }
             group_dns.insert(norm.clone(), name.clone());
-            groups.insert(
-                name.clone(),
-                DirectoryGroup {
-                    name: name.clone(),
-                    ..DirectoryGroup::default()
-                },
-            );
+            acc.insert(name.clone(), Acc::default());
         }
         let groups_taken = std::mem::take(&mut self.groups);
         for (name, norm, e) in &groups_taken {
@@ -387,39 +395,58 @@ impl Builder {
                     _ => v,
                 }
             }));
+            let mut members = Vec::new();
+            let mut subgroups = Vec::new();
             for v in values {
                 let Ok(m) = normalize_dn(v) else { continue };
-                if let Some(uid) = self.user_dns.get(&m) {
-                    if let Some(g) = groups.get_mut(name) {
-                        g.members.insert(uid.clone());
-                    }
-                } else if let Some(sub) = group_dns.get(&m)
-                    && let Some(g) = groups.get_mut(name)
-                {
-                    g.groups.insert(sub.clone());
+                if let Some(uid) = self.user_dns.get(m.as_ref()) {
+                    members.push(uid.clone());
+                } else if let Some(sub) = group_dns.get(m.as_ref()) {
+                    subgroups.push(sub.clone());
                 }
+            }
+            if let Some(a) = acc.get_mut(name) {
+                a.members.append(&mut members);
+                a.groups.append(&mut subgroups);
             }
             // Active Directory: a group's memberOf names its direct parents.
             for parent in e.all("memberof") {
-                let Some(p) = normalize_dn(parent).ok().and_then(|n| group_dns.get(&n)) else {
+                let Some(p) = normalize_dn(parent)
+                    .ok()
+                    .and_then(|n| group_dns.get(n.as_ref()))
+                else {
                     continue;
                 };
-                if let Some(g) = groups.get_mut(p) {
-                    g.groups.insert(name.clone());
+                if let Some(a) = acc.get_mut(p) {
+                    a.groups.push(name.clone());
                 }
             }
         }
-        // Users' memberOf names their direct groups (both flavours).
+        // Users' memberOf names their direct groups (Active Directory).
         for (uid, member_of) in &self.user_member_of {
             for dn in member_of {
-                let Some(g) = normalize_dn(dn).ok().and_then(|n| group_dns.get(&n)) else {
+                let Some(g) = normalize_dn(dn)
+                    .ok()
+                    .and_then(|n| group_dns.get(n.as_ref()))
+                else {
                     continue;
                 };
-                if let Some(g) = groups.get_mut(g) {
-                    g.members.insert(uid.clone());
+                if let Some(a) = acc.get_mut(g) {
+                    a.members.push(uid.clone());
                 }
             }
         }
+        let groups = acc
+            .into_iter()
+            .map(|(name, a)| {
+                let group = DirectoryGroup {
+                    name: name.clone(),
+                    members: a.members.into_iter().collect(),
+                    groups: a.groups.into_iter().collect(),
+                };
+                (name, group)
+            })
+            .collect();
         DirectorySnapshot {
             users: self.users,
             groups,

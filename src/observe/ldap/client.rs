@@ -530,7 +530,8 @@ fn parse_entry(tag: StructureTag) -> Option<RawEntry> {
         let PL::P(name) = pair.next()?.payload else {
             return None;
         };
-        let name = String::from_utf8(name).ok()?.to_ascii_lowercase();
+        let mut name = String::from_utf8(name).ok()?;
+        name.make_ascii_lowercase();
         let PL::C(vals) = pair.next()?.payload else {
             return None;
         };

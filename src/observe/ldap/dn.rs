@@ -12,6 +12,7 @@
 //! the attribute-value assertions of a multi-valued RDN are sorted; `#`-hex (BER) values are
 //! kept as lower-case hex.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// A DN that does not follow RFC 4514.
@@ -167,27 +168,32 @@ impl LdapDn {
     }
 }
 
-/// Normalises a DN string for comparison; see [`LdapDn::normalized`].
-pub fn normalize_dn(dn: &str) -> Result<String, DnParseError> {
-    if let Some(fast) = normalize_plain(dn) {
-        return Ok(fast);
+/// Normalises a DN string for comparison; see [`LdapDn::normalized`]. Borrows when the DN
+/// is already in normal form (the common case), so lookups by member DN do not allocate.
+pub fn normalize_dn(dn: &str) -> Result<Cow<'_, str>, DnParseError> {
+    if is_plain(dn) {
+        return Ok(if dn.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(dn.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(dn)
+        });
     }
-    Ok(LdapDn::parse(dn)?.normalized())
+    Ok(Cow::Owned(LdapDn::parse(dn)?.normalized()))
 }
 
-/// The common case without escapes, spaces or multi-valued RDNs (`uid=u1,ou=people,dc=x`):
-/// its normal form is its lower-case spelling. `None` when the DN needs the full parser.
-fn normalize_plain(dn: &str) -> Option<String> {
+/// The common case without escapes, spaces or multi-valued RDNs (`uid=u1,ou=people,dc=x`),
+/// whose normal form is its lower-case spelling.
+fn is_plain(dn: &str) -> bool {
     let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@');
-    for component in dn.split(',') {
-        let (attr, value) = component.split_once('=')?;
-        let attr_ok = attr.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
-            && attr.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !attr_ok || value.is_empty() || !value.bytes().all(plain) {
-            return None;
-        }
-    }
-    Some(dn.to_ascii_lowercase())
+    dn.split(',').all(|component| {
+        let Some((attr, value)) = component.split_once('=') else {
+            return false;
+        };
+        attr.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && attr.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !value.is_empty()
+            && value.bytes().all(plain)
+    })
 }
 
 fn is_hex_form(v: &str) -> bool {
@@ -337,7 +343,7 @@ mod tests {
     use super::*;
 
     fn n(s: &str) -> String {
-        normalize_dn(s).unwrap()
+        normalize_dn(s).unwrap().into_owned()
     }
 
     #[test]
@@ -376,7 +382,7 @@ mod tests {
             "cn=,dc=x",
             "",
         ] {
-            assert!(normalize_plain(slow).is_none(), "{slow}");
+            assert!(!is_plain(slow), "{slow}");
         }
     }
 
