@@ -84,6 +84,7 @@ fn snapshot() -> DirectorySnapshot {
                 upn: None,
                 disabled: false,
                 attributes: BTreeMap::new(),
+                stable_id: None,
             },
         );
     }

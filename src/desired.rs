@@ -250,9 +250,14 @@ pub fn compute(policy: &PolicySet, observed: &BTreeMap<String, DirectoryObservat
             Some(Ok(snapshot)) => {
                 if !snapshot.complete {
                     desired.complete = false;
+                    let why = if snapshot.problems.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", snapshot.problems.join("; "))
+                    };
                     desired
                         .observation_errors
-                        .push(format!("directory {name}: observation incomplete"));
+                        .push(format!("directory {name}: observation incomplete{why}"));
                 }
                 for (uid, user) in &snapshot.users {
                     desired.users.entry(uid.clone()).or_insert(user.disabled);

@@ -16,6 +16,7 @@ use crate::inventory::Inventory;
 use crate::keystore::{KeyStore, TokenKey};
 use crate::names::DistinguishedName;
 use crate::observe::directory::read_file_directory;
+use crate::observe::ldap;
 use crate::plan::{self, Plan, PlanOptions, Presence, SafetyLimits};
 use crate::policy::model::{CertificateAuthoritySpec, DirectorySpec, KeyAlgorithm};
 use crate::policy::{self, Diagnostics, PolicySet};
@@ -71,24 +72,44 @@ pub fn load(policy_dir: &Path, override_dir: Option<&Path>) -> Result<Environmen
 }
 
 /// Observes every directory of the policy. A directory that cannot be read yields an error
-/// entry (the desired state is then incomplete and nothing is revoked).
+/// entry (the desired state is then incomplete and nothing is revoked). LDAP directories are
+/// read on a private tokio runtime, so this must not be called from async code (which uses
+/// [`crate::observe::ldap::observe_all`]).
 pub fn observe_directories(policy: &PolicySet) -> BTreeMap<String, DirectoryObservation> {
     policy
         .directories
         .iter()
-        .map(|(name, d)| (name.clone(), observe_directory(d)))
+        .map(|(name, d)| (name.clone(), observe_directory(policy, name, d)))
         .collect()
 }
 
-/// Observes one directory of the policy.
-pub fn observe_directory(d: &crate::policy::Object<DirectorySpec>) -> DirectoryObservation {
+/// Observes one directory of the policy (LDAP directories fetch only the attributes the
+/// templates use).
+pub fn observe_directory(
+    policy: &PolicySet,
+    name: &str,
+    d: &crate::policy::Object<DirectorySpec>,
+) -> DirectoryObservation {
     match &d.spec {
         DirectorySpec::File(f) => {
             read_file_directory(&d.resolve_path(&f.path)).map_err(|e| e.to_string())
         }
-        DirectorySpec::Ldap(_) => {
-            Err("LDAP directories cannot be observed by this version of Keyfleet".to_string())
-        }
+        DirectorySpec::Ldap(_) => observe_ldap(policy, name, d),
+    }
+}
+
+fn observe_ldap(
+    policy: &PolicySet,
+    name: &str,
+    d: &crate::policy::Object<DirectorySpec>,
+) -> DirectoryObservation {
+    let Some(dir) = ldap::LdapDirectory::from_policy(d) else {
+        return Err(format!("directory {name} is not an ldap directory"));
+    };
+    let req = ldap::ObserveRequest::for_directory(policy, name);
+    match ldap::block_on(dir.observe(&req)) {
+        Ok(Ok(snapshot)) => Ok(snapshot),
+        Ok(Err(e)) | Err(e) => Err(e.to_string()),
     }
 }
 

@@ -9,6 +9,8 @@ mod cfssl;
 mod controller;
 /// Helpers: run the built binary, build throwaway policy directories.
 mod harness;
+/// The ldap Directory kind against real slapd (and Samba AD).
+mod ldap;
 /// PIV cards over pcscd + vpcd: issuance, OpenSC, PIN blocking, unblock, removal, garbage.
 mod piv;
 /// PKCS#11 tokens on SoftHSM2: issuance, interoperability, PINs, recovery, HSM-held keys.

@@ -11,6 +11,7 @@ pub mod approve;
 pub mod audit;
 pub mod ca;
 pub mod cards;
+pub mod directory;
 pub mod inventory;
 pub mod plan;
 pub mod run;
@@ -101,6 +102,9 @@ pub enum Command {
     Status(status::Args),
     /// Approve the revocations the safety valve holds.
     Approve(approve::Args),
+    /// Show what Keyfleet sees in a directory: one user, or a group's members.
+    #[command(long_about = directory::LONG_ABOUT)]
+    Directory(directory::Args),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -119,6 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&cli.global, args),
         Command::Status(args) => status::run(&cli.global, args),
         Command::Approve(args) => approve::run(&cli.global, args),
+        Command::Directory(args) => directory::run(&cli.global, args),
     }
 }
 

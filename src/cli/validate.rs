@@ -2,8 +2,9 @@
 //! 0 when valid and 1 when not.
 //!
 //! Offline by default: no secret is resolved and no server contacted. `--online` also resolves
-//! every secret reference, checks that referenced local files exist, and asks each Entrust CA
-//! Gateway whether its CA id and the templates' profiles exist.
+//! every secret reference, checks that referenced local files exist, asks each Entrust CA
+//! Gateway whether its CA id and the templates' profiles exist, and binds to every LDAP
+//! directory (reading its base DN).
 
 use std::process::ExitCode;
 
@@ -26,7 +27,7 @@ pub const LONG_ABOUT: &str = "Check the policy set in the policy directory (-C):
 JSON schema of every kind, unique names, references between objects, slots and key \
 algorithms, subject/SAN templates (expanded for a sample user) and durations. Every problem is \
 reported, each as `file:line: kind/name: path: message`.\n\nWorks offline and resolves no \
-secret unless --online is given.\n\nExit codes: 0 valid, 1 invalid.";
+secret unless --online is given (then it also binds to every LDAP directory).\n\nExit codes: 0 valid, 1 invalid.";
 
 /// Arguments of `keyfleet validate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,8 +35,9 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
-    /// Also resolve every secret reference, check that referenced files exist, and ask each
-    /// CA gateway whether the configured CA id and the templates' profiles exist.
+    /// Also resolve every secret reference, check that referenced files exist, ask each CA
+    /// gateway whether the configured CA id and the templates' profiles exist, and bind to
+    /// every LDAP directory.
     #[arg(long)]
     pub online: bool,
 }
@@ -74,6 +76,25 @@ struct JsonReport<'a> {
     warnings: Vec<JsonDiagnostic<'a>>,
 }
 
+/// Binds to every LDAP directory; one error diagnostic per directory that fails.
+fn check_directories_online(set: &crate::policy::PolicySet) -> Vec<Diagnostic> {
+    crate::observe::ldap::check_all_blocking(set)
+        .into_iter()
+        .filter_map(|(name, e)| {
+            let d = set.directories.get(&name)?;
+            Some(
+                Diagnostic::error(
+                    crate::policy::diag::codes::DIRECTORY_UNREACHABLE,
+                    &d.file,
+                    d.line,
+                    e.to_string(),
+                )
+                .for_object(Some("Directory"), Some(&name)),
+            )
+        })
+        .collect()
+}
+
 /// Runs `keyfleet validate`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let dir = &global.policy_dir;
@@ -83,6 +104,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             if args.online {
                 diags.extend(check_online(&set));
                 diags.extend(crate::ca::connect::check_online(&set));
+                diags.extend(check_directories_online(&set));
             }
             (diags, set.object_count())
         }

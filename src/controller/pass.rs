@@ -65,7 +65,7 @@ impl ObservationCache {
                 && matches!(self.observed.get(name), Some(Ok(_)));
             let obs = match self.observed.remove(name) {
                 Some(old) if reuse => old,
-                _ => runtime::observe_directory(d),
+                _ => runtime::observe_directory(&env.policy, name, d),
             };
             fingerprints.insert(name.clone(), fp);
             observed.insert(name.clone(), obs);

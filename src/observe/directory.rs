@@ -27,6 +27,10 @@ pub struct DirectoryUser {
     pub upn: Option<String>,
     /// Whether the account is disabled.
     pub disabled: bool,
+    /// An identifier that survives renames, when the directory has one (Active Directory:
+    /// objectGUID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_id: Option<String>,
     /// Further attributes, by name (first value only).
     pub attributes: BTreeMap<String, String>,
 }
@@ -53,12 +57,26 @@ pub struct DirectorySnapshot {
     /// False when any part of the observation failed or was truncated: then nothing may be
     /// revoked on the strength of this snapshot.
     pub complete: bool,
+    /// Transitive user members of some groups as the directory itself computed them (Active
+    /// Directory's in-chain rule); used instead of Keyfleet's own resolution when present.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub transitive: BTreeMap<String, BTreeSet<String>>,
+    /// Why the observation is incomplete, when it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 impl DirectorySnapshot {
     /// The uids in `group`, including those of nested groups when `nested` is set.
     /// Cycles between groups are harmless. An unknown group has no members.
     pub fn members(&self, group: &str, nested: bool) -> BTreeSet<String> {
+        if nested && let Some(members) = self.transitive.get(group) {
+            return members
+                .iter()
+                .filter(|u| self.users.contains_key(*u))
+                .cloned()
+                .collect();
+        }
         let mut out = BTreeSet::new();
         let mut seen = BTreeSet::new();
         let mut stack = vec![group.to_string()];
@@ -303,6 +321,7 @@ pub fn parse_file_directory(
             mail: u.mail,
             upn: u.upn,
             disabled: u.disabled,
+            stable_id: None,
             attributes,
         };
         if snapshot.users.insert(u.uid.clone(), user).is_some() {

@@ -3,3 +3,4 @@
 //! Nothing in here writes, enrols or revokes.
 
 pub mod directory;
+pub mod ldap;

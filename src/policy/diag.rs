@@ -85,6 +85,8 @@ pub mod codes {
     pub const MISSING_FILE: &str = "missing-file";
     /// A secret reference does not resolve (`--online` only).
     pub const UNRESOLVED_SECRET: &str = "unresolved-secret";
+    /// An LDAP directory cannot be bound to or has no base DN (`--online` only).
+    pub const DIRECTORY_UNREACHABLE: &str = "directory-unreachable";
     /// A value that is allowed but probably wrong (warning).
     pub const SUSPICIOUS: &str = "suspicious";
 }

@@ -9,8 +9,11 @@ pub(crate) mod cagw_emulator;
 pub(crate) mod cfssl_server;
 /// Controller tests: a running `keyfleet run`, polling, metrics parsing.
 pub(crate) mod controller;
+pub(crate) mod samba;
+pub(crate) mod slapd;
 /// SoftHSM2 with a private configuration (PKCS#11 tests).
 pub(crate) mod softhsm;
+pub(crate) mod testca;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,633 @@
+//! Turns LDAP entries into a [`DirectorySnapshot`]: users keyed by their login attribute,
+//! groups by name, memberships resolved by normalised DN, per flavour (OpenLDAP or Active
+//! Directory).
+//!
+//! Pure: entries in, snapshot out. It does not talk to a server and decides nothing about
+//! completeness beyond what the entries themselves show (duplicates, unusable entries).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::dn::{LdapDn, normalize_dn};
+use crate::observe::directory::{DirectoryGroup, DirectorySnapshot, DirectoryUser};
+use crate::policy::model::LdapFlavour;
+use crate::policy::template::Var;
+
+/// One search result entry: its DN and attribute values by lower-cased attribute name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawEntry {
+    /// The entry's DN as the server sent it.
+    pub dn: String,
+    /// Values by lower-cased attribute description (options such as `;binary` kept).
+    pub attrs: HashMap<String, Vec<Vec<u8>>>,
+}
+
+impl RawEntry {
+    /// The first value of `attr` (lower-case) as UTF-8.
+    pub fn first(&self, attr: &str) -> Option<&str> {
+        self.attrs
+            .get(attr)?
+            .iter()
+            .find_map(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Every UTF-8 value of `attr` (lower-case).
+    pub fn all(&self, attr: &str) -> impl Iterator<Item = &str> {
+        self.attrs
+            .get(attr)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+/// What each flavour reads, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// The flavour.
+    pub flavour: LdapFlavour,
+    /// Attribute holding the login name (`uid` / `sAMAccountName`).
+    pub uid_attr: &'static str,
+    /// The user filter (policy's or the flavour default).
+    pub user_filter: String,
+    /// The group filter (policy's or the flavour default).
+    pub group_filter: String,
+}
+
+/// Default OpenLDAP user filter.
+pub const OPENLDAP_USERS: &str = "(|(objectClass=inetOrgPerson)(objectClass=person))";
+/// Default OpenLDAP group filter.
+pub const OPENLDAP_GROUPS: &str = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))";
+/// Default Active Directory user filter.
+pub const AD_USERS: &str = "(&(objectCategory=person)(objectClass=user))";
+/// Default Active Directory group filter.
+pub const AD_GROUPS: &str = "(objectClass=group)";
+/// The Active Directory in-chain (transitive) matching rule.
+pub const IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
+
+impl Profile {
+    /// The profile of a flavour with optional policy filters.
+    pub fn new(
+        flavour: LdapFlavour,
+        user_filter: Option<&str>,
+        group_filter: Option<&str>,
+    ) -> Profile {
+        let (uid_attr, users, groups) = match flavour {
+            LdapFlavour::Openldap => ("uid", OPENLDAP_USERS, OPENLDAP_GROUPS),
+            LdapFlavour::ActiveDirectory => ("sAMAccountName", AD_USERS, AD_GROUPS),
+        };
+        Profile {
+            flavour,
+            uid_attr,
+            user_filter: wrap(user_filter.unwrap_or(users)),
+            group_filter: wrap(group_filter.unwrap_or(groups)),
+        }
+    }
+
+    /// The user attributes to request for the given template variables (only those).
+    pub fn user_attributes(&self, vars: &BTreeSet<Var>) -> Vec<String> {
+        let mut out: Vec<String> = vec![self.uid_attr.into(), "cn".into()];
+        match self.flavour {
+            // Group membership comes from the groups' member lists (MUST attributes of
+            // groupOfNames / groupOfUniqueNames), so users' memberOf would only repeat it.
+            LdapFlavour::Openldap => out.push("pwdAccountLockedTime".into()),
+            // AD: memberOf gives direct groups without ranged retrieval of large groups.
+            LdapFlavour::ActiveDirectory => out.extend([
+                "memberOf".into(),
+                "userAccountControl".into(),
+                "objectGUID".into(),
+            ]),
+        }
+        for v in vars {
+            match v {
+                Var::Uid | Var::Cn | Var::Dn => {}
+                Var::Mail => out.push("mail".into()),
+                Var::Upn => out.push("userPrincipalName".into()),
+                Var::Attr(a) => out.push(a.clone()),
+            }
+        }
+        let mut seen = BTreeSet::new();
+        out.retain(|a| seen.insert(a.to_ascii_lowercase()));
+        out
+    }
+
+    /// The group attributes to request.
+    pub fn group_attributes(&self) -> Vec<String> {
+        match self.flavour {
+            // Direct members come from the groups' member lists.
+            LdapFlavour::Openldap => vec!["cn".into(), "member".into(), "uniqueMember".into()],
+            // Direct structure comes from memberOf (a back-link, not subject to AD's ranged
+            // retrieval of large member lists); nesting from the in-chain rule.
+            LdapFlavour::ActiveDirectory => vec!["cn".into(), "memberOf".into()],
+        }
+    }
+
+    /// A filter selecting the user whose login name is `uid` (escaped per RFC 4515).
+    pub fn user_by_uid(&self, uid: &str) -> String {
+        format!(
+            "(&{}({}={}))",
+            self.user_filter,
+            self.uid_attr,
+            super::dn::escape_filter_value(uid)
+        )
+    }
+
+    /// A filter selecting the group named `name`.
+    pub fn group_by_name(&self, name: &str) -> String {
+        format!(
+            "(&{}(cn={}))",
+            self.group_filter,
+            super::dn::escape_filter_value(name)
+        )
+    }
+
+    /// Active Directory: the users that are members of `group_dn`, directly or through nested
+    /// groups (in-chain rule).
+    pub fn users_in_chain(&self, group_dn: &str) -> String {
+        format!(
+            "(&{}(memberOf:{IN_CHAIN}:={}))",
+            self.user_filter,
+            super::dn::escape_filter_value(group_dn)
+        )
+    }
+}
+
+fn wrap(filter: &str) -> String {
+    let f = filter.trim();
+    if f.starts_with('(') {
+        f.to_string()
+    } else {
+        format!("({f})")
+    }
+}
+
+/// Formats an Active Directory objectGUID (16 bytes, first three fields little-endian) as
+/// the usual `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` text.
+pub fn format_guid(b: &[u8]) -> Option<String> {
+    let b: &[u8; 16] = b.try_into().ok()?;
+    Some(format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{}",
+        b[3],
+        b[2],
+        b[1],
+        b[0],
+        b[5],
+        b[4],
+        b[7],
+        b[6],
+        b[8],
+        b[9],
+        hex::encode(&b[10..16])
+    ))
+}
+
+/// Collects entries and builds the snapshot.
+#[derive(Debug)]
+pub struct Builder {
+    profile: Profile,
+    /// Lower-cased attribute name -> the spelling templates use.
+    template_attrs: BTreeMap<String, String>,
+    users: BTreeMap<String, DirectoryUser>,
+    user_dns: HashMap<String, String>,
+    user_member_of: Vec<(String, Vec<String>)>,
+    groups: Vec<(String, String, RawEntry)>,
+    transitive: BTreeMap<String, BTreeSet<String>>,
+    problems: Vec<String>,
+    complete: bool,
+}
+
+impl Builder {
+    /// A builder for `profile`, keeping the template attributes named in `vars`.
+    pub fn new(profile: Profile, vars: &BTreeSet<Var>) -> Builder {
+        let template_attrs = vars
+            .iter()
+            .filter_map(|v| match v {
+                Var::Attr(a) => Some((a.to_ascii_lowercase(), a.clone())),
+                _ => None,
+            })
+            .collect();
+        Builder {
+            profile,
+            template_attrs,
+            users: BTreeMap::new(),
+            user_dns: HashMap::new(),
+            user_member_of: Vec::new(),
+            groups: Vec::new(),
+            transitive: BTreeMap::new(),
+            problems: Vec::new(),
+            complete: true,
+        }
+    }
+
+    /// Marks the observation incomplete, with the reason.
+    pub fn fail(&mut self, problem: String) {
+        self.complete = false;
+        self.problems.push(problem);
+    }
+
+    /// Converts one user entry (without recording it) into a user and its memberOf DNs.
+    /// `Ok(None)`: the entry has no login name, so nobody can be keyed on it.
+    #[allow(clippy::type_complexity)]
+    pub fn user_from_entry(
+        &self,
+        e: &RawEntry,
+    ) -> Result<Option<(DirectoryUser, Vec<String>)>, String> {
+        let uid_key = self.profile.uid_attr.to_ascii_lowercase();
+        let Some(uid) = e.first(&uid_key).filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let uid = uid.to_string();
+        let disabled = match self.profile.flavour {
+            LdapFlavour::Openldap => e.attrs.contains_key("pwdaccountlockedtime"),
+            LdapFlavour::ActiveDirectory => match e.first("useraccountcontrol") {
+                // ACCOUNTDISABLE is bit 2 (0x2).
+                Some(v) => {
+                    v.trim().parse::<i64>().map_err(|_| {
+                        format!("{}: userAccountControl {v:?} is not a number", e.dn)
+                    })? & 2
+                        != 0
+                }
+                None => false,
+            },
+        };
+        let stable_id = match self.profile.flavour {
+            LdapFlavour::ActiveDirectory => e
+                .attrs
+                .get("objectguid")
+                .and_then(|v| v.first())
+                .and_then(|v| format_guid(v)),
+            LdapFlavour::Openldap => None,
+        };
+        let attributes = self
+            .template_attrs
+            .iter()
+            .filter_map(|(lower, spelled)| Some((spelled.clone(), e.first(lower)?.to_string())))
+            .collect();
+        let user = DirectoryUser {
+            cn: e.first("cn").unwrap_or(&uid).to_string(),
+            uid,
+            dn: Some(e.dn.clone()),
+            mail: e.first("mail").map(str::to_string),
+            upn: e.first("userprincipalname").map(str::to_string),
+            disabled,
+            stable_id,
+            attributes,
+        };
+        let member_of = e.all("memberof").map(str::to_string).collect();
+        Ok(Some((user, member_of)))
+    }
+
+    /// Records a user entry.
+    pub fn add_user(&mut self, e: &RawEntry) {
+        let (user, member_of) = match self.user_from_entry(e) {
+            Ok(Some(x)) => x,
+            // No login name: not a user Keyfleet can key on (e.g. a service entry).
+            Ok(None) => return,
+            Err(p) => {
+                // Unreadable data: nobody can be entitled through this entry, but its absence
+                // must not look like a removal either.
+                self.fail(format!("user entry skipped: {p}"));
+                return;
+            }
+        };
+        let Ok(norm) = normalize_dn(&e.dn).map(Cow::into_owned) else {
+            self.fail(format!("user entry with unparsable DN {:?}", e.dn));
+            return;
+        };
+        match self.users.entry(user.uid.clone()) {
+            std::collections::btree_map::Entry::Occupied(_) => {
+                self.fail(format!(
+                    "two user entries share the login name {:?} (second: {})",
+                    user.uid, e.dn
+                ));
+            }
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                self.user_dns.insert(norm, user.uid.clone());
+                if !member_of.is_empty() {
+                    self.user_member_of.push((user.uid.clone(), member_of));
+                }
+                slot.insert(user);
+            }
+        }
+    }
+
+    /// Records a group entry (memberships are resolved in [`Builder::finish`]).
+    pub fn add_group(&mut self, e: RawEntry) {
+        let name = e
+            .first("cn")
+            .map(str::to_string)
+            .or_else(|| {
+                LdapDn::parse(&e.dn)
+                    .ok()
+                    .and_then(|d| d.rdns.first()?.first().map(|a| a.value.clone()))
+            })
+            .filter(|n| !n.is_empty());
+        let Some(name) = name else {
+            self.fail(format!("group entry {:?} has no name", e.dn));
+            return;
+        };
+        let Ok(norm) = normalize_dn(&e.dn).map(Cow::into_owned) else {
+            self.fail(format!("group entry with unparsable DN {:?}", e.dn));
+            return;
+        };
+        self.groups.push((name, norm, e));
+    }
+
+    /// Active Directory: records the transitive user members of `group` as the server's
+    /// in-chain rule computed them (user DNs).
+    pub fn add_transitive(&mut self, group: &str, user_dns: &[String]) {
+        let mut uids = BTreeSet::new();
+        for dn in user_dns {
+            if let Some(uid) = normalize_dn(dn)
+                .ok()
+                .and_then(|n| self.user_dns.get(n.as_ref()))
+            {
+                uids.insert(uid.clone());
+            }
+        }
+        self.transitive.insert(group.to_string(), uids);
+    }
+
+    /// Number of users recorded so far.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// The DN of a recorded group.
+    pub fn group_dn(&self, name: &str) -> Option<&str> {
+        self.groups
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, e)| e.dn.as_str())
+    }
+
+    /// Resolves memberships and returns the snapshot.
+    pub fn finish(mut self) -> DirectorySnapshot {
+        // Members are gathered in vectors and turned into sets once (bulk-built from sorted
+        // input), which keeps 100k-user directories fast.
+        #[derive(Default)]
+        struct Acc {
+            members: Vec<String>,
+            groups: Vec<String>,
+        }
+        let mut acc: HashMap<String, Acc> = HashMap::with_capacity(self.groups.len());
+        let mut group_dns: HashMap<String, String> = HashMap::with_capacity(self.groups.len());
+        for (name, norm, _) in &self.groups {
+            if acc.contains_key(name) {
+                self.complete = false;
+                self.problems
+                    .push(format!("two group entries share the name {name:?}"));
+                continue;
+            }
+            group_dns.insert(norm.clone(), name.clone());
+            acc.insert(name.clone(), Acc::default());
+        }
+        let groups_taken = std::mem::take(&mut self.groups);
+        for (name, norm, e) in &groups_taken {
+            if group_dns.get(norm) != Some(name) {
+                continue;
+            }
+            // OpenLDAP: member / uniqueMember hold direct members (users and groups).
+            let values = e.all("member").chain(e.all("uniquemember").map(|v| {
+                // nameAndOptionalUID: `dn#'0101'B`.
+                match v.rfind("#'") {
+                    Some(i) if v.ends_with("'B") => &v[..i],
+                    _ => v,
+                }
+            }));
+            let mut members = Vec::new();
+            let mut subgroups = Vec::new();
+            for v in values {
+                let Ok(m) = normalize_dn(v) else { continue };
+                if let Some(uid) = self.user_dns.get(m.as_ref()) {
+                    members.push(uid.clone());
+                } else if let Some(sub) = group_dns.get(m.as_ref()) {
+                    subgroups.push(sub.clone());
+                }
+            }
+            if let Some(a) = acc.get_mut(name) {
+                a.members.append(&mut members);
+                a.groups.append(&mut subgroups);
+            }
+            // Active Directory: a group's memberOf names its direct parents.
+            for parent in e.all("memberof") {
+                let Some(p) = normalize_dn(parent)
+                    .ok()
+                    .and_then(|n| group_dns.get(n.as_ref()))
+                else {
+                    continue;
+                };
+                if let Some(a) = acc.get_mut(p) {
+                    a.groups.push(name.clone());
+                }
+            }
+        }
+        // Users' memberOf names their direct groups (Active Directory).
+        for (uid, member_of) in &self.user_member_of {
+            for dn in member_of {
+                let Some(g) = normalize_dn(dn)
+                    .ok()
+                    .and_then(|n| group_dns.get(n.as_ref()))
+                else {
+                    continue;
+                };
+                if let Some(a) = acc.get_mut(g) {
+                    a.members.push(uid.clone());
+                }
+            }
+        }
+        let groups = acc
+            .into_iter()
+            .map(|(name, a)| {
+                let group = DirectoryGroup {
+                    name: name.clone(),
+                    members: a.members.into_iter().collect(),
+                    groups: a.groups.into_iter().collect(),
+                };
+                (name, group)
+            })
+            .collect();
+        DirectorySnapshot {
+            users: self.users,
+            groups,
+            complete: self.complete,
+            transitive: self.transitive,
+            problems: self.problems,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(dn: &str, attrs: &[(&str, &[&[u8]])]) -> RawEntry {
+        RawEntry {
+            dn: dn.into(),
+            attrs: attrs
+                .iter()
+                .map(|(k, vs)| {
+                    (
+                        k.to_ascii_lowercase(),
+                        vs.iter().map(|v| v.to_vec()).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn openldap_members_resolve_by_normalised_dn_and_nest() {
+        let vars: BTreeSet<Var> = [Var::Mail, Var::Attr("employeeNumber".into())].into();
+        let p = Profile::new(LdapFlavour::Openldap, None, None);
+        assert!(
+            p.user_attributes(&vars)
+                .iter()
+                .any(|a| a == "employeeNumber")
+        );
+        let mut b = Builder::new(p, &vars);
+        b.add_user(&entry(
+            "cn=Müller\\, Jörg,ou=people,dc=x",
+            &[
+                ("uid", &[b"joerg"]),
+                ("cn", &["Müller, Jörg".as_bytes()]),
+                ("employeeNumber", &[b"7"]),
+            ],
+        ));
+        b.add_user(&entry(
+            "uid=bob,ou=people,dc=x",
+            &[
+                ("uid", &[b"bob"]),
+                ("pwdAccountLockedTime", &[b"000001010000Z"]),
+            ],
+        ));
+        b.add_user(&entry("uid=nouid,ou=people,dc=x", &[("cn", &[b"x"])]));
+        b.add_group(entry(
+            "cn=a,ou=groups,dc=x",
+            &[
+                ("cn", &[b"a"]),
+                (
+                    "member",
+                    &[
+                        b"CN=M\\C3\\BCller\\2C J\\C3\\B6rg,OU=People,DC=X",
+                        b"cn=b,ou=groups,dc=x",
+                    ],
+                ),
+            ],
+        ));
+        b.add_group(entry(
+            "cn=b,ou=groups,dc=x",
+            &[
+                ("cn", &[b"b"]),
+                (
+                    "uniqueMember",
+                    &[b"uid=bob,ou=people,dc=x#'0101'B", b"cn=a,ou=groups,dc=x"],
+                ),
+            ],
+        ));
+        let s = b.finish();
+        assert!(
+            s.complete,
+            "an entry without uid is not a user, and not a failure"
+        );
+        assert_eq!(s.users.len(), 2);
+        assert_eq!(s.users["joerg"].attributes["employeeNumber"], "7");
+        assert!(s.users["bob"].disabled);
+        assert!(!s.users["joerg"].disabled);
+        assert_eq!(
+            s.members("a", false).into_iter().collect::<Vec<_>>(),
+            ["joerg"]
+        );
+        assert_eq!(
+            s.members("a", true).into_iter().collect::<Vec<_>>(),
+            ["bob", "joerg"]
+        );
+    }
+
+    #[test]
+    fn active_directory_users_and_structure() {
+        let p = Profile::new(LdapFlavour::ActiveDirectory, None, None);
+        assert_eq!(
+            p.users_in_chain("CN=a(1)*,DC=x"),
+            "(&(&(objectCategory=person)(objectClass=user))(memberOf:1.2.840.113556.1.4.1941:=CN=a\\281\\29\\2a,DC=x))"
+        );
+        let mut b = Builder::new(p, &BTreeSet::new());
+        let guid: &[u8] = &[
+            0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+            0xee, 0xff,
+        ];
+        b.add_user(&entry(
+            "CN=Alice Example,CN=Users,DC=x",
+            &[
+                ("sAMAccountName", &[b"alice"]),
+                ("userAccountControl", &[b"514"]),
+                ("objectGUID", &[guid]),
+                ("memberOf", &[b"CN=vpn,CN=Users,DC=x"]),
+            ],
+        ));
+        b.add_user(&entry(
+            "CN=Bad,CN=Users,DC=x",
+            &[
+                ("sAMAccountName", &[b"bad"]),
+                ("userAccountControl", &[b"x"]),
+            ],
+        ));
+        b.add_group(entry("CN=piv,CN=Users,DC=x", &[("cn", &[b"piv"])]));
+        b.add_group(entry(
+            "CN=vpn,CN=Users,DC=x",
+            &[("cn", &[b"vpn"]), ("memberOf", &[b"cn=piv,cn=users,dc=x"])],
+        ));
+        b.add_transitive("piv", &["cn=alice example,cn=users,dc=x".into()]);
+        let s = b.finish();
+        let alice = &s.users["alice"];
+        assert!(alice.disabled);
+        assert_eq!(
+            alice.stable_id.as_deref(),
+            Some("00112233-4455-6677-8899-aabbccddeeff")
+        );
+        assert!(!s.users.contains_key("bad"));
+        assert!(!s.complete);
+        assert_eq!(s.groups["piv"].groups.iter().collect::<Vec<_>>(), ["vpn"]);
+        assert_eq!(s.members("vpn", false).len(), 1);
+        assert!(s.members("piv", false).is_empty());
+        assert_eq!(
+            s.members("piv", true).into_iter().collect::<Vec<_>>(),
+            ["alice"]
+        );
+    }
+
+    #[test]
+    fn duplicates_make_the_snapshot_incomplete() {
+        let mut b = Builder::new(
+            Profile::new(LdapFlavour::Openldap, None, None),
+            &BTreeSet::new(),
+        );
+        b.add_user(&entry("uid=a,ou=p,dc=x", &[("uid", &[b"a"])]));
+        b.add_user(&entry("uid=a,ou=q,dc=x", &[("uid", &[b"a"])]));
+        let s = b.finish();
+        assert!(!s.complete);
+        assert_eq!(s.users.len(), 1);
+        let mut b = Builder::new(
+            Profile::new(LdapFlavour::Openldap, None, None),
+            &BTreeSet::new(),
+        );
+        b.add_group(entry("cn=g,ou=p,dc=x", &[("cn", &[b"g"])]));
+        b.add_group(entry("cn=g,ou=q,dc=x", &[("cn", &[b"g"])]));
+        assert!(!b.finish().complete);
+    }
+
+    #[test]
+    fn filters_from_data_are_escaped() {
+        let p = Profile::new(
+            LdapFlavour::Openldap,
+            Some("objectClass=inetOrgPerson"),
+            None,
+        );
+        assert_eq!(
+            p.user_by_uid("*)(uid=*"),
+            "(&(objectClass=inetOrgPerson)(uid=\\2a\\29\\28uid=\\2a))"
+        );
+        assert!(ldap3::parse_filter(p.user_by_uid("a\\b(c)ö")).is_ok());
+        assert!(format_guid(&[1, 2, 3]).is_none());
+    }
+}
