@@ -288,6 +288,9 @@ fn one_pass(
         targets,
     )?;
     print!("{}", plan_text(&pass.plan));
+    for e in &pass.desired.observation_errors {
+        eprintln!("keyfleet: {e}");
+    }
     let pending = pass.plan.actions.len() - pass.plan.runnable().count();
     if pass.plan.refused() {
         eprintln!("Refusing to apply: the safety valve tripped (see above).");

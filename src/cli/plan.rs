@@ -206,12 +206,23 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         targets,
     )?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&plan_json(&pass.plan))?),
+        Format::Json => {
+            let mut json = plan_json(&pass.plan);
+            json["observationErrors"] = serde_json::json!(pass.desired.observation_errors);
+            println!("{}", serde_json::to_string_pretty(&json)?)
+        }
         Format::Text => print!("{}", plan_text(&pass.plan)),
     }
-    Ok(ExitCode::from(if pass.plan.is_empty() {
-        EXIT_OK
-    } else {
+    for e in &pass.desired.observation_errors {
+        eprintln!("keyfleet: {e}");
+    }
+    // A plan from a failed or incomplete observation is shown (issuance for the users that
+    // were seen still counts) but is not "nothing to do".
+    Ok(ExitCode::from(if !pass.plan.is_empty() {
         EXIT_CHANGES
+    } else if !pass.desired.observation_errors.is_empty() {
+        EXIT_FAILURE
+    } else {
+        EXIT_OK
     }))
 }
