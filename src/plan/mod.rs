@@ -181,32 +181,90 @@ impl<'a> Planner<'a> {
             used_cards: BTreeSet::new(),
             new_cards: BTreeMap::new(),
         };
-        let mut claimed: std::collections::HashSet<
-            &str,
-            std::hash::BuildHasherDefault<FastHasher>,
-        > = Default::default();
-
-        let credentials: Box<dyn Iterator<Item = (&(String, String), &DesiredCredential)>> =
-            match &opts.targets {
-                Some(users) => Box::new(users.iter().flat_map(|u| {
+        let credentials: Vec<(&(String, String), &DesiredCredential)> = match &opts.targets {
+            Some(users) => users
+                .iter()
+                .flat_map(|u| {
                     desired
                         .credentials
                         .range((u.clone(), String::new())..)
                         .take_while(move |((user, _), _)| user == u)
-                })),
-                None => Box::new(desired.credentials.iter()),
-            };
-        for ((user, template), cred) in credentials {
-            let holder = index.holder(user, template);
-            if let Some(card) = holder {
-                claimed.insert(card.id.as_str());
-            }
-            if frozen.contains(user.as_str()) || !in_targets(opts, user) {
-                continue;
-            }
-            match holder {
-                None => ctx.plan_issue(cred),
-                Some(card) => ctx.plan_held(cred, card),
+                })
+                .collect(),
+            None => desired.credentials.iter().collect(),
+        };
+
+        // Credentials whose card exists are planned independently of each other: spread them
+        // over the cores. Issuance picks cards from shared stock, so it stays sequential (in
+        // credential order, for a deterministic choice of cards).
+        let threads = if credentials.len() >= PARALLEL_THRESHOLD {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .clamp(1, 8)
+        } else {
+            1
+        };
+        let chunk = credentials.len().div_ceil(threads).max(1);
+        let frozen_ref = &frozen;
+        let parts: Vec<HeldPart<'_>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = credentials
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut local = Ctx {
+                            desired,
+                            inventory,
+                            presence,
+                            index,
+                            now: opts.now,
+                            actions: Vec::new(),
+                            used_cards: BTreeSet::new(),
+                            new_cards: BTreeMap::new(),
+                        };
+                        let mut claimed = Vec::with_capacity(part.len());
+                        let mut issues = Vec::new();
+                        for ((user, template), cred) in part {
+                            let holder = index.holder(user, template);
+                            if let Some(card) = holder {
+                                claimed.push(card.id.as_str());
+                            }
+                            if frozen_ref.contains(user.as_str()) || !in_targets(opts, user) {
+                                continue;
+                            }
+                            match holder {
+                                None => issues.push(*cred),
+                                Some(card) => local.plan_held(cred, card),
+                            }
+                        }
+                        HeldPart {
+                            actions: local.actions,
+                            claimed,
+                            issues,
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        let mut claimed: std::collections::HashSet<
+            &str,
+            std::hash::BuildHasherDefault<FastHasher>,
+        > = std::collections::HashSet::with_capacity_and_hasher(
+            credentials.len(),
+            Default::default(),
+        );
+        for part in parts {
+            ctx.actions.extend(part.actions);
+            claimed.extend(part.claimed);
+            for cred in part.issues {
+                ctx.plan_issue(cred);
             }
         }
 
@@ -310,6 +368,16 @@ fn sort_key(a: &Action) -> (&str, Option<&str>, u8, Option<&str>, Option<Slot>) 
         a.card.as_deref(),
         a.slot,
     )
+}
+
+/// Below this many credentials the planner runs on one thread (spawning costs more).
+const PARALLEL_THRESHOLD: usize = 20_000;
+
+/// What one planning thread found among the credentials whose card exists.
+struct HeldPart<'a> {
+    actions: Vec<Action>,
+    claimed: Vec<&'a str>,
+    issues: Vec<&'a DesiredCredential>,
 }
 
 /// The newest live certificate of each slot of one card (no allocation: planning visits

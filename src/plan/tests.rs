@@ -762,3 +762,46 @@ proptest! {
         prop_assert!(again.is_empty(), "{:#?}", again.actions);
     }
 }
+
+/// Above the parallel threshold the planner splits the work over threads: the actions must be
+/// exactly those of planning the same users in smaller, single-threaded groups.
+#[test]
+fn parallel_planning_equals_sequential_planning() {
+    let n = super::PARALLEL_THRESHOLD + 5_000;
+    let users: Vec<String> = (0..n).map(|i| format!("u{i:06}")).collect();
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let mut d = desired(
+        users
+            .iter()
+            .map(|u| credential(u, &[Slot::PivAuthentication]))
+            .collect(),
+        &refs,
+    );
+    let mut inv = Inventory::default();
+    let mut presence = Presence::default();
+    // Issue to the first two thirds, then change the template of every seventh user.
+    let first: BTreeSet<String> = users[..n * 2 / 3].iter().cloned().collect();
+    let mut o = opts();
+    o.targets = Some(first);
+    let p = plan(&d, &inv, &presence, &o);
+    simulate(&p, &d, &mut inv, &mut presence, NOW);
+    for (i, c) in d.credentials.values_mut().enumerate() {
+        if i % 7 == 0 {
+            c.certificates
+                .get_mut(&Slot::PivAuthentication)
+                .unwrap()
+                .revision = "r1-x".into();
+        }
+    }
+    let whole = plan(&d, &inv, &presence, &opts());
+    let mut pieces = Vec::new();
+    for group in users.chunks(9_000) {
+        let mut o = opts();
+        o.targets = Some(group.iter().cloned().collect());
+        pieces.extend(plan(&d, &inv, &presence, &o).actions);
+    }
+    assert_eq!(whole.actions.len(), pieces.len());
+    assert_eq!(whole.actions, pieces);
+    assert!(whole.actions.iter().any(|a| a.kind == ActionKind::Reissue));
+    assert!(whole.actions.iter().any(|a| a.kind == ActionKind::Issue));
+}
