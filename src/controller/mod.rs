@@ -279,6 +279,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
 
     let mut watch = start_watch(watch_spec(&env, &policy_dir, &state_dir), &triggers);
     sources.update(&env.policy, &source_inventory(&env, &store));
+    sources.settle(crate::observe::ldap::CONNECT_TIMEOUT).await;
     let mut pass_state = Some(PassState {
         env: Arc::new(env),
         store,
@@ -551,6 +552,22 @@ fn record(
             waiting.push(format!(
                 "a change of directory {name} ({})",
                 d.resolve_path(&f.path).display()
+            ));
+        }
+    }
+    for (name, d) in &state.env.policy.directories {
+        if let DirectorySpec::Ldap(l) = &d.spec {
+            waiting.push(format!(
+                "a change of LDAP directory {name} (change token polled every {})",
+                l.poll_interval.map_or_else(
+                    || {
+                        crate::policy::duration::Duration::from_secs(
+                            sources::DEFAULT_POLL.as_secs(),
+                        )
+                        .to_string()
+                    },
+                    |p| p.to_string()
+                )
             ));
         }
     }

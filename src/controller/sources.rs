@@ -65,6 +65,10 @@ pub struct Sources {
     ldap: BTreeMap<String, (LdapDirectorySpec, tokio::task::JoinHandle<()>)>,
     pcsc: Option<PcscThread>,
     tokens: BTreeMap<PathBuf, Option<TokenWatcher>>,
+    /// Pollers started before the first pass report their first token here.
+    baselines: Vec<tokio::sync::oneshot::Receiver<()>>,
+    /// Whether [`Sources::update`] ran before (pollers started later fire on their baseline).
+    started: bool,
 }
 
 impl Sources {
@@ -76,6 +80,8 @@ impl Sources {
             ldap: BTreeMap::new(),
             pcsc: None,
             tokens: BTreeMap::new(),
+            baselines: Vec::new(),
+            started: false,
         }
     }
 
@@ -90,6 +96,15 @@ impl Sources {
         self.update_ldap(policy);
         self.update_pcsc(Cards::uses_piv(policy, inventory));
         self.update_tokens(policy);
+        self.started = true;
+    }
+
+    /// Waits (at most `limit`) until the LDAP pollers started by the first update hold their
+    /// first change token, so that a change made while the first pass observes is not taken
+    /// as the baseline and missed.
+    pub async fn settle(&mut self, limit: Duration) {
+        let all = futures_join(std::mem::take(&mut self.baselines));
+        let _ = tokio::time::timeout(limit, all).await;
     }
 
     fn update_ldap(&mut self, policy: &PolicySet) {
@@ -128,11 +143,21 @@ impl Sources {
                 .map(|d| Duration::from_secs(d.as_secs().max(1)))
                 .unwrap_or(DEFAULT_POLL);
             let req = ObserveRequest::for_directory(policy, &name);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if !self.started {
+                self.baselines.push(rx);
+            }
             let task = tokio::spawn(poll_ldap(
-                name.clone(),
-                dir,
-                req,
-                every,
+                Poller {
+                    name: name.clone(),
+                    dir,
+                    req,
+                    every,
+                    // A poller started after a reload cannot know what the last pass read:
+                    // its first token triggers one pass that re-reads the directory.
+                    fire_on_baseline: self.started,
+                    baseline: Some(tx),
+                },
                 self.triggers.clone(),
                 self.states.clone(),
             ));
@@ -233,22 +258,40 @@ fn forward_token_events(
     }
 }
 
-/// Polls one LDAP directory's change token forever.
-async fn poll_ldap(
+/// Waits for every receiver (a sender dropped counts as done).
+async fn futures_join(rx: Vec<tokio::sync::oneshot::Receiver<()>>) {
+    for r in rx {
+        let _ = r.await;
+    }
+}
+
+/// One LDAP poller's settings.
+struct Poller {
     name: String,
     dir: LdapDirectory,
     req: ObserveRequest,
     every: Duration,
-    triggers: Triggers,
-    states: SourceStates,
-) {
+    fire_on_baseline: bool,
+    baseline: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Polls one LDAP directory's change token forever.
+async fn poll_ldap(mut p: Poller, triggers: Triggers, states: SourceStates) {
+    let (name, dir, req, every) = (&p.name, &p.dir, &p.req, p.every);
     let key = format!("ldap:{name}");
     let every_text = crate::policy::duration::Duration::from_secs(every.as_secs());
     let mut last: Option<String> = None;
     loop {
-        match dir.change_token(&req).await {
+        let result = dir.change_token(req).await;
+        if let Some(tx) = p.baseline.take() {
+            let _ = tx.send(());
+        }
+        match result {
             Ok(token) => {
-                let changed = last.as_ref().is_some_and(|l| *l != token);
+                let changed = match &last {
+                    Some(l) => *l != token,
+                    None => p.fire_on_baseline,
+                };
                 if changed {
                     tracing::info!(directory = %name, "directory changed (change token moved)");
                     triggers.fire(Trigger::DirectoryChanged(name.clone()));
