@@ -190,3 +190,39 @@ fn a_card_inserted_runs_its_pending_issuance() {
     assert!(ctl.alive(), "controller exited:\n{}", ctl.log());
     kf(&["status"]).expect_code(0);
 }
+
+#[test]
+fn without_pcscd_the_controller_waits_and_says_why() {
+    let site = tempfile::tempdir().expect("temp dir");
+    let policy = site.path().join("policy");
+    copy_tree(&repo_root().join("examples/piv"), &policy);
+    let state = site.path().join("state");
+    let nowhere = site.path().join("no-pcscd.comm");
+    let kf = |rest: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_keyfleet"))
+            .args(args(&policy, &state, rest))
+            .env("PCSCLITE_CSOCK_NAME", &nowhere)
+            .env_remove("KEYFLEET_STATE_DIR")
+            .output()
+            .expect("run keyfleet");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyfleet"));
+    cmd.args(args(&policy, &state, &["run"]))
+        .env("PCSCLITE_CSOCK_NAME", &nowhere)
+        .env_remove("KEYFLEET_STATE_DIR");
+    let mut ctl = Running::start(cmd, site.path().join("run.log"));
+    let status = wait_for("PC/SC reported unavailable in status", || {
+        let s = kf(&["status"]);
+        (s.contains("pcsc: unavailable") && s.contains("retrying at")).then_some(s)
+    });
+    assert!(status.contains("waiting for"), "{status}");
+    let json: serde_json::Value =
+        serde_json::from_str(&kf(&["status", "--format", "json"])).expect("status JSON");
+    assert!(
+        !json["pending"].as_array().expect("pending").is_empty(),
+        "{json}"
+    );
+    assert!(ctl.alive(), "controller exited:\n{}", ctl.log());
+    assert!(ctl.log().contains("PC/SC unavailable"), "{}", ctl.log());
+}
