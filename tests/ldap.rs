@@ -87,7 +87,7 @@ uniqueMember: uid=bob,ou=people,dc=example,dc=org
 ";
 
 /// The policy around an ldap Directory at `url` (extra lines go under `ldap:`).
-fn policy(url: &str, extra: &str) -> PolicyDir {
+pub(crate) fn policy(url: &str, extra: &str) -> PolicyDir {
     let d = PolicyDir::empty();
     d.write("bind.pw", "secret\n");
     d.write(
@@ -164,7 +164,7 @@ fn run_in(d: &PolicyDir, args: &[&str]) -> Run {
     keyfleet(&all)
 }
 
-fn loaded_slapd(opts: SlapdOptions) -> Slapd {
+pub(crate) fn loaded_slapd(opts: SlapdOptions) -> Slapd {
     let s = Slapd::start(opts);
     s.ldapadd(PEOPLE);
     s.ldapadd(GROUPS);

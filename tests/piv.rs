@@ -265,7 +265,7 @@ fn card_pulled_mid_issuance_is_completed_when_it_comes_back() {
             "30s",
         ])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
         .spawn()
         .expect("start apply --wait-for-cards");
     // Insert only once apply is waiting (its first pass found nothing to run).

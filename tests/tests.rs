@@ -7,6 +7,8 @@ mod cagw;
 mod cfssl;
 /// The controller `keyfleet run` against the real binary.
 mod controller;
+/// `keyfleet run` woken by LDAP polling and PC/SC card events.
+mod controller_watchers;
 /// Helpers: run the built binary, build throwaway policy directories.
 mod harness;
 /// The ldap Directory kind against real slapd (and Samba AD).

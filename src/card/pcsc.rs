@@ -308,8 +308,11 @@ pub struct CardWatcher {
     ctx: pcsc::Context,
     /// Index 0 is the PnP notification pseudo-reader; the rest are readers.
     states: Vec<pcsc::ReaderState>,
-    /// Whether a card was present in each reader at the last look (by reader name).
+    /// Whether a usable card was present in each reader at the last look (by reader name).
     present: std::collections::BTreeMap<String, bool>,
+    /// pcsc-lite's per-reader card event counter at the last look: a removal and reinsertion
+    /// between two looks leaves `present` unchanged but moves the counter.
+    counts: std::collections::BTreeMap<String, u32>,
 }
 
 impl std::fmt::Debug for CardWatcher {
@@ -331,6 +334,7 @@ impl CardWatcher {
                 pcsc::State::UNAWARE,
             )],
             present: Default::default(),
+            counts: Default::default(),
         }
     }
 
@@ -348,6 +352,7 @@ impl CardWatcher {
                 i += 1;
             } else {
                 self.states.remove(i);
+                self.counts.remove(&name);
                 if self.present.remove(&name) == Some(true) {
                     events.push(CardEvent::Removed {
                         reader: name.clone(),
@@ -400,9 +405,27 @@ impl CardWatcher {
         for s in self.states.iter_mut().skip(1) {
             let name = s.name().to_string_lossy().into_owned();
             let ev = s.event_state();
+            // Stale entries (the reader went away) are dropped by the next sync.
+            if ev.contains(pcsc::State::UNKNOWN) || ev.contains(pcsc::State::IGNORE) {
+                continue;
+            }
             let now = ev.contains(pcsc::State::PRESENT) && !ev.contains(pcsc::State::MUTE);
             let before = self.present.get(&name).copied().unwrap_or(false);
-            if now != before {
+            let count = s.event_count();
+            let swapped = now
+                && before
+                && self
+                    .counts
+                    .get(&name)
+                    .is_some_and(|c| *c != count && count != 0);
+            self.counts.insert(name.clone(), count);
+            if swapped {
+                // Pulled and put back (maybe another card) between two looks.
+                events.push(CardEvent::Removed {
+                    reader: name.clone(),
+                });
+            }
+            if now != before || swapped {
                 events.push(if now {
                     CardEvent::Inserted {
                         reader: name.clone(),

@@ -149,6 +149,16 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &master, now);
     let cards = runtime::cards(&env, &store.inventory()?);
 
+    // With --wait-for-cards, watch before the first pass: a card inserted while it runs is
+    // then reported by the watcher instead of falling between the pass and the watch.
+    let mut watcher = match (wait, cards.pcsc.as_ref().and_then(|p| p.context())) {
+        (Some(_), Some(ctx)) => {
+            let mut w = CardWatcher::new(ctx.clone());
+            let _ = w.wait(std::time::Duration::ZERO)?;
+            Some(w)
+        }
+        _ => None,
+    };
     let mut waited = std::time::Duration::ZERO;
     let mut outcome = one_pass(&env, &store, &master, &cas, &cards, &args, targets.clone())?;
     if let Some(code) = outcome.stop {
@@ -158,7 +168,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         && outcome.pending > 0
     {
         let deadline = std::time::Instant::now() + wait;
-        let Some(ctx) = cards.pcsc.as_ref().and_then(|p| p.context()) else {
+        let Some(watcher) = watcher.as_mut() else {
             eprintln!(
                 "Not waiting for cards: PC/SC is unavailable ({}).",
                 cards
@@ -169,9 +179,6 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::from(EXIT_FAILURE));
         };
-        let mut watcher = CardWatcher::new(ctx.clone());
-        // The cards present now were seen by the pass above: only later insertions count.
-        let _ = watcher.wait(std::time::Duration::ZERO)?;
         println!(
             "Waiting up to {} for {} pending card action(s)...",
             crate::policy::duration::Duration::from_secs(wait.as_secs()),

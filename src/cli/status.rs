@@ -182,6 +182,12 @@ pub fn status_text(s: &ControllerStatus) -> String {
             );
         }
     }
+    if !s.sources.is_empty() {
+        let _ = writeln!(out, "\nEvent sources:");
+        for w in &s.sources {
+            let _ = writeln!(out, "  - {w}");
+        }
+    }
     if !s.waiting_for.is_empty() {
         let _ = writeln!(out, "\nWaiting for:");
         for w in &s.waiting_for {

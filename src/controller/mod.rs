@@ -24,6 +24,7 @@ pub mod http;
 pub mod lock;
 pub mod metrics;
 pub mod pass;
+pub mod sources;
 pub mod status;
 pub mod triggers;
 pub mod valve;
@@ -131,6 +132,7 @@ pub struct Shared {
     approvals_lock: Arc<Mutex<()>>,
     state_dir: PathBuf,
     ready: AtomicBool,
+    sources: sources::SourceStates,
 }
 
 impl Shared {
@@ -140,7 +142,11 @@ impl Shared {
     }
 
     fn status(&self) -> ControllerStatus {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+        let mut status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        if let Ok(sources) = self.sources.lock() {
+            status.sources = sources.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        }
+        status
     }
 
     /// Approves every revocation the valve holds now; returns them.
@@ -236,6 +242,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
     let store = Arc::new(open_store(&env.state_dir).await?);
     let master = Arc::new(runtime::master_key_for(&env).map_err(ControllerError::Pass)?);
     let state_dir = std::fs::canonicalize(&env.state_dir).unwrap_or(env.state_dir.clone());
+    let mut sources = sources::Sources::new(triggers.clone());
     let shared = Arc::new(Shared {
         store: store.clone(),
         status: Mutex::new(ControllerStatus {
@@ -250,6 +257,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         approvals_lock: Arc::new(Mutex::new(())),
         state_dir: state_dir.clone(),
         ready: AtomicBool::new(false),
+        sources: sources.states(),
     });
 
     let socket = bind_socket(&state_dir)?;
@@ -270,6 +278,8 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
     install_signals(shutdown_tx, triggers.clone())?;
 
     let mut watch = start_watch(watch_spec(&env, &policy_dir, &state_dir), &triggers);
+    sources.update(&env.policy, &source_inventory(&env, &store));
+    sources.settle(crate::observe::ldap::CONNECT_TIMEOUT).await;
     let mut pass_state = Some(PassState {
         env: Arc::new(env),
         store,
@@ -310,6 +320,15 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         let Some(mut state) = pass_state.take() else {
             break;
         };
+        for t in &fired {
+            match t {
+                // An LDAP poller saw the change token move: observe that directory again.
+                Trigger::DirectoryChanged(name) => state.cache.invalidate(name),
+                // The periodic resync re-reads every directory.
+                Trigger::Timer("resync") => state.cache.invalidate_all(),
+                _ => {}
+            }
+        }
         if fired.iter().any(Trigger::reloads_policy) {
             reload(
                 &opts,
@@ -366,13 +385,29 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
             }
         };
         next_wake = record(&shared, &state, &out, opts.resync);
+        // Follow the policy in force (a reload may add or drop PIV, tokens or LDAP).
+        sources.update(
+            &state.env.policy,
+            &source_inventory(&state.env, &state.store),
+        );
         pass_state = Some(state);
     }
     drop(watch);
+    drop(sources);
     let _ = std::fs::remove_file(control::socket_path(&state_dir));
     tracing::info!("controller stopped");
     drop(lock);
     Ok(())
+}
+
+/// The inventory, when the sources need it to decide on PC/SC (a policy with PIV templates
+/// or stocks decides alone, without reading it).
+fn source_inventory(env: &Environment, store: &Store) -> crate::inventory::Inventory {
+    let empty = crate::inventory::Inventory::default();
+    if crate::apply::Cards::uses_piv(&env.policy, &empty) {
+        return empty;
+    }
+    store.inventory().unwrap_or_default()
 }
 
 /// Opens the store. A command that read it just before we took the lock (`inventory`,
@@ -517,6 +552,22 @@ fn record(
             waiting.push(format!(
                 "a change of directory {name} ({})",
                 d.resolve_path(&f.path).display()
+            ));
+        }
+    }
+    for (name, d) in &state.env.policy.directories {
+        if let DirectorySpec::Ldap(l) = &d.spec {
+            waiting.push(format!(
+                "a change of LDAP directory {name} (change token polled every {})",
+                l.poll_interval.map_or_else(
+                    || {
+                        crate::policy::duration::Duration::from_secs(
+                            sources::DEFAULT_POLL.as_secs(),
+                        )
+                        .to_string()
+                    },
+                    |p| p.to_string()
+                )
             ));
         }
     }

@@ -31,6 +31,8 @@ use crate::store::Store;
 pub struct ObservationCache {
     fingerprints: BTreeMap<String, Option<[u8; 32]>>,
     observed: BTreeMap<String, DirectoryObservation>,
+    /// LDAP directories whose change token moved (or that a resync wants re-read).
+    stale: BTreeSet<String>,
 }
 
 impl ObservationCache {
@@ -44,8 +46,33 @@ impl ObservationCache {
         Some(Sha256::digest(&bytes).into())
     }
 
+    /// Whether the last snapshot of an LDAP directory can serve this pass: complete, and no
+    /// change seen by its poller since.
+    fn ldap_reusable(&self, env: &Environment, name: &str) -> bool {
+        env.policy
+            .directories
+            .get(name)
+            .is_some_and(|d| matches!(d.spec, DirectorySpec::Ldap(_)))
+            && !self.stale.contains(name)
+            && matches!(self.observed.get(name), Some(Ok(s)) if s.complete)
+    }
+
+    /// Marks an LDAP directory for re-observation (its poller saw the change token move).
+    pub fn invalidate(&mut self, name: &str) {
+        self.stale.insert(name.to_string());
+    }
+
+    /// Marks every directory for re-observation.
+    pub fn invalidate_all(&mut self) {
+        self.stale.extend(self.observed.keys().cloned());
+        self.fingerprints.clear();
+    }
+
     /// Whether the data of directory `name` differs from what the last pass observed.
     pub fn changed(&self, env: &Environment, name: &str) -> bool {
+        if self.ldap_reusable(env, name) {
+            return false;
+        }
         let unchanged = matches!(
             (self.fingerprints.get(name), self.observed.get(name)),
             (Some(Some(before)), Some(Ok(_))) if Self::fingerprint(env, name).as_ref() == Some(before)
@@ -54,15 +81,17 @@ impl ObservationCache {
     }
 
     /// Observes every directory, reusing a file directory's snapshot when its data is
-    /// unchanged (no copy is made: the snapshots live here).
+    /// unchanged and an LDAP directory's when its poller saw no change (no copy is made: the
+    /// snapshots live here).
     pub fn observe(&mut self, env: &Environment) -> &BTreeMap<String, DirectoryObservation> {
         let mut fingerprints = BTreeMap::new();
         let mut observed = BTreeMap::new();
         for (name, d) in &env.policy.directories {
             let fp = Self::fingerprint(env, name);
-            let reuse = fp.is_some()
-                && self.fingerprints.get(name) == Some(&fp)
-                && matches!(self.observed.get(name), Some(Ok(_)));
+            let reuse = self.ldap_reusable(env, name)
+                || (fp.is_some()
+                    && self.fingerprints.get(name) == Some(&fp)
+                    && matches!(self.observed.get(name), Some(Ok(_))));
             let obs = match self.observed.remove(name) {
                 Some(old) if reuse => old,
                 _ => runtime::observe_directory(&env.policy, name, d),
@@ -72,6 +101,7 @@ impl ObservationCache {
         }
         self.fingerprints = fingerprints;
         self.observed = observed;
+        self.stale.clear();
         &self.observed
     }
 
@@ -79,6 +109,7 @@ impl ObservationCache {
     pub fn clear(&mut self) {
         self.fingerprints.clear();
         self.observed.clear();
+        self.stale.clear();
     }
 }
 

@@ -105,4 +105,7 @@ pub struct ControllerStatus {
     pub held: Vec<HeldRevocation>,
     /// What the controller waits for before the next pass.
     pub waiting_for: Vec<String>,
+    /// The event sources (PC/SC, PKCS#11 modules, LDAP pollers) and their state.
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
