@@ -5,7 +5,9 @@
 //! the file never sits in this process's memory before the reader runs. Then reads it with
 //! `read_file_directory` and prints the parse time and the peak resident set size (VmHWM from
 //! /proc/self/status) against the resident size before the read and with the snapshot held.
-//! It measures; it asserts only that the snapshot has the expected size.
+//! Last, the time to read the file and run saphyr-parser over it without building anything:
+//! the floor for any reader built on that parser. It measures; it asserts only that the
+//! snapshot has the expected size.
 
 use std::io::{BufWriter, Write};
 use std::time::Instant;
@@ -101,5 +103,14 @@ fn main() {
     println!(
         "parse (3 more reads):  {:>9.1?} best, {:.1?} worst",
         times[0], times[2]
+    );
+
+    // The floor: reading the file and running saphyr-parser over it, building nothing.
+    let t = Instant::now();
+    let text = std::fs::read_to_string(&path).expect("read directory file");
+    let events = saphyr_parser::Parser::new_from_str(&text).count();
+    println!(
+        "read + YAML events:    {:>9.1?} ({events} events, nothing built)",
+        t.elapsed()
     );
 }
