@@ -184,6 +184,18 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             crate::policy::duration::Duration::from_secs(wait.as_secs()),
             outcome.pending
         );
+        // Level-triggered fallback: a reader event can be missed (a card pulled and put back
+        // between two looks, a driver reporting late), so every few seconds also look at which
+        // cards are present and treat a newly present one as an insertion.
+        let scan = || {
+            cards
+                .pcsc
+                .as_ref()
+                .and_then(|p| crate::apply::CardProvider::present(p).ok())
+                .unwrap_or_default()
+        };
+        let mut last_present = scan();
+        let mut last_scan = std::time::Instant::now();
         while outcome.pending > 0 {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
@@ -200,9 +212,23 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             if inserted.is_empty() {
-                continue;
+                if last_scan.elapsed() < std::time::Duration::from_secs(3) {
+                    continue;
+                }
+                last_scan = std::time::Instant::now();
+                let present = scan();
+                let new: Vec<String> = present.difference(&last_present).cloned().collect();
+                last_present = present;
+                if new.is_empty() {
+                    continue;
+                }
+                println!(
+                    "Card inserted: {} (found by a presence check).",
+                    new.join(", ")
+                );
+            } else {
+                println!("Card inserted in {}.", inserted.join(", "));
             }
-            println!("Card inserted in {}.", inserted.join(", "));
             let next = one_pass(&env, &store, &master, &cas, &cards, &args, targets.clone())?;
             if let Some(code) = next.stop {
                 return Ok(ExitCode::from(code));
