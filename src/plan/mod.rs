@@ -466,49 +466,67 @@ struct CardCerts<'a> {
 
 impl<'a> Index<'a> {
     fn new(inv: &'a Inventory) -> Self {
-        let mut holders: FastMap<(&str, &str), &CardRecord> =
-            FastMap::with_capacity_and_hasher(inv.cards.len(), Default::default());
-        let mut blanks_by_stock: BTreeMap<&str, Vec<&CardRecord>> = BTreeMap::new();
-        let mut cards_per_stock: HashMap<&str, usize> = HashMap::new();
-        let mut cards_by_user: Vec<(&str, &CardRecord)> = Vec::with_capacity(inv.cards.len());
-        for card in inv.cards.values() {
-            if let Some(u) = card.user.as_deref() {
-                cards_by_user.push((u, card));
-            }
-            if let Some(stock) = card.stock.as_deref() {
-                if card.status != CardStatus::Retired && card.status != CardStatus::Lost {
-                    *cards_per_stock.entry(stock).or_default() += 1;
+        // The certificate table is independent of the card tables: build it alongside.
+        std::thread::scope(|scope| {
+            let certs = scope.spawn(|| Self::certs_by_card(inv));
+            let mut holders: FastMap<(&str, &str), &CardRecord> =
+                FastMap::with_capacity_and_hasher(inv.cards.len(), Default::default());
+            let mut blanks_by_stock: BTreeMap<&str, Vec<&CardRecord>> = BTreeMap::new();
+            let mut cards_per_stock: HashMap<&str, usize> = HashMap::new();
+            let mut cards_by_user: Vec<(&str, &CardRecord)> = Vec::with_capacity(inv.cards.len());
+            for card in inv.cards.values() {
+                if let Some(u) = card.user.as_deref() {
+                    cards_by_user.push((u, card));
                 }
-                if card.status == CardStatus::Blank {
-                    blanks_by_stock.entry(stock).or_default().push(card);
+                if let Some(stock) = card.stock.as_deref() {
+                    if card.status != CardStatus::Retired && card.status != CardStatus::Lost {
+                        *cards_per_stock.entry(stock).or_default() += 1;
+                    }
+                    if card.status == CardStatus::Blank {
+                        blanks_by_stock.entry(stock).or_default().push(card);
+                    }
+                }
+                if !card.holds_credential() {
+                    continue;
+                }
+                if let (Some(u), Some(t)) = (card.user.as_deref(), card.template.as_deref()) {
+                    // With several live cards for one (user, template), the oldest is the
+                    // credential; the others are planned away as no longer entitled.
+                    holders
+                        .entry((u, t))
+                        .and_modify(|prev| {
+                            if (card.created_at, &card.id) < (prev.created_at, &prev.id) {
+                                *prev = card;
+                            }
+                        })
+                        .or_insert(card);
                 }
             }
-            if !card.holds_credential() {
-                continue;
+            // Stable sort: a user's cards stay in id order.
+            cards_by_user.sort_by(|a, b| a.0.cmp(b.0));
+            let mut holders_count = 0;
+            let mut last: Option<&str> = None;
+            for (u, c) in &cards_by_user {
+                if c.holds_credential() && last != Some(*u) {
+                    holders_count += 1;
+                    last = Some(*u);
+                }
             }
-            if let (Some(u), Some(t)) = (card.user.as_deref(), card.template.as_deref()) {
-                // With several live cards for one (user, template), the oldest is the
-                // credential; the others are planned away as no longer entitled.
-                holders
-                    .entry((u, t))
-                    .and_modify(|prev| {
-                        if (card.created_at, &card.id) < (prev.created_at, &prev.id) {
-                            *prev = card;
-                        }
-                    })
-                    .or_insert(card);
+            let certs_by_card = certs
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            Index {
+                holders,
+                cards_by_user,
+                holders_count,
+                certs_by_card,
+                blanks_by_stock,
+                cards_per_stock,
             }
-        }
-        // Stable sort: a user's cards stay in id order.
-        cards_by_user.sort_by(|a, b| a.0.cmp(b.0));
-        let mut holders_count = 0;
-        let mut last: Option<&str> = None;
-        for (u, c) in &cards_by_user {
-            if c.holds_credential() && last != Some(*u) {
-                holders_count += 1;
-                last = Some(*u);
-            }
-        }
+        })
+    }
+
+    fn certs_by_card(inv: &'a Inventory) -> FastMap<&'a str, CardCerts<'a>> {
         let mut certs_by_card: FastMap<&str, CardCerts<'_>> =
             FastMap::with_capacity_and_hasher(inv.cards.len(), Default::default());
         for cert in inv.certs.values().filter(|c| c.is_live()) {
@@ -527,14 +545,7 @@ impl<'a> Index<'a> {
                 None => *slot = Some(cert),
             }
         }
-        Index {
-            holders,
-            cards_by_user,
-            holders_count,
-            certs_by_card,
-            blanks_by_stock,
-            cards_per_stock,
-        }
+        certs_by_card
     }
 
     fn holder(&self, user: &str, template: &str) -> Option<&'a CardRecord> {
