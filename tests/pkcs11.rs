@@ -92,6 +92,36 @@ fn blank_tokens_are_issued_and_usable_by_opensc_and_openssl() {
     );
     assert_eq!(out.matches("label:      piv-auth").count(), 3, "{out}");
 
+    // The inventory names the private key of each token certificate by its RFC 7512 URI.
+    let inv = hsm.keyfleet(
+        &[
+            "inventory",
+            "-C",
+            s(&policy),
+            "--state-dir",
+            s(&state),
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    let inv: serde_json::Value = serde_json::from_str(&inv.stdout).expect("inventory json");
+    let alice = inv["certificates"]
+        .as_array()
+        .expect("certificates")
+        .iter()
+        .find(|c| c["user"] == "alice")
+        .expect("alice's certificate")
+        .clone();
+    let uri = alice["keyUri"].as_str().expect("keyUri").to_string();
+    assert!(
+        uri.starts_with("pkcs11:")
+            && uri.contains("token=alice")
+            && uri.contains("object=piv-auth")
+            && uri.contains("type=private"),
+        "{uri}"
+    );
+
     // The certificate chains to the local CA.
     let dir = hsm.path();
     let cert_der = dir.join("alice.der");

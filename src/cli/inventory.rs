@@ -71,7 +71,25 @@ struct JsonCert<'a> {
     not_after: time::OffsetDateTime,
     revision: &'a str,
     installed: bool,
+    /// RFC 7512 URI of the private key, for certificates on PKCS#11 tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_uri: Option<String>,
     pem: &'a str,
+}
+
+/// The RFC 7512 URI of a certificate's private key when its card is a PKCS#11 token (the
+/// token is labelled with its holder's uid at issuance).
+pub fn key_uri(cert: &CertRecord) -> Option<String> {
+    let serial = crate::card::pkcs11::serial_of(&cert.card)?;
+    Some(
+        crate::apply::tokens::slot_uri(
+            serial,
+            &cert.user,
+            cert.slot,
+            crate::card::pkcs11::uri::ObjectType::Private,
+        )
+        .to_string(),
+    )
 }
 
 /// The inventory as JSON: `{"cards": [...], "certificates": [...]}`.
@@ -110,6 +128,7 @@ pub fn inventory_json(inv: &Inventory, now: time::OffsetDateTime) -> serde_json:
             not_after: c.not_after,
             revision: &c.revision,
             installed: c.installed,
+            key_uri: key_uri(c),
             pem: &c.pem,
         })
         .collect();
