@@ -94,7 +94,12 @@ impl ObservationCache {
                     && matches!(self.observed.get(name), Some(Ok(_))));
             let obs = match self.observed.remove(name) {
                 Some(old) if reuse => old,
-                _ => runtime::observe_directory(&env.policy, name, d),
+                stale => {
+                    // Free the old snapshot before reading the new one: holding both doubles
+                    // the peak memory of a pass over a large directory.
+                    drop(stale);
+                    runtime::observe_directory(&env.policy, name, d)
+                }
             };
             fingerprints.insert(name.clone(), fp);
             observed.insert(name.clone(), obs);
