@@ -234,8 +234,6 @@ fn issuance_over_pcsc_then_opensc_signs_wrong_pin_blocks_and_puk_unblocks() {
 }
 
 #[test]
-#[ignore = "flaky on this machine: after a card is pulled mid-APDU, pcscd+vpcd sometimes never \
-report the re-inserted card (issue 5 stays open for it); run with --ignored"]
 fn card_pulled_mid_issuance_is_completed_when_it_comes_back() {
     let mut pcscd = Pcscd::start();
     let card = tempfile::tempdir().unwrap();
@@ -248,6 +246,11 @@ fn card_pulled_mid_issuance_is_completed_when_it_comes_back() {
     r.expect_code(1).stdout_has("FAILED  issue alice");
     assert_eq!(served.wait_exit(Duration::from_secs(10)), Some(0));
     pcscd.wait_card(false);
+    // vpcd does not always recover from a card that vanished in the middle of an APDU:
+    // pcscd's reader thread can stay stuck after its power-off (its log then shows no more
+    // presence polls) and never sees the card again. Plug the reader back in, as one would a
+    // USB reader, before the card returns.
+    pcscd.restart();
     let plan = kf(&pcscd, state.path(), &["plan"]);
     plan.expect_code(2)
         .stdout_has("signed but not yet written")

@@ -57,42 +57,64 @@ impl Pcscd {
             ),
         )
         .expect("reader config");
-        let log = std::fs::File::create(dir.path().join("pcscd.log")).expect("log file");
-        let socket = dir.path().join("pcscd.comm");
-        let child = Command::new("systemd-socket-activate")
+        let child = Self::spawn(dir.path());
+        let mut p = Pcscd { dir, child, port };
+        p.wait_ready();
+        p
+    }
+
+    fn spawn(dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("pcscd.log"))
+            .expect("log file");
+        let _ = std::fs::remove_file(dir.join("pcscd.comm"));
+        Command::new("systemd-socket-activate")
             .arg("-l")
-            .arg(&socket)
-            .args(["pcscd", "-f", "-c"])
-            .arg(&conf)
+            .arg(dir.join("pcscd.comm"))
+            .args(["pcscd", "-f", "-d", "-c"])
+            .arg(dir.join("reader.conf.d"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot start pcscd through systemd-socket-activate: {e} (scripts/install-deps --test installs pcscd, vsmartcard-vpcd and systemd)")
-            });
-        let mut p = Pcscd { dir, child, port };
+            })
+    }
+
+    fn wait_ready(&mut self) {
+        let socket = self.socket();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !socket.exists() {
-            p.check_alive();
+            self.check_alive();
             assert!(Instant::now() < deadline, "pcscd socket never appeared");
             std::thread::sleep(Duration::from_millis(5));
         }
         // The first client starts pcscd (socket activation); it answers once readers load.
         loop {
-            let readers = p.cards_json(None);
+            let readers = self.cards_json(None);
             if readers.as_array().is_some_and(|a| !a.is_empty()) {
                 break;
             }
-            p.check_alive();
+            self.check_alive();
             assert!(
                 Instant::now() < deadline,
                 "pcscd never listed the vpcd reader; log:\n{}",
-                p.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        p
+    }
+
+    /// Stops pcscd and starts it again on the same socket and reader port (a reader
+    /// unplugged and plugged back in).
+    pub(crate) fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.dir.path());
+        self.wait_ready();
     }
 
     fn check_alive(&mut self) {
@@ -215,6 +237,20 @@ impl Drop for Pcscd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // The temp dir goes with us: show what pcscd said about the failing test.
+            let log = self.log();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.contains("winscard_svc.c"))
+                .rev()
+                .take(60)
+                .collect();
+            eprintln!(
+                "--- last lines of the private pcscd's log ---\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
     }
 }
 
