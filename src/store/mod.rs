@@ -75,18 +75,27 @@ impl Store {
                 source,
             })?;
         let path = state_dir.join("store");
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    StoreError::Locked(state_dir.to_path_buf())
+        // sled releases its file lock from a background thread shortly after the last handle
+        // is dropped, so a store closed a moment ago (by this process or a one-shot command)
+        // can still look locked: retry briefly before reporting it in use.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            match sled::Config::new().path(&path).open() {
+                Ok(db) => break db,
+                Err(e) => {
+                    let locked = matches!(&e, sled::Error::Io(io)
+                        if io.kind() == std::io::ErrorKind::WouldBlock
+                            || io.to_string().contains("lock"));
+                    if !locked {
+                        return Err(StoreError::Sled(e));
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked(state_dir.to_path_buf()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                sled::Error::Io(ref io) if io.to_string().contains("lock") => {
-                    StoreError::Locked(state_dir.to_path_buf())
-                }
-                other => StoreError::Sled(other),
-            })?;
+            }
+        };
         Ok(Store {
             cards: db.open_tree("cards")?,
             certs: db.open_tree("certs")?,
