@@ -220,31 +220,8 @@ pub type DirectoryObservation = Result<DirectorySnapshot, String>;
 /// Computes the desired state from the policy and one observation per `Directory` (by name).
 /// A directory missing from `observed` counts as failed.
 pub fn compute(policy: &PolicySet, observed: &BTreeMap<String, DirectoryObservation>) -> Desired {
-    let mut desired = Desired {
-        complete: true,
-        ..Desired::default()
-    };
-    for (name, t) in &policy.templates {
-        desired.templates.insert(
-            name.clone(),
-            TemplateRules {
-                on_entitlement_loss: t.spec.on_entitlement_loss,
-                on_user_disabled: t.spec.on_user_disabled,
-            },
-        );
-    }
-    for (name, s) in &policy.stocks {
-        desired.stocks.push(StockInfo {
-            name: name.clone(),
-            card_type: s.spec.card_type,
-            auto_bind: s.spec.auto_bind,
-            virtual_max: match &s.spec.selector {
-                StockSelector::Virtual(v) => v.max,
-                _ => None,
-            },
-            is_virtual: matches!(s.spec.selector, StockSelector::Virtual(_)),
-        });
-    }
+    let mut desired = from_policy(policy);
+    desired.complete = true;
     for name in policy.directories.keys() {
         match observed.get(name) {
             Some(Ok(snapshot)) => {
@@ -482,6 +459,35 @@ fn user_result(
         }
     }
     out
+}
+
+/// What the policy alone says, before any directory is observed: template rules and card
+/// stocks, no credentials, not complete (so nothing could be revoked from it). Recovery needs
+/// no more than this.
+pub fn from_policy(policy: &PolicySet) -> Desired {
+    let mut desired = Desired::default();
+    for (name, t) in &policy.templates {
+        desired.templates.insert(
+            name.clone(),
+            TemplateRules {
+                on_entitlement_loss: t.spec.on_entitlement_loss,
+                on_user_disabled: t.spec.on_user_disabled,
+            },
+        );
+    }
+    for (name, s) in &policy.stocks {
+        desired.stocks.push(StockInfo {
+            name: name.clone(),
+            card_type: s.spec.card_type,
+            auto_bind: s.spec.auto_bind,
+            virtual_max: match &s.spec.selector {
+                StockSelector::Virtual(v) => v.max,
+                _ => None,
+            },
+            is_virtual: matches!(s.spec.selector, StockSelector::Virtual(_)),
+        });
+    }
+    desired
 }
 
 /// The value of a template variable for a user.

@@ -218,36 +218,6 @@ pub struct Pass {
     pub plan: Plan,
 }
 
-/// Observes and plans with any one card provider. Writes nothing.
-pub fn plan_pass(
-    env: &Environment,
-    inventory: Inventory,
-    cards: &dyn CardProvider,
-    now: OffsetDateTime,
-    allow_mass_revocation: bool,
-    targets: Option<std::collections::BTreeSet<String>>,
-) -> Result<Pass, PassError> {
-    let presence = Presence {
-        cards: cards.present()?,
-        // Blank cards the inventory already knows are planned from the inventory.
-        blanks: cards
-            .blanks()?
-            .into_iter()
-            .filter(|b| !inventory.cards.contains_key(&b.id))
-            .collect(),
-    };
-    let observed = observe_directories(&env.policy);
-    Ok(plan_with_presence(
-        env,
-        &observed,
-        inventory,
-        presence,
-        now,
-        allow_mass_revocation,
-        targets,
-    ))
-}
-
 /// Computes the desired state and plans against a given presence.
 fn plan_with_presence(
     env: &Environment,

@@ -275,25 +275,17 @@ fn one_pass(
     args: &Args,
     targets: Option<std::collections::BTreeSet<String>>,
 ) -> anyhow::Result<PassOutcome> {
-    let now = time::OffsetDateTime::now_utc();
     let clock = time::OffsetDateTime::now_utc;
 
-    // Recovery first, with the desired state of this policy (needed to return cards to stock).
-    // Only the desired state is used: no need to scan the readers for it.
-    let pre = runtime::plan_pass(
-        env,
-        store.inventory()?,
-        &cards.virtual_cards,
-        now,
-        false,
-        None,
-    )?;
+    // Recovery first. It needs only what the policy says (the stocks cards return to), so
+    // neither the directories nor the readers are read for it.
+    let pre = crate::desired::from_policy(&env.policy);
     let ctx = Context {
         store,
         master,
         cas,
         cards,
-        desired: &pre.desired,
+        desired: &pre,
         clock: &clock,
         actor: args.operator.clone().unwrap_or_else(os_user),
         pin_mailer_dir: env.state_dir.join("pin-mailer"),
