@@ -68,56 +68,44 @@ spec: {cardType: piv, autoBind: true, piv: {anyBlank: true}}
 "#;
 
 fn snapshot() -> DirectorySnapshot {
-    let mut s = DirectorySnapshot {
-        complete: true,
-        ..Default::default()
-    };
-    for i in 0..USERS {
+    let users = (0..USERS).map(|i| {
         let uid = format!("user{i:06}");
-        s.users.insert(
-            uid.clone(),
-            DirectoryUser {
-                uid: uid.clone(),
-                dn: None,
-                cn: format!("User {i}"),
-                mail: Some(format!("{uid}@example.org")),
-                upn: None,
-                disabled: false,
-                attributes: BTreeMap::new(),
-                stable_id: None,
-            },
-        );
-    }
+        DirectoryUser {
+            mail: Some(format!("{uid}@example.org")),
+            uid,
+            dn: None,
+            cn: format!("User {i}"),
+            upn: None,
+            disabled: false,
+            attributes: BTreeMap::new(),
+            stable_id: None,
+        }
+    });
     // 2,000 leaf groups, each user in one or two of them; group-0..999 nest into `all`,
     // and the even ones also into `badge-holders` (so half the users hold a badge).
-    let mut groups: Vec<DirectoryGroup> = (0..GROUPS)
-        .map(|g| DirectoryGroup {
-            name: format!("group{g:05}"),
-            ..Default::default()
-        })
-        .collect();
+    let mut members: Vec<Vec<String>> = vec![Vec::new(); GROUPS];
     for i in 0..USERS {
         let uid = format!("user{i:06}");
-        groups[i % GROUPS].members.insert(uid.clone());
+        members[i % GROUPS].push(uid.clone());
         if i % 3 == 0 {
             // A second group of the same parity, so badge holders stay exactly half.
-            groups[(i + 2 * (i % 7 + 1)) % GROUPS].members.insert(uid);
+            members[(i + 2 * (i % 7 + 1)) % GROUPS].push(uid);
         }
     }
-    let all = DirectoryGroup {
-        name: "all".into(),
-        members: BTreeSet::new(),
-        groups: groups.iter().map(|g| g.name.clone()).collect(),
-    };
-    let badge = DirectoryGroup {
-        name: "badge-holders".into(),
-        members: BTreeSet::new(),
-        groups: groups.iter().step_by(2).map(|g| g.name.clone()).collect(),
-    };
-    for g in groups.into_iter().chain([all, badge]) {
-        s.groups.insert(g.name.clone(), g);
-    }
-    s
+    let names: Vec<String> = (0..GROUPS).map(|g| format!("group{g:05}")).collect();
+    let all = ("all".to_string(), Vec::new(), names.clone());
+    let badge = (
+        "badge-holders".to_string(),
+        Vec::new(),
+        names.iter().step_by(2).cloned().collect(),
+    );
+    let groups = names
+        .iter()
+        .cloned()
+        .zip(members)
+        .map(|(name, m)| (name, m, Vec::new()))
+        .chain([all, badge]);
+    DirectorySnapshot::from_parts(users, groups)
 }
 
 /// The inventory after everything was issued: one card per credential, one certificate per
@@ -248,8 +236,10 @@ fn main() {
     // One membership change: user000000 leaves every group (loses both credentials).
     let changed = "user000000".to_string();
     let mut snap2 = snap;
+    let row = snap2.users.index_of(&changed).expect("user000000 exists");
     for g in snap2.groups.values_mut() {
-        g.members.remove(&changed);
+        let rest = g.member_rows().iter().copied().filter(|r| *r != row);
+        *g = DirectoryGroup::new(g.name.clone(), rest.collect(), g.groups.clone());
     }
     let observed2: BTreeMap<String, desired::DirectoryObservation> =
         [("people".to_string(), Ok(snap2))].into();

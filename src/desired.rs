@@ -10,7 +10,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::names::{DistinguishedName, SanValue, escape_value};
-use crate::observe::directory::{DirectorySnapshot, DirectoryUser};
+use crate::observe::directory::{DirectorySnapshot, UserRef};
 use crate::policy::PolicySet;
 use crate::policy::model::{
     CardTemplateSpec, CardType, KeyAlgorithm, KeyGeneration, ManagementKeyPolicy,
@@ -236,8 +236,12 @@ pub fn compute(policy: &PolicySet, observed: &BTreeMap<String, DirectoryObservat
                         .observation_errors
                         .push(format!("directory {name}: observation incomplete{why}"));
                 }
-                for (uid, user) in &snapshot.users {
-                    desired.users.entry(uid.clone()).or_insert(user.disabled);
+                for user in snapshot.users.iter() {
+                    if !desired.users.contains_key(user.uid()) {
+                        desired
+                            .users
+                            .insert(user.uid().to_string(), user.disabled());
+                    }
                 }
             }
             Some(Err(e)) => {
@@ -264,9 +268,9 @@ pub fn compute(policy: &PolicySet, observed: &BTreeMap<String, DirectoryObservat
         };
         let mut grant = |uid: &str| {
             // Borrow the uid from the snapshot, which outlives this computation.
-            if let Some((uid, _)) = snapshot.users.get_key_value(uid) {
+            if let Some(user) = snapshot.users.get(uid) {
                 entitled
-                    .entry(uid.as_str())
+                    .entry(user.uid())
                     .or_default()
                     .insert(a.spec.template.as_str(), a.spec.directory.as_str());
             }
@@ -347,7 +351,7 @@ pub fn update_users(
             if let Some(Ok(snapshot)) = observed.get(name)
                 && let Some(user) = snapshot.users.get(uid)
             {
-                desired.users.entry(uid.clone()).or_insert(user.disabled);
+                desired.users.entry(uid.clone()).or_insert(user.disabled());
             }
         }
         let mut templates: BTreeMap<&str, &str> = BTreeMap::new();
@@ -491,19 +495,19 @@ pub fn from_policy(policy: &PolicySet) -> Desired {
 }
 
 /// The value of a template variable for a user.
-pub fn lookup(user: &DirectoryUser, var: &Var) -> Option<String> {
+pub fn lookup(user: UserRef<'_>, var: &Var) -> Option<String> {
     match var {
-        Var::Uid => Some(user.uid.clone()),
-        Var::Cn => Some(user.cn.clone()),
-        Var::Mail => user.mail.clone(),
-        Var::Upn => user.upn.clone(),
-        Var::Dn => user.dn.clone(),
-        Var::Attr(name) => user.attributes.get(name).cloned(),
+        Var::Uid => Some(user.uid().to_string()),
+        Var::Cn => Some(user.cn().to_string()),
+        Var::Mail => user.mail().map(str::to_string),
+        Var::Upn => user.upn().map(str::to_string),
+        Var::Dn => user.dn().map(str::to_string),
+        Var::Attr(name) => user.attribute(name).map(str::to_string),
     }
 }
 
 fn credential_for(
-    user: &DirectoryUser,
+    user: UserRef<'_>,
     template: &str,
     spec: &CardTemplateSpec,
     policy: &PolicySet,
@@ -568,10 +572,10 @@ fn credential_for(
         .find(|(_, s)| s.spec.card_type == spec.card_type && s.spec.auto_bind)
         .map(|(name, _)| name.clone());
     Ok(DesiredCredential {
-        user: user.uid.clone(),
+        user: user.uid().to_string(),
         template: template.to_string(),
         card_type: spec.card_type,
-        user_disabled: user.disabled,
+        user_disabled: user.disabled(),
         on_user_disabled: spec.on_user_disabled,
         certificates,
         bound_card: None,

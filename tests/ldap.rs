@@ -206,11 +206,11 @@ fn openldap_observation_entitlements_and_operator_views() {
     let snapshot = observed["corp"].as_ref().expect("observed");
     assert!(snapshot.complete, "{:?}", snapshot.problems);
     assert_eq!(snapshot.users.len(), 6);
-    let jorg = &snapshot.users["jörg"];
+    let jorg = &snapshot.users.get("jörg").unwrap().to_user();
     assert_eq!(jorg.cn, "Müller, Jörg + Co \\ Ltd");
     assert_eq!(jorg.attributes["employeeNumber"], "1004");
-    assert!(snapshot.users["bob"].disabled);
-    assert!(!snapshot.users["alice"].disabled);
+    assert!(snapshot.users.get("bob").unwrap().to_user().disabled);
+    assert!(!snapshot.users.get("alice").unwrap().to_user().disabled);
     let direct: Vec<_> = snapshot.members("staff", false).into_iter().collect();
     assert_eq!(direct, ["alice"]);
     let nested: Vec<_> = snapshot.members("staff", true).into_iter().collect();
@@ -556,13 +556,16 @@ spec: {{cardType: virtual, autoBind: true, virtual: {{}}}}
     // The domain root also answers with referrals (Configuration, ...): skipped, not chased,
     // and not a failure.
     assert!(s.complete, "{:?}", s.problems);
-    let alice = &s.users["alice"];
+    let alice = &s.users.get("alice").unwrap().to_user();
     assert_eq!(alice.upn.as_deref(), Some("alice@corp.example.org"));
     assert_eq!(alice.cn, "Alice Example");
     let guid = alice.stable_id.as_deref().expect("objectGUID");
     assert_eq!(guid.len(), 36, "{guid}");
-    assert!(s.users["krbtgt"].disabled, "krbtgt is disabled in every AD");
-    assert!(!s.users["carol"].disabled);
+    assert!(
+        s.users.get("krbtgt").unwrap().to_user().disabled,
+        "krbtgt is disabled in every AD"
+    );
+    assert!(!s.users.get("carol").unwrap().to_user().disabled);
     let direct: Vec<_> = s.members("piv-users", false).into_iter().collect();
     assert_eq!(direct, ["bob"]);
     let nested: Vec<_> = s.members("piv-users", true).into_iter().collect();

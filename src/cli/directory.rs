@@ -178,12 +178,11 @@ fn show(policy: &PolicySet, a: ShowArgs) -> anyhow::Result<ExitCode> {
     let found = match file_snapshot(d)? {
         Some(s) => s.users.get(&a.user).map(|u| {
             let groups = s
-                .groups
-                .values()
-                .filter(|g| g.members.contains(&a.user))
-                .map(|g| g.name.clone())
+                .groups_of(&a.user)
+                .into_iter()
+                .map(str::to_string)
                 .collect();
-            (u.clone(), groups)
+            (u.to_user(), groups)
         }),
         None => {
             let dir = ldap_of(d)?;
@@ -250,7 +249,11 @@ fn members(policy: &PolicySet, a: MembersArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_FAILURE));
     }
     let uids = snapshot.members(&a.group, !a.direct);
-    let users: Vec<&DirectoryUser> = uids.iter().filter_map(|u| snapshot.users.get(u)).collect();
+    let users: Vec<DirectoryUser> = uids
+        .iter()
+        .filter_map(|u| snapshot.users.get(u))
+        .map(|u| u.to_user())
+        .collect();
     match a.common.format {
         Format::Json => {
             let list: Vec<JsonUser<'_>> = users.iter().map(|u| JsonUser::new(u, None)).collect();

@@ -130,6 +130,10 @@ pub struct Shared {
     metrics: Metrics,
     triggers: Triggers,
     approvals_lock: Arc<Mutex<()>>,
+    /// The revocations the valve holds, published by the pass as soon as it has split its
+    /// plan (before it runs anything), so that `approve` never sees a list that the pass in
+    /// flight has already acted on.
+    held: Arc<Mutex<Vec<HeldRevocation>>>,
     state_dir: PathBuf,
     ready: AtomicBool,
     sources: sources::SourceStates,
@@ -145,6 +149,9 @@ impl Shared {
         let mut status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
         if let Ok(sources) = self.sources.lock() {
             status.sources = sources.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        }
+        if let Ok(held) = self.held.lock() {
+            status.held = held.clone();
         }
         status
     }
@@ -255,6 +262,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         metrics: Metrics::new(),
         triggers: triggers.clone(),
         approvals_lock: Arc::new(Mutex::new(())),
+        held: Arc::default(),
         state_dir: state_dir.clone(),
         ready: AtomicBool::new(false),
         sources: sources.states(),
@@ -290,6 +298,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         actor: opts.actor.clone(),
         stop: Arc::new(AtomicBool::new(false)),
         approvals_lock: shared.approvals_lock.clone(),
+        held: shared.held.clone(),
         state_dir: state_dir.clone(),
     });
     tracing::info!(

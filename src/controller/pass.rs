@@ -138,6 +138,8 @@ pub struct PassState {
     pub stop: Arc<AtomicBool>,
     /// Serialises changes to the approvals file.
     pub approvals_lock: Arc<Mutex<()>>,
+    /// Where the pass publishes the revocations it holds (read by `approve` and `status`).
+    pub held: Arc<Mutex<Vec<HeldRevocation>>>,
     /// The state directory.
     pub state_dir: PathBuf,
 }
@@ -248,6 +250,9 @@ fn pass_inner(
     out.summary.held = held.len();
     for _ in &held {
         bump(out, "revoke", "held");
+    }
+    if let Ok(mut published) = state.held.lock() {
+        published.clone_from(&held);
     }
     out.held = held;
 

@@ -5,7 +5,8 @@
 //! the controller takes the whole set at once, so a burst of a hundred events yields one or
 //! two passes. Sources here: the policy and file-directory watch ([`FileWatch`], notify with a
 //! debouncer on the *directories*, so atomic replaces, rename-on-save and `git checkout` are
-//! seen). Card and token watchers and LDAP pollers plug in the same way: hold a clone of
+//! seen; the debouncer is a thread that sleeps in a blocking receive between bursts, so an
+//! idle controller does not wake for the watch at all). Card and token watchers and LDAP pollers plug in the same way: hold a clone of
 //! [`Triggers`] and fire [`Trigger::Cards`] / [`Trigger::DirectoryChanged`]. This module runs
 //! no pass.
 
@@ -14,9 +15,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use notify::RecursiveMode;
 use notify::event::EventKind;
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use notify::{RecursiveMode, Watcher};
 use tokio::sync::Notify;
 
 /// Why a pass should run.
@@ -135,57 +135,83 @@ impl WatchSpec {
     }
 }
 
-/// A running file watch; dropping it stops the watch.
+/// A running file watch; dropping it stops the watch (and its debounce thread).
 pub struct FileWatch {
-    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    _watcher: notify::RecommendedWatcher,
 }
 
 /// How long the debouncer waits for a burst of file events to settle.
-pub const DEBOUNCE: Duration = Duration::from_millis(300);
+pub const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// The longest a continuous stream of events may hold its triggers back.
+const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
+
+/// What the watcher hands the debounce thread.
+type WatchEvent = Result<notify::Event, notify::Error>;
 
 /// Starts watching the policy directory and the folders of the data files.
 pub fn watch_files(spec: WatchSpec, triggers: Triggers) -> Result<FileWatch, notify::Error> {
-    let classify = spec.clone();
-    let mut debouncer = new_debouncer(
-        DEBOUNCE,
-        Some(DEBOUNCE),
-        move |result: DebounceEventResult| match result {
-            Ok(events) => {
-                for event in events {
-                    if matches!(event.kind, EventKind::Access(_)) {
-                        continue;
-                    }
-                    for path in &event.paths {
-                        if let Some(t) = classify.classify(path) {
-                            tracing::debug!(path = %path.display(), trigger = %t.label(), "file change");
-                            triggers.fire(t);
-                        }
-                    }
-                }
-            }
-            Err(errors) => {
-                for e in errors {
-                    tracing::warn!("file watch error: {e}");
-                }
-                // Events may have been lost: recheck everything.
-                triggers.fire(Trigger::PolicyChanged);
-            }
-        },
-    )
-    .map_err(|e| notify::Error::generic(&e.to_string()))?;
-    debouncer.watch(&spec.policy_dir, RecursiveMode::Recursive)?;
+    let (tx, rx) = std::sync::mpsc::channel::<WatchEvent>();
+    let mut watcher = notify::recommended_watcher(move |event: WatchEvent| {
+        // The receiver is gone only when the watch is being dropped.
+        let _ = tx.send(event);
+    })?;
+    watcher.watch(&spec.policy_dir, RecursiveMode::Recursive)?;
     let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
     for file in spec.data_files.keys() {
         if let Some(parent) = file.parent()
             && !parent.starts_with(&spec.policy_dir)
             && watched.insert(parent.to_path_buf())
         {
-            debouncer.watch(parent, RecursiveMode::NonRecursive)?;
+            watcher.watch(parent, RecursiveMode::NonRecursive)?;
         }
     }
-    Ok(FileWatch {
-        _debouncer: debouncer,
-    })
+    std::thread::Builder::new()
+        .name("keyfleet-watch".into())
+        .spawn(move || debounce(&spec, &rx, &triggers))
+        .map_err(|e| notify::Error::generic(&format!("cannot start the watch thread: {e}")))?;
+    Ok(FileWatch { _watcher: watcher })
+}
+
+/// Collects events until none came for [`DEBOUNCE`] (or [`DEBOUNCE_MAX`] passed), then fires
+/// the triggers they mean, each once. Returns when the watcher is dropped.
+fn debounce(spec: &WatchSpec, rx: &std::sync::mpsc::Receiver<WatchEvent>, triggers: &Triggers) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut pending: BTreeSet<Trigger> = BTreeSet::new();
+    let add = |event: WatchEvent, pending: &mut BTreeSet<Trigger>| match event {
+        Ok(event) => {
+            if matches!(event.kind, EventKind::Access(_)) {
+                return;
+            }
+            for path in &event.paths {
+                if let Some(t) = spec.classify(path) {
+                    tracing::debug!(path = %path.display(), trigger = %t.label(), "file change");
+                    pending.insert(t);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!("file watch error: {e}");
+            // Events may have been lost: recheck everything.
+            pending.insert(Trigger::PolicyChanged);
+        }
+    };
+    // Blocks without a timeout between bursts: an idle watch costs no CPU.
+    while let Ok(first) = rx.recv() {
+        add(first, &mut pending);
+        let started = std::time::Instant::now();
+        loop {
+            let quiet_until = DEBOUNCE.min(DEBOUNCE_MAX.saturating_sub(started.elapsed()));
+            match rx.recv_timeout(quiet_until) {
+                Ok(event) => add(event, &mut pending),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        for t in std::mem::take(&mut pending) {
+            triggers.fire(t);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use saphyr_parser::{Event, Parser, ScalarStyle, StrInput, Tag};
 use serde::{Deserialize, Serialize};
 
-/// One user as the directory reports them.
+pub use super::users::{NewUser, TooLarge, UserRef, Users, UsersBuilder};
+
+/// One user as the directory reports them (the owned form; a snapshot stores its users
+/// compactly in [`Users`] and lends them out as [`UserRef`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectoryUser {
     /// The stable login name Keyfleet keys everything on.
@@ -39,77 +42,152 @@ pub struct DirectoryUser {
     pub attributes: BTreeMap<String, String>,
 }
 
-/// A group with its direct members and direct subgroups.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A group with its direct members (rows of the snapshot's [`Users`]) and direct subgroups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirectoryGroup {
     /// Group name.
     pub name: String,
-    /// uids of direct members.
-    pub members: BTreeSet<String>,
+    /// Rows of direct members, sorted, each once.
+    members: Box<[u32]>,
     /// Names of groups nested directly inside this one (their members are members too when
     /// an assignment asks for nested resolution).
     pub groups: BTreeSet<String>,
 }
 
+impl DirectoryGroup {
+    /// A group of the users in `members` (rows of the snapshot's users, any order).
+    pub fn new(name: String, mut members: Vec<u32>, groups: BTreeSet<String>) -> DirectoryGroup {
+        members.sort_unstable();
+        members.dedup();
+        DirectoryGroup {
+            name,
+            members: members.into_boxed_slice(),
+            groups,
+        }
+    }
+
+    /// Rows of the direct members, sorted.
+    pub fn member_rows(&self) -> &[u32] {
+        &self.members
+    }
+
+    /// Whether the user in `row` is a direct member.
+    pub fn has_member(&self, row: u32) -> bool {
+        self.members.binary_search(&row).is_ok()
+    }
+}
+
 /// Everything one observation of a directory returned.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirectorySnapshot {
-    /// Users by uid.
-    pub users: BTreeMap<String, DirectoryUser>,
+    /// Users, sorted by uid.
+    pub users: Users,
     /// Groups by name.
     pub groups: BTreeMap<String, DirectoryGroup>,
     /// False when any part of the observation failed or was truncated: then nothing may be
     /// revoked on the strength of this snapshot.
     pub complete: bool,
-    /// Transitive user members of some groups as the directory itself computed them (Active
+    /// Transitive members (rows) of some groups as the directory itself computed them (Active
     /// Directory's in-chain rule); used instead of Keyfleet's own resolution when present.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub transitive: BTreeMap<String, BTreeSet<String>>,
+    pub transitive: BTreeMap<String, Box<[u32]>>,
     /// Why the observation is incomplete, when it is.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
 }
 
-impl DirectorySnapshot {
-    /// The uids in `group`, including those of nested groups when `nested` is set.
-    /// Cycles between groups are harmless. An unknown group has no members.
-    pub fn members(&self, group: &str, nested: bool) -> BTreeSet<String> {
-        if nested && let Some(members) = self.transitive.get(group) {
-            return members
-                .iter()
-                .filter(|u| self.users.contains_key(*u))
-                .cloned()
-                .collect();
-        }
-        let mut out = BTreeSet::new();
-        let mut seen = BTreeSet::new();
-        let mut stack = vec![group.to_string()];
-        while let Some(name) = stack.pop() {
-            if !seen.insert(name.clone()) {
-                continue;
-            }
-            let Some(g) = self.groups.get(&name) else {
-                continue;
-            };
-            out.extend(
-                g.members
-                    .iter()
-                    .filter(|u| self.users.contains_key(*u))
-                    .cloned(),
-            );
-            if nested {
-                stack.extend(g.groups.iter().cloned());
+/// Serialized with users as a map by uid and group members as uids: the shape the content
+/// hash of a directory and `--format json` rely on.
+impl Serialize for DirectorySnapshot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeStruct};
+        struct Uids<'a>(&'a Users, &'a [u32]);
+        impl Serialize for Uids<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.1.iter().map(|r| self.0.uid_at(*r)))
             }
         }
-        out
+        struct Group<'a>(&'a Users, &'a DirectoryGroup);
+        impl Serialize for Group<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut st = s.serialize_struct("DirectoryGroup", 3)?;
+                st.serialize_field("name", &self.1.name)?;
+                st.serialize_field("members", &Uids(self.0, &self.1.members))?;
+                st.serialize_field("groups", &self.1.groups)?;
+                st.end()
+            }
+        }
+        struct Groups<'a>(&'a DirectorySnapshot);
+        impl Serialize for Groups<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(self.0.groups.len()))?;
+                for (name, g) in &self.0.groups {
+                    map.serialize_entry(name, &Group(&self.0.users, g))?;
+                }
+                map.end()
+            }
+        }
+        struct Transitive<'a>(&'a DirectorySnapshot);
+        impl Serialize for Transitive<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(self.0.transitive.len()))?;
+                for (name, rows) in &self.0.transitive {
+                    map.serialize_entry(name, &Uids(&self.0.users, rows))?;
+                }
+                map.end()
+            }
+        }
+        let mut st = s.serialize_struct("DirectorySnapshot", 5)?;
+        st.serialize_field("users", &self.users)?;
+        st.serialize_field("groups", &Groups(self))?;
+        st.serialize_field("complete", &self.complete)?;
+        if self.transitive.is_empty() {
+            st.skip_field("transitive")?;
+        } else {
+            st.serialize_field("transitive", &Transitive(self))?;
+        }
+        if self.problems.is_empty() {
+            st.skip_field("problems")?;
+        } else {
+            st.serialize_field("problems", &self.problems)?;
+        }
+        st.end()
     }
 }
 
 impl DirectorySnapshot {
-    /// Calls `f` with every uid in `group` (nested groups too when `nested` is set); a user
-    /// reached through several groups is reported once per group. Cycle-safe; unknown
-    /// groups have no members.
-    pub fn for_each_member(&self, group: &str, nested: bool, mut f: impl FnMut(&str)) {
+    /// A complete snapshot of owned users and of groups given by member uids and subgroup
+    /// names; members who are not among the users are left out. For tests and benchmarks:
+    /// readers build their snapshots with [`UsersBuilder`].
+    pub fn from_parts(
+        users: impl IntoIterator<Item = DirectoryUser>,
+        groups: impl IntoIterator<Item = (String, Vec<String>, Vec<String>)>,
+    ) -> DirectorySnapshot {
+        let users: Users = users.into_iter().collect();
+        let groups = groups
+            .into_iter()
+            .map(|(name, members, subgroups)| {
+                let rows = members.iter().filter_map(|m| users.index_of(m)).collect();
+                let group =
+                    DirectoryGroup::new(name.clone(), rows, subgroups.into_iter().collect());
+                (name, group)
+            })
+            .collect();
+        DirectorySnapshot {
+            users,
+            groups,
+            complete: true,
+            ..DirectorySnapshot::default()
+        }
+    }
+
+    /// Calls `f` with the row of every user in `group` (nested groups too when `nested` is
+    /// set; then the directory's own transitive answer when it gave one). A user reached
+    /// through several groups is reported once per group. Cycle-safe; unknown groups have no
+    /// members.
+    fn for_each_row(&self, group: &str, nested: bool, mut f: impl FnMut(u32)) {
+        if nested && let Some(rows) = self.transitive.get(group) {
+            rows.iter().for_each(|r| f(*r));
+            return;
+        }
         let mut seen: BTreeSet<&str> = BTreeSet::new();
         let mut stack = vec![group];
         while let Some(name) = stack.pop() {
@@ -119,16 +197,43 @@ impl DirectorySnapshot {
             let Some(g) = self.groups.get(name) else {
                 continue;
             };
-            g.members.iter().for_each(|m| f(m));
+            g.members.iter().for_each(|r| f(*r));
             if nested {
                 stack.extend(g.groups.iter().map(String::as_str));
             }
         }
     }
 
+    /// The uids in `group`, including those of nested groups when `nested` is set.
+    /// Cycles between groups are harmless. An unknown group has no members.
+    pub fn members(&self, group: &str, nested: bool) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        self.for_each_member(group, nested, |uid| {
+            out.insert(uid.to_string());
+        });
+        out
+    }
+
+    /// Calls `f` with every uid in `group` (nested groups too when `nested` is set); a user
+    /// reached through several groups is reported once per group. Cycle-safe; unknown
+    /// groups have no members.
+    pub fn for_each_member<'a>(&'a self, group: &str, nested: bool, mut f: impl FnMut(&'a str)) {
+        self.for_each_row(group, nested, |r| {
+            if let Some(u) = self.users.at(r) {
+                f(u.uid());
+            }
+        });
+    }
+
     /// Whether `uid` is a member of `group` (through nested groups when `nested` is set),
     /// without computing the whole member list. Cycle-safe.
     pub fn is_member(&self, uid: &str, group: &str, nested: bool) -> bool {
+        let Some(row) = self.users.index_of(uid) else {
+            return false;
+        };
+        if nested && let Some(rows) = self.transitive.get(group) {
+            return rows.binary_search(&row).is_ok();
+        }
         let mut seen: BTreeSet<&str> = BTreeSet::new();
         let mut stack = vec![group];
         while let Some(name) = stack.pop() {
@@ -138,14 +243,53 @@ impl DirectorySnapshot {
             let Some(g) = self.groups.get(name) else {
                 continue;
             };
-            if g.members.contains(uid) {
-                return self.users.contains_key(uid);
+            if g.has_member(row) {
+                return true;
             }
             if nested {
                 stack.extend(g.groups.iter().map(String::as_str));
             }
         }
         false
+    }
+
+    /// The direct members of `group`, as uids (none for an unknown group).
+    pub fn direct_members(&self, group: &str) -> impl Iterator<Item = &str> + '_ {
+        let rows = self
+            .groups
+            .get(group)
+            .map(|g| g.member_rows())
+            .unwrap_or_default();
+        rows.iter().map(|r| self.users.uid_at(*r))
+    }
+
+    /// The names of the groups that list `uid` directly.
+    pub fn groups_of(&self, uid: &str) -> Vec<&str> {
+        let Some(row) = self.users.index_of(uid) else {
+            return Vec::new();
+        };
+        self.groups
+            .values()
+            .filter(|g| g.has_member(row))
+            .map(|g| g.name.as_str())
+            .collect()
+    }
+
+    /// Heap bytes the snapshot holds, roughly (users exactly; groups by their members), for
+    /// the benchmarks' accounting of "directory data".
+    pub fn heap_bytes(&self) -> usize {
+        let groups: usize = self
+            .groups
+            .values()
+            .map(|g| {
+                g.name.len()
+                    + g.members.len() * 4
+                    + g.groups.iter().map(|n| n.len() + 48).sum::<usize>()
+                    + 96
+            })
+            .sum();
+        let transitive: usize = self.transitive.values().map(|r| r.len() * 4 + 64).sum();
+        self.users.heap_bytes() + groups + transitive
     }
 }
 
@@ -364,16 +508,16 @@ impl<'t> Events<'t> {
     }
 
     /// A string value: any scalar, as written (`42` is the string "42").
-    fn string(&mut self, at: At<'_>) -> Result<String, Stop> {
+    fn string(&mut self, at: At<'_>) -> Result<Cow<'t, str>, Stop> {
         let (event, line) = self.next()?;
         match event {
-            Event::Scalar(v, ..) => Ok(v.into_owned()),
+            Event::Scalar(v, ..) => Ok(v),
             other => Err(self.unexpected(line, at, "a string", &other)),
         }
     }
 
     /// An optional string: a plain null (`~`, `null`, nothing) is absent.
-    fn optional_string(&mut self, at: At<'_>) -> Result<Option<String>, Stop> {
+    fn optional_string(&mut self, at: At<'_>) -> Result<Option<Cow<'t, str>>, Stop> {
         let (event, line) = self.next()?;
         match event {
             Event::Scalar(v, ScalarStyle::Plain, _, tag) => match tag.as_deref().map(full_tag) {
@@ -381,11 +525,11 @@ impl<'t> Events<'t> {
                     true => Ok(None),
                     false => Err(self.shape(line, at.says(format_args!("{v:?} is not a null")))),
                 },
-                Some(_) => Ok(Some(v.into_owned())),
+                Some(_) => Ok(Some(v)),
                 None if v.is_empty() || is_null(&v) => Ok(None),
-                None => Ok(Some(v.into_owned())),
+                None => Ok(Some(v)),
             },
-            Event::Scalar(v, ..) => Ok(Some(v.into_owned())),
+            Event::Scalar(v, ..) => Ok(Some(v)),
             other => Err(self.unexpected(line, at, "a string", &other)),
         }
     }
@@ -750,9 +894,9 @@ struct PendingGroup {
 /// The snapshot under construction.
 #[derive(Default)]
 struct Builder {
-    users: BTreeMap<String, DirectoryUser>,
-    /// The first inconsistency among the users (empty or repeated uid).
-    user_problem: Option<String>,
+    users: UsersBuilder,
+    /// Position of the first user with an empty uid (repeated uids show when sorting).
+    empty_uid: Option<usize>,
     groups: Vec<PendingGroup>,
 }
 
@@ -816,22 +960,23 @@ impl Builder {
                 break;
             }
             let user = read_user(ev, &event, line, At::ROOT.field("users").item(index))?;
-            self.add_user(user);
+            if user.uid.is_empty() && self.empty_uid.is_none() {
+                self.empty_uid = Some(self.users.len());
+            }
+            let fields = NewUser {
+                uid: &user.uid,
+                cn: &user.cn,
+                dn: user.dn.as_deref(),
+                mail: user.mail.as_deref(),
+                upn: user.upn.as_deref(),
+                stable_id: None,
+                disabled: user.disabled,
+            };
+            // The file is capped far below what a snapshot indexes.
+            let pushed = self.users.push(fields, user.attributes);
+            pushed.map_err(|e| ev.shape(line, e.to_string()))?;
         }
         Ok(())
-    }
-
-    fn add_user(&mut self, user: DirectoryUser) {
-        if self.user_problem.is_some() {
-            return;
-        }
-        if user.uid.is_empty() {
-            self.user_problem = Some("a user has an empty uid".into());
-            return;
-        }
-        if let Some(previous) = self.users.insert(user.uid.clone(), user) {
-            self.user_problem = Some(format!("user {:?} is listed twice", previous.uid));
-        }
     }
 
     fn read_groups(&mut self, ev: &mut Events<'_>) -> Result<(), Stop> {
@@ -856,23 +1001,35 @@ impl Builder {
             path: path.to_path_buf(),
             message,
         };
-        if let Some(problem) = self.user_problem {
-            return Err(invalid(problem));
-        }
-        let users = self.users;
-        let mut groups = BTreeMap::new();
-        for g in self.groups {
-            if let Some(unknown) = g.members.iter().find(|m| !users.contains_key(*m)) {
+        let finished = self.users.finish();
+        let users = finished.users;
+        // The first inconsistency in file order: an empty uid or a uid listed before.
+        let repeated = finished.repeated.first().copied();
+        match (self.empty_uid, repeated) {
+            (Some(e), r) if r.is_none_or(|(r, _)| e < r as usize) => {
+                return Err(invalid("a user has an empty uid".into()));
+            }
+            (_, Some((_, kept))) => {
                 return Err(invalid(format!(
-                    "group {:?} lists member {unknown:?}, who is not among the users",
-                    g.name
+                    "user {:?} is listed twice",
+                    users.uid_at(kept)
                 )));
             }
-            let group = DirectoryGroup {
-                name: g.name.clone(),
-                members: g.members.into_iter().collect(),
-                groups: g.groups.into_iter().collect(),
-            };
+            _ => {}
+        }
+        let mut groups = BTreeMap::new();
+        for g in self.groups {
+            let mut rows = Vec::with_capacity(g.members.len());
+            for m in &g.members {
+                let Some(row) = users.index_of(m) else {
+                    return Err(invalid(format!(
+                        "group {:?} lists member {m:?}, who is not among the users",
+                        g.name
+                    )));
+                };
+                rows.push(row);
+            }
+            let group = DirectoryGroup::new(g.name.clone(), rows, g.groups.into_iter().collect());
             if let Some(previous) = groups.insert(g.name, group) {
                 return Err(invalid(format!(
                     "group {:?} is listed twice",
@@ -898,23 +1055,14 @@ impl Builder {
 }
 
 /// One `users:` entry, whose first event (`event` on `line`) is already read.
-fn read_user(
-    ev: &mut Events<'_>,
+fn read_user<'t>(
+    ev: &mut Events<'t>,
     event: &Event<'_>,
     line: usize,
     at: At<'_>,
-) -> Result<DirectoryUser, Stop> {
+) -> Result<ReadUser<'t>, Stop> {
     let mut seen = [false; USER_FIELDS.len()];
-    let mut user = DirectoryUser {
-        uid: String::new(),
-        dn: None,
-        cn: String::new(),
-        mail: None,
-        upn: None,
-        disabled: false,
-        stable_id: None,
-        attributes: BTreeMap::new(),
-    };
+    let mut user = ReadUser::default();
     if ev.open_mapping(event, line, at)? {
         while let Some((key, key_line)) = ev.key(at)? {
             let Some(field) = USER_FIELDS.iter().position(|f| *f == key.as_ref()) else {
@@ -944,16 +1092,31 @@ fn read_user(
     Ok(user)
 }
 
-fn read_attributes(ev: &mut Events<'_>, at: At<'_>) -> Result<BTreeMap<String, String>, Stop> {
-    let mut out = BTreeMap::new();
+/// A user entry as read, borrowing what it can from the text.
+#[derive(Default)]
+struct ReadUser<'t> {
+    uid: Cow<'t, str>,
+    cn: Cow<'t, str>,
+    dn: Option<Cow<'t, str>>,
+    mail: Option<Cow<'t, str>>,
+    upn: Option<Cow<'t, str>>,
+    disabled: bool,
+    /// In file order; a repeated name keeps its last value (as serde_yaml's map reading did).
+    attributes: Vec<(Cow<'t, str>, String)>,
+}
+
+fn read_attributes<'t>(
+    ev: &mut Events<'t>,
+    at: At<'_>,
+) -> Result<Vec<(Cow<'t, str>, String)>, Stop> {
+    let mut out = Vec::new();
     let (event, line) = ev.next()?;
     if !ev.open_mapping(&event, line, at)? {
         return Ok(out);
     }
     while let Some((key, _)) = ev.key(at)? {
         let value = ev.attribute(at.field(&key))?;
-        // A repeated attribute name keeps its last value, as serde_yaml's map reading did.
-        out.insert(key.into_owned(), value);
+        out.push((key, value));
     }
     Ok(out)
 }
@@ -982,7 +1145,7 @@ fn read_group(
             }
             let at = at.field(&key);
             match field {
-                0 => group.name = ev.string(at)?,
+                0 => group.name = ev.string(at)?.into_owned(),
                 1 => group.members = ev.strings(at)?,
                 _ => group.groups = ev.strings(at)?,
             }
@@ -1017,8 +1180,11 @@ groups:
         assert_eq!(direct, ["alice"]);
         let nested: Vec<_> = s.members("a", true).into_iter().collect();
         assert_eq!(nested, ["alice", "bob"]);
-        assert_eq!(s.users["bob"].attributes["employeeNumber"], "42");
-        assert!(s.users["bob"].disabled);
+        assert_eq!(
+            s.users.get("bob").unwrap().to_user().attributes["employeeNumber"],
+            "42"
+        );
+        assert!(s.users.get("bob").unwrap().to_user().disabled);
         assert!(s.members("nope", true).is_empty());
         assert_eq!(s.members("c", false).len(), 1);
     }
@@ -1116,7 +1282,7 @@ groups:
         let a = parse(block).unwrap();
         assert_eq!(a, parse(flow).unwrap());
         assert!(a.complete);
-        let alice = &a.users["alice"];
+        let alice = &a.users.get("alice").unwrap().to_user();
         assert_eq!(alice.mail.as_deref(), Some("alice@example.org"));
         assert_eq!(alice.upn.as_deref(), Some("alice@corp.example.org"));
         assert_eq!(
@@ -1125,8 +1291,8 @@ groups:
         );
         assert_eq!(alice.attributes["floor"], "3");
         assert!(!alice.disabled);
-        assert_eq!(a.users["bob"].cn, "Bob 'B' Jones");
-        assert!(a.users["bob"].disabled);
+        assert_eq!(a.users.get("bob").unwrap().to_user().cn, "Bob 'B' Jones");
+        assert!(a.users.get("bob").unwrap().to_user().disabled);
         assert_eq!(a.members("staff", true).len(), 2);
         assert_eq!(a.groups["staff"].groups.len(), 1);
     }
@@ -1149,12 +1315,15 @@ groups:
         }
         let s = parse("users: [{uid: a, cn: A, mail: ~, upn: null, dn:}]\ngroups: [{name: g}]")
             .unwrap();
-        let a = &s.users["a"];
+        let a = &s.users.get("a").unwrap().to_user();
         assert_eq!((&a.mail, &a.upn, &a.dn), (&None, &None, &None));
         assert!(s.groups["g"].members.is_empty());
         // Quoted, a null word is a value.
         let s = parse("users: [{uid: a, cn: A, mail: \"~\"}]").unwrap();
-        assert_eq!(s.users["a"].mail.as_deref(), Some("~"));
+        assert_eq!(
+            s.users.get("a").unwrap().to_user().mail.as_deref(),
+            Some("~")
+        );
     }
 
     #[test]
@@ -1167,7 +1336,7 @@ groups:
   tbool: !!bool "false", under: 1_000, max: 18446744073709551615,
   min: -9223372036854775808, neg0: -0}}]"#;
         let s = parse(text).unwrap();
-        let u = &s.users["7"];
+        let u = &s.users.get("7").unwrap().to_user();
         assert_eq!(u.cn, "1.50", "string fields keep the scalar as written");
         let want = [
             ("int", "42"),
@@ -1302,7 +1471,7 @@ groups:
         );
         // A repeated attribute keeps its last value, as before.
         let s = parse("users: [{uid: a, cn: A, attributes: {x: 1, x: 2}}]").unwrap();
-        assert_eq!(s.users["a"].attributes["x"], "2");
+        assert_eq!(s.users.get("a").unwrap().to_user().attributes["x"], "2");
     }
 
     #[test]
@@ -1485,10 +1654,8 @@ groups:
                 path: path.to_path_buf(),
                 message,
             };
-            let mut snapshot = DirectorySnapshot {
-                complete: true,
-                ..DirectorySnapshot::default()
-            };
+            let mut users = Vec::new();
+            let mut uids = std::collections::BTreeSet::new();
             for u in doc.users {
                 if u.uid.is_empty() {
                     return Err(invalid("a user has an empty uid".into()));
@@ -1513,22 +1680,29 @@ groups:
                     stable_id: None,
                     attributes,
                 };
-                if snapshot.users.insert(u.uid.clone(), user).is_some() {
+                if !uids.insert(u.uid.clone()) {
                     return Err(invalid(format!("user {:?} is listed twice", u.uid)));
                 }
+                users.push(user);
             }
+            let mut snapshot = DirectorySnapshot {
+                users: users.into_iter().collect(),
+                complete: true,
+                ..DirectorySnapshot::default()
+            };
             for g in doc.groups {
-                if let Some(unknown) = g.members.iter().find(|m| !snapshot.users.contains_key(*m)) {
+                if let Some(unknown) = g.members.iter().find(|m| !snapshot.users.contains_key(m)) {
                     return Err(invalid(format!(
                         "group {:?} lists member {unknown:?}, who is not among the users",
                         g.name
                     )));
                 }
-                let group = DirectoryGroup {
-                    name: g.name.clone(),
-                    members: g.members.into_iter().collect(),
-                    groups: g.groups.into_iter().collect(),
-                };
+                let rows = g.members.iter().filter_map(|m| snapshot.users.index_of(m));
+                let group = DirectoryGroup::new(
+                    g.name.clone(),
+                    rows.collect(),
+                    g.groups.into_iter().collect(),
+                );
                 if snapshot.groups.insert(g.name.clone(), group).is_some() {
                     return Err(invalid(format!("group {:?} is listed twice", g.name)));
                 }

@@ -4,3 +4,4 @@
 
 pub mod directory;
 pub mod ldap;
+pub mod users;

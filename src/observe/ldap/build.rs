@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::dn::{LdapDn, normalize_dn};
-use crate::observe::directory::{DirectoryGroup, DirectorySnapshot, DirectoryUser};
+use crate::observe::directory::{DirectoryGroup, DirectorySnapshot, DirectoryUser, UsersBuilder};
 use crate::policy::model::LdapFlavour;
 use crate::policy::template::Var;
 
@@ -187,11 +187,14 @@ pub struct Builder {
     profile: Profile,
     /// Lower-cased attribute name -> the spelling templates use.
     template_attrs: BTreeMap<String, String>,
-    users: BTreeMap<String, DirectoryUser>,
-    user_dns: HashMap<String, String>,
-    user_member_of: Vec<(String, Vec<String>)>,
+    users: UsersBuilder,
+    /// Normalised DN of each user -> its position among the users added.
+    user_dns: HashMap<String, u32>,
+    /// Users' memberOf DNs, by position.
+    user_member_of: Vec<(u32, Vec<String>)>,
     groups: Vec<(String, String, RawEntry)>,
-    transitive: BTreeMap<String, BTreeSet<String>>,
+    /// Transitive members by position, per group (Active Directory's in-chain answers).
+    transitive: BTreeMap<String, Vec<u32>>,
     problems: Vec<String>,
     complete: bool,
 }
@@ -209,7 +212,7 @@ impl Builder {
         Builder {
             profile,
             template_attrs,
-            users: BTreeMap::new(),
+            users: UsersBuilder::new(),
             user_dns: HashMap::new(),
             user_member_of: Vec::new(),
             groups: Vec::new(),
@@ -294,20 +297,18 @@ impl Builder {
             self.fail(format!("user entry with unparsable DN {:?}", e.dn));
             return;
         };
-        match self.users.entry(user.uid.clone()) {
-            std::collections::btree_map::Entry::Occupied(_) => {
-                self.fail(format!(
-                    "two user entries share the login name {:?} (second: {})",
-                    user.uid, e.dn
-                ));
+        // A second entry with a login name seen before is dropped (and the observation
+        // marked incomplete) when the users are sorted in `finish`.
+        let position = match self.users.push_user(&user) {
+            Ok(p) => p,
+            Err(too_large) => {
+                self.fail(format!("user entry {} skipped: {too_large}", e.dn));
+                return;
             }
-            std::collections::btree_map::Entry::Vacant(slot) => {
-                self.user_dns.insert(norm, user.uid.clone());
-                if !member_of.is_empty() {
-                    self.user_member_of.push((user.uid.clone(), member_of));
-                }
-                slot.insert(user);
-            }
+        };
+        self.user_dns.insert(norm, position);
+        if !member_of.is_empty() {
+            self.user_member_of.push((position, member_of));
         }
     }
 
@@ -336,16 +337,16 @@ impl Builder {
     /// Active Directory: records the transitive user members of `group` as the server's
     /// in-chain rule computed them (user DNs).
     pub fn add_transitive(&mut self, group: &str, user_dns: &[String]) {
-        let mut uids = BTreeSet::new();
+        let mut positions = Vec::new();
         for dn in user_dns {
-            if let Some(uid) = normalize_dn(dn)
+            if let Some(p) = normalize_dn(dn)
                 .ok()
                 .and_then(|n| self.user_dns.get(n.as_ref()))
             {
-                uids.insert(uid.clone());
+                positions.push(*p);
             }
         }
-        self.transitive.insert(group.to_string(), uids);
+        self.transitive.insert(group.to_string(), positions);
     }
 
     /// Number of users recorded so far.
@@ -363,11 +364,27 @@ impl Builder {
 
     /// Resolves memberships and returns the snapshot.
     pub fn finish(mut self) -> DirectorySnapshot {
-        // Members are gathered in vectors and turned into sets once (bulk-built from sorted
-        // input), which keeps 100k-user directories fast.
+        let finished = std::mem::take(&mut self.users).finish();
+        let users = finished.users;
+        // Position among the users added -> row in the snapshot (None: a dropped repeat).
+        let rows = finished.rows;
+        let row_of = |p: u32| rows.get(p as usize).copied().filter(|r| *r != u32::MAX);
+        for (position, kept) in &finished.repeated {
+            let second = self
+                .user_dns
+                .iter()
+                .find(|(_, p)| *p == position)
+                .map(|(dn, _)| dn.as_str())
+                .unwrap_or_default();
+            self.fail(format!(
+                "two user entries share the login name {:?} (second: {second})",
+                users.uid_at(*kept)
+            ));
+        }
+        // Members are gathered in vectors and sorted once.
         #[derive(Default)]
         struct Acc {
-            members: Vec<String>,
+            members: Vec<u32>,
             groups: Vec<String>,
         }
         let mut acc: HashMap<String, Acc> = HashMap::with_capacity(self.groups.len());
@@ -399,8 +416,8 @@ impl Builder {
             let mut subgroups = Vec::new();
             for v in values {
                 let Ok(m) = normalize_dn(v) else { continue };
-                if let Some(uid) = self.user_dns.get(m.as_ref()) {
-                    members.push(uid.clone());
+                if let Some(p) = self.user_dns.get(m.as_ref()) {
+                    members.extend(row_of(*p));
                 } else if let Some(sub) = group_dns.get(m.as_ref()) {
                     subgroups.push(sub.clone());
                 }
@@ -423,7 +440,10 @@ impl Builder {
             }
         }
         // Users' memberOf names their direct groups (Active Directory).
-        for (uid, member_of) in &self.user_member_of {
+        for (position, member_of) in &self.user_member_of {
+            let Some(row) = row_of(*position) else {
+                continue;
+            };
             for dn in member_of {
                 let Some(g) = normalize_dn(dn)
                     .ok()
@@ -432,26 +452,32 @@ impl Builder {
                     continue;
                 };
                 if let Some(a) = acc.get_mut(g) {
-                    a.members.push(uid.clone());
+                    a.members.push(row);
                 }
             }
         }
         let groups = acc
             .into_iter()
             .map(|(name, a)| {
-                let group = DirectoryGroup {
-                    name: name.clone(),
-                    members: a.members.into_iter().collect(),
-                    groups: a.groups.into_iter().collect(),
-                };
+                let group =
+                    DirectoryGroup::new(name.clone(), a.members, a.groups.into_iter().collect());
                 (name, group)
             })
             .collect();
+        let transitive = std::mem::take(&mut self.transitive)
+            .into_iter()
+            .map(|(group, positions)| {
+                let mut rows: Vec<u32> = positions.into_iter().filter_map(row_of).collect();
+                rows.sort_unstable();
+                rows.dedup();
+                (group, rows.into_boxed_slice())
+            })
+            .collect();
         DirectorySnapshot {
-            users: self.users,
+            users,
             groups,
             complete: self.complete,
-            transitive: self.transitive,
+            transitive,
             problems: self.problems,
         }
     }
@@ -531,9 +557,12 @@ mod tests {
             "an entry without uid is not a user, and not a failure"
         );
         assert_eq!(s.users.len(), 2);
-        assert_eq!(s.users["joerg"].attributes["employeeNumber"], "7");
-        assert!(s.users["bob"].disabled);
-        assert!(!s.users["joerg"].disabled);
+        assert_eq!(
+            s.users.get("joerg").unwrap().to_user().attributes["employeeNumber"],
+            "7"
+        );
+        assert!(s.users.get("bob").unwrap().to_user().disabled);
+        assert!(!s.users.get("joerg").unwrap().to_user().disabled);
         assert_eq!(
             s.members("a", false).into_iter().collect::<Vec<_>>(),
             ["joerg"]
@@ -579,7 +608,7 @@ mod tests {
         ));
         b.add_transitive("piv", &["cn=alice example,cn=users,dc=x".into()]);
         let s = b.finish();
-        let alice = &s.users["alice"];
+        let alice = &s.users.get("alice").unwrap().to_user();
         assert!(alice.disabled);
         assert_eq!(
             alice.stable_id.as_deref(),
