@@ -187,6 +187,8 @@ fn dir_for(url: &str, base: &Path, tls: Option<LdapTls>, password_file: &str) ->
             tls,
             page_size: Some(2),
             poll_interval: None,
+            connect_timeout: None,
+            operation_timeout: None,
         },
         base_dir: base.to_path_buf(),
     }

@@ -65,6 +65,11 @@ pub struct DirectorySnapshot {
     /// Directory's in-chain rule); used instead of Keyfleet's own resolution when present.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub transitive: BTreeMap<String, BTreeSet<String>>,
+    /// The uids each assignment `filter` selected, keyed by the filter's text exactly as the
+    /// policy writes it (LDAP directories only). A filter the observation did not search has
+    /// no key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub filtered: BTreeMap<String, BTreeSet<String>>,
     /// Why the observation is incomplete, when it is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
@@ -146,6 +151,19 @@ impl DirectorySnapshot {
             }
         }
         false
+    }
+}
+
+impl DirectorySnapshot {
+    /// The users (present in this snapshot) the assignment filter `filter` selected; `None`
+    /// when the observation did not search that filter.
+    pub fn filter_matches(&self, filter: &str) -> Option<impl Iterator<Item = &str>> {
+        let uids = self.filtered.get(filter)?;
+        Some(
+            uids.iter()
+                .filter(|u| self.users.contains_key(*u))
+                .map(String::as_str),
+        )
     }
 }
 
