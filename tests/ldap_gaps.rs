@@ -238,3 +238,148 @@ fn assignment_filter_entitles_exactly_the_matching_users() {
             line_of(&d, "filter:")
         ));
 }
+
+/// Active Directory primary groups against Samba, on the DC of the AD test in `ldap.rs`
+/// (users alice, bob and carol exist): `Domain Users` holds everyone whose primaryGroupID says
+/// so although its `member` attribute lists nobody, and a user whose primary group is changed
+/// is seen in the new group, and through it in a group that nests it.
+pub(crate) fn ad_primary_groups(dc: &crate::harness::samba::SambaDc) {
+    use crate::harness::samba::{ADMIN, ADMIN_PW, BASE_DN};
+    dc.tool(&["user", "add", "erin", "Er1n-Passw0rd!"]);
+    dc.tool(&["group", "add", "piv-primary"]);
+    dc.tool(&["group", "add", "piv-parent"]);
+    dc.tool(&["group", "addmembers", "piv-parent", "piv-primary"]);
+    dc.tool(&["group", "addmembers", "piv-primary", "erin"]);
+    dc.tool(&["user", "setprimarygroup", "erin", "piv-primary"]);
+
+    let d = PolicyDir::empty();
+    d.write("bind.pw", ADMIN_PW);
+    d.write("ad-ca.pem", &dc.ca_pem);
+    d.write(
+        "policy.yaml",
+        &format!(
+            "\
+apiVersion: keyfleet.dev/v1
+kind: CertificateAuthority
+metadata: {{name: lab}}
+spec:
+  local: {{subject: 'CN=Lab CA,O=Example'}}
+---
+apiVersion: keyfleet.dev/v1
+kind: Directory
+metadata: {{name: ad}}
+spec:
+  ldap:
+    url: ldaps://localhost
+    flavour: active-directory
+    bindDn: {ADMIN}
+    bindPassword: {{file: bind.pw}}
+    baseDn: {BASE_DN}
+    tls: {{caFile: ad-ca.pem}}
+---
+apiVersion: keyfleet.dev/v1
+kind: CardTemplate
+metadata: {{name: logon}}
+spec:
+  cardType: virtual
+  certificates:
+    - name: auth
+      slot: 9A
+      authority: lab
+      profile: piv-auth
+      keyAlgorithm: ecc-p256
+      subject: 'CN=${{user.cn}},O=Example'
+---
+apiVersion: keyfleet.dev/v1
+kind: Assignment
+metadata: {{name: everyone}}
+spec:
+  directory: ad
+  template: logon
+  groups: [{{name: Domain Users}}]
+---
+apiVersion: keyfleet.dev/v1
+kind: CardTemplate
+metadata: {{name: admin}}
+spec:
+  cardType: piv
+  certificates:
+    - name: auth
+      slot: 9A
+      authority: lab
+      profile: piv-auth
+      keyAlgorithm: ecc-p256
+      subject: 'CN=${{user.cn}},OU=Admins,O=Example'
+---
+apiVersion: keyfleet.dev/v1
+kind: Assignment
+metadata: {{name: admins}}
+spec:
+  directory: ad
+  template: admin
+  groups: [{{name: piv-parent, nested: true}}]
+---
+apiVersion: keyfleet.dev/v1
+kind: CardStock
+metadata: {{name: virtual}}
+spec: {{cardType: virtual, autoBind: true, virtual: {{}}}}
+"
+        ),
+    );
+    let env = keyfleet::runtime::load(d.path(), None).expect("policy loads");
+    let observed = keyfleet::runtime::observe_directories(&env.policy);
+    let s = observed["ad"].as_ref().expect("observed");
+    assert!(s.complete, "{:?}", s.problems);
+    let names = |v: BTreeSet<String>| v.into_iter().collect::<Vec<_>>();
+
+    // Domain Users (RID 513) lists no member: everyone is in it by primaryGroupID. Guest's
+    // primary group is Domain Guests; erin's is now piv-primary.
+    let domain_users = s.members("Domain Users", false);
+    for uid in ["Administrator", "alice", "bob", "carol"] {
+        assert!(domain_users.contains(uid), "{uid} in {domain_users:?}");
+    }
+    assert!(!domain_users.contains("Guest"), "{domain_users:?}");
+    assert_eq!(names(s.members("Domain Guests", false)), ["Guest"]);
+    // erin is in piv-primary by primaryGroupID only (AD drops the member link), and reaches
+    // piv-parent through it: by Keyfleet's nesting and in the in-chain answer.
+    assert_eq!(names(s.members("piv-primary", false)), ["erin"]);
+    assert!(s.transitive.contains_key("piv-parent"));
+    assert_eq!(names(s.members("piv-parent", true)), ["erin"]);
+
+    let desired = keyfleet::desired::compute(&env.policy, &observed);
+    assert!(desired.complete, "{:?}", desired.observation_errors);
+    let holders = |template: &str| -> BTreeSet<String> {
+        desired
+            .credentials
+            .keys()
+            .filter(|(_, t)| t == template)
+            .map(|(u, _)| u.clone())
+            .collect()
+    };
+    let everyone = holders("logon");
+    for uid in ["Administrator", "alice", "bob", "carol"] {
+        assert!(everyone.contains(uid), "{uid} entitled: {everyone:?}");
+    }
+    assert!(!everyone.contains("Guest"));
+    assert_eq!(holders("admin"), BTreeSet::from(["erin".to_string()]));
+
+    // Operators see the same.
+    let r = run_in(&d, &["directory", "show", "erin", "--format", "json"]);
+    r.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let groups: BTreeSet<&str> = v["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter_map(|g| g.as_str())
+        .collect();
+    assert!(
+        groups.contains("piv-primary") && groups.contains("piv-parent"),
+        "{groups:?}"
+    );
+    run_in(&d, &["directory", "members", "piv-parent"])
+        .expect_code(0)
+        .stdout_has("erin");
+    let r = run_in(&d, &["directory", "show", "alice", "--format", "json"]);
+    r.expect_code(0).stdout_has("Domain Users");
+}
