@@ -252,9 +252,8 @@ impl LdapDirectory {
         };
         let uid_key = profile.uid_attr.to_ascii_lowercase();
         let uid_attrs = [profile.uid_attr.to_string()];
-        let (chained, filtered) = tokio::join!(
+        let ((), filtered) = tokio::join!(
             async {
-                let mut out = Vec::with_capacity(chains.len());
                 for (group, dn) in chains {
                     let mut dns = Vec::new();
                     let r = client
@@ -267,9 +266,11 @@ impl LdapDirectory {
                             |e| dns.push(e.dn),
                         )
                         .await;
-                    out.push((group, dns, r));
+                    match r {
+                        Ok(()) => b.add_transitive(&group, &dns),
+                        Err(e) => b.fail(format!("nested members of {group:?} failed: {e}")),
+                    }
                 }
-                out
             },
             async {
                 let mut out = Vec::with_capacity(req.filters.len());
@@ -294,12 +295,6 @@ impl LdapDirectory {
                 out
             }
         );
-        for (group, dns, r) in chained {
-            match r {
-                Ok(()) => b.add_transitive(&group, &dns),
-                Err(e) => b.fail(format!("nested members of {group:?} failed: {e}")),
-            }
-        }
         for (filter, uids, r) in filtered {
             // Users a failed search did return still matched: they stay entitled, and the
             // failure makes the observation incomplete, so nobody loses anything by it.
