@@ -262,6 +262,7 @@ pub fn compute(policy: &PolicySet, observed: &BTreeMap<String, DirectoryObservat
     // Who is entitled to which template, through which directory (borrowed: no copies of
     // the directory's strings).
     let mut entitled: HashMap<&str, BTreeMap<&str, &str>> = HashMap::new();
+    let mut unsearched = Vec::new();
     for a in policy.assignments.values() {
         let Some(Ok(snapshot)) = observed.get(&a.spec.directory) else {
             continue;
@@ -281,6 +282,20 @@ pub fn compute(policy: &PolicySet, observed: &BTreeMap<String, DirectoryObservat
         for u in &a.spec.users {
             grant(u);
         }
+        if let Some(filter) = &a.spec.filter {
+            match snapshot.filter_matches(filter) {
+                Some(uids) => uids.for_each(&mut grant),
+                // Nobody can be said to match (or not): revoking on that would be a guess.
+                None => unsearched.push(format!(
+                    "directory {}: the filter {filter:?} of Assignment {} was not searched",
+                    a.spec.directory, a.name
+                )),
+            }
+        }
+    }
+    if !unsearched.is_empty() {
+        desired.complete = false;
+        desired.observation_errors.extend(unsearched);
     }
     let mut uids: Vec<&str> = entitled.keys().copied().collect();
     uids.sort_unstable();
@@ -366,7 +381,13 @@ pub fn update_users(
                 || a.spec
                     .groups
                     .iter()
-                    .any(|g| snapshot.is_member(uid, &g.name, g.nested));
+                    .any(|g| snapshot.is_member(uid, &g.name, g.nested))
+                || a.spec.filter.as_ref().is_some_and(|f| {
+                    snapshot
+                        .filtered
+                        .get(f)
+                        .is_some_and(|matched| matched.contains(uid))
+                });
             if entitled {
                 templates.insert(a.spec.template.as_str(), a.spec.directory.as_str());
             }
@@ -728,5 +749,47 @@ groups:
         let (_d3, policy3, observed3) = setup(&gone);
         update_users(&mut d, &policy3, &observed3, &["bob".to_string()].into());
         assert_eq!(d, compute(&policy3, &observed3));
+    }
+
+    #[test]
+    fn assignment_filters_entitle_what_the_directory_matched() {
+        const F: &str = "(employeeType=contractor)";
+        let (_d, mut policy, mut observed) = setup(PEOPLE);
+        policy.assignments.remove("others");
+        let staff = policy.assignments.get_mut("staff").expect("staff");
+        staff.spec.groups.clear();
+        staff.spec.filter = Some(F.into());
+        // Not searched (an observation that did not know the filter): nobody is entitled
+        // through it, and nothing may be revoked on that basis.
+        let d = compute(&policy, &observed);
+        assert!(d.credentials.is_empty());
+        assert!(!d.complete);
+        assert!(
+            d.observation_errors[0].contains("was not searched"),
+            "{:?}",
+            d.observation_errors
+        );
+        let set = |observed: &mut BTreeMap<String, DirectoryObservation>, uids: &[&str]| {
+            if let Some(Ok(s)) = observed.get_mut("people") {
+                s.filtered
+                    .insert(F.into(), uids.iter().map(|u| u.to_string()).collect());
+            }
+        };
+        set(&mut observed, &["alice", "bob", "ghost"]);
+        let mut d = compute(&policy, &observed);
+        assert!(d.complete, "{:?}", d.observation_errors);
+        let keys: Vec<_> = d.credentials.keys().map(|(u, _)| u.clone()).collect();
+        assert_eq!(keys, ["alice", "bob"], "only users the snapshot has");
+        // bob stops matching, carol starts: recomputing just them equals a full pass.
+        set(&mut observed, &["alice", "carol"]);
+        update_users(
+            &mut d,
+            &policy,
+            &observed,
+            &["bob".to_string(), "carol".to_string()].into(),
+        );
+        assert_eq!(d, compute(&policy, &observed));
+        let keys: Vec<_> = d.credentials.keys().map(|(u, _)| u.clone()).collect();
+        assert_eq!(keys, ["alice", "carol"]);
     }
 }

@@ -187,6 +187,8 @@ fn dir_for(url: &str, base: &Path, tls: Option<LdapTls>, password_file: &str) ->
             tls,
             page_size: Some(2),
             poll_interval: None,
+            connect_timeout: None,
+            operation_timeout: None,
         },
         base_dir: base.to_path_buf(),
     }
@@ -587,7 +589,11 @@ spec: {{cardType: virtual, autoBind: true, virtual: {{}}}}
     r.expect_code(0);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
     assert_eq!(v["stableId"], guid);
-    assert_eq!(v["groups"], serde_json::json!(["piv-users", "vpn-admins"]));
+    // Domain Users is alice's primary group, and the builtin Users group nests it.
+    assert_eq!(
+        v["groups"],
+        serde_json::json!(["Domain Users", "Users", "piv-users", "vpn-admins"])
+    );
     let r = run_in(&d, &["directory", "members", "piv-users"]);
     r.expect_code(0)
         .stdout_has("alice")
@@ -625,6 +631,9 @@ spec: {{cardType: virtual, autoBind: true, virtual: {{}}}}
         .expect("rt")
         .expect("token");
     assert_ne!(t1, t2);
+
+    // Primary groups, on the same DC (its ports are fixed: one DC at a time).
+    crate::ldap_gaps::ad_primary_groups(&dc);
 }
 
 /// A server-side size limit truncates the paged search: the snapshot is incomplete, the plan

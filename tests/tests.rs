@@ -13,6 +13,8 @@ mod controller_watchers;
 mod harness;
 /// The ldap Directory kind against real slapd (and Samba AD).
 mod ldap;
+/// The ldap Directory kind: timeouts, assignment filters, Active Directory primary groups.
+mod ldap_gaps;
 /// PIV cards over pcscd + vpcd: issuance, OpenSC, PIN blocking, unblock, removal, garbage.
 mod piv;
 /// PKCS#11 tokens on SoftHSM2: issuance, interoperability, PINs, recovery, HSM-held keys.

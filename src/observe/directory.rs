@@ -90,6 +90,10 @@ pub struct DirectorySnapshot {
     /// Transitive members (rows) of some groups as the directory itself computed them (Active
     /// Directory's in-chain rule); used instead of Keyfleet's own resolution when present.
     pub transitive: BTreeMap<String, Box<[u32]>>,
+    /// The uids each assignment `filter` selected, keyed by the filter's text exactly as the
+    /// policy writes it (LDAP directories only). A filter the observation did not search has
+    /// no key.
+    pub filtered: BTreeMap<String, BTreeSet<String>>,
     /// Why the observation is incomplete, when it is.
     pub problems: Vec<String>,
 }
@@ -135,7 +139,7 @@ impl Serialize for DirectorySnapshot {
                 map.end()
             }
         }
-        let mut st = s.serialize_struct("DirectorySnapshot", 5)?;
+        let mut st = s.serialize_struct("DirectorySnapshot", 6)?;
         st.serialize_field("users", &self.users)?;
         st.serialize_field("groups", &Groups(self))?;
         st.serialize_field("complete", &self.complete)?;
@@ -143,6 +147,11 @@ impl Serialize for DirectorySnapshot {
             st.skip_field("transitive")?;
         } else {
             st.serialize_field("transitive", &Transitive(self))?;
+        }
+        if self.filtered.is_empty() {
+            st.skip_field("filtered")?;
+        } else {
+            st.serialize_field("filtered", &self.filtered)?;
         }
         if self.problems.is_empty() {
             st.skip_field("problems")?;
@@ -290,6 +299,19 @@ impl DirectorySnapshot {
             .sum();
         let transitive: usize = self.transitive.values().map(|r| r.len() * 4 + 64).sum();
         self.users.heap_bytes() + groups + transitive
+    }
+}
+
+impl DirectorySnapshot {
+    /// The users (present in this snapshot) the assignment filter `filter` selected; `None`
+    /// when the observation did not search that filter.
+    pub fn filter_matches(&self, filter: &str) -> Option<impl Iterator<Item = &str>> {
+        let uids = self.filtered.get(filter)?;
+        Some(
+            uids.iter()
+                .filter(|u| self.users.contains_key(*u))
+                .map(String::as_str),
+        )
     }
 }
 

@@ -75,6 +75,9 @@ pub mod codes {
     pub const KEY_GENERATION: &str = "key-generation";
     /// An assignment `filter` on a non-LDAP directory.
     pub const FILTER_NEEDS_LDAP: &str = "filter-needs-ldap";
+    /// An LDAP filter (assignment `filter`, directory `userFilter` / `groupFilter`) that does
+    /// not parse.
+    pub const INVALID_FILTER: &str = "invalid-filter";
     /// An assignment that selects nobody.
     pub const EMPTY_ASSIGNMENT: &str = "empty-assignment";
     /// A card stock whose selector does not match its card type.

@@ -313,6 +313,9 @@ pub struct Pkcs12ClientCertificate {
 /// A directory Keyfleet reads users and groups from: exactly one of `file` or `ldap`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawDirectorySpec", into = "RawDirectorySpec")]
+// A policy holds a handful of directories, loaded once: boxing the ldap variant would only
+// make every match on it noisier.
+#[allow(clippy::large_enum_variant)]
 pub enum DirectorySpec {
     /// Users and groups from a YAML data file (demos and tests).
     File(FileDirectorySpec),
@@ -368,6 +371,13 @@ pub struct LdapDirectorySpec {
     /// How often the controller polls for changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_interval: Option<Duration>,
+    /// Time allowed for the TCP connect plus the TLS handshake (default 10s, at most 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<Duration>,
+    /// Time allowed for each LDAP operation; for a search, the longest silence between two
+    /// replies (default 60s, at most 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_timeout: Option<Duration>,
 }
 
 /// The LDAP server flavour.

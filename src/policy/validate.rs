@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::diag::{Diagnostic, codes};
+use super::duration::Duration;
 use super::load::Locations;
 use super::model::{
     CardType, CertificateAuthoritySpec, CertificateSpec, ClientCertificate, DirectorySpec,
@@ -38,6 +39,53 @@ pub fn slot_allows(slot: Slot, alg: KeyAlgorithm) -> bool {
     match slot {
         Slot::PivAuthentication | Slot::CardAuthentication => alg != KeyAlgorithm::EccP384,
         Slot::DigitalSignature | Slot::KeyManagement => true,
+    }
+}
+
+/// Largest `connectTimeout` of an LDAP directory.
+pub const MAX_LDAP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Largest `operationTimeout` of an LDAP directory.
+pub const MAX_LDAP_OPERATION_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Deepest parenthesis nesting accepted in an LDAP filter (real filters nest a few levels;
+/// the limit keeps a runaway filter from exhausting the parser's stack).
+pub const MAX_LDAP_FILTER_DEPTH: usize = 32;
+
+/// What is wrong with an LDAP filter the policy writes (RFC 4515, parentheses optional
+/// around a single item), or `None` when it parses.
+pub fn ldap_filter_problem(filter: &str) -> Option<String> {
+    let f = filter.trim();
+    if f.is_empty() {
+        return Some("the LDAP filter is empty".into());
+    }
+    // Literal parentheses in values are escaped (\28, \29), so these are all structure.
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    for b in f.bytes() {
+        match b {
+            b'(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_LDAP_FILTER_DEPTH {
+        return Some(format!(
+            "the LDAP filter {f:?} nests parentheses {deepest} deep (at most {MAX_LDAP_FILTER_DEPTH})"
+        ));
+    }
+    let wrapped = if f.starts_with('(') {
+        f.to_string()
+    } else {
+        format!("({f})")
+    };
+    match ldap3::parse_filter(&wrapped) {
+        Ok(_) => None,
+        Err(()) => Some(format!(
+            "{f:?} is not a valid LDAP filter (RFC 4515: e.g. (employeeType=contractor) or \
+             (&(department=IT)(!(title=intern))); write ( ) * \\ inside values as \\28 \\29 \\2a \\5c)"
+        )),
     }
 }
 
@@ -201,6 +249,46 @@ fn check_directories(c: &mut Checker<'_>) {
                 }
             }
             DirectorySpec::Ldap(l) => {
+                let timeouts = [
+                    (
+                        "connectTimeout",
+                        l.connect_timeout,
+                        MAX_LDAP_CONNECT_TIMEOUT,
+                    ),
+                    (
+                        "operationTimeout",
+                        l.operation_timeout,
+                        MAX_LDAP_OPERATION_TIMEOUT,
+                    ),
+                ];
+                for (field, value, max) in timeouts {
+                    if let Some(v) = value
+                        && (v.as_secs() == 0 || v > max)
+                    {
+                        c.push(
+                            kind,
+                            dir,
+                            &format!("/spec/ldap/{field}"),
+                            codes::INVALID_VALUE,
+                            format!("{field} is {v}: it must be at least 1s and at most {max}"),
+                        );
+                    }
+                }
+                let filters = [
+                    ("userFilter", &l.user_filter),
+                    ("groupFilter", &l.group_filter),
+                ];
+                for (field, filter) in filters {
+                    if let Some(problem) = filter.as_deref().and_then(ldap_filter_problem) {
+                        c.push(
+                            kind,
+                            dir,
+                            &format!("/spec/ldap/{field}"),
+                            codes::INVALID_FILTER,
+                            format!("{field}: {problem}"),
+                        );
+                    }
+                }
                 if l.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
                     c.warn(
                         kind,
@@ -469,6 +557,15 @@ fn check_assignments(c: &mut Checker<'_>) {
                 format!("no CardTemplate named `{}`", a.spec.template),
             );
         }
+        if let Some(problem) = a.spec.filter.as_deref().and_then(ldap_filter_problem) {
+            c.push(
+                kind,
+                a,
+                "/spec/filter",
+                codes::INVALID_FILTER,
+                format!("filter: {problem}"),
+            );
+        }
         if let (Some(_), Some(d)) = (&a.spec.filter, directory)
             && !matches!(d.spec, DirectorySpec::Ldap(_))
         {
@@ -665,6 +762,38 @@ pub fn check_online(set: &PolicySet) -> Vec<Diagnostic> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ldap_filters_are_checked() {
+        for ok in [
+            "(employeeType=contractor)",
+            "employeeType=contractor",
+            " (&(department=IT)(!(title=intern))) ",
+            "(cn=M\\C3\\BCller\\2C*)",
+            "(memberOf:1.2.840.113556.1.4.1941:=CN=g,DC=x)",
+            "(|(mail=*@example.org)(uid=a\\2ab))",
+        ] {
+            assert_eq!(ldap_filter_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "  ",
+            "(employeeType=contractor",
+            "(employeeType=contractor))",
+            "(&(a=b)(c=d)",
+            "employeeType",
+            "(a=b)(c=d)",
+            "(cn=a(b)",
+        ] {
+            assert!(ldap_filter_problem(bad).is_some(), "{bad:?}");
+        }
+        let deep = format!("{}(a=b){}", "(&".repeat(40), ")".repeat(40));
+        let p = ldap_filter_problem(&deep).expect("too deep");
+        assert!(p.contains("41 deep"), "{p}");
+        // Far past any parser's stack: refused by the depth limit, not a crash.
+        let huge = "(".repeat(1_000_000);
+        assert!(ldap_filter_problem(&huge).is_some());
+    }
 
     #[test]
     fn slot_algorithm_table() {

@@ -121,14 +121,29 @@ memberof-memberof-ad memberOf
             if let Some(p) = tls_port {
                 urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
             }
-            let mut child = Command::new(&bin)
-                .args(["-f"])
-                .arg(t.join("slapd.conf"))
-                .args(["-h", &urls, "-d", "0"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn slapd");
+            let spawn = || {
+                Command::new(&bin)
+                    .args(["-f"])
+                    .arg(t.join("slapd.conf"))
+                    .args(["-h", &urls, "-d", "0"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+            };
+            // Another test thread forking while this one still had the copied binary open
+            // for writing keeps a writable descriptor alive in that child until it execs:
+            // exec then fails with ETXTBSY for a moment.
+            let mut child = spawn();
+            for _ in 0..50 {
+                match &child {
+                    Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        child = spawn();
+                    }
+                    _ => break,
+                }
+            }
+            let mut child = child.expect("spawn slapd");
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 if let Ok(Some(status)) = child.try_wait() {

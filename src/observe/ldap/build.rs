@@ -1,6 +1,7 @@
 //! Turns LDAP entries into a [`DirectorySnapshot`]: users keyed by their login attribute,
 //! groups by name, memberships resolved by normalised DN, per flavour (OpenLDAP or Active
-//! Directory).
+//! Directory; there also primary groups, by SID), and the users each assignment filter
+//! selected.
 //!
 //! Pure: entries in, snapshot out. It does not talk to a server and decides nothing about
 //! completeness beyond what the entries themselves show (duplicates, unusable entries).
@@ -9,6 +10,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::dn::{LdapDn, normalize_dn};
+use super::sid::Sid;
 use crate::observe::directory::{DirectoryGroup, DirectorySnapshot, DirectoryUser, UsersBuilder};
 use crate::policy::model::LdapFlavour;
 use crate::policy::template::Var;
@@ -91,11 +93,14 @@ impl Profile {
             // Group membership comes from the groups' member lists (MUST attributes of
             // groupOfNames / groupOfUniqueNames), so users' memberOf would only repeat it.
             LdapFlavour::Openldap => out.push("pwdAccountLockedTime".into()),
-            // AD: memberOf gives direct groups without ranged retrieval of large groups.
+            // AD: memberOf gives direct groups without ranged retrieval of large groups; the
+            // primary group (never in memberOf) is the user's domain SID + primaryGroupID.
             LdapFlavour::ActiveDirectory => out.extend([
                 "memberOf".into(),
                 "userAccountControl".into(),
                 "objectGUID".into(),
+                "primaryGroupID".into(),
+                "objectSid".into(),
             ]),
         }
         for v in vars {
@@ -117,8 +122,11 @@ impl Profile {
             // Direct members come from the groups' member lists.
             LdapFlavour::Openldap => vec!["cn".into(), "member".into(), "uniqueMember".into()],
             // Direct structure comes from memberOf (a back-link, not subject to AD's ranged
-            // retrieval of large member lists); nesting from the in-chain rule.
-            LdapFlavour::ActiveDirectory => vec!["cn".into(), "memberOf".into()],
+            // retrieval of large member lists); nesting from the in-chain rule; objectSid
+            // names the group in users' primaryGroupID.
+            LdapFlavour::ActiveDirectory => {
+                vec!["cn".into(), "memberOf".into(), "objectSid".into()]
+            }
         }
     }
 
@@ -141,6 +149,12 @@ impl Profile {
         )
     }
 
+    /// The users an assignment's `filter` selects: the operator's filter (policy text, not
+    /// data, so used as written; parentheses added when it has none) within the user filter.
+    pub fn users_matching(&self, filter: &str) -> String {
+        format!("(&{}{})", self.user_filter, wrap(filter))
+    }
+
     /// Active Directory: the users that are members of `group_dn`, directly or through nested
     /// groups (in-chain rule).
     pub fn users_in_chain(&self, group_dn: &str) -> String {
@@ -150,6 +164,28 @@ impl Profile {
             super::dn::escape_filter_value(group_dn)
         )
     }
+}
+
+/// Active Directory: the SID of a user's primary group (their own SID with `primaryGroupID` as
+/// RID). `Ok(None)` when the entry has no primaryGroupID; `Err` when it has one that cannot be
+/// used.
+pub fn primary_group_sid(e: &RawEntry) -> Result<Option<Sid>, String> {
+    let Some(id) = e.first("primarygroupid") else {
+        return Ok(None);
+    };
+    let rid: u32 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("primaryGroupID {id:?} is not a number"))?;
+    let sid = e
+        .attrs
+        .get("objectsid")
+        .and_then(|v| v.first())
+        .ok_or("no objectSid, so the primary group is unknown")?;
+    Sid::from_bytes(sid)
+        .and_then(|s| s.with_rid(rid))
+        .map(Some)
+        .ok_or_else(|| "unreadable objectSid, so the primary group is unknown".to_string())
 }
 
 fn wrap(filter: &str) -> String {
@@ -195,6 +231,9 @@ pub struct Builder {
     groups: Vec<(String, String, RawEntry)>,
     /// Transitive members by position, per group (Active Directory's in-chain answers).
     transitive: BTreeMap<String, Vec<u32>>,
+    /// Active Directory: (position, SID of the user's primary group).
+    user_primary: Vec<(u32, Sid)>,
+    filtered: BTreeMap<String, BTreeSet<String>>,
     problems: Vec<String>,
     complete: bool,
 }
@@ -217,6 +256,8 @@ impl Builder {
             user_member_of: Vec::new(),
             groups: Vec::new(),
             transitive: BTreeMap::new(),
+            user_primary: Vec::new(),
+            filtered: BTreeMap::new(),
             problems: Vec::new(),
             complete: true,
         }
@@ -310,6 +351,29 @@ impl Builder {
         if !member_of.is_empty() {
             self.user_member_of.push((position, member_of));
         }
+        let primary = match self.profile.flavour {
+            LdapFlavour::ActiveDirectory => primary_group_sid(e),
+            LdapFlavour::Openldap => Ok(None),
+        };
+        match primary {
+            Ok(Some(sid)) => self.user_primary.push((position, sid)),
+            Ok(None) => {}
+            // The user is kept (entitled through other groups), but a membership Keyfleet
+            // cannot see must not read as a removal.
+            Err(p) => {
+                self.complete = false;
+                self.problems.push(format!("{}: {p}", e.dn));
+            }
+        }
+    }
+
+    /// Records the users (uids) an assignment filter selected, keyed by the filter's policy
+    /// text. Only uids of recorded users count (see [`DirectorySnapshot::filter_matches`]).
+    pub fn add_filtered(&mut self, filter: &str, uids: BTreeSet<String>) {
+        self.filtered
+            .entry(filter.to_string())
+            .or_default()
+            .extend(uids);
     }
 
     /// Records a group entry (memberships are resolved in [`Builder::finish`]).
@@ -400,6 +464,42 @@ impl Builder {
             acc.insert(name.clone(), Acc::default());
         }
         let groups_taken = std::mem::take(&mut self.groups);
+        // Active Directory: groups by objectSid, for users' primary groups.
+        let mut group_sids: HashMap<Sid, String> = HashMap::new();
+        if self.profile.flavour == LdapFlavour::ActiveDirectory {
+            for (name, norm, e) in &groups_taken {
+                if group_dns.get(norm) != Some(name) {
+                    continue;
+                }
+                match e
+                    .attrs
+                    .get("objectsid")
+                    .and_then(|v| v.first())
+                    .map(|v| Sid::from_bytes(v))
+                {
+                    Some(Some(sid)) => {
+                        group_sids.insert(sid, name.clone());
+                    }
+                    // Its primary members cannot be found: they must not look removed.
+                    Some(None) => {
+                        self.complete = false;
+                        self.problems
+                            .push(format!("group {name:?} has an unreadable objectSid"));
+                    }
+                    None => {
+                        self.complete = false;
+                        self.problems
+                            .push(format!("group {name:?} has no objectSid (not readable?)"));
+                    }
+                }
+            }
+        }
+        let mut primary_members: HashMap<&str, Vec<u32>> = HashMap::new();
+        for (position, sid) in &self.user_primary {
+            if let (Some(g), Some(row)) = (group_sids.get(sid), row_of(*position)) {
+                primary_members.entry(g.as_str()).or_default().push(row);
+            }
+        }
         for (name, norm, e) in &groups_taken {
             if group_dns.get(norm) != Some(name) {
                 continue;
@@ -456,7 +556,14 @@ impl Builder {
                 }
             }
         }
-        let groups = acc
+        // Primary groups are direct memberships (Keyfleet's own nesting then carries them
+        // to every group that nests the primary group).
+        for (g, rows) in &primary_members {
+            if let Some(a) = acc.get_mut(*g) {
+                a.members.extend(rows.iter().copied());
+            }
+        }
+        let groups: BTreeMap<String, DirectoryGroup> = acc
             .into_iter()
             .map(|(name, a)| {
                 let group =
@@ -464,10 +571,25 @@ impl Builder {
                 (name, group)
             })
             .collect();
+        // The in-chain rule follows member links only, never primaryGroupID: add the primary
+        // members of the group and of every group nested in it (cycle-safe).
         let transitive = std::mem::take(&mut self.transitive)
             .into_iter()
             .map(|(group, positions)| {
                 let mut rows: Vec<u32> = positions.into_iter().filter_map(row_of).collect();
+                let mut seen: BTreeSet<&str> = BTreeSet::new();
+                let mut stack = vec![group.as_str()];
+                while let Some(name) = stack.pop() {
+                    if primary_members.is_empty() || !seen.insert(name) {
+                        continue;
+                    }
+                    if let Some(primary) = primary_members.get(name) {
+                        rows.extend(primary.iter().copied());
+                    }
+                    if let Some(g) = groups.get(name) {
+                        stack.extend(g.groups.iter().map(String::as_str));
+                    }
+                }
                 rows.sort_unstable();
                 rows.dedup();
                 (group, rows.into_boxed_slice())
@@ -478,6 +600,7 @@ impl Builder {
             groups,
             complete: self.complete,
             transitive,
+            filtered: self.filtered,
             problems: self.problems,
         }
     }
@@ -623,6 +746,141 @@ mod tests {
             s.members("piv", true).into_iter().collect::<Vec<_>>(),
             ["alice"]
         );
+    }
+
+    /// Binary SID S-1-5-21-1-2-3-`rid`.
+    fn sid(rid: u32) -> Vec<u8> {
+        let mut b = vec![1, 5, 0, 0, 0, 0, 0, 5];
+        for s in [21u32, 1, 2, 3, rid] {
+            b.extend_from_slice(&s.to_le_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn active_directory_primary_groups_are_memberships() {
+        let p = Profile::new(LdapFlavour::ActiveDirectory, None, None);
+        let attrs = p.user_attributes(&BTreeSet::new());
+        assert!(attrs.iter().any(|a| a == "primaryGroupID"));
+        assert!(p.group_attributes().iter().any(|a| a == "objectSid"));
+        let mut b = Builder::new(p, &BTreeSet::new());
+        let user = |name: &str, rid: u32, primary: &[u8]| {
+            let s = sid(rid);
+            entry(
+                &format!("CN={name},CN=Users,DC=x"),
+                &[
+                    ("sAMAccountName", &[name.as_bytes()]),
+                    ("objectSid", &[&s]),
+                    ("primaryGroupID", &[primary]),
+                ],
+            )
+        };
+        b.add_user(&user("alice", 1101, b"513"));
+        b.add_user(&user("bob", 1102, b"1200"));
+        // A user of another domain whose primaryGroupID is 513 there: not our Domain Users.
+        let mut other = sid(1103);
+        other[12] = 9;
+        b.add_user(&entry(
+            "CN=eve,CN=Users,DC=x",
+            &[
+                ("sAMAccountName", &[b"eve"]),
+                ("objectSid", &[&other]),
+                ("primaryGroupID", &[b"513"]),
+            ],
+        ));
+        let (du, piv) = (sid(513), sid(1200));
+        b.add_group(entry(
+            "CN=Domain Users,CN=Users,DC=x",
+            &[
+                ("cn", &[b"Domain Users"]),
+                ("objectSid", &[&du]),
+                ("memberOf", &[b"CN=everyone,DC=x"]),
+            ],
+        ));
+        b.add_group(entry(
+            "CN=piv,DC=x",
+            &[("cn", &[b"piv"]), ("objectSid", &[&piv])],
+        ));
+        let all = sid(1300);
+        b.add_group(entry(
+            "CN=everyone,DC=x",
+            &[("cn", &[b"everyone"]), ("objectSid", &[&all])],
+        ));
+        // The server's in-chain answer for `everyone` never includes primary members.
+        b.add_transitive("everyone", &[]);
+        let s = b.finish();
+        assert!(s.complete, "{:?}", s.problems);
+        let names = |v: BTreeSet<String>| v.into_iter().collect::<Vec<_>>();
+        assert_eq!(names(s.members("Domain Users", false)), ["alice"]);
+        assert_eq!(names(s.members("piv", false)), ["bob"]);
+        assert_eq!(names(s.members("everyone", true)), ["alice"]);
+        let mut reached = Vec::new();
+        s.for_each_member("everyone", true, |u| reached.push(u.to_string()));
+        assert_eq!(reached, ["alice"]);
+
+        // Unusable values make the observation incomplete instead of silently dropping a
+        // membership; the user is still there.
+        let mut b = Builder::new(
+            Profile::new(LdapFlavour::ActiveDirectory, None, None),
+            &BTreeSet::new(),
+        );
+        b.add_user(&user("carol", 1104, b"five"));
+        b.add_user(&entry(
+            "CN=dan,DC=x",
+            &[
+                ("sAMAccountName", &[b"dan"]),
+                ("objectSid", &[&[1u8, 5, 0][..]]),
+                ("primaryGroupID", &[b"513"]),
+            ],
+        ));
+        b.add_group(entry(
+            "CN=odd,DC=x",
+            &[("cn", &[b"odd"]), ("objectSid", &[&[1u8, 9][..]])],
+        ));
+        let s = b.finish();
+        assert!(!s.complete);
+        assert_eq!(s.users.len(), 2);
+        assert_eq!(s.problems.len(), 3, "{:?}", s.problems);
+        // OpenLDAP entries carry no primary group.
+        let mut b = Builder::new(
+            Profile::new(LdapFlavour::Openldap, None, None),
+            &BTreeSet::new(),
+        );
+        b.add_user(&entry(
+            "uid=a,dc=x",
+            &[("uid", &[b"a"]), ("primaryGroupID", &[b"x"])],
+        ));
+        assert!(b.finish().complete);
+    }
+
+    #[test]
+    fn assignment_filters_are_recorded_as_written() {
+        let p = Profile::new(LdapFlavour::Openldap, None, None);
+        assert_eq!(
+            p.users_matching("employeeType=contractor"),
+            "(&(|(objectClass=inetOrgPerson)(objectClass=person))(employeeType=contractor))"
+        );
+        assert_eq!(
+            p.users_matching("(employeeType=contractor)"),
+            p.users_matching(" employeeType=contractor ")
+        );
+        let mut b = Builder::new(p, &BTreeSet::new());
+        b.add_user(&entry("uid=a,dc=x", &[("uid", &[b"a"])]));
+        b.add_filtered(
+            "employeeType=contractor",
+            ["a".into(), "ghost".into()].into(),
+        );
+        b.add_filtered("(ou=none)", BTreeSet::new());
+        let s = b.finish();
+        assert_eq!(
+            s.filter_matches("employeeType=contractor")
+                .expect("searched")
+                .collect::<Vec<_>>(),
+            ["a"],
+            "only users of the snapshot"
+        );
+        assert_eq!(s.filter_matches("(ou=none)").expect("searched").count(), 0);
+        assert!(s.filter_matches("(employeeType=contractor)").is_none());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 pub mod build;
 pub mod client;
 pub mod dn;
+pub mod sid;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -29,9 +30,10 @@ use crate::policy::model::{DirectorySpec, LdapDirectorySpec, LdapFlavour, SanTem
 use crate::policy::template::Var;
 use crate::policy::{Object, PolicySet};
 
-/// Limit for TCP connect plus TLS handshake.
+/// Limit for TCP connect plus TLS handshake when the policy sets no `connectTimeout`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Limit for each LDAP operation (for searches: the longest silence between two replies).
+/// Limit for each LDAP operation (for searches: the longest silence between two replies) when
+/// the policy sets no `operationTimeout`.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Page size when the policy sets none.
 pub const DEFAULT_PAGE_SIZE: u32 = 500;
@@ -44,6 +46,10 @@ pub struct ObserveRequest {
     /// Groups whose transitive membership is needed (Active Directory asks the server with
     /// the in-chain rule; OpenLDAP nesting is resolved by Keyfleet from direct members).
     pub nested_groups: BTreeSet<String>,
+    /// The `filter`s of the assignments on this directory, as written in the policy: each is
+    /// searched (within the user filter) and its matches recorded in
+    /// [`DirectorySnapshot::filtered`].
+    pub filters: BTreeSet<String>,
 }
 
 impl ObserveRequest {
@@ -70,9 +76,16 @@ impl ObserveRequest {
             .flat_map(|a| a.spec.groups.iter().filter(|g| g.nested))
             .map(|g| g.name.clone())
             .collect();
+        let filters = policy
+            .assignments
+            .values()
+            .filter(|a| a.spec.directory == name)
+            .filter_map(|a| a.spec.filter.clone())
+            .collect();
         ObserveRequest {
             vars,
             nested_groups,
+            filters,
         }
     }
 }
@@ -83,7 +96,7 @@ pub struct FoundUser {
     /// The user.
     pub user: DirectoryUser,
     /// Names of the groups that list the user (Active Directory: transitively, by the
-    /// in-chain rule).
+    /// in-chain rule, plus the user's primary group and the groups nesting it).
     pub groups: BTreeSet<String>,
 }
 
@@ -141,9 +154,23 @@ impl LdapDirectory {
             insecure_skip_verify: tls.is_some_and(|t| t.insecure_skip_verify),
             bind_dn: self.spec.bind_dn.clone(),
             bind_password,
-            connect_timeout: CONNECT_TIMEOUT,
-            op_timeout: OPERATION_TIMEOUT,
+            connect_timeout: self.connect_timeout(),
+            op_timeout: self.operation_timeout(),
         })
+    }
+
+    /// The policy's `connectTimeout`, else [`CONNECT_TIMEOUT`].
+    pub fn connect_timeout(&self) -> Duration {
+        self.spec
+            .connect_timeout
+            .map_or(CONNECT_TIMEOUT, |d| Duration::from_secs(d.as_secs()))
+    }
+
+    /// The policy's `operationTimeout`, else [`OPERATION_TIMEOUT`].
+    pub fn operation_timeout(&self) -> Duration {
+        self.spec
+            .operation_timeout
+            .map_or(OPERATION_TIMEOUT, |d| Duration::from_secs(d.as_secs()))
     }
 
     /// Connects and binds.
@@ -213,27 +240,70 @@ impl LdapDirectory {
         if let Err(e) = found {
             b.fail(format!("reading groups failed: {e}"));
         }
-        if self.spec.flavour == LdapFlavour::ActiveDirectory {
-            for group in &req.nested_groups {
-                let Some(dn) = b.group_dn(group).map(str::to_string) else {
-                    continue;
-                };
-                let mut dns = Vec::new();
-                let r = client
-                    .search(
-                        base,
-                        Scope::Subtree,
-                        &profile.users_in_chain(&dn),
-                        &["1.1".to_string()],
-                        page,
-                        |e| dns.push(e.dn),
-                    )
-                    .await;
-                match r {
-                    Ok(()) => b.add_transitive(group, &dns),
-                    Err(e) => b.fail(format!("nested members of {group:?} failed: {e}")),
+        // Then, again on both connections at once: Active Directory's in-chain members of the
+        // nested groups assignments use, and the users each assignment filter selects.
+        let chains: Vec<(String, String)> = match self.spec.flavour {
+            LdapFlavour::ActiveDirectory => req
+                .nested_groups
+                .iter()
+                .filter_map(|g| Some((g.clone(), b.group_dn(g)?.to_string())))
+                .collect(),
+            LdapFlavour::Openldap => Vec::new(),
+        };
+        let uid_key = profile.uid_attr.to_ascii_lowercase();
+        let uid_attrs = [profile.uid_attr.to_string()];
+        let ((), filtered) = tokio::join!(
+            async {
+                for (group, dn) in chains {
+                    let mut dns = Vec::new();
+                    let r = client
+                        .search(
+                            base,
+                            Scope::Subtree,
+                            &profile.users_in_chain(&dn),
+                            &["1.1".to_string()],
+                            page,
+                            |e| dns.push(e.dn),
+                        )
+                        .await;
+                    match r {
+                        Ok(()) => b.add_transitive(&group, &dns),
+                        Err(e) => b.fail(format!("nested members of {group:?} failed: {e}")),
+                    }
                 }
+            },
+            async {
+                let mut out = Vec::with_capacity(req.filters.len());
+                for filter in &req.filters {
+                    let mut uids = BTreeSet::new();
+                    let r = group_client
+                        .search(
+                            base,
+                            Scope::Subtree,
+                            &profile.users_matching(filter),
+                            &uid_attrs,
+                            page,
+                            |e| {
+                                if let Some(uid) = e.first(&uid_key).filter(|u| !u.is_empty()) {
+                                    uids.insert(uid.to_string());
+                                }
+                            },
+                        )
+                        .await;
+                    out.push((filter, uids, r));
+                }
+                out
             }
+        );
+        for (filter, uids, r) in filtered {
+            // Users a failed search did return still matched: they stay entitled, and the
+            // failure makes the observation incomplete, so nobody loses anything by it.
+            if let Err(e) = r {
+                b.fail(format!(
+                    "users of the assignment filter {filter:?} failed: {e}"
+                ));
+            }
+            b.add_filtered(filter, uids);
         }
         group_client.close().await;
         client.close().await;
@@ -261,21 +331,29 @@ impl LdapDirectory {
             )
             .await?;
         // The directory's matching rule may be looser than equality (case): keep exact hits.
+        let unreadable = |text: String| LdapError::Search {
+            url: self.spec.url.clone(),
+            base: self.spec.base_dn.clone(),
+            filter: profile.user_by_uid(uid),
+            rc: 80,
+            reason: "unreadable entry",
+            text: format!(": {text}"),
+        };
         let mut hits = Vec::new();
         for e in &entries {
-            if let Some((user, _)) = b.user_from_entry(e).map_err(|text| LdapError::Search {
-                url: self.spec.url.clone(),
-                base: self.spec.base_dn.clone(),
-                filter: profile.user_by_uid(uid),
-                rc: 80,
-                reason: "unreadable entry",
-                text: format!(": {text}"),
-            })? && user.uid == uid
+            if let Some((user, _)) = b.user_from_entry(e).map_err(unreadable)?
+                && user.uid == uid
             {
-                hits.push(user);
+                let primary = match self.spec.flavour {
+                    LdapFlavour::ActiveDirectory => {
+                        build::primary_group_sid(e).map_err(unreadable)?
+                    }
+                    LdapFlavour::Openldap => None,
+                };
+                hits.push((user, primary));
             }
         }
-        let Some(user) = hits.into_iter().next() else {
+        let Some((user, primary)) = hits.into_iter().next() else {
             client.close().await;
             return Ok(None);
         };
@@ -292,6 +370,7 @@ impl LdapDirectory {
                 build::IN_CHAIN
             ),
         };
+        let page = self.spec.page_size.or(Some(DEFAULT_PAGE_SIZE));
         let mut groups = BTreeSet::new();
         client
             .search(
@@ -299,7 +378,7 @@ impl LdapDirectory {
                 Scope::Subtree,
                 &filter,
                 &["cn".to_string()],
-                self.spec.page_size.or(Some(DEFAULT_PAGE_SIZE)),
+                page,
                 |e| {
                     if let Some(cn) = e.first("cn") {
                         groups.insert(cn.to_string());
@@ -307,6 +386,51 @@ impl LdapDirectory {
                 },
             )
             .await?;
+        // Active Directory: the primary group (by SID) and the groups nesting it, which the
+        // in-chain rule above does not see.
+        if let Some(sid) = primary {
+            let mut primary_dns = Vec::new();
+            client
+                .search(
+                    &self.spec.base_dn,
+                    Scope::Subtree,
+                    &format!(
+                        "(&{}(objectSid={}))",
+                        profile.group_filter,
+                        sid.filter_value()
+                    ),
+                    &["cn".to_string()],
+                    page,
+                    |e| {
+                        if let Some(cn) = e.first("cn") {
+                            groups.insert(cn.to_string());
+                        }
+                        primary_dns.push(e.dn);
+                    },
+                )
+                .await?;
+            for dn in primary_dns {
+                let esc = dn::escape_filter_value(&dn);
+                client
+                    .search(
+                        &self.spec.base_dn,
+                        Scope::Subtree,
+                        &format!(
+                            "(&{}(member:{}:={esc}))",
+                            profile.group_filter,
+                            build::IN_CHAIN
+                        ),
+                        &["cn".to_string()],
+                        page,
+                        |e| {
+                            if let Some(cn) = e.first("cn") {
+                                groups.insert(cn.to_string());
+                            }
+                        },
+                    )
+                    .await?;
+            }
+        }
         client.close().await;
         Ok(Some(FoundUser { user, groups }))
     }
