@@ -309,7 +309,7 @@ impl DirectorySnapshot {
         let uids = self.filtered.get(filter)?;
         Some(
             uids.iter()
-                .filter(|u| self.users.contains_key(*u))
+                .filter(|u| self.users.contains_key(u))
                 .map(String::as_str),
         )
     }
