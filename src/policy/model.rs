@@ -1214,4 +1214,27 @@ mod tests {
         assert_eq!(s.safety.max_revocations, 10);
         assert_eq!(s.safety.max_revocation_percent, 25);
     }
+
+    #[test]
+    fn crl_publish_defaults_to_der_and_a_third_of_the_validity() {
+        let p: CrlPublishSpec = serde_yaml::from_str("path: ca.crl").unwrap();
+        assert_eq!(p.format, CrlFormat::Der);
+        assert_eq!(
+            p.refresh_before_or_default(Duration::from_days(7)),
+            Duration::from_secs(7 * 86_400 / 3)
+        );
+        assert_eq!(
+            p.refresh_before_or_default(Duration::from_secs(2)),
+            Duration::from_secs(1)
+        );
+        let p: CrlPublishSpec =
+            serde_yaml::from_str("{path: /srv/crl/ca.pem, format: pem, refreshBefore: 2d}")
+                .unwrap();
+        assert_eq!(p.format, CrlFormat::Pem);
+        assert_eq!(
+            p.refresh_before_or_default(Duration::from_days(7)),
+            Duration::from_days(2)
+        );
+        assert!(serde_yaml::from_str::<CrlPublishSpec>("{path: a, colour: red}").is_err());
+    }
 }

@@ -231,8 +231,13 @@ fn check_crl_publish(
                 "/spec/local/crlPublish/path",
                 codes::MISSING_FILE,
                 format!(
-                    "the folder of crlPublish.path ({}) does not exist: the CRL cannot be published until it does",
-                    folder.display()
+                    "the folder of crlPublish.path ({}) {}: the CRL cannot be published until it is one",
+                    folder.display(),
+                    if folder.exists() {
+                        "is not a folder"
+                    } else {
+                        "does not exist"
+                    }
                 ),
             );
         }
