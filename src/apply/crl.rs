@@ -231,8 +231,20 @@ pub fn publish_all(policy: &PolicySet, cas: &CaRegistry, now: OffsetDateTime) ->
         .collect()
 }
 
+/// Largest file read back as a CRL (a CRL of a million entries is about 40 MB); anything
+/// larger is taken as not this CA's CRL and replaced.
+pub const MAX_CRL_BYTES: u64 = 128 * 1024 * 1024;
+
 /// Reads what is published at `path`, checked against the CA certificate `ca_pem`.
 pub fn published(path: &Path, ca_pem: &str) -> Published {
+    if let Ok(m) = fs::metadata(path)
+        && m.len() > MAX_CRL_BYTES
+    {
+        return Published::Unusable(format!(
+            "{} bytes, more than a CRL of this CA can be",
+            m.len()
+        ));
+    }
     match fs::read(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Published::Missing,
         Err(e) => Published::Unusable(e.to_string()),
