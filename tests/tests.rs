@@ -9,6 +9,8 @@ mod cfssl;
 mod controller;
 /// `keyfleet run` woken by LDAP polling and PC/SC card events.
 mod controller_watchers;
+/// CRL publication by `apply` and the controller (crlPublish on a local CA).
+mod crl;
 /// Helpers: run the built binary, build throwaway policy directories.
 mod harness;
 /// The ldap Directory kind against real slapd (and Samba AD).

@@ -17,6 +17,7 @@
 //! untracked: recovery asks the CA for the result of an open enrolment by its request id.
 
 pub mod cards;
+pub mod crl;
 pub mod pcsc_cards;
 mod recover;
 pub mod session;

@@ -25,7 +25,7 @@
 //! to [`LocalCaConfig`] only affect the CRL distribution point and the CRL validity.
 //!
 //! This module does NOT decide what to issue or revoke, does not know users or cards, and does
-//! not publish CRLs anywhere (callers write [`LocalCa::crl_pem`] where it is served).
+//! not publish CRLs anywhere (`crate::apply::crl` writes them where they are served).
 
 use std::fs;
 use std::io::{self, Write};
@@ -666,8 +666,26 @@ impl LocalCa {
                 requested_secs: self.crl_validity_secs,
                 ca_not_after: self.ca_not_after,
             })?;
+        let revoked = self.entries(&state.db)?;
+        let mut next = state.db.clone();
+        next.crl_number = state.db.crl_number.saturating_add(1);
+        let issuer = self.issuer(&state.db)?;
+        let der = sign_crl(&issuer, &revoked, next.crl_number, now, next_update)?;
+        self.commit(&mut state, next)?;
+        Ok(der)
+    }
+
+    /// What a CRL signed now would list: every revoked and held certificate, in database
+    /// order. Signs nothing and changes nothing (CRL publication compares it with the
+    /// published CRL).
+    pub fn revoked_entries(&self) -> Result<Vec<RevokedEntry>, CaError> {
+        let state = self.read()?;
+        self.entries(&state.db)
+    }
+
+    fn entries(&self, db: &Db) -> Result<Vec<RevokedEntry>, CaError> {
         let mut revoked = Vec::new();
-        for c in &state.db.certificates {
+        for c in &db.certificates {
             let (reason, at) = match c.status {
                 RecordStatus::Active => continue,
                 RecordStatus::Held { at } => (RevocationReason::CertificateHold, at),
@@ -677,12 +695,12 @@ impl LocalCa {
                 .map_err(|_| corrupt(&self.dir.join(DB_FILE), format!("serial {}", c.serial)))?;
             revoked.push(RevokedEntry { serial, at, reason });
         }
-        let mut next = state.db.clone();
-        next.crl_number = state.db.crl_number.saturating_add(1);
-        let issuer = self.issuer(&state.db)?;
-        let der = sign_crl(&issuer, &revoked, next.crl_number, now, next_update)?;
-        self.commit(&mut state, next)?;
-        Ok(der)
+        Ok(revoked)
+    }
+
+    /// The lifetime of each CRL this handle signs (nextUpdate - thisUpdate), in seconds.
+    pub fn crl_validity_secs(&self) -> u64 {
+        self.crl_validity_secs.max(1)
     }
 
     /// [`LocalCa::crl_der`], PEM (`X509 CRL`).
@@ -935,6 +953,10 @@ impl CertificateAuthority for LocalCa {
 
     fn ca_certificate_pem(&self) -> Result<String, CaError> {
         Ok(self.ca_pem.clone())
+    }
+
+    fn as_local(&self) -> Option<&LocalCa> {
+        Some(self)
     }
 }
 

@@ -7,7 +7,8 @@
 //! decides *whether* to issue or revoke — the planner does.
 //!
 //! Submodules: [`csr`] (PKCS#10 parsing and proof-of-possession check), [`local`] (the embedded
-//! CA and its files), [`crl`] (CRL signing for the local CA), [`entrust`] and [`cfssl`] (remote CAs),
+//! CA and its files), [`crl`] (CRL signing for the local CA), [`crl_read`] (reading one back),
+//! [`entrust`] and [`cfssl`] (remote CAs),
 //! [`remote`] (what the remote connectors share), [`connect`] (connectors from policy objects).
 
 use time::OffsetDateTime;
@@ -17,6 +18,7 @@ use crate::names::{DistinguishedName, SanValue};
 pub mod cfssl;
 pub mod connect;
 pub mod crl;
+pub mod crl_read;
 pub mod csr;
 pub mod entrust;
 pub mod local;
@@ -228,6 +230,11 @@ pub trait CertificateAuthority {
     }
     /// The CA certificate, PEM.
     fn ca_certificate_pem(&self) -> Result<String, CaError>;
+    /// The embedded CA behind this connector, when it is one: CRL publication signs CRLs
+    /// with it. Remote CAs publish their own CRLs and return `None`.
+    fn as_local(&self) -> Option<&LocalCa> {
+        None
+    }
 }
 
 /// Formats serial bytes as `openssl x509 -serial` does: upper-case hex, no separators.

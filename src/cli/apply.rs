@@ -1,8 +1,8 @@
 //! `keyfleet apply`: recover interrupted work, plan, confirm, and carry the plan out.
 //!
 //! Exit codes: 0 everything runnable was done (actions waiting for an absent card stay
-//! pending), 1 an action failed, the plan was refused by the safety valve, or the operator
-//! declined.
+//! pending), 1 an action failed, the plan was refused by the safety valve, the operator
+//! declined, or a CRL could not be published (`crate::apply::crl`).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -27,6 +27,10 @@ apply it. Actions waiting for an absent card stay pending; `keyfleet plan` lists
 runs their actions as each appears.\n\n\
 A plan that revokes the credentials of more users than the safety limits allow is refused \
 unless --allow-mass-revocation is given.\n\n\
+Afterwards, every local CA with `crlPublish` gets a fresh CRL file when its revocations, \
+suspensions or resumptions changed, when none is published yet, or when the published one's \
+nextUpdate is within refreshBefore. A CRL that cannot be written is reported and fails the run; \
+the revocations stand and the next apply or controller pass publishes them.\n\n\
 Exit codes: 0 done (pending card actions do not count as failures), 1 failure or refusal."
 )]
 pub struct Args {
@@ -115,6 +119,9 @@ fn os_user() -> String {
 struct PassOutcome {
     /// Stop with this exit code now (refusal, declined, nothing to do is not a stop).
     stop: Option<u8>,
+    /// The operator declined the plan (or gave no --yes without a terminal): nothing at all
+    /// is written, not even a CRL refresh.
+    declined: bool,
     /// Actions that failed in this pass.
     failed: usize,
     /// Actions left waiting for a card.
@@ -162,7 +169,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let mut waited = std::time::Duration::ZERO;
     let mut outcome = one_pass(&env, &store, &master, &cas, &cards, &args, targets.clone())?;
     if let Some(code) = outcome.stop {
-        return Ok(ExitCode::from(code));
+        let crl_ok = outcome.declined || publish_crls(&env, &cas);
+        return Ok(ExitCode::from(if crl_ok { code } else { EXIT_FAILURE }));
     }
     if let Some(wait) = wait
         && outcome.pending > 0
@@ -231,10 +239,12 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             }
             let next = one_pass(&env, &store, &master, &cas, &cards, &args, targets.clone())?;
             if let Some(code) = next.stop {
-                return Ok(ExitCode::from(code));
+                let crl_ok = next.declined || publish_crls(&env, &cas);
+                return Ok(ExitCode::from(if crl_ok { code } else { EXIT_FAILURE }));
             }
             outcome = PassOutcome {
                 stop: None,
+                declined: false,
                 failed: outcome.failed + next.failed,
                 pending: next.pending,
             };
@@ -258,11 +268,51 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             100.0 * (1.0 - in_transmit.as_secs_f64() / total.as_secs_f64().max(1e-9))
         );
     }
-    Ok(ExitCode::from(if outcome.failed == 0 {
+    // After the passes: the CRLs reflect what they revoked, suspended or resumed (and are
+    // refreshed when due). A failure here fails the run but undoes nothing.
+    let crl_ok = publish_crls(&env, &cas);
+    Ok(ExitCode::from(if outcome.failed == 0 && crl_ok {
         EXIT_OK
     } else {
         EXIT_FAILURE
     }))
+}
+
+/// Brings the published CRL of every local CA with `crlPublish` up to date; prints what it
+/// did. Returns false when one could not be published.
+fn publish_crls(env: &runtime::Environment, cas: &apply::CaRegistry) -> bool {
+    let mut ok = true;
+    for s in apply::crl::publish_all(&env.policy, cas, time::OffsetDateTime::now_utc()) {
+        let info = s.current.as_ref().map(|c| {
+            format!(
+                "CRL number {}, next update {}",
+                c.number.map_or_else(|| "-".to_string(), |n| n.to_string()),
+                c.next_update
+                    .and_then(|t| t
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .ok())
+                    .unwrap_or_else(|| "-".into())
+            )
+        });
+        match (&s.error, &s.published) {
+            (Some(e), _) => {
+                ok = false;
+                eprintln!(
+                    "keyfleet: the CRL of CA {} could not be published to {}: {e}. Revocations stand in the CA and the inventory; the next apply or controller pass publishes them.",
+                    s.ca,
+                    s.path.display()
+                );
+            }
+            (None, Some(reason)) => println!(
+                "CRL of CA {} published to {} ({}): {reason}.",
+                s.ca,
+                s.path.display(),
+                info.unwrap_or_default()
+            ),
+            (None, None) => {}
+        }
+    }
+    ok
 }
 
 /// Recovery, plan, confirmation and apply, once.
@@ -321,6 +371,7 @@ fn one_pass(
         eprintln!("Refusing to apply: the safety valve tripped (see above).");
         return Ok(PassOutcome {
             stop: Some(EXIT_FAILURE),
+            declined: false,
             failed: 0,
             pending,
         });
@@ -329,6 +380,7 @@ fn one_pass(
     if runnable == 0 {
         return Ok(PassOutcome {
             stop: None,
+            declined: false,
             failed: 0,
             pending,
         });
@@ -338,6 +390,7 @@ fn one_pass(
             eprintln!("Not applying: standard input is not a terminal; pass --yes to apply.");
             return Ok(PassOutcome {
                 stop: Some(EXIT_FAILURE),
+                declined: true,
                 failed: 0,
                 pending,
             });
@@ -350,6 +403,7 @@ fn one_pass(
             eprintln!("Not applied.");
             return Ok(PassOutcome {
                 stop: Some(EXIT_FAILURE),
+                declined: true,
                 failed: 0,
                 pending,
             });
@@ -381,6 +435,7 @@ fn one_pass(
     // Failed card actions wait for their card again (it was removed, or will be retried).
     Ok(PassOutcome {
         stop: None,
+        declined: false,
         failed: report.failed.len(),
         pending: report.skipped.len() + report.failed.len(),
     })

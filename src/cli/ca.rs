@@ -113,9 +113,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             } else {
                 ca.crl_pem()?.into_bytes()
             };
-            let tmp = path.with_extension("tmp-keyfleet");
-            std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            crate::apply::crl::write_atomic(&path, &bytes)?;
             eprintln!("CRL written to {}", path.display());
         }
         CaCommand::Test { .. } | CaCommand::Instances { .. } | CaCommand::Profiles { .. } => {

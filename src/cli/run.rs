@@ -13,8 +13,10 @@ pub const LONG_ABOUT: &str = "Run the controller: a long-lived, level-triggered 
 It takes the state directory's lock (a second `run` or an `apply` is refused, naming the \
 holder's pid), runs one pass at start, then a pass whenever a policy file changes (an invalid \
 policy set is reported and the last valid one stays in force), a file directory's data changes, \
-a certificate reaches its renewal point, a failed action's retry comes due, SIGHUP arrives, or \
-the periodic resync is due. Failed actions are retried per object with exponential backoff and \
+a certificate reaches its renewal point, a failed action's retry comes due, a published CRL \
+reaches its refresh point (`crlPublish.refreshBefore` ahead of its nextUpdate), SIGHUP arrives, \
+or the periodic resync is due. After each pass, the CRL of every local CA with `crlPublish` is \
+republished when its revocations changed, it is missing, or it is due. Failed actions are retried per object with exponential backoff and \
 jitter; permanent failures are reported and retried only after the policy changes. A plan that \
 trips the safety valve runs without its revocations, which wait for `keyfleet approve`.\n\n\
 While it runs, `plan`, `audit`, `inventory`, `history`, `status` and `approve` reach the store \

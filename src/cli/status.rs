@@ -1,5 +1,5 @@
 //! `keyfleet status`: what the running controller is doing: the last pass, pending actions,
-//! errors in backoff, held revocations and what it waits for.
+//! errors in backoff, held revocations, published CRLs (next refresh) and what it waits for.
 //!
 //! Exit codes: 0 a controller is running and answered, 3 no controller runs for this state
 //! directory (like `systemctl status`), 1 error.
@@ -29,7 +29,8 @@ pub enum Format {
 #[command(
     long_about = "Show what the running controller (`keyfleet run`) is doing: its last pass, \
 actions waiting for a card, failed actions in backoff (and permanent failures), revocations \
-held by the safety valve, and what it waits for before the next pass.\n\n\
+held by the safety valve, the published CRLs with their next refresh, and what it waits for \
+before the next pass.\n\n\
 Exit codes: 0 running, 3 no controller is running for this state directory, 1 error."
 )]
 pub struct Args {
@@ -140,6 +141,9 @@ pub fn status_text(s: &ControllerStatus) -> String {
             if let Some(e) = &p.error {
                 let _ = writeln!(out, "  error: {e}");
             }
+            for e in &p.crl_errors {
+                let _ = writeln!(out, "  CRL not published: {e}");
+            }
         }
     }
     if !s.pending.is_empty() {
@@ -180,6 +184,23 @@ pub fn status_text(s: &ControllerStatus) -> String {
                 h.user,
                 h.card.as_deref().unwrap_or("-")
             );
+        }
+    }
+    if !s.crl.is_empty() {
+        let _ = writeln!(out, "\nCRLs");
+        for c in &s.crl {
+            let number = c.number.map_or_else(|| "-".to_string(), |n| n.to_string());
+            let _ = writeln!(
+                out,
+                "  {:<16} {} (number {number}, next update {}), next refresh {}",
+                c.ca,
+                c.path,
+                time_text(c.next_update),
+                time_text(c.next_refresh)
+            );
+            if let Some(e) = &c.error {
+                let _ = writeln!(out, "  {:<16} ERROR: {e}", "");
+            }
         }
     }
     if !s.sources.is_empty() {

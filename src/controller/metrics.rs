@@ -1,7 +1,8 @@
 //! The controller's Prometheus metrics (OpenMetrics text, served on `/metrics` by
 //! [`super::http`]): passes and their duration, actions by kind and outcome, pending card
 //! actions, the last successful observation per source, certificates expiring within 30 days,
-//! safety-valve trips and held revocations, policy reload failures, objects in backoff.
+//! safety-valve trips and held revocations, policy reload failures, objects in backoff, and
+//! the published CRLs (nextUpdate, publications, failures).
 //!
 //! This module only counts what the controller tells it; it observes nothing itself.
 
@@ -42,6 +43,12 @@ pub struct Metrics {
     pub backoff_objects: Gauge,
     /// 1 once the first pass completed.
     pub ready: Gauge,
+    /// Unix time of the nextUpdate of each local CA's published CRL (`ca` label).
+    pub crl_next_update: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// CRLs written, per CA.
+    pub crl_publications: Family<Labels, Counter>,
+    /// Failed CRL publications, per CA (the revocations stand; publication is retried).
+    pub crl_publish_failures: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -116,8 +123,29 @@ impl Metrics {
             "1 once the first reconcile pass completed",
             ready.clone(),
         );
+        let crl_next_update = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "crl_next_update_seconds",
+            "Unix time of the nextUpdate of the published CRL, per local CA",
+            crl_next_update.clone(),
+        );
+        let crl_publications = Family::<Labels, Counter>::default();
+        registry.register(
+            "crl_publications",
+            "CRLs written to their crlPublish path, per local CA",
+            crl_publications.clone(),
+        );
+        let crl_publish_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "crl_publish_failures",
+            "CRL publications that failed, per local CA (the revocations stand)",
+            crl_publish_failures.clone(),
+        );
         Metrics {
             registry,
+            crl_next_update,
+            crl_publications,
+            crl_publish_failures,
             passes,
             pass_duration,
             actions,
@@ -160,6 +188,28 @@ impl Metrics {
             .set(at);
     }
 
+    /// Records the CRL publication of one pass: for each CA, its published CRL's nextUpdate
+    /// (Unix time; `None`: no usable CRL in place), whether a CRL was written and whether
+    /// publishing failed. CAs not listed lose their nextUpdate gauge (dropped from the policy).
+    pub fn crl(&self, cas: &[(&str, Option<f64>, bool, bool)]) {
+        self.crl_next_update.clear();
+        for (ca, next_update, published, failed) in cas {
+            let labels = vec![("ca".to_string(), ca.to_string())];
+            if let Some(t) = next_update {
+                self.crl_next_update.get_or_create(&labels).set(*t);
+            }
+            // Create both counters so each CA's series exist from its first pass.
+            let written = self.crl_publications.get_or_create(&labels);
+            if *published {
+                written.inc();
+            }
+            let failures = self.crl_publish_failures.get_or_create(&labels);
+            if *failed {
+                failures.inc();
+            }
+        }
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -181,6 +231,8 @@ mod tests {
         m.count_actions("issue", "failed", 0);
         m.observed("directory/people", 1_700_000_000.5);
         m.valve_trips.inc();
+        m.crl(&[("local-ca", Some(1_800_000_000.0), true, false)]);
+        m.crl(&[("local-ca", Some(1_800_000_006.0), false, true)]);
         let text = m.render();
         for needle in [
             "keyfleet_passes_total{result=\"ok\"} 1",
@@ -189,6 +241,9 @@ mod tests {
             "keyfleet_last_successful_observation_timestamp_seconds{source=\"directory/people\"} 1700000000.5",
             "keyfleet_safety_valve_trips_total 1",
             "keyfleet_policy_reload_failures_total 0",
+            "keyfleet_crl_next_update_seconds{ca=\"local-ca\"} 1800000006.0",
+            "keyfleet_crl_publications_total{ca=\"local-ca\"} 1",
+            "keyfleet_crl_publish_failures_total{ca=\"local-ca\"} 1",
             "# EOF",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");

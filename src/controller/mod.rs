@@ -6,7 +6,8 @@
 //!  policy dir ─┐ notify (debounced, per directory)      ┌─► pass (blocking pool):
 //!  data files ─┤                                         │   observe ─ plan ─ valve ─ backoff
 //!  SIGHUP ─────┼─► Triggers (coalescing set) ─► loop ────┤   ─ apply action by action
-//!  timers ─────┤   renewal point, retry due, resync      │
+//!  timers ─────┤   renewal point, retry due, CRL refresh │   ─ publish CRLs
+//!              │   point, resync                         │
 //!  cards/LDAP ─┘   (other watchers fire the same set)    └─► status + metrics
 //!  control socket (plan/audit/inventory/history/status/approve)   HTTP /healthz /readyz /metrics
 //! ```
@@ -538,6 +539,8 @@ fn record(
         m.ready.set(1);
     }
 
+    let crl_views = record_crl(shared, out);
+
     let retry = state.backoff.next_due(now);
     let resync_at = now + resync;
     let mut wake = (resync_at, "resync");
@@ -550,6 +553,11 @@ fn record(
         && r < wake.0
     {
         wake = (r, "retry");
+    }
+    if let Some(r) = out.crl.iter().map(|c| c.next_refresh).min()
+        && r < wake.0
+    {
+        wake = (r, "crl");
     }
 
     let mut waiting = vec![format!(
@@ -598,6 +606,18 @@ fn record(
     if let Some(r) = retry {
         waiting.push(format!("the next retry at {}", rfc3339(r)));
     }
+    for c in &out.crl {
+        waiting.push(format!(
+            "the next CRL {} of CA {} at {}",
+            if c.error.is_some() {
+                "publication attempt"
+            } else {
+                "refresh"
+            },
+            c.ca,
+            rfc3339(c.next_refresh)
+        ));
+    }
     waiting.push(format!("the periodic resync at {}", rfc3339(resync_at)));
 
     if let Ok(mut st) = shared.status.lock() {
@@ -620,8 +640,63 @@ fn record(
             })
             .collect();
         st.waiting_for = waiting;
+        st.crl = crl_views;
     }
     wake
+}
+
+/// Logs and counts a pass's CRL publication; returns the status views (keeping when each CA's
+/// CRL was last written).
+fn record_crl(shared: &Shared, out: &PassOutcome) -> Vec<status::CrlView> {
+    let now = OffsetDateTime::now_utc();
+    let before = shared.status().crl;
+    let mut samples = Vec::new();
+    let mut views = Vec::new();
+    for c in &out.crl {
+        let next_update = c.current.as_ref().and_then(|i| i.next_update);
+        let number = c.current.as_ref().and_then(|i| i.number);
+        match (&c.error, &c.published) {
+            (Some(e), _) => tracing::error!(
+                ca = %c.ca,
+                path = %c.path.display(),
+                retry_at = %rfc3339(c.next_refresh),
+                "cannot publish the CRL (the revocations stand): {e}"
+            ),
+            (None, Some(reason)) => tracing::info!(
+                ca = %c.ca,
+                path = %c.path.display(),
+                number,
+                next_update = %next_update.map(rfc3339).unwrap_or_default(),
+                "CRL published: {reason}"
+            ),
+            (None, None) => {}
+        }
+        samples.push((
+            c.ca.as_str(),
+            next_update.map(|t| t.unix_timestamp_nanos() as f64 / 1e9),
+            c.published.is_some(),
+            c.error.is_some(),
+        ));
+        let last_published = if c.published.is_some() {
+            Some(now)
+        } else {
+            before
+                .iter()
+                .find(|v| v.ca == c.ca)
+                .and_then(|v| v.last_published)
+        };
+        views.push(status::CrlView {
+            ca: c.ca.clone(),
+            path: c.path.display().to_string(),
+            number,
+            next_update,
+            next_refresh: Some(c.next_refresh),
+            last_published,
+            error: c.error.as_ref().map(ToString::to_string),
+        });
+    }
+    shared.metrics.crl(&samples);
+    views
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

@@ -1,7 +1,8 @@
 //! One controller pass, blocking (the loop runs it on tokio's blocking pool): observe (reusing
 //! a directory snapshot whose data did not change), recover interrupted work when needed, plan
 //! with `runtime`, take out what the safety valve holds and what is in backoff, then apply the
-//! rest action by action with `apply`, stopping between two actions when shutdown is asked.
+//! rest action by action with `apply`, stopping between two actions when shutdown is asked;
+//! then bring the published CRLs up to date (`apply::crl`), even when the pass failed.
 //!
 //! It reuses exactly the planner and executors `keyfleet apply` uses and never calls the CLI.
 //! It decides no policy of its own beyond the valve and backoff filters.
@@ -167,6 +168,9 @@ pub struct PassOutcome {
     pub interrupted: bool,
     /// Approvals changed (for the log).
     pub approvals_used: usize,
+    /// CRL publication, one entry per local CA with `crlPublish` (empty when the pass was
+    /// stopped for shutdown: the next start publishes).
+    pub crl: Vec<crate::apply::crl::CrlStatus>,
 }
 
 /// Runs one pass. Never panics on bad input; a failure to prepare the pass is reported in
@@ -183,8 +187,24 @@ pub fn run_pass(state: &mut PassState, number: u64, triggers: Vec<String>) -> Pa
         },
         ..PassOutcome::default()
     };
-    if let Err(e) = pass_inner(state, started, &mut out) {
+    let env = state.env.clone();
+    let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &state.master, started);
+    if let Err(e) = pass_inner(state, &cas, started, &mut out) {
         out.summary.error = Some(e);
+    }
+    // Even after a failed pass: the CRLs must stay fresh, and they reflect whatever the CA
+    // holds (revocations of this pass, of an earlier one whose publication failed, ...).
+    if !state.stop.load(Ordering::SeqCst) {
+        out.crl = crate::apply::crl::publish_all(&env.policy, &cas, OffsetDateTime::now_utc());
+        out.summary.crl_errors = out
+            .crl
+            .iter()
+            .filter_map(|c| {
+                c.error
+                    .as_ref()
+                    .map(|e| format!("CRL of CA {} to {}: {e}", c.ca, c.path.display()))
+            })
+            .collect();
     }
     out.summary.duration_ms = clock_start.elapsed().as_millis().min(u64::MAX as u128) as u64;
     out
@@ -192,6 +212,7 @@ pub fn run_pass(state: &mut PassState, number: u64, triggers: Vec<String>) -> Pa
 
 fn pass_inner(
     state: &mut PassState,
+    cas: &crate::apply::CaRegistry,
     now: OffsetDateTime,
     out: &mut PassOutcome,
 ) -> Result<(), String> {
@@ -206,7 +227,6 @@ fn pass_inner(
         .filter(|(_, o)| o.as_ref().is_ok_and(|s| s.complete))
         .map(|(n, _)| n.clone())
         .collect();
-    let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &state.master, now);
     let clock = OffsetDateTime::now_utc;
     let inventory = state.store.inventory().map_err(|e| e.to_string())?;
     // Virtual cards, PIV cards in readers and PKCS#11 tokens, as `apply` sees them.
@@ -226,7 +246,7 @@ fn pass_inner(
             &master,
             &state.actor,
             &env.state_dir,
-            &cas,
+            cas,
             &cards,
             &pass.desired,
             &clock,
@@ -261,7 +281,7 @@ fn pass_inner(
         &master,
         &state.actor,
         &env.state_dir,
-        &cas,
+        cas,
         &cards,
         &pass.desired,
         &clock,

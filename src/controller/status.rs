@@ -1,5 +1,5 @@
 //! What the controller reports about itself: the last pass, pending actions, objects in
-//! backoff, held revocations and what it is waiting for. A plain serialisable value, shared by
+//! backoff, held revocations, published CRLs and what it is waiting for. A plain serialisable value, shared by
 //! the control socket (`keyfleet status`) and the HTTP endpoint; it decides nothing.
 
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,34 @@ pub struct PassSummary {
     /// Whether every directory was observed completely.
     pub complete: bool,
     /// Why the pass could not run at all, if it could not.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// CRLs that could not be published after the pass (the revocations stand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crl_errors: Vec<String>,
+}
+
+/// The published CRL of one local CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrlView {
+    /// The CertificateAuthority's name.
+    pub ca: String,
+    /// The CRL file.
+    pub path: String,
+    /// The CRL number of the file in place, if it is a usable CRL.
+    #[serde(default)]
+    pub number: Option<u64>,
+    /// Its nextUpdate.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub next_update: Option<OffsetDateTime>,
+    /// When the controller publishes the next CRL (or retries after a failure).
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub next_refresh: Option<OffsetDateTime>,
+    /// When the controller last wrote a CRL for this CA.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub last_published: Option<OffsetDateTime>,
+    /// The last publication error, until a publication succeeds.
     #[serde(default)]
     pub error: Option<String>,
 }
@@ -108,4 +136,7 @@ pub struct ControllerStatus {
     /// The event sources (PC/SC, PKCS#11 modules, LDAP pollers) and their state.
     #[serde(default)]
     pub sources: Vec<String>,
+    /// The published CRLs of local CAs with `crlPublish`.
+    #[serde(default)]
+    pub crl: Vec<CrlView>,
 }

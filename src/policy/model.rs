@@ -227,6 +227,57 @@ pub struct LocalCaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = "^(file|pkcs11:.*)$"))]
     pub key_store: Option<String>,
+    /// Publish the CRL to a file and keep it fresh: `keyfleet apply` and the controller write
+    /// a new CRL after a revocation, suspension or resumption, when the file is missing, and
+    /// when its nextUpdate is within `refreshBefore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_publish: Option<CrlPublishSpec>,
+}
+
+/// Where and how the local CA's CRL is published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CrlPublishSpec {
+    /// The CRL file (relative to the policy file, or absolute); its folder must exist. It is
+    /// replaced atomically (mode 0644), so a reader never sees a half-written CRL.
+    #[schemars(length(min = 1))]
+    pub path: PathBuf,
+    /// `der` (default) or `pem`.
+    #[serde(default)]
+    pub format: CrlFormat,
+    /// Publish a fresh CRL when the published one's nextUpdate is this close (default: a third
+    /// of `crlValidity`). Must be shorter than `crlValidity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_before: Option<Duration>,
+}
+
+impl CrlPublishSpec {
+    /// `refreshBefore`, or a third of `crl_validity` (at least one second) when unset.
+    pub fn refresh_before_or_default(&self, crl_validity: Duration) -> Duration {
+        self.refresh_before
+            .unwrap_or_else(|| Duration::from_secs((crl_validity.as_secs() / 3).max(1)))
+    }
+}
+
+/// The encoding of a published CRL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrlFormat {
+    /// DER, as relying parties fetch it over HTTP (`application/pkix-crl`).
+    #[default]
+    Der,
+    /// PEM (`-----BEGIN X509 CRL-----`).
+    Pem,
+}
+
+impl CrlFormat {
+    /// The name as written in policy.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CrlFormat::Der => "der",
+            CrlFormat::Pem => "pem",
+        }
+    }
 }
 
 fn default_ca_key_algorithm() -> KeyAlgorithm {
@@ -1172,5 +1223,28 @@ mod tests {
         assert_eq!(s.concurrency, 4);
         assert_eq!(s.safety.max_revocations, 10);
         assert_eq!(s.safety.max_revocation_percent, 25);
+    }
+
+    #[test]
+    fn crl_publish_defaults_to_der_and_a_third_of_the_validity() {
+        let p: CrlPublishSpec = serde_yaml::from_str("path: ca.crl").unwrap();
+        assert_eq!(p.format, CrlFormat::Der);
+        assert_eq!(
+            p.refresh_before_or_default(Duration::from_days(7)),
+            Duration::from_secs(7 * 86_400 / 3)
+        );
+        assert_eq!(
+            p.refresh_before_or_default(Duration::from_secs(2)),
+            Duration::from_secs(1)
+        );
+        let p: CrlPublishSpec =
+            serde_yaml::from_str("{path: /srv/crl/ca.pem, format: pem, refreshBefore: 2d}")
+                .unwrap();
+        assert_eq!(p.format, CrlFormat::Pem);
+        assert_eq!(
+            p.refresh_before_or_default(Duration::from_days(7)),
+            Duration::from_days(2)
+        );
+        assert!(serde_yaml::from_str::<CrlPublishSpec>("{path: a, colour: red}").is_err());
     }
 }

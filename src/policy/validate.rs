@@ -12,8 +12,9 @@ use super::diag::{Diagnostic, codes};
 use super::duration::Duration;
 use super::load::Locations;
 use super::model::{
-    CardType, CertificateAuthoritySpec, CertificateSpec, ClientCertificate, DirectorySpec,
-    KeyAlgorithm, KeyGeneration, Kind, OnUserDisabled, SanTemplate, Slot, StockSelector,
+    CardType, CertificateAuthoritySpec, CertificateSpec, ClientCertificate, CrlPublishSpec,
+    DirectorySpec, KeyAlgorithm, KeyGeneration, Kind, OnUserDisabled, SanTemplate, Slot,
+    StockSelector,
 };
 use super::secret::SecretRef;
 use super::template::{TextTemplate, Var};
@@ -227,6 +228,117 @@ fn check_authorities(c: &mut Checker<'_>) {
             }
             if local.crl_validity.as_secs() == 0 || local.crl_validity >= local.validity {
                 c.push(kind, ca, "/spec/local/crlValidity", codes::DURATION_ORDER, format!("crlValidity ({}) must be longer than zero and shorter than the CA validity ({})", local.crl_validity, local.validity));
+            }
+            if let Some(publish) = &local.crl_publish {
+                check_crl_publish(c, ca, local.crl_validity, publish);
+            }
+        }
+    }
+    check_crl_paths_unique(c);
+}
+
+/// `crlPublish` of one local CA: a path, and a refresh point inside the CRL's validity.
+fn check_crl_publish(
+    c: &mut Checker<'_>,
+    ca: &Object<CertificateAuthoritySpec>,
+    crl_validity: crate::policy::duration::Duration,
+    publish: &CrlPublishSpec,
+) {
+    let kind = Kind::CertificateAuthority;
+    if publish.path.as_os_str().is_empty() {
+        c.push(
+            kind,
+            ca,
+            "/spec/local/crlPublish/path",
+            codes::INVALID_VALUE,
+            "crlPublish.path must name the file the CRL is written to".into(),
+        );
+    } else {
+        let path = ca.resolve_path(&publish.path);
+        let folder = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if path.is_dir() {
+            c.push(
+                kind,
+                ca,
+                "/spec/local/crlPublish/path",
+                codes::INVALID_VALUE,
+                format!(
+                    "crlPublish.path {} is a folder; name the CRL file inside it",
+                    path.display()
+                ),
+            );
+        } else if !folder.is_dir() {
+            // A warning only: the folder may be mounted or created later; publishing reports
+            // the error until it exists, and never undoes a revocation.
+            c.warn(
+                kind,
+                ca,
+                "/spec/local/crlPublish/path",
+                codes::MISSING_FILE,
+                format!(
+                    "the folder of crlPublish.path ({}) {}: the CRL cannot be published until it is one",
+                    folder.display(),
+                    if folder.exists() {
+                        "is not a folder"
+                    } else {
+                        "does not exist"
+                    }
+                ),
+            );
+        }
+    }
+    let refresh = publish.refresh_before_or_default(crl_validity);
+    if refresh.as_secs() == 0 || refresh >= crl_validity {
+        let pointer = if publish.refresh_before.is_some() {
+            "/spec/local/crlPublish/refreshBefore"
+        } else {
+            "/spec/local/crlValidity"
+        };
+        c.push(
+            kind,
+            ca,
+            pointer,
+            codes::DURATION_ORDER,
+            format!(
+                "crlPublish.refreshBefore ({refresh}) must be longer than zero and shorter than crlValidity ({crl_validity}), or the CRL would be republished without pause"
+            ),
+        );
+    }
+}
+
+/// Two local CAs publishing to the same file would overwrite each other's CRL.
+fn check_crl_paths_unique(c: &mut Checker<'_>) {
+    let mut seen: BTreeMap<std::path::PathBuf, String> = BTreeMap::new();
+    for ca in c.set.authorities.values() {
+        let CertificateAuthoritySpec::Local(local) = &ca.spec else {
+            continue;
+        };
+        let Some(publish) = &local.crl_publish else {
+            continue;
+        };
+        if publish.path.as_os_str().is_empty() {
+            continue;
+        }
+        let path = ca.resolve_path(&publish.path);
+        match seen.get(&path) {
+            Some(other) => {
+                let message = format!(
+                    "crlPublish.path {} is also the CRL file of CertificateAuthority {other:?}",
+                    path.display()
+                );
+                c.push(
+                    Kind::CertificateAuthority,
+                    ca,
+                    "/spec/local/crlPublish/path",
+                    codes::INVALID_VALUE,
+                    message,
+                );
+            }
+            None => {
+                seen.insert(path, ca.name.clone());
             }
         }
     }
