@@ -70,6 +70,13 @@ fn run_converges_follows_changes_and_keeps_the_last_valid_policy() {
     wait_for("zoe's revocation", || {
         (certs_of(&site.inventory(), "zoe", "revoked").len() == 2).then_some(())
     });
+    // The same pass then wipes her (virtual) card back into its stock: wait for that too, so
+    // the history compared below is the settled one.
+    wait_for("zoe's card to return to its stock", || {
+        let inv = site.inventory();
+        let cards = inv["cards"].as_array()?;
+        cards.iter().all(|c| c["user"] != "zoe").then_some(())
+    });
 
     // A broken policy file: reported, and nothing else happens.
     let history_before = site.keyfleet(&["history", "--format", "json"]).stdout;
