@@ -41,6 +41,7 @@ KEYFLEET_LOG=${KEYFLEET_LOG:-info,keyfleet::controller::pass=debug} \
 until "$K" plan -C "$W/policy" --state-dir "$W/state" > /dev/null 2>&1; do sleep 0.5; done
 echo "first pass converged after $(echo "$(now) - $start" | bc) s"
 grep -o 'pass complete.*' "$W/run.log" | sed 's/\x1b\[[0-9;]*m//g' | head -3
+echo "after the first pass: peak RSS $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$PID/status), RSS $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$PID/status)"
 
 # One-user group change: u000777 joins contractors.
 sed "s/    members: \[u000500\]/    members: [u000500, u000777]/" "$W/policy/people.yaml" > "$W/policy/.people.tmp"

@@ -21,6 +21,7 @@ use super::valve::{self, HeldRevocation};
 use crate::apply::{self, Context, CrashPoint, NoSink, RecoveryReport};
 use crate::desired::{Desired, DirectoryObservation};
 use crate::inventory::Inventory;
+use crate::observe::directory::{parse_file_directory, read_directory_text};
 use crate::plan::{ActionKind, Plan, renew_at};
 use crate::policy::model::DirectorySpec;
 use crate::runtime::{self, Environment};
@@ -43,8 +44,20 @@ impl ObservationCache {
         let DirectorySpec::File(f) = &d.spec else {
             return None;
         };
-        let bytes = std::fs::read(d.resolve_path(&f.path)).ok()?;
-        Some(Sha256::digest(&bytes).into())
+        // Streamed: checking a 10 MiB directory for a change needs no 10 MiB buffer.
+        use std::io::Read;
+        let mut file = std::fs::File::open(d.resolve_path(&f.path)).ok()?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(buf.get(..n)?),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        Some(hasher.finalize().into())
     }
 
     /// Whether the last snapshot of an LDAP directory can serve this pass: complete, and no
@@ -88,7 +101,7 @@ impl ObservationCache {
         let mut fingerprints = BTreeMap::new();
         let mut observed = BTreeMap::new();
         for (name, d) in &env.policy.directories {
-            let fp = Self::fingerprint(env, name);
+            let mut fp = Self::fingerprint(env, name);
             let reuse = self.ldap_reusable(env, name)
                 || (fp.is_some()
                     && self.fingerprints.get(name) == Some(&fp)
@@ -99,7 +112,20 @@ impl ObservationCache {
                     // Free the old snapshot before reading the new one: holding both doubles
                     // the peak memory of a pass over a large directory.
                     drop(stale);
-                    runtime::observe_directory(&env.policy, name, d)
+                    match &d.spec {
+                        // Read once: the fingerprint is that of the very text parsed.
+                        DirectorySpec::File(f) => {
+                            let path = d.resolve_path(&f.path);
+                            match read_directory_text(&path) {
+                                Ok(text) => {
+                                    fp = Some(Sha256::digest(text.as_bytes()).into());
+                                    parse_file_directory(&path, &text).map_err(|e| e.to_string())
+                                }
+                                Err(e) => Err(e.to_string()),
+                            }
+                        }
+                        DirectorySpec::Ldap(_) => runtime::observe_directory(&env.policy, name, d),
+                    }
                 }
             };
             fingerprints.insert(name.clone(), fp);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use saphyr_parser::{Event, Parser, ScalarStyle, StrInput, Tag};
 use serde::{Deserialize, Serialize};
 
-pub use super::users::{NewUser, TooLarge, UserRef, Users, UsersBuilder};
+pub use super::users::{Finished, NewUser, TooLarge, UserRef, Users, UsersBuilder};
 
 /// One user as the directory reports them (the owned form; a snapshot stores its users
 /// compactly in [`Users`] and lends them out as [`UserRef`]).
@@ -355,6 +355,13 @@ const MAX_DEPTH: usize = 16;
 
 /// Reads a `file` directory. The snapshot is complete when the file parsed.
 pub fn read_file_directory(path: &Path) -> Result<DirectorySnapshot, FileDirectoryError> {
+    let text = read_directory_text(path)?;
+    parse_file_directory(path, &text)
+}
+
+/// Reads the text of a `file` directory (capped in size, UTF-8), for
+/// [`parse_file_directory`]; a caller that also fingerprints the data reads it once this way.
+pub fn read_directory_text(path: &Path) -> Result<String, FileDirectoryError> {
     use std::io::Read;
     let read_error = |source| FileDirectoryError::Read {
         path: path.to_path_buf(),
@@ -377,7 +384,7 @@ pub fn read_file_directory(path: &Path) -> Result<DirectorySnapshot, FileDirecto
     if text.len() as u64 > MAX_FILE_BYTES {
         return Err(too_large());
     }
-    parse_file_directory(path, &text)
+    Ok(text)
 }
 
 /// Parses the text of a `file` directory; `path` only names it in errors.
@@ -396,7 +403,13 @@ pub fn parse_file_directory(
         parser: Parser::new_from_str(text),
         depth: 0,
     };
-    let mut builder = Builder::default();
+    // Every user has a `uid` key: their number is at most the number of times "uid" occurs,
+    // and their strings at most the text itself.
+    let users = memchr::memmem::find_iter(text.as_bytes(), b"uid").count();
+    let mut builder = Builder {
+        users: UsersBuilder::with_capacity(users, text.len()),
+        ..Builder::default()
+    };
     match builder.read_stream(&mut events) {
         Ok(()) => builder.finish(path),
         Err(Stop::Guard(e)) => Err(e),
@@ -583,6 +596,29 @@ impl<'t> Events<'t> {
                 }
             }
         }
+    }
+
+    /// A list of member uids resolved to rows of `users` as they are read, with the first
+    /// uid that is not among them.
+    fn rows(&mut self, at: At<'_>, users: &Users) -> Result<Members, Stop> {
+        let (mut rows, mut unknown) = (Vec::new(), None);
+        if self.open_sequence(at)? {
+            for index in 0.. {
+                let (event, line) = self.next()?;
+                match event {
+                    Event::SequenceEnd => break,
+                    Event::Scalar(v, ..) => match users.index_of(&v) {
+                        Some(row) => rows.push(row),
+                        None if unknown.is_none() => unknown = Some(v.into_owned()),
+                        None => {}
+                    },
+                    other => {
+                        return Err(self.unexpected(line, at.item(index), "a string", &other));
+                    }
+                }
+            }
+        }
+        Ok(Members::Rows(rows, unknown))
     }
 
     /// An attribute value: a string, number or boolean, as text. Numbers and booleans are
@@ -905,18 +941,29 @@ fn unknown_field(at: At<'_>, key: &str, fields: &[&str]) -> String {
     ))
 }
 
-/// A group as read, members still in file order: they are checked against the users once
-/// the whole file is read (the groups may come first).
+/// A group as read. When the users came first (the usual order) its members are resolved to
+/// rows as they are read, so a group of 100,000 members never exists as 100,000 strings;
+/// otherwise they wait, in file order, until the users are known.
 struct PendingGroup {
     name: String,
-    members: Vec<String>,
+    members: Members,
     groups: Vec<String>,
+}
+
+/// The members of a [`PendingGroup`].
+enum Members {
+    /// Resolved, with the first member who is not among the users.
+    Rows(Vec<u32>, Option<String>),
+    /// Not yet resolved: the users come later in the file.
+    Uids(Vec<String>),
 }
 
 /// The snapshot under construction.
 #[derive(Default)]
 struct Builder {
     users: UsersBuilder,
+    /// The users, once the `users:` list was read completely and a `groups:` list follows.
+    finished: Option<Finished>,
     /// Position of the first user with an empty uid (repeated uids show when sorting).
     empty_uid: Option<usize>,
     groups: Vec<PendingGroup>,
@@ -966,7 +1013,12 @@ impl Builder {
             }
             match key.as_ref() {
                 "users" => self.read_users(ev)?,
-                _ => self.read_groups(ev)?,
+                _ => {
+                    if users {
+                        self.finished = Some(std::mem::take(&mut self.users).finish());
+                    }
+                    self.read_groups(ev)?;
+                }
             }
         }
         Ok(())
@@ -1010,7 +1062,9 @@ impl Builder {
             if let Event::SequenceEnd = event {
                 break;
             }
-            let group = read_group(ev, &event, line, At::ROOT.field("groups").item(index))?;
+            let at = At::ROOT.field("groups").item(index);
+            let users = self.finished.as_ref().map(|f| &f.users);
+            let group = read_group(ev, &event, line, at, users)?;
             self.groups.push(group);
         }
         Ok(())
@@ -1023,7 +1077,10 @@ impl Builder {
             path: path.to_path_buf(),
             message,
         };
-        let finished = self.users.finish();
+        let finished = match self.finished {
+            Some(f) => f,
+            None => self.users.finish(),
+        };
         let users = finished.users;
         // The first inconsistency in file order: an empty uid or a uid listed before.
         let repeated = finished.repeated.first().copied();
@@ -1041,16 +1098,23 @@ impl Builder {
         }
         let mut groups = BTreeMap::new();
         for g in self.groups {
-            let mut rows = Vec::with_capacity(g.members.len());
-            for m in &g.members {
-                let Some(row) = users.index_of(m) else {
-                    return Err(invalid(format!(
-                        "group {:?} lists member {m:?}, who is not among the users",
-                        g.name
-                    )));
-                };
-                rows.push(row);
-            }
+            let unknown_member = |m: &str| {
+                invalid(format!(
+                    "group {:?} lists member {m:?}, who is not among the users",
+                    g.name
+                ))
+            };
+            let rows = match g.members {
+                Members::Rows(_, Some(unknown)) => return Err(unknown_member(&unknown)),
+                Members::Rows(rows, None) => rows,
+                Members::Uids(uids) => {
+                    let mut rows = Vec::with_capacity(uids.len());
+                    for m in &uids {
+                        rows.push(users.index_of(m).ok_or_else(|| unknown_member(m))?);
+                    }
+                    rows
+                }
+            };
             let group = DirectoryGroup::new(g.name.clone(), rows, g.groups.into_iter().collect());
             if let Some(previous) = groups.insert(g.name, group) {
                 return Err(invalid(format!(
@@ -1144,16 +1208,18 @@ fn read_attributes<'t>(
 }
 
 /// One `groups:` entry, whose first event is already read.
+/// `users` are the users when they are already known (members are then resolved at once).
 fn read_group(
     ev: &mut Events<'_>,
     event: &Event<'_>,
     line: usize,
     at: At<'_>,
+    users: Option<&Users>,
 ) -> Result<PendingGroup, Stop> {
     let mut seen = [false; GROUP_FIELDS.len()];
     let mut group = PendingGroup {
         name: String::new(),
-        members: Vec::new(),
+        members: Members::Uids(Vec::new()),
         groups: Vec::new(),
     };
     if ev.open_mapping(event, line, at)? {
@@ -1168,7 +1234,12 @@ fn read_group(
             let at = at.field(&key);
             match field {
                 0 => group.name = ev.string(at)?.into_owned(),
-                1 => group.members = ev.strings(at)?,
+                1 => {
+                    group.members = match users {
+                        Some(users) => ev.rows(at, users)?,
+                        None => Members::Uids(ev.strings(at)?),
+                    }
+                }
                 _ => group.groups = ev.strings(at)?,
             }
         }

@@ -358,6 +358,16 @@ impl UsersBuilder {
         UsersBuilder::default()
     }
 
+    /// An empty builder with room for about `users` users and `text` bytes of their
+    /// strings: a reader that can estimate both spares the arrays' growth by doubling (and
+    /// the transient copies it makes). The estimate may be off either way.
+    pub fn with_capacity(users: usize, text: usize) -> UsersBuilder {
+        let mut b = UsersBuilder::default();
+        b.users.rows.reserve(users);
+        b.users.text.reserve(text);
+        b
+    }
+
     /// Number of users added so far.
     pub fn len(&self) -> usize {
         self.users.rows.len()
@@ -420,44 +430,67 @@ impl UsersBuilder {
         self.push(NewUser::of(user), &user.attributes)
     }
 
-    /// Sorts by uid and drops later users whose uid an earlier one has.
+    /// Sorts by uid and drops later users whose uid an earlier one has. The rows are
+    /// rearranged in place (a directory's rows are its largest array: no second copy).
     pub fn finish(self) -> Finished {
         let Users {
             mut text,
-            rows,
+            mut rows,
             mut attrs,
             mut names,
         } = self.users;
-        let mut order: Vec<u32> = (0..rows.len() as u32).collect();
-        let uid = |i: u32| -> &str {
-            let s = rows[i as usize].uid;
-            text.get(s.start as usize..(s.start + s.len) as usize)
+        let n = rows.len();
+        let uid = |row: &Row| -> &str {
+            let start = row.uid.start as usize;
+            text.get(start..start + row.uid.len as usize)
                 .unwrap_or_default()
         };
         // Stable: of equal uids, the one added first comes first.
-        order.sort_by(|a, b| uid(*a).cmp(uid(*b)));
-        let mut positions = vec![u32::MAX; rows.len()];
-        let mut sorted = Vec::with_capacity(rows.len());
-        let mut repeated = Vec::new();
-        let mut previous: Option<&str> = None;
-        for &i in &order {
-            let this = uid(i);
-            if previous == Some(this) {
-                repeated.push((i, sorted.len() as u32 - 1));
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_by(|a, b| uid(&rows[*a as usize]).cmp(uid(&rows[*b as usize])));
+        // rows[k] = old rows[order[k]], following the permutation's cycles.
+        let mut visited = vec![false; n];
+        for start in 0..n {
+            if visited[start] {
                 continue;
             }
-            previous = Some(this);
-            positions[i as usize] = sorted.len() as u32;
-            sorted.push(rows[i as usize]);
+            let first = rows[start];
+            let mut k = start;
+            loop {
+                visited[k] = true;
+                let from = order[k] as usize;
+                if from == start {
+                    rows[k] = first;
+                    break;
+                }
+                rows[k] = rows[from];
+                k = from;
+            }
         }
+        drop(visited);
+        let mut positions = vec![u32::MAX; n];
+        let mut repeated = Vec::new();
+        let mut kept = 0usize;
+        for k in 0..n {
+            let position = order[k];
+            if kept > 0 && uid(&rows[k]) == uid(&rows[kept - 1]) {
+                repeated.push((position, kept as u32 - 1));
+                continue;
+            }
+            rows[kept] = rows[k];
+            positions[position as usize] = kept as u32;
+            kept += 1;
+        }
+        rows.truncate(kept);
         repeated.sort_unstable();
+        rows.shrink_to_fit();
         text.shrink_to_fit();
         attrs.shrink_to_fit();
         names.shrink_to_fit();
         Finished {
             users: Users {
                 text,
-                rows: sorted,
+                rows,
                 attrs,
                 names,
             },
@@ -580,6 +613,48 @@ mod tests {
         assert_eq!(f.users.get("x").unwrap().cn(), "first");
         assert_eq!(f.repeated, [(2, 1), (3, 1)]);
         assert_eq!(f.rows, [1, 0, u32::MAX, u32::MAX]);
+    }
+
+    #[test]
+    fn finish_matches_a_naive_sort_on_shuffled_input_with_repeats() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..50 {
+            let n = (next() % 200) as usize + round;
+            let uids: Vec<String> = (0..n).map(|_| format!("u{}", next() % 97)).collect();
+            let mut b = UsersBuilder::new();
+            for (i, u) in uids.iter().enumerate() {
+                b.push_user(&user(u, &format!("cn{i}"))).unwrap();
+            }
+            let f = b.finish();
+            // The naive answer: first occurrence of each uid wins, sorted by uid.
+            let mut first: BTreeMap<&str, usize> = BTreeMap::new();
+            for (i, u) in uids.iter().enumerate() {
+                first.entry(u).or_insert(i);
+            }
+            let got: Vec<(&str, &str)> = f.users.iter().map(|u| (u.uid(), u.cn())).collect();
+            let want: Vec<(&str, String)> =
+                first.iter().map(|(u, i)| (*u, format!("cn{i}"))).collect();
+            assert_eq!(got.len(), want.len());
+            for ((gu, gc), (wu, wc)) in got.iter().zip(&want) {
+                assert_eq!((gu, *gc), (wu, wc.as_str()));
+            }
+            for (i, u) in uids.iter().enumerate() {
+                let row = f.rows[i];
+                if first[u.as_str()] == i {
+                    assert_eq!(f.users.uid_at(row), u);
+                } else {
+                    assert_eq!(row, u32::MAX);
+                    let kept = f.repeated.iter().find(|(p, _)| *p as usize == i).unwrap().1;
+                    assert_eq!(f.users.uid_at(kept), u);
+                }
+            }
+        }
     }
 
     #[test]

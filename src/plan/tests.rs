@@ -721,7 +721,7 @@ prop_compose! {
 fn build(creds: Vec<DesiredCredential>, complete: bool) -> Desired {
     let mut d = desired(vec![], &[]);
     for c in creds {
-        d.users.insert(c.user.clone(), c.user_disabled);
+        d.users.insert(&c.user, c.user_disabled);
         d.credentials
             .insert((c.user.clone(), c.template.clone()), c);
     }

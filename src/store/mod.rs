@@ -62,6 +62,11 @@ pub struct Store {
     secrets: sled::Tree,
 }
 
+/// The store's page cache. sled's default (1 GiB) lets a long-running controller keep every
+/// page it ever wrote; the inventory's hot set is small, and reads that miss go to the page
+/// cache of the kernel.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 impl Store {
     /// Opens (creating if needed) the store in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
@@ -80,7 +85,11 @@ impl Store {
         // can still look locked: retry briefly before reporting it in use.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         let db = loop {
-            match sled::Config::new().path(&path).open() {
+            match sled::Config::new()
+                .path(&path)
+                .cache_capacity(CACHE_BYTES)
+                .open()
+            {
                 Ok(db) => break db,
                 Err(e) => {
                     let locked = matches!(&e, sled::Error::Io(io)
