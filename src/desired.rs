@@ -139,7 +139,7 @@ pub struct UserSet {
 
 impl UserSet {
     /// The set of `users` (uid, disabled); of a uid given twice the first is kept.
-    pub fn from_unsorted<'a>(mut users: Vec<(&'a str, bool)>) -> UserSet {
+    pub fn from_unsorted(mut users: Vec<(&str, bool)>) -> UserSet {
         users.sort_by(|a, b| a.0.cmp(b.0));
         users.dedup_by(|later, earlier| later.0 == earlier.0);
         let mut set = UserSet {
