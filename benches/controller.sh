@@ -62,6 +62,8 @@ grep -o 'observe_ms.*' "$W/run.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1
 sleep 2
 echo "peak RSS: $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$PID/status), current RSS: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$PID/status)"
 ticks() { awk '{print $14 + $15}' /proc/$PID/stat; }
-c0=$(ticks); sleep 60; c1=$(ticks)
+threads() { for t in /proc/$PID/task/*; do echo "$(basename "$t") $(tr ' ' _ < "$t/comm") $(awk '{print $14 + $15}' "$t/stat")"; done | sort; }
+threads > "$W/threads.0"; c0=$(ticks); sleep 60; c1=$(ticks); threads > "$W/threads.1"
 echo "idle CPU over 60 s: $(( (c1 - c0) * 1000 / $(getconf CLK_TCK) )) ms"
+join "$W/threads.0" "$W/threads.1" | awk -v hz="$(getconf CLK_TCK)" '$5 > $3 {printf "  thread %s (%s): %d ms\n", $1, $2, ($5 - $3) * 1000 / hz}'
 kill -TERM $PID; wait $PID || true

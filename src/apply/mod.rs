@@ -318,8 +318,8 @@ pub fn apply(ctx: &Context<'_>, plan: &Plan, sink: &mut dyn ApplySink) -> ApplyR
             continue;
         }
         sink.started(action);
-        let result = run_action(ctx, action, &mut created);
-        let outcome = match &result {
+        let mut result = run_action(ctx, action, &mut created);
+        let mut outcome = match &result {
             Ok(serials) => Outcome::Done(serials.clone()),
             Err(e) => Outcome::Failed(e.to_string()),
         };
@@ -349,6 +349,17 @@ pub fn apply(ctx: &Context<'_>, plan: &Plan, sink: &mut dyn ApplySink) -> ApplyR
         };
         if let Err(e) = ctx.store.append_history(&history) {
             tracing::error!("cannot record history: {e}");
+        }
+        // The action's records, journal closings and history become durable together, in
+        // one flush at its end (its intents were flushed before their effects). If that
+        // fails, the action is not reported done: recovery finishes it from its intents.
+        if let Err(e) = ctx.store.sync() {
+            tracing::error!("cannot make the records of {} durable: {e}", action.id());
+            if result.is_ok() {
+                let e = ApplyError::from(e);
+                outcome = Outcome::Failed(e.to_string());
+                result = Err(e);
+            }
         }
         match result {
             Ok(_) => report.done += 1,

@@ -152,5 +152,7 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
             report.finished += 1;
         }
     }
+    // Records written and entries closed by recovery: durable before the plan that follows.
+    ctx.store.sync()?;
     Ok(report)
 }

@@ -56,27 +56,39 @@ pub enum PcscError {
     },
 }
 
-/// APDUs sent through PC/SC by this process, and the time spent waiting for their answers
-/// (card plus transport). Read with [`transport_stats`]; used for the benchmark figures.
+/// APDUs sent through PC/SC by this process, and the time spent inside the PC/SC calls that
+/// talk to pcscd and the card (establishing a context, listing readers, reading their state,
+/// connecting, transmitting, disconnecting with a card reset): the card plus the transport.
+/// Waiting for card events is not counted. Read with [`transport_stats`]; used for the
+/// benchmark figures.
 static APDUS: AtomicU64 = AtomicU64::new(0);
-static TRANSMIT_NANOS: AtomicU64 = AtomicU64::new(0);
+static PCSC_NANOS: AtomicU64 = AtomicU64::new(0);
 
-/// (APDUs sent, time spent inside `SCardTransmit`) in this process so far.
+/// (APDUs sent, time spent inside PC/SC calls) in this process so far.
 pub fn transport_stats() -> (u64, Duration) {
     (
         APDUS.load(Ordering::Relaxed),
-        Duration::from_nanos(TRANSMIT_NANOS.load(Ordering::Relaxed)),
+        Duration::from_nanos(PCSC_NANOS.load(Ordering::Relaxed)),
     )
+}
+
+/// Runs one PC/SC call, counting its time in [`transport_stats`].
+fn timed<T>(call: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let out = call();
+    let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    PCSC_NANOS.fetch_add(nanos, Ordering::Relaxed);
+    out
 }
 
 /// Establishes a user-scope PC/SC context.
 pub fn establish() -> Result<pcsc::Context, PcscError> {
-    pcsc::Context::establish(pcsc::Scope::User).map_err(PcscError::Establish)
+    timed(|| pcsc::Context::establish(pcsc::Scope::User)).map_err(PcscError::Establish)
 }
 
 /// The names of the readers attached now (none is not an error).
 pub fn list_readers(ctx: &pcsc::Context) -> Result<Vec<String>, PcscError> {
-    match ctx.list_readers_owned() {
+    match timed(|| ctx.list_readers_owned()) {
         Ok(names) => Ok(names
             .into_iter()
             .map(|n| n.to_string_lossy().into_owned())
@@ -111,7 +123,7 @@ pub fn readers(ctx: &pcsc::Context) -> Result<Vec<ReaderInfo>, PcscError> {
         .iter()
         .map(|n| Ok(pcsc::ReaderState::new(c_name(n)?, pcsc::State::UNAWARE)))
         .collect::<Result<Vec<_>, PcscError>>()?;
-    match ctx.get_status_change(Duration::ZERO, &mut states) {
+    match timed(|| ctx.get_status_change(Duration::ZERO, &mut states)) {
         Ok(()) | Err(pcsc::Error::Timeout) => {}
         Err(e) => return Err(PcscError::StatusChange(e)),
     }
@@ -136,8 +148,19 @@ pub fn readers(ctx: &pcsc::Context) -> Result<Vec<ReaderInfo>, PcscError> {
 /// APDUs to a card in a reader, over a shared PC/SC connection. Dropping it disconnects with
 /// a card reset, so no PIN or management-key authentication outlives the session.
 pub struct PcscTransport {
-    card: pcsc::Card,
+    /// Always `Some` until dropped (taken there, to time the disconnect).
+    card: Option<pcsc::Card>,
     reader: String,
+    /// The answer buffer, reused for every APDU (64 KiB: extended-length answers).
+    buf: Vec<u8>,
+}
+
+impl Drop for PcscTransport {
+    fn drop(&mut self) {
+        if let Some(card) = self.card.take() {
+            timed(|| drop(card));
+        }
+    }
 }
 
 impl std::fmt::Debug for PcscTransport {
@@ -151,19 +174,16 @@ impl std::fmt::Debug for PcscTransport {
 impl PcscTransport {
     /// Connects (shared, T=0 or T=1) to the card in `reader`.
     pub fn connect(ctx: &pcsc::Context, reader: &str) -> Result<Self, PcscError> {
-        let card = ctx
-            .connect(
-                &c_name(reader)?,
-                pcsc::ShareMode::Shared,
-                pcsc::Protocols::ANY,
-            )
+        let name = c_name(reader)?;
+        let card = timed(|| ctx.connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY))
             .map_err(|source| PcscError::Connect {
                 reader: reader.to_string(),
                 source,
             })?;
         Ok(PcscTransport {
-            card,
+            card: Some(card),
             reader: reader.to_string(),
+            buf: vec![0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED],
         })
     }
 
@@ -175,12 +195,14 @@ impl PcscTransport {
 
 impl Transport for PcscTransport {
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
-        let mut buf = vec![0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
-        let start = Instant::now();
-        let result = self.card.transmit(apdu, &mut buf);
-        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let Some(card) = self.card.as_ref() else {
+            return Err(TransportError::NoCard(format!(
+                "{}: disconnected",
+                self.reader
+            )));
+        };
+        let result = timed(|| card.transmit(apdu, &mut self.buf));
         APDUS.fetch_add(1, Ordering::Relaxed);
-        TRANSMIT_NANOS.fetch_add(nanos, Ordering::Relaxed);
         match result {
             Ok(r) if r.len() < 2 => Err(TransportError::ShortResponse(r.len())),
             Ok(r) => Ok(r.to_vec()),
@@ -272,7 +294,8 @@ pub fn identify(
     let transport = PcscTransport::connect(ctx, reader)?;
     let atr = transport
         .card
-        .status2_owned()
+        .as_ref()
+        .and_then(|card| timed(|| card.status2_owned()).ok())
         .map(|s| s.atr().to_vec())
         .unwrap_or_default();
     let mut client = PivClient::new(transport);

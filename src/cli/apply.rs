@@ -257,15 +257,15 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let (apdus, in_transmit) = crate::card::pcsc::transport_stats();
+    let (apdus, in_pcsc) = crate::card::pcsc::transport_stats();
     if apdus > 0 {
         // Time spent waiting for insertions is neither Keyfleet's work nor the card's.
         let total = started.elapsed().saturating_sub(waited);
         println!(
             "PC/SC: {apdus} APDUs; {:.0} ms in the card and transport of {:.0} ms working ({:.1} % Keyfleet's own work).",
-            in_transmit.as_secs_f64() * 1e3,
+            in_pcsc.as_secs_f64() * 1e3,
             total.as_secs_f64() * 1e3,
-            100.0 * (1.0 - in_transmit.as_secs_f64() / total.as_secs_f64().max(1e-9))
+            100.0 * (1.0 - in_pcsc.as_secs_f64() / total.as_secs_f64().max(1e-9))
         );
     }
     // After the passes: the CRLs reflect what they revoked, suspended or resumed (and are

@@ -531,6 +531,9 @@ fn record(
             waiting_for_card = s.waiting_for_card,
             in_backoff = s.in_backoff,
             held = s.held,
+            duration_us = s.duration_us,
+            apdus = s.apdus,
+            card_io_us = s.card_io_us,
             "pass complete"
         ),
     }

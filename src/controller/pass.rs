@@ -204,6 +204,7 @@ pub struct PassOutcome {
 pub fn run_pass(state: &mut PassState, number: u64, triggers: Vec<String>) -> PassOutcome {
     let started = OffsetDateTime::now_utc();
     let clock_start = std::time::Instant::now();
+    let (apdus_before, card_io_before) = crate::card::pcsc::transport_stats();
     let mut out = PassOutcome {
         summary: PassSummary {
             number,
@@ -215,9 +216,11 @@ pub fn run_pass(state: &mut PassState, number: u64, triggers: Vec<String>) -> Pa
     };
     let env = state.env.clone();
     let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &state.master, started);
+    let authorities_us = clock_start.elapsed().as_micros();
     if let Err(e) = pass_inner(state, &cas, started, &mut out) {
         out.summary.error = Some(e);
     }
+    let publish = std::time::Instant::now();
     // Even after a failed pass: the CRLs must stay fresh, and they reflect whatever the CA
     // holds (revocations of this pass, of an earlier one whose publication failed, ...).
     if !state.stop.load(Ordering::SeqCst) {
@@ -232,7 +235,20 @@ pub fn run_pass(state: &mut PassState, number: u64, triggers: Vec<String>) -> Pa
             })
             .collect();
     }
-    out.summary.duration_ms = clock_start.elapsed().as_millis().min(u64::MAX as u128) as u64;
+    tracing::debug!(
+        authorities_us,
+        crl_us = publish.elapsed().as_micros(),
+        "pass edges"
+    );
+    let elapsed = clock_start.elapsed();
+    out.summary.duration_ms = elapsed.as_millis().min(u64::MAX as u128) as u64;
+    out.summary.duration_us = elapsed.as_micros().min(u64::MAX as u128) as u64;
+    let (apdus, card_io) = crate::card::pcsc::transport_stats();
+    out.summary.apdus = apdus.saturating_sub(apdus_before);
+    out.summary.card_io_us = card_io
+        .saturating_sub(card_io_before)
+        .as_micros()
+        .min(u64::MAX as u128) as u64;
     out
 }
 
@@ -256,13 +272,17 @@ fn pass_inner(
     let clock = OffsetDateTime::now_utc;
     let inventory = state.store.inventory().map_err(|e| e.to_string())?;
     // Virtual cards, PIV cards in readers and PKCS#11 tokens, as `apply` sees them.
+    let phase = std::time::Instant::now();
     let cards = runtime::cards(&env, &inventory);
+    let cards_us = phase.elapsed().as_micros();
     let phase = std::time::Instant::now();
     let mut pass = runtime::plan_observed(&env, observed, inventory, &cards, now, false, None)
         .map_err(|e| e.to_string())?;
     tracing::debug!(
         observe_ms,
+        cards_us,
         plan_ms = phase.elapsed().as_millis(),
+        plan_us = phase.elapsed().as_micros(),
         "observed and planned"
     );
 
@@ -356,7 +376,13 @@ fn pass_inner(
             actions: vec![action.clone()],
             ..empty_like(&plan)
         };
+        let started = std::time::Instant::now();
         let report = apply::apply(&ctx, &one, &mut NoSink);
+        tracing::debug!(
+            action = %id,
+            us = started.elapsed().as_micros(),
+            "action applied"
+        );
         if report.done > 0 {
             changed = true;
             out.summary.done += 1;

@@ -42,6 +42,16 @@ pub struct PassSummary {
     /// CRLs that could not be published after the pass (the revocations stand).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub crl_errors: Vec<String>,
+    /// Wall time of the pass in microseconds (`durationMs`, finer).
+    #[serde(default)]
+    pub duration_us: u64,
+    /// APDUs the pass sent to PC/SC cards.
+    #[serde(default)]
+    pub apdus: u64,
+    /// Time the pass spent inside `SCardTransmit` (card, pcscd and reader driver), in
+    /// microseconds: the rest of `durationUs` is Keyfleet's own work.
+    #[serde(default)]
+    pub card_io_us: u64,
 }
 
 /// The published CRL of one local CA.

@@ -88,6 +88,9 @@ impl Store {
             match sled::Config::new()
                 .path(&path)
                 .cache_capacity(CACHE_BYTES)
+                // Every write below flushes before it returns: sled's own timer would only
+                // wake an idle controller twice a second to find nothing to flush.
+                .flush_every_ms(None)
                 .open()
             {
                 Ok(db) => break db,
@@ -147,15 +150,23 @@ impl Store {
             .transpose()
     }
 
-    /// Writes a card record and flushes.
+    /// Writes a card record. Not flushed: it becomes durable with the next flushing write
+    /// (a journal intent, a secret) or [`Store::sync`], which ends every action. A record
+    /// lost in a crash before that belongs to an action whose journal intent is still open,
+    /// and recovery writes it again.
     pub fn put_card(&self, card: &CardRecord) -> Result<(), StoreError> {
         self.cards.insert(card.id.as_bytes(), encode(card))?;
-        self.flush()
+        Ok(())
     }
 
-    /// Writes a certificate record and flushes.
+    /// Writes a certificate record; durable like [`Store::put_card`].
     pub fn put_cert(&self, cert: &CertRecord) -> Result<(), StoreError> {
         self.certs.insert(cert.serial.as_bytes(), encode(cert))?;
+        Ok(())
+    }
+
+    /// Makes every write so far durable (sled keeps one log: a flush covers all trees).
+    pub fn sync(&self) -> Result<(), StoreError> {
         self.flush()
     }
 
@@ -198,7 +209,11 @@ impl Store {
         Ok(entry)
     }
 
-    /// Closes a journal entry with its final state (flushed before returning).
+    /// Closes a journal entry with its final state. Not flushed: an intent must be on disk
+    /// before its effect (see [`Store::journal_open`]), but its closing may be lost in a crash
+    /// like any effect whose record was not yet written, and recovery resolves the entry
+    /// again from what the card and the CA hold. The next intent or [`Store::sync`] makes it
+    /// durable.
     pub fn journal_close(
         &self,
         entry: &mut JournalEntry,
@@ -211,7 +226,7 @@ impl Store {
         entry.message = message;
         self.journal
             .insert(entry.id.to_be_bytes(), encode(&*entry))?;
-        self.flush()
+        Ok(())
     }
 
     /// Journal entries still open (interrupted effects), oldest first.
@@ -227,11 +242,11 @@ impl Store {
         Ok(out)
     }
 
-    /// Appends to the history.
+    /// Appends to the history; durable with the [`Store::sync`] that ends the action.
     pub fn append_history(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
         let id = self.db.generate_id()?;
         self.history.insert(id.to_be_bytes(), encode(entry))?;
-        self.flush()
+        Ok(())
     }
 
     /// The history, oldest first.
