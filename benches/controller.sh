@@ -58,6 +58,8 @@ done
 echo "  (and seen by the CLI in the inventory through the control socket after $(echo "$(now) - $t0" | bc) s)"
 grep -o 'pass complete.*' "$W/run.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1
 grep -o 'observe_ms.*' "$W/run.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1
+grep -o 'directory snapshot held.*' "$W/run.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -1 \
+  | awk '{for (i = 1; i <= NF; i++) if ($i ~ /^heap_bytes=/) {split($i, a, "="); printf "directory data held (the snapshot): %.1f MiB\n", a[2] / 1048576}}'
 
 sleep 2
 echo "peak RSS: $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$PID/status), current RSS: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$PID/status)"

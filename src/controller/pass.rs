@@ -128,6 +128,15 @@ impl ObservationCache {
                     }
                 }
             };
+            if let Ok(snapshot) = &obs {
+                tracing::debug!(
+                    directory = %name,
+                    users = snapshot.users.len(),
+                    groups = snapshot.groups.len(),
+                    heap_bytes = snapshot.heap_bytes(),
+                    "directory snapshot held"
+                );
+            }
             fingerprints.insert(name.clone(), fp);
             observed.insert(name.clone(), obs);
         }
