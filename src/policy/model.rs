@@ -1071,7 +1071,9 @@ pub struct SettingsSpec {
     /// Limits on destructive plans.
     #[serde(default)]
     pub safety: Safety,
-    /// How many cards/CA calls are worked on in parallel (1..=64, default 4).
+    /// Intended parallelism for cards and CA calls (1..=64, default 4). Accepted and
+    /// validated, but this version applies a plan's actions one at a time whatever the value
+    /// (each CA connector bounds its own calls with `maxConcurrency`).
     #[serde(default = "default_concurrency")]
     #[schemars(range(min = 1, max = 64))]
     pub concurrency: u32,
