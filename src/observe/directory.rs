@@ -404,8 +404,11 @@ pub fn parse_file_directory(
         depth: 0,
     };
     // Every user has a `uid` key: their number is at most the number of times "uid" occurs,
-    // and their strings at most the text itself.
-    let users = memchr::memmem::find_iter(text.as_bytes(), b"uid").count();
+    // and their strings at most the text itself. A user entry takes some 24 bytes at least,
+    // which caps the estimate for a file that says "uid" everywhere.
+    let users = memchr::memmem::find_iter(text.as_bytes(), b"uid")
+        .count()
+        .min(text.len() / 24);
     let mut builder = Builder {
         users: UsersBuilder::with_capacity(users, text.len()),
         ..Builder::default()
