@@ -534,6 +534,7 @@ fn record(
             duration_us = s.duration_us,
             apdus = s.apdus,
             card_io_us = s.card_io_us,
+            ca_us = s.ca_us,
             "pass complete"
         ),
     }

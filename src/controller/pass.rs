@@ -214,6 +214,7 @@ pub fn run_pass(state: &mut PassState, number: u64, triggers: Vec<String>) -> Pa
     let started = OffsetDateTime::now_utc();
     let clock_start = std::time::Instant::now();
     let (apdus_before, card_io_before) = crate::card::pcsc::transport_stats();
+    let ca_before = crate::apply::ca_time();
     let mut out = PassOutcome {
         summary: PassSummary {
             number,
@@ -254,6 +255,10 @@ pub fn run_pass(state: &mut PassState, number: u64, triggers: Vec<String>) -> Pa
     out.summary.duration_us = elapsed.as_micros().min(u64::MAX as u128) as u64;
     let (apdus, card_io) = crate::card::pcsc::transport_stats();
     out.summary.apdus = apdus.saturating_sub(apdus_before);
+    out.summary.ca_us = crate::apply::ca_time()
+        .saturating_sub(ca_before)
+        .as_micros()
+        .min(u64::MAX as u128) as u64;
     out.summary.card_io_us = card_io
         .saturating_sub(card_io_before)
         .as_micros()

@@ -52,6 +52,9 @@ pub struct PassSummary {
     /// microseconds: the rest of `durationUs` is Keyfleet's own work.
     #[serde(default)]
     pub card_io_us: u64,
+    /// Time the pass spent inside CA calls (enrol, hold, unhold, revoke), in microseconds.
+    #[serde(default)]
+    pub ca_us: u64,
 }
 
 /// The published CRL of one local CA.
