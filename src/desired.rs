@@ -206,10 +206,22 @@ impl UserSet {
         }
     }
 
-    /// Removes one user (their text stays until the set is rebuilt).
+    /// Removes one user.
     pub fn remove(&mut self, uid: &str) {
         if let Ok(i) = self.find(uid) {
             self.entries.remove(i);
+            self.compact_if_sparse();
+        }
+    }
+
+    /// Rebuilds the text buffer once more than half of it belongs to removed users (so a
+    /// long run of updates does not grow it without bound).
+    fn compact_if_sparse(&mut self) {
+        let live: usize = self.entries.iter().map(|e| e.1 as usize).sum();
+        if self.text.len() > 4096 && self.text.len() > 2 * live {
+            let users: Vec<(&str, bool)> = self.iter().collect();
+            let rebuilt = UserSet::from_unsorted(users);
+            *self = rebuilt;
         }
     }
 
@@ -765,6 +777,21 @@ mod tests {
             serde_json::to_string(&set).unwrap(),
             r#"{"alice":true,"carol":true}"#
         );
+    }
+
+    #[test]
+    fn user_set_text_stays_bounded_under_updates() {
+        let uids: Vec<String> = (0..1000).map(|i| format!("user{i:05}")).collect();
+        let mut set = UserSet::from_unsorted(uids.iter().map(|u| (u.as_str(), false)).collect());
+        for round in 0..50 {
+            for u in uids.iter().step_by(7) {
+                set.remove(u);
+                set.insert(u, round % 2 == 0);
+            }
+        }
+        assert_eq!(set.len(), 1000);
+        assert!(set.text.len() <= 2 * 9 * 1000 + 4096, "{}", set.text.len());
+        assert_eq!(set.get("user00007"), Some(false));
     }
     use crate::observe::directory::parse_file_directory;
 

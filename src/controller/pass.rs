@@ -214,6 +214,11 @@ pub fn run_pass(state: &mut PassState, number: u64, triggers: Vec<String>) -> Pa
     let started = OffsetDateTime::now_utc();
     let clock_start = std::time::Instant::now();
     let (apdus_before, card_io_before) = crate::card::pcsc::transport_stats();
+    // Nothing is held until this pass has split its plan: a pass that fails before that must
+    // not leave the previous pass's list for `approve` to approve.
+    if let Ok(mut published) = state.held.lock() {
+        published.clear();
+    }
     let ca_before = crate::apply::ca_time();
     let mut out = PassOutcome {
         summary: PassSummary {

@@ -201,10 +201,14 @@ fn debounce(spec: &WatchSpec, rx: &std::sync::mpsc::Receiver<WatchEvent>, trigge
         add(first, &mut pending);
         let started = std::time::Instant::now();
         loop {
-            let quiet_until = DEBOUNCE.min(DEBOUNCE_MAX.saturating_sub(started.elapsed()));
-            match rx.recv_timeout(quiet_until) {
+            let left = DEBOUNCE_MAX.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(DEBOUNCE.min(left)) {
                 Ok(event) => add(event, &mut pending),
                 Err(RecvTimeoutError::Timeout) => break,
+                // The watch is being dropped (shutdown): what is pending no longer matters.
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }

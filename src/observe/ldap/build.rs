@@ -347,7 +347,8 @@ impl Builder {
                 return;
             }
         };
-        self.user_dns.insert(norm, position);
+        // A DN seen twice keeps naming the first entry (the one kept when they share a uid).
+        self.user_dns.entry(norm).or_insert(position);
         if !member_of.is_empty() {
             self.user_member_of.push((position, member_of));
         }
@@ -433,17 +434,32 @@ impl Builder {
         // Position among the users added -> row in the snapshot (None: a dropped repeat).
         let rows = finished.rows;
         let row_of = |p: u32| rows.get(p as usize).copied().filter(|r| *r != u32::MAX);
-        for (position, kept) in &finished.repeated {
-            let second = self
-                .user_dns
+        if !finished.repeated.is_empty() {
+            // Position -> DN, built once (not a scan of every DN per repeat).
+            let mut dn_of: Vec<&str> = vec![""; rows.len()];
+            for (dn, p) in &self.user_dns {
+                if let Some(slot) = dn_of.get_mut(*p as usize) {
+                    *slot = dn;
+                }
+            }
+            let problems: Vec<String> = finished
+                .repeated
                 .iter()
-                .find(|(_, p)| *p == position)
-                .map(|(dn, _)| dn.as_str())
-                .unwrap_or_default();
-            self.fail(format!(
-                "two user entries share the login name {:?} (second: {second})",
-                users.uid_at(*kept)
-            ));
+                .map(|(position, kept)| {
+                    let second = dn_of
+                        .get(*position as usize)
+                        .copied()
+                        .filter(|dn| !dn.is_empty())
+                        .unwrap_or("the same entry again");
+                    format!(
+                        "two user entries share the login name {:?} (second: {second})",
+                        users.uid_at(*kept)
+                    )
+                })
+                .collect();
+            for p in problems {
+                self.fail(p);
+            }
         }
         // Members are gathered in vectors and sorted once.
         #[derive(Default)]
@@ -891,9 +907,30 @@ mod tests {
         );
         b.add_user(&entry("uid=a,ou=p,dc=x", &[("uid", &[b"a"])]));
         b.add_user(&entry("uid=a,ou=q,dc=x", &[("uid", &[b"a"])]));
+        // The very same entry returned twice: the kept user still resolves by its DN.
+        b.add_user(&entry("uid=a,ou=p,dc=x", &[("uid", &[b"a"])]));
+        b.add_group(entry(
+            "cn=g,ou=g,dc=x",
+            &[("cn", &[b"g"]), ("member", &[b"uid=a,ou=p,dc=x"])],
+        ));
         let s = b.finish();
         assert!(!s.complete);
         assert_eq!(s.users.len(), 1);
+        assert_eq!(s.direct_members("g").collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            s.problems
+                .iter()
+                .filter(|p| p.contains("share the login name"))
+                .count(),
+            2,
+            "{:?}",
+            s.problems
+        );
+        assert!(
+            s.problems
+                .iter()
+                .any(|p| p.ends_with("(second: uid=a,ou=q,dc=x)"))
+        );
         let mut b = Builder::new(
             Profile::new(LdapFlavour::Openldap, None, None),
             &BTreeSet::new(),
