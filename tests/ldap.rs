@@ -462,7 +462,7 @@ fn tls_verification_and_bind_errors() {
 /// are fixed).
 #[test]
 fn active_directory_against_samba() {
-    use crate::harness::samba::{ADMIN, ADMIN_PW, BASE_DN, SambaDc};
+    use crate::harness::samba::{ADMIN_PW, SambaDc};
     let dc = SambaDc::start();
     dc.tool(&[
         "user",
@@ -497,29 +497,11 @@ fn active_directory_against_samba() {
     d.write("bind.pw", ADMIN_PW);
     d.write("ad-ca.pem", &dc.ca_pem);
     let policy = |url: &str| {
-        format!(
-            "\
-apiVersion: keyfleet.dev/v1
-kind: CertificateAuthority
-metadata: {{name: lab}}
-spec:
-  local: {{subject: 'CN=Lab CA,O=Example'}}
----
-apiVersion: keyfleet.dev/v1
-kind: Directory
-metadata: {{name: ad}}
-spec:
-  ldap:
-    url: {url}
-    flavour: active-directory
-    bindDn: {ADMIN}
-    bindPassword: {{file: bind.pw}}
-    baseDn: {BASE_DN}
-    tls: {{caFile: ad-ca.pem}}
----
+        crate::harness::samba::ad_policy_head(url)
+            + "\
 apiVersion: keyfleet.dev/v1
 kind: CardTemplate
-metadata: {{name: logon}}
+metadata: {name: logon}
 spec:
   cardType: virtual
   certificates:
@@ -528,24 +510,23 @@ spec:
       authority: lab
       profile: piv-auth
       keyAlgorithm: ecc-p256
-      subject: 'CN=${{user.cn}},O=Example'
+      subject: 'CN=${user.cn},O=Example'
       subjectAltNames:
-        - upn: '${{user.upn}}'
+        - upn: '${user.upn}'
 ---
 apiVersion: keyfleet.dev/v1
 kind: Assignment
-metadata: {{name: piv}}
+metadata: {name: piv}
 spec:
   directory: ad
   template: logon
-  groups: [{{name: piv-users, nested: true}}]
+  groups: [{name: piv-users, nested: true}]
 ---
 apiVersion: keyfleet.dev/v1
 kind: CardStock
-metadata: {{name: virtual}}
-spec: {{cardType: virtual, autoBind: true, virtual: {{}}}}
+metadata: {name: virtual}
+spec: {cardType: virtual, autoBind: true, virtual: {}}
 "
-        )
     };
     // StartTLS first, then LDAPS for the rest.
     d.write("policy.yaml", &policy("ldap://localhost"));

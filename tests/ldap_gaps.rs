@@ -244,7 +244,7 @@ fn assignment_filter_entitles_exactly_the_matching_users() {
 /// so although its `member` attribute lists nobody, and a user whose primary group is changed
 /// is seen in the new group, and through it in a group that nests it.
 pub(crate) fn ad_primary_groups(dc: &crate::harness::samba::SambaDc) {
-    use crate::harness::samba::{ADMIN, ADMIN_PW, BASE_DN};
+    use crate::harness::samba::ADMIN_PW;
     dc.tool(&["user", "add", "erin", "Er1n-Passw0rd!"]);
     dc.tool(&["group", "add", "piv-primary"]);
     dc.tool(&["group", "add", "piv-parent"]);
@@ -257,29 +257,11 @@ pub(crate) fn ad_primary_groups(dc: &crate::harness::samba::SambaDc) {
     d.write("ad-ca.pem", &dc.ca_pem);
     d.write(
         "policy.yaml",
-        &format!(
-            "\
-apiVersion: keyfleet.dev/v1
-kind: CertificateAuthority
-metadata: {{name: lab}}
-spec:
-  local: {{subject: 'CN=Lab CA,O=Example'}}
----
-apiVersion: keyfleet.dev/v1
-kind: Directory
-metadata: {{name: ad}}
-spec:
-  ldap:
-    url: ldaps://localhost
-    flavour: active-directory
-    bindDn: {ADMIN}
-    bindPassword: {{file: bind.pw}}
-    baseDn: {BASE_DN}
-    tls: {{caFile: ad-ca.pem}}
----
+        &(crate::harness::samba::ad_policy_head("ldaps://localhost")
+            + "\
 apiVersion: keyfleet.dev/v1
 kind: CardTemplate
-metadata: {{name: logon}}
+metadata: {name: logon}
 spec:
   cardType: virtual
   certificates:
@@ -288,19 +270,19 @@ spec:
       authority: lab
       profile: piv-auth
       keyAlgorithm: ecc-p256
-      subject: 'CN=${{user.cn}},O=Example'
+      subject: 'CN=${user.cn},O=Example'
 ---
 apiVersion: keyfleet.dev/v1
 kind: Assignment
-metadata: {{name: everyone}}
+metadata: {name: everyone}
 spec:
   directory: ad
   template: logon
-  groups: [{{name: Domain Users}}]
+  groups: [{name: Domain Users}]
 ---
 apiVersion: keyfleet.dev/v1
 kind: CardTemplate
-metadata: {{name: admin}}
+metadata: {name: admin}
 spec:
   cardType: piv
   certificates:
@@ -309,22 +291,21 @@ spec:
       authority: lab
       profile: piv-auth
       keyAlgorithm: ecc-p256
-      subject: 'CN=${{user.cn}},OU=Admins,O=Example'
+      subject: 'CN=${user.cn},OU=Admins,O=Example'
 ---
 apiVersion: keyfleet.dev/v1
 kind: Assignment
-metadata: {{name: admins}}
+metadata: {name: admins}
 spec:
   directory: ad
   template: admin
-  groups: [{{name: piv-parent, nested: true}}]
+  groups: [{name: piv-parent, nested: true}]
 ---
 apiVersion: keyfleet.dev/v1
 kind: CardStock
-metadata: {{name: virtual}}
-spec: {{cardType: virtual, autoBind: true, virtual: {{}}}}
-"
-        ),
+metadata: {name: virtual}
+spec: {cardType: virtual, autoBind: true, virtual: {}}
+"),
     );
     let env = keyfleet::runtime::load(d.path(), None).expect("policy loads");
     let observed = keyfleet::runtime::observe_directories(&env.policy);

@@ -158,3 +158,30 @@ impl Drop for SambaDc {
         }
     }
 }
+
+/// The first documents of a lab policy against the test DC: the local CA `lab` and the
+/// Directory `ad` at `url` (bind.pw and ad-ca.pem written next to it by the test).
+pub(crate) fn ad_policy_head(url: &str) -> String {
+    format!(
+        "\
+apiVersion: keyfleet.dev/v1
+kind: CertificateAuthority
+metadata: {{name: lab}}
+spec:
+  local: {{subject: 'CN=Lab CA,O=Example'}}
+---
+apiVersion: keyfleet.dev/v1
+kind: Directory
+metadata: {{name: ad}}
+spec:
+  ldap:
+    url: {url}
+    flavour: active-directory
+    bindDn: {ADMIN}
+    bindPassword: {{file: bind.pw}}
+    baseDn: {BASE_DN}
+    tls: {{caFile: ad-ca.pem}}
+---
+"
+    )
+}
