@@ -43,7 +43,7 @@ pub enum CardAccessError {
 }
 
 /// Connects to cards by id, lists the present ones, creates virtual ones.
-pub trait CardProvider {
+pub trait CardProvider: Sync {
     /// Ids of the cards attached now.
     fn present(&self) -> Result<BTreeSet<String>, CardAccessError>;
     /// A session to a present card.

@@ -204,7 +204,7 @@ pub type CaRegistry = BTreeMap<String, Result<Box<dyn CertificateAuthority>, Str
 #[derive(Debug, Default)]
 pub struct CrashPoint {
     after: Option<u64>,
-    count: std::cell::Cell<u64>,
+    count: std::sync::atomic::AtomicU64,
 }
 
 impl CrashPoint {
@@ -219,8 +219,7 @@ impl CrashPoint {
     }
 
     fn tick(&self) {
-        let n = self.count.get() + 1;
-        self.count.set(n);
+        let n = self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         if self.after == Some(n) {
             eprintln!("keyfleet: KEYFLEET_CRASH_AFTER_STEP={n} reached, exiting");
             std::process::exit(86);
@@ -241,7 +240,7 @@ pub struct Context<'a> {
     /// The desired state the plan was made from.
     pub desired: &'a Desired,
     /// The clock.
-    pub clock: &'a dyn Fn() -> OffsetDateTime,
+    pub clock: &'a (dyn Fn() -> OffsetDateTime + Sync),
     /// Who applies (recorded in the history).
     pub actor: String,
     /// Where PIN mailer files go.

@@ -206,7 +206,7 @@ pub enum CaError {
 /// The operations Keyfleet's executors need from a CA.
 ///
 /// Every mutating operation is idempotent: repeating it after a crash or timeout is safe.
-pub trait CertificateAuthority {
+pub trait CertificateAuthority: Send + Sync {
     /// What optional operations this CA supports.
     fn capabilities(&self) -> CaCapabilities;
     /// Signs the CSR with the profile, subject and SANs of `req`. If `req.request_id` was

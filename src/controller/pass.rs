@@ -351,10 +351,11 @@ fn pass_inner(
         &pass.desired,
         &clock,
     );
-    let mut failed_cards: BTreeSet<String> = BTreeSet::new();
-    let mut done_revocations: BTreeSet<String> = BTreeSet::new();
-    let mut changed = false;
-    for action in &plan.actions {
+    // In plan order: what waits for a card or is in backoff is only counted; the rest runs,
+    // grouped by card (a card's actions stay together and in order).
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut group_of: std::collections::HashMap<String, usize> = Default::default();
+    for (i, action) in plan.actions.iter().enumerate() {
         let id = action.id();
         let kind = action.kind.as_str();
         if action.waiting_for_card {
@@ -383,25 +384,36 @@ fn pass_inner(
             .card
             .clone()
             .unwrap_or_else(|| format!("new:{}", action.user));
-        if failed_cards.contains(&card_key) {
-            bump(out, kind, "skipped");
-            continue;
+        match group_of.get(&card_key) {
+            Some(g) => groups[*g].push(i),
+            None => {
+                group_of.insert(card_key, groups.len());
+                groups.push(vec![i]);
+            }
         }
-        if state.stop.load(Ordering::SeqCst) {
-            out.interrupted = true;
-            break;
-        }
-        let one = Plan {
-            actions: vec![action.clone()],
-            ..empty_like(&plan)
+    }
+    let workers = usize::try_from(env.policy.settings.spec.concurrency)
+        .unwrap_or(1)
+        .clamp(1, groups.len().max(1));
+    let ran = run_groups(&ctx, &plan, &groups, workers, &state.stop);
+
+    let mut done_revocations: BTreeSet<String> = BTreeSet::new();
+    let mut changed = false;
+    for (action, ran) in plan.actions.iter().zip(ran) {
+        let id = action.id();
+        let kind = action.kind.as_str();
+        let report = match ran {
+            Ran::NotRun => continue,
+            Ran::Stopped => {
+                out.interrupted = true;
+                continue;
+            }
+            Ran::CardFailed => {
+                bump(out, kind, "skipped");
+                continue;
+            }
+            Ran::Applied(report) => report,
         };
-        let started = std::time::Instant::now();
-        let report = apply::apply(&ctx, &one, &mut NoSink);
-        tracing::debug!(
-            action = %id,
-            us = started.elapsed().as_micros(),
-            "action applied"
-        );
         if report.done > 0 {
             changed = true;
             out.summary.done += 1;
@@ -414,7 +426,6 @@ fn pass_inner(
             changed = true;
             out.summary.failed += 1;
             bump(out, kind, "failed");
-            failed_cards.insert(card_key);
             let class = if report.permanent.contains(&id) {
                 ErrorClass::Permanent
             } else {
@@ -461,6 +472,83 @@ fn pass_inner(
     Ok(())
 }
 
+/// What became of one action of the plan in [`run_groups`].
+enum Ran {
+    /// Not given to the executors (waiting for a card, in backoff).
+    NotRun,
+    /// Applied; the executors' report.
+    Applied(apply::ApplyReport),
+    /// Not run: an earlier action on the same card failed.
+    CardFailed,
+    /// Not run: the controller is shutting down.
+    Stopped,
+}
+
+/// Runs the groups of actions (each a card's actions, in plan order) on up to `workers`
+/// threads: the cards are independent, so `Settings.concurrency` of them are worked on at
+/// once, while a card's own actions run one after another and stop at its first failure.
+/// Returns what became of every action of `plan`, by index. Between two actions each worker
+/// checks `stop`, so a shutdown lets only the actions in flight finish.
+fn run_groups(
+    ctx: &Context<'_>,
+    plan: &Plan,
+    groups: &[Vec<usize>],
+    workers: usize,
+    stop: &AtomicBool,
+) -> Vec<Ran> {
+    let slots: Vec<Mutex<Ran>> = plan
+        .actions
+        .iter()
+        .map(|_| Mutex::new(Ran::NotRun))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        while let Some(group) = groups.get(next.fetch_add(1, Ordering::SeqCst)) {
+            let mut card_failed = false;
+            for &i in group {
+                let (Some(action), Some(slot)) = (plan.actions.get(i), slots.get(i)) else {
+                    continue;
+                };
+                let ran = if card_failed {
+                    Ran::CardFailed
+                } else if stop.load(Ordering::SeqCst) {
+                    Ran::Stopped
+                } else {
+                    let one = Plan {
+                        actions: vec![action.clone()],
+                        ..empty_like(plan)
+                    };
+                    let started = std::time::Instant::now();
+                    let report = apply::apply(ctx, &one, &mut NoSink);
+                    tracing::debug!(
+                        action = %action.id(),
+                        us = started.elapsed().as_micros(),
+                        "action applied"
+                    );
+                    card_failed = report.done == 0 && !report.failed.is_empty();
+                    Ran::Applied(report)
+                };
+                if let Ok(mut s) = slot.lock() {
+                    *s = ran;
+                }
+            }
+        }
+    };
+    if workers <= 1 {
+        work();
+    } else {
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(work);
+            }
+        });
+    }
+    slots
+        .into_iter()
+        .map(|s| s.into_inner().unwrap_or(Ran::NotRun))
+        .collect()
+}
+
 fn bump(out: &mut PassOutcome, kind: &str, outcome: &str) {
     *out.counts
         .entry((kind.to_string(), outcome.to_string()))
@@ -487,7 +575,7 @@ fn context<'a>(
     cas: &'a crate::apply::CaRegistry,
     cards: &'a dyn crate::apply::CardProvider,
     desired: &'a Desired,
-    clock: &'a dyn Fn() -> OffsetDateTime,
+    clock: &'a (dyn Fn() -> OffsetDateTime + Sync),
 ) -> Context<'a> {
     Context {
         store,

@@ -1071,9 +1071,10 @@ pub struct SettingsSpec {
     /// Limits on destructive plans.
     #[serde(default)]
     pub safety: Safety,
-    /// Intended parallelism for cards and CA calls (1..=64, default 4). Accepted and
-    /// validated, but this version applies a plan's actions one at a time whatever the value
-    /// (each CA connector bounds its own calls with `maxConcurrency`).
+    /// How many cards the controller (`keyfleet run`) works on at once (1..=64, default 4):
+    /// the actions of different cards run in parallel, a card's own actions in order.
+    /// `keyfleet apply` runs one action at a time. Each CA connector also bounds its own
+    /// calls (`maxConcurrency`).
     #[serde(default = "default_concurrency")]
     #[schemars(range(min = 1, max = 64))]
     pub concurrency: u32,
