@@ -101,30 +101,37 @@ impl ObservationCache {
         let mut fingerprints = BTreeMap::new();
         let mut observed = BTreeMap::new();
         for (name, d) in &env.policy.directories {
-            let mut fp = Self::fingerprint(env, name);
-            let reuse = self.ldap_reusable(env, name)
-                || (fp.is_some()
-                    && self.fingerprints.get(name) == Some(&fp)
-                    && matches!(self.observed.get(name), Some(Ok(_))));
-            let obs = match self.observed.remove(name) {
-                Some(old) if reuse => old,
-                stale => {
-                    // Free the old snapshot before reading the new one: holding both doubles
-                    // the peak memory of a pass over a large directory.
-                    drop(stale);
-                    match &d.spec {
-                        // Read once: the fingerprint is that of the very text parsed.
-                        DirectorySpec::File(f) => {
-                            let path = d.resolve_path(&f.path);
-                            match read_directory_text(&path) {
-                                Ok(text) => {
-                                    fp = Some(Sha256::digest(text.as_bytes()).into());
-                                    parse_file_directory(&path, &text).map_err(|e| e.to_string())
+            let ldap_reusable = self.ldap_reusable(env, name);
+            let old = self.observed.remove(name);
+            // Whatever is not reused is dropped before the new snapshot is built: holding both
+            // doubles the peak memory of a pass over a large directory.
+            let (fp, obs) = match &d.spec {
+                DirectorySpec::Ldap(_) => match old {
+                    Some(old) if ldap_reusable => (None, old),
+                    stale => {
+                        drop(stale);
+                        (None, runtime::observe_directory(&env.policy, name, d))
+                    }
+                },
+                // Read once: the fingerprint is that of the very text parsed, and an unchanged
+                // text keeps the snapshot it gave last time.
+                DirectorySpec::File(f) => {
+                    let path = d.resolve_path(&f.path);
+                    match read_directory_text(&path) {
+                        Err(e) => (None, Err(e.to_string())),
+                        Ok(text) => {
+                            let fp: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+                            match old {
+                                Some(Ok(old)) if self.fingerprints.get(name) == Some(&Some(fp)) => {
+                                    (Some(fp), Ok(old))
                                 }
-                                Err(e) => Err(e.to_string()),
+                                stale => {
+                                    drop(stale);
+                                    let parsed = parse_file_directory(&path, &text);
+                                    (Some(fp), parsed.map_err(|e| e.to_string()))
+                                }
                             }
                         }
-                        DirectorySpec::Ldap(_) => runtime::observe_directory(&env.policy, name, d),
                     }
                 }
             };

@@ -102,7 +102,7 @@ pub struct DirectorySnapshot {
 /// hash of a directory and `--format json` rely on.
 impl Serialize for DirectorySnapshot {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{SerializeMap, SerializeStruct};
+        use serde::ser::SerializeStruct;
         struct Uids<'a>(&'a Users, &'a [u32]);
         impl Serialize for Uids<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -122,21 +122,15 @@ impl Serialize for DirectorySnapshot {
         struct Groups<'a>(&'a DirectorySnapshot);
         impl Serialize for Groups<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut map = s.serialize_map(Some(self.0.groups.len()))?;
-                for (name, g) in &self.0.groups {
-                    map.serialize_entry(name, &Group(&self.0.users, g))?;
-                }
-                map.end()
+                let users = &self.0.users;
+                s.collect_map(self.0.groups.iter().map(|(n, g)| (n, Group(users, g))))
             }
         }
         struct Transitive<'a>(&'a DirectorySnapshot);
         impl Serialize for Transitive<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut map = s.serialize_map(Some(self.0.transitive.len()))?;
-                for (name, rows) in &self.0.transitive {
-                    map.serialize_entry(name, &Uids(&self.0.users, rows))?;
-                }
-                map.end()
+                let users = &self.0.users;
+                s.collect_map(self.0.transitive.iter().map(|(n, r)| (n, Uids(users, r))))
             }
         }
         let mut st = s.serialize_struct("DirectorySnapshot", 6)?;

@@ -10,7 +10,7 @@
 //!
 //! This module knows nothing about groups, nor how a directory is read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Serialize, Serializer};
@@ -541,16 +541,10 @@ impl FromIterator<DirectoryUser> for Users {
     }
 }
 
-/// A user as the old `BTreeMap<String, String>` of attributes gave them, for callers that
-/// want an owned map.
-pub fn attribute_map(user: UserRef<'_>) -> BTreeMap<String, String> {
-    user.attributes()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn user(uid: &str, cn: &str) -> DirectoryUser {

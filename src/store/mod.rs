@@ -167,19 +167,20 @@ impl Store {
 
     /// Makes every write so far durable (sled keeps one log: a flush covers all trees).
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.flush()
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Stores a sealed secret under `name`.
     pub fn put_secret(&self, name: &str, sealed: &[u8]) -> Result<(), StoreError> {
         self.secrets.insert(name.as_bytes(), sealed)?;
-        self.flush()
+        self.sync()
     }
 
     /// Deletes a secret (absent is fine).
     pub fn remove_secret(&self, name: &str) -> Result<(), StoreError> {
         self.secrets.remove(name.as_bytes())?;
-        self.flush()
+        self.sync()
     }
 
     /// A sealed secret.
@@ -205,7 +206,7 @@ impl Store {
             message: None,
         };
         self.journal.insert(id.to_be_bytes(), encode(&entry))?;
-        self.flush()?;
+        self.sync()?;
         Ok(entry)
     }
 
@@ -258,11 +259,6 @@ impl Store {
                 decode("history", &k, &v)
             })
             .collect()
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
     }
 }
 
