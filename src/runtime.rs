@@ -286,11 +286,99 @@ pub fn connect_authorities(
     master: &MasterKey,
     now: OffsetDateTime,
 ) -> CaRegistry {
+    connect_authorities_with(policy, state_dir, master, now, None)
+}
+
+/// Local CAs kept open between a controller's passes: opening one reads its certificate and
+/// unseals its key, about a millisecond each pass for nothing. An entry is used again while
+/// its spec and its certificate and key files are unchanged (a CA whose key lives on a
+/// token is opened each pass: the token may have gone). The CA itself reads its database
+/// again whenever another process changed it.
+#[derive(Default)]
+pub struct AuthorityCache {
+    local: BTreeMap<String, CachedLocalCa>,
+}
+
+struct CachedLocalCa {
+    spec: crate::policy::model::LocalCaSpec,
+    files: [Option<crate::ca::local::Stamp>; 2],
+    ca: std::sync::Arc<LocalCa>,
+}
+
+impl AuthorityCache {
+    fn files(state_dir: &Path, name: &str) -> [Option<crate::ca::local::Stamp>; 2] {
+        let dir = state_dir.join("ca").join(name);
+        [
+            crate::ca::local::stamp_of(&dir.join(crate::ca::local::CA_CERT_FILE)),
+            crate::ca::local::stamp_of(&dir.join(crate::ca::local::CA_KEY_FILE)),
+        ]
+    }
+}
+
+/// [`connect_authorities`], reusing the local CAs of `cache` that are still current.
+pub fn connect_authorities_cached(
+    policy: &PolicySet,
+    state_dir: &Path,
+    master: &MasterKey,
+    now: OffsetDateTime,
+    cache: &mut AuthorityCache,
+) -> CaRegistry {
+    connect_authorities_with(policy, state_dir, master, now, Some(cache))
+}
+
+fn connect_authorities_with(
+    policy: &PolicySet,
+    state_dir: &Path,
+    master: &MasterKey,
+    now: OffsetDateTime,
+    mut cache: Option<&mut AuthorityCache>,
+) -> CaRegistry {
     let mut out: CaRegistry = BTreeMap::new();
+    if let Some(cache) = cache.as_deref_mut() {
+        cache
+            .local
+            .retain(|name, _| policy.authorities.contains_key(name));
+    }
     for (name, obj) in &policy.authorities {
         let ca: Result<Box<dyn CertificateAuthority>, String> = match &obj.spec {
-            CertificateAuthoritySpec::Local(spec) => local_ca(name, spec, state_dir, master, now)
-                .map(|ca| Box::new(ca) as Box<dyn CertificateAuthority>),
+            CertificateAuthoritySpec::Local(spec) => match cache.as_deref_mut() {
+                Some(cache)
+                    if matches!(
+                        KeyStore::parse(spec.key_store.as_deref()),
+                        Ok(KeyStore::File)
+                    ) =>
+                {
+                    let files = AuthorityCache::files(state_dir, name);
+                    match cache.local.get(name) {
+                        Some(c) if c.spec == *spec && c.files == files && files[0].is_some() => {
+                            Ok(Box::new(c.ca.clone()) as Box<dyn CertificateAuthority>)
+                        }
+                        _ => {
+                            cache.local.remove(name);
+                            local_ca(name, spec, state_dir, master, now).map(|ca| {
+                                let ca = std::sync::Arc::new(ca);
+                                // Created just now: stamp what is there after creation.
+                                let files = if files[0].is_none() {
+                                    AuthorityCache::files(state_dir, name)
+                                } else {
+                                    files
+                                };
+                                cache.local.insert(
+                                    name.clone(),
+                                    CachedLocalCa {
+                                        spec: spec.clone(),
+                                        files,
+                                        ca: ca.clone(),
+                                    },
+                                );
+                                Box::new(ca) as Box<dyn CertificateAuthority>
+                            })
+                        }
+                    }
+                }
+                _ => local_ca(name, spec, state_dir, master, now)
+                    .map(|ca| Box::new(ca) as Box<dyn CertificateAuthority>),
+            },
             CertificateAuthoritySpec::Cfssl(spec) => {
                 crate::ca::connect::cfssl(obj, spec, state_dir)
                     .map(|ca| Box::new(ca) as Box<dyn CertificateAuthority>)

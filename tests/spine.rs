@@ -637,3 +637,71 @@ fn db_serials(db: &Value) -> BTreeSet<String> {
     walk(db, &mut out);
     out
 }
+
+#[test]
+fn a_ca_failing_in_the_middle_of_an_issuance_keeps_what_was_issued() {
+    // The signature slot goes to a CA nobody answers for: the card makes both keys, the
+    // authentication certificate is signed, installed and recorded while the second
+    // enrolment fails, and the next apply (with the CA fixed) issues only what is missing.
+    let q = Quickstart::new();
+    std::fs::write(
+        q.policy.join("dead-ca.yaml"),
+        "apiVersion: keyfleet.dev/v1\nkind: CertificateAuthority\nmetadata:\n  name: dead-ca\n\
+         spec:\n  cfssl:\n    url: http://127.0.0.1:9\n    authKey: {file: dead-key.txt}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        q.policy.join("dead-key.txt"),
+        "00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
+    let signature = "      profile: piv-signature";
+    q.edit(
+        "templates/employee-virtual.yaml",
+        &format!("      authority: quickstart-ca\n{signature}"),
+        &format!("      authority: dead-ca\n{signature}"),
+    );
+    q.run(&["apply", "--yes", "--target", "user=alice"])
+        .expect_code(1)
+        .stdout_has("dead-ca");
+    let inv = q.inventory();
+    let alice: Vec<Value> = certs(&inv)
+        .into_iter()
+        .filter(|c| c["user"] == "alice")
+        .collect();
+    assert_eq!(alice.len(), 1, "{alice:?}");
+    assert_eq!(alice[0]["slot"], "9A");
+    assert_eq!(alice[0]["installed"], true);
+    assert_eq!(alice[0]["status"], "active");
+    let card = alice[0]["card"].as_str().unwrap().to_string();
+
+    q.edit(
+        "templates/employee-virtual.yaml",
+        &format!("      authority: dead-ca\n{signature}"),
+        &format!("      authority: quickstart-ca\n{signature}"),
+    );
+    q.run(&["apply", "--yes", "--target", "user=alice"])
+        .expect_code(0);
+    let inv = q.inventory();
+    let alice: BTreeMap<String, Value> = certs(&inv)
+        .into_iter()
+        .filter(|c| c["user"] == "alice")
+        .map(|c| (c["slot"].as_str().unwrap().to_string(), c))
+        .collect();
+    assert_eq!(alice.keys().collect::<Vec<_>>(), ["9A", "9C"]);
+    assert!(
+        alice.values().all(|c| c["card"] == card.as_str()
+            && c["installed"] == true
+            && c["status"] == "active")
+    );
+    // The CA signed exactly what the inventory tracks.
+    let db: Value = serde_json::from_str(
+        &std::fs::read_to_string(q.state.join("ca/quickstart-ca/db.json")).unwrap(),
+    )
+    .unwrap();
+    let tracked: BTreeSet<String> = certs(&inv)
+        .iter()
+        .map(|c| c["serial"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(db_serials(&db), tracked);
+}

@@ -15,6 +15,12 @@
 //!
 //! A certificate the CA signed is recorded before anything else happens, so none is ever left
 //! untracked: recovery asks the CA for the result of an open enrolment by its request id.
+//!
+//! An issuance is pipelined so that the card, the slow part, waits for nothing else: a
+//! second thread enrols each slot's CSR and writes the records while the card makes the next
+//! slot's key, and the certificates are written to the card once every CSR is made. An
+//! installation is only noted in the journal (not flushed before the write): the record, not
+//! yet installed, already tells the next plan what to redo.
 
 pub mod cards;
 pub mod crl;
@@ -433,8 +439,7 @@ fn run_action(
             }
             let cred = credential(ctx, action)?;
             let session = connect(ctx, card)?;
-            let serial = issue_slot(ctx, &action.id(), session, card, cred, slot)?;
-            Ok(vec![serial])
+            issue_slots(ctx, &action.id(), session, card, cred, &[slot])
         }
         ActionKind::Suspend | ActionKind::Resume | ActionKind::Revoke => {
             let card = card_of(action)?;
@@ -540,6 +545,17 @@ fn journal_open(
     Ok(e)
 }
 
+/// Like [`journal_open`], not flushed: see [`Store::journal_note`].
+fn journal_note(
+    ctx: &Context<'_>,
+    action_id: &str,
+    step: JournalStep,
+) -> Result<JournalEntry, ApplyError> {
+    let e = ctx.store.journal_note(action_id, step, (ctx.clock)())?;
+    ctx.crash.tick();
+    Ok(e)
+}
+
 fn journal_close(
     ctx: &Context<'_>,
     entry: &mut JournalEntry,
@@ -555,6 +571,13 @@ fn journal_close(
 fn seal_secret(ctx: &Context<'_>, name: &str, value: &str) -> Result<(), ApplyError> {
     let sealed = ctx.master.seal(name.as_bytes(), value.as_bytes());
     ctx.store.put_secret(name, &sealed)?;
+    Ok(())
+}
+
+/// Like [`seal_secret`], durable only with the next journal intent or the action's end.
+fn stage_secret(ctx: &Context<'_>, name: &str, value: &str) -> Result<(), ApplyError> {
+    let sealed = ctx.master.seal(name.as_bytes(), value.as_bytes());
+    ctx.store.stage_secret(name, &sealed)?;
     Ok(())
 }
 
@@ -621,41 +644,44 @@ fn issue(
         ),
         card.clone(),
     );
-    // Bind: from here on the card is the user's credential, even if issuance is interrupted.
-    let mut record = ctx.store.card(&card)?.unwrap_or(CardRecord {
-        id: card.clone(),
-        card_type: cred.card_type,
-        stock: action.stock.clone(),
-        user: None,
-        template: None,
-        status: CardStatus::Blank,
-        created_at: now,
-        updated_at: now,
-    });
-    if record.status != CardStatus::Blank {
-        return Err(ApplyError::Stale(format!("card {card} is not blank")));
-    }
-    record.user = Some(cred.user.clone());
-    record.template = Some(cred.template.clone());
-    record.status = CardStatus::Active;
-    record.updated_at = now;
-    ctx.store.put_card(&record)?;
-
     let pin = generate_pin(cred.pin_length);
     let puk = generate_puk(cred.puk_length);
     let personalize_started = std::time::Instant::now();
-    let mut session = connect(ctx, &card)?;
-    let mut entry = journal_open(
-        ctx,
-        &action.id(),
-        JournalStep::Personalize {
-            card: card.clone(),
-            user: cred.user.clone(),
-            sealed_pin: hex::encode(ctx.master.seal(b"journal-pin", pin.as_bytes())),
-            sealed_puk: hex::encode(ctx.master.seal(b"journal-puk", puk.as_bytes())),
-            management_key: cred.management_key.algorithm,
-        },
-    )?;
+    let action_id = action.id();
+    let step = JournalStep::Personalize {
+        card: card.clone(),
+        user: cred.user.clone(),
+        sealed_pin: hex::encode(ctx.master.seal(b"journal-pin", pin.as_bytes())),
+        sealed_puk: hex::encode(ctx.master.seal(b"journal-puk", puk.as_bytes())),
+        management_key: cred.management_key.algorithm,
+    };
+    // The binding and the intent are written (and flushed) while the card is being connected
+    // to: connecting changes nothing on the card, and nothing below runs before both are done.
+    let (session, entry) = std::thread::scope(|scope| {
+        let intent = scope.spawn(|| {
+            bind(ctx, action, cred, &card, now)?;
+            journal_open(ctx, &action_id, step)
+        });
+        let session = connect(ctx, &card);
+        let entry = intent
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (session, entry)
+    });
+    let mut entry = entry?;
+    let mut session = match session {
+        Ok(session) => session,
+        Err(e) => {
+            // Nothing happened to the card: the intent must not wait for it in recovery.
+            journal_close(
+                ctx,
+                &mut entry,
+                JournalState::Abandoned,
+                Some(e.to_string()),
+            )?;
+            return Err(e);
+        }
+    };
     personalize(
         ctx,
         session.as_mut(),
@@ -674,13 +700,148 @@ fn issue(
         "card personalised"
     );
 
-    let mut serials = Vec::new();
-    for slot in &action.slots {
-        let s = issue_slot(ctx, &action.id(), session, &card, cred, *slot)?;
-        serials.push(s);
-        session = connect(ctx, &card)?;
+    issue_slots(ctx, &action_id, session, &card, cred, &action.slots)
+}
+
+/// Binds a blank card to the credential: from here on the card is the user's, even if the
+/// issuance is interrupted.
+fn bind(
+    ctx: &Context<'_>,
+    action: &Action,
+    cred: &DesiredCredential,
+    card: &str,
+    now: OffsetDateTime,
+) -> Result<(), ApplyError> {
+    let mut record = ctx.store.card(card)?.unwrap_or(CardRecord {
+        id: card.to_string(),
+        card_type: cred.card_type,
+        stock: action.stock.clone(),
+        user: None,
+        template: None,
+        status: CardStatus::Blank,
+        created_at: now,
+        updated_at: now,
+    });
+    if record.status != CardStatus::Blank {
+        return Err(ApplyError::Stale(format!("card {card} is not blank")));
     }
-    Ok(serials)
+    record.user = Some(cred.user.clone());
+    record.template = Some(cred.template.clone());
+    record.status = CardStatus::Active;
+    record.updated_at = now;
+    ctx.store.put_card(&record)?;
+    Ok(())
+}
+
+/// Issues the certificates of `slots`, pipelined: the card makes each slot's key and CSR
+/// while a second thread has the CA sign the previous one (journal intent, enrolment,
+/// record), and the certificates are installed once every CSR is made, in slot order. The
+/// card, the slow part, waits for neither the CA nor the journal's flushes, except for a
+/// certificate not yet signed when its turn to be installed comes.
+///
+/// A failure stops the slots after it: the card's first error, or the CA's (the card then
+/// makes no more keys). Enrolments already sent finish and are recorded; a certificate
+/// recorded but not installed is installed by the next plan. Returns the new serials.
+fn issue_slots(
+    ctx: &Context<'_>,
+    action_id: &str,
+    session: Box<dyn CardSession>,
+    card: &str,
+    cred: &DesiredCredential,
+    slots: &[Slot],
+) -> Result<Vec<String>, ApplyError> {
+    std::thread::scope(|scope| {
+        let (to_books, books) = std::sync::mpsc::channel::<Books>();
+        let (to_card, enrolled) = std::sync::mpsc::channel();
+        let bookkeeper = scope.spawn(move || {
+            let mut enrolling = true;
+            let mut first_error = None;
+            for message in books {
+                match message {
+                    Books::Enroll(request) if enrolling => {
+                        let result =
+                            enroll_slot(ctx, action_id, card, cred, request).and_then(|record| {
+                                let note = install_note(ctx, action_id, &record)?;
+                                Ok((record, note))
+                            });
+                        enrolling = result.is_ok();
+                        if to_card.send(result).is_err() {
+                            enrolling = false;
+                        }
+                    }
+                    Books::Enroll(_) => {}
+                    Books::Installed(installed) => {
+                        let (record, note) = *installed;
+                        if let Err(e) = record_installed(ctx, action_id, record, note) {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            first_error
+        });
+
+        let mut session = Some(session);
+        let mut card_time = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let mut current = match session.take() {
+                Some(s) => s,
+                None => connect(ctx, card)?,
+            };
+            let request = slot_request(ctx, current.as_mut(), card, cred, *slot)?;
+            card_time.push(request.card_time);
+            if to_books.send(Books::Enroll(request)).is_err() {
+                break;
+            }
+        }
+        drop(session);
+
+        let mut serials = Vec::with_capacity(slots.len());
+        // One answer per CSR sent (the bookkeeper keeps its end open for `Installed`).
+        for card_time in card_time {
+            let Ok(result) = enrolled.recv() else {
+                break;
+            };
+            let (record, note) = result?;
+            let slot = record.slot;
+            let install_started = std::time::Instant::now();
+            let mut session = connect(ctx, card)?;
+            write_installed(ctx, session.as_mut(), &record)?;
+            // Where an issuance spends its time (KEYFLEET_LOG=keyfleet::timing=debug): the
+            // card's key generation and CSR signature, and the certificate write.
+            tracing::debug!(
+                target: "keyfleet::timing",
+                card,
+                slot = %slot,
+                card_us = card_time.as_micros() as u64,
+                install_us = install_started.elapsed().as_micros() as u64,
+                "slot issued"
+            );
+            serials.push(record.serial.clone());
+            if to_books
+                .send(Books::Installed(Box::new((record, note))))
+                .is_err()
+            {
+                break;
+            }
+        }
+        drop(to_books);
+        let recorded = bookkeeper
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        match recorded {
+            Some(e) => Err(e),
+            None => Ok(serials),
+        }
+    })
+}
+
+/// Work [`issue_slots`] hands to its bookkeeping thread.
+enum Books {
+    /// A CSR to enrol; the thread answers with the record and the installation's note.
+    Enroll(SlotRequest),
+    /// A certificate now on the card, to record as installed.
+    Installed(Box<(CertRecord, JournalEntry)>),
 }
 
 /// Sets the management key, PIN and PUK of a card and writes the PIN mailer. Re-entrant:
@@ -696,12 +857,21 @@ pub(crate) fn personalize(
     mgmt_alg: ManagementKeyAlgorithm,
     fresh: bool,
 ) -> Result<(), ApplyError> {
-    session.prepare(ctx, user, mgmt_alg, fresh)?;
-    // The mailer is written before the PIN changes: a crash in between leaves a mailer with
-    // the PIN that recovery then sets.
-    write_pin_mailer(&ctx.pin_mailer_dir, user, card, pin)?;
-    seal_secret(ctx, &format!("pin/{card}"), pin)?;
-    seal_secret(ctx, &format!("puk/{card}"), puk)?;
+    // The mailer is written (and synced) while the card takes its management key: it must be
+    // on disk before the PIN changes, so that a crash in between leaves a mailer with the PIN
+    // that recovery then sets.
+    std::thread::scope(|scope| {
+        let mailer = scope.spawn(|| write_pin_mailer(&ctx.pin_mailer_dir, user, card, pin));
+        let prepared = session.prepare(ctx, user, mgmt_alg, fresh);
+        let written = mailer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        prepared.and(written)
+    })?;
+    // Staged, not flushed: until the action's end makes them durable, the open intent holds
+    // them sealed and recovery stages them again.
+    stage_secret(ctx, &format!("pin/{card}"), pin)?;
+    stage_secret(ctx, &format!("puk/{card}"), puk)?;
     session.set_pins(ctx, pin, puk, fresh)
 }
 
@@ -765,33 +935,59 @@ fn key_alg(alg: KeyAlgorithm) -> KeyAlg {
     }
 }
 
-/// Generates the key of one slot, has the CA sign it, records and installs the certificate.
-/// Takes the session by value (the CSR signer borrows it) and returns the new serial.
-fn issue_slot(
+/// What the card made for one slot: the CSR its new key signed.
+struct SlotRequest {
+    slot: Slot,
+    csr_der: Vec<u8>,
+    card_time: std::time::Duration,
+}
+
+/// The card's part of a slot's issuance: a new key (on the card, or made here and imported)
+/// and the CSR the card signs with it.
+fn slot_request(
     ctx: &Context<'_>,
-    action_id: &str,
-    mut session: Box<dyn CardSession>,
+    session: &mut dyn CardSession,
     card: &str,
     cred: &DesiredCredential,
     slot: Slot,
-) -> Result<String, ApplyError> {
-    let want = cred
-        .certificates
-        .get(&slot)
-        .ok_or_else(|| ApplyError::Stale(format!("template has no slot {}", slot.hex())))?;
-    let authority = ca(ctx, &want.authority)?;
-    let card_started = std::time::Instant::now();
+) -> Result<SlotRequest, ApplyError> {
+    let want = desired_cert(cred, slot)?;
+    // An unusable CA fails the slot before the card makes a key for it.
+    ca(ctx, &want.authority)?;
+    let started = std::time::Instant::now();
     session.admin_login(ctx, Some(cred))?;
     let public = match want.key_generation {
         KeyGeneration::OnCard => session.generate_key(slot, key_alg(want.key_algorithm))?,
-        KeyGeneration::Server => server_key(ctx, session.as_mut(), card, want)?,
+        KeyGeneration::Server => server_key(ctx, session, card, want)?,
     };
     let pin = open_secret(ctx, &format!("pin/{card}"))?
         .ok_or_else(|| ApplyError::PinUnknown(card.to_string()))?;
-    let csr_der = build_csr(session.as_mut(), card, slot, public, &pin, want)?;
-    drop(session);
-    let card_time = card_started.elapsed();
+    let csr_der = build_csr(session, card, slot, public, &pin, want)?;
+    Ok(SlotRequest {
+        slot,
+        csr_der,
+        card_time: started.elapsed(),
+    })
+}
 
+fn desired_cert(cred: &DesiredCredential, slot: Slot) -> Result<&DesiredCert, ApplyError> {
+    cred.certificates
+        .get(&slot)
+        .ok_or_else(|| ApplyError::Stale(format!("template has no slot {}", slot.hex())))
+}
+
+/// The CA's part of a slot's issuance: the enrolment intent (flushed before the CA is
+/// asked), the enrolment, and the certificate's record (not yet installed).
+fn enroll_slot(
+    ctx: &Context<'_>,
+    action_id: &str,
+    card: &str,
+    cred: &DesiredCredential,
+    request: SlotRequest,
+) -> Result<CertRecord, ApplyError> {
+    let slot = request.slot;
+    let want = desired_cert(cred, slot)?;
+    let authority = ca(ctx, &want.authority)?;
     let request_id = format!("kf-{}", hex::encode(rand::random::<[u8; 12]>()));
     let mut entry = journal_open(
         ctx,
@@ -814,7 +1010,7 @@ fn issue_slot(
     let ca_started = std::time::Instant::now();
     let enrolled = authority.enroll(&EnrollRequest {
         request_id,
-        csr_der,
+        csr_der: request.csr_der,
         profile: want.profile.clone(),
         subject: want.subject.clone(),
         sans: want.sans.clone(),
@@ -822,6 +1018,13 @@ fn issue_slot(
     });
     let ca_time = ca_started.elapsed();
     count_ca_time(ca_time);
+    tracing::debug!(
+        target: "keyfleet::timing",
+        card,
+        slot = %slot,
+        ca_us = ca_time.as_micros() as u64,
+        "slot enrolled"
+    );
     let issued = match enrolled {
         Ok(i) => i,
         Err(source) => {
@@ -843,28 +1046,8 @@ fn issue_slot(
     )
     .ok_or_else(|| ApplyError::Stale("journal step is not an enrolment".into()))?;
     ctx.store.put_cert(&record)?;
-    journal_close(
-        ctx,
-        &mut entry,
-        JournalState::Done,
-        Some(issued.serial.clone()),
-    )?;
-
-    let install_started = std::time::Instant::now();
-    let mut session = connect(ctx, card)?;
-    install(ctx, action_id, session.as_mut(), record)?;
-    // Where an issuance spends its time (KEYFLEET_LOG=keyfleet::timing=debug): the card
-    // (key generation, CSR signature) and the certificate write, against the CA's share.
-    tracing::debug!(
-        target: "keyfleet::timing",
-        card,
-        slot = %slot,
-        card_us = card_time.as_micros() as u64,
-        ca_us = ca_time.as_micros() as u64,
-        install_us = install_started.elapsed().as_micros() as u64,
-        "slot issued"
-    );
-    Ok(issued.serial)
+    journal_close(ctx, &mut entry, JournalState::Done, Some(issued.serial))?;
+    Ok(record)
 }
 
 /// Builds the inventory record of an enrolled certificate from its journal step.
@@ -992,12 +1175,22 @@ pub(crate) fn install(
     ctx: &Context<'_>,
     action_id: &str,
     session: &mut dyn CardSession,
-    mut cert: CertRecord,
+    cert: CertRecord,
 ) -> Result<(), ApplyError> {
-    let der = pem_to_der(&cert.pem).ok_or_else(|| {
-        ApplyError::Stale(format!("certificate {} has no readable PEM", cert.serial))
-    })?;
-    let mut entry = journal_open(
+    let note = install_note(ctx, action_id, &cert)?;
+    write_installed(ctx, session, &cert)?;
+    record_installed(ctx, action_id, cert, note)
+}
+
+/// The journal entry of an installation: a note, not a flushed intent, because what a crash
+/// interrupts here the record (not installed) already tells, and the next plan installs the
+/// certificate again.
+fn install_note(
+    ctx: &Context<'_>,
+    action_id: &str,
+    cert: &CertRecord,
+) -> Result<JournalEntry, ApplyError> {
+    journal_note(
         ctx,
         action_id,
         JournalStep::InstallCert {
@@ -1005,18 +1198,39 @@ pub(crate) fn install(
             card: cert.card.clone(),
             slot: cert.slot,
         },
-    )?;
+    )
+}
+
+/// The card's part of an installation: the certificate written to its slot.
+fn write_installed(
+    ctx: &Context<'_>,
+    session: &mut dyn CardSession,
+    cert: &CertRecord,
+) -> Result<(), ApplyError> {
+    let der = pem_to_der(&cert.pem).ok_or_else(|| {
+        ApplyError::Stale(format!("certificate {} has no readable PEM", cert.serial))
+    })?;
     session.admin_login(ctx, None)?;
     session.write_certificate(cert.slot, &der)?;
+    Ok(())
+}
+
+/// The record of an installation: the certificate marked installed, its note closed, and
+/// the slot's older live certificates superseded.
+fn record_installed(
+    ctx: &Context<'_>,
+    action_id: &str,
+    mut cert: CertRecord,
+    mut entry: JournalEntry,
+) -> Result<(), ApplyError> {
     cert.installed = true;
     cert.updated_at = (ctx.clock)();
     ctx.store.put_cert(&cert)?;
     journal_close(ctx, &mut entry, JournalState::Done, None)?;
     let older: Vec<String> = ctx
         .store
-        .inventory()?
-        .certs
-        .values()
+        .certs_of_card(&cert.card)?
+        .iter()
         .filter(|c| {
             c.card == cert.card && c.slot == cert.slot && c.serial != cert.serial && c.is_live()
         })

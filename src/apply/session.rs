@@ -251,11 +251,13 @@ impl CardSession for PivCard {
             );
             session.write_chuid(guid, &expiry).map_err(err)?;
             session.set_management_key(&diversified).map_err(err)?;
-            ctx.store.put_secret(
-                &format!("mgmt-alg/{card}"),
-                &serde_json::to_vec(&mgmt_alg).unwrap_or_default(),
-            )?;
         }
+        // Also when recovery finds the key already set: a crash may have lost this record
+        // (staged, durable with the next intent or the action's end).
+        ctx.store.stage_secret(
+            &format!("mgmt-alg/{card}"),
+            &serde_json::to_vec(&mgmt_alg).unwrap_or_default(),
+        )?;
         Ok(())
     }
 

@@ -204,9 +204,9 @@ impl Db {
 
 /// Which version of `db.json` is in memory: (inode, length, mtime in ns). Every write is a
 /// rename of a new file, so any change by another process changes the stamp.
-type Stamp = (u64, u64, i128);
+pub(crate) type Stamp = (u64, u64, i128);
 
-fn stamp_of(path: &Path) -> Option<Stamp> {
+pub(crate) fn stamp_of(path: &Path) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(path).ok().map(|m| {
         (

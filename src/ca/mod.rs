@@ -237,6 +237,40 @@ pub trait CertificateAuthority: Send + Sync {
     }
 }
 
+/// A shared CA (the controller keeps its local CAs open between passes).
+impl<T: CertificateAuthority + ?Sized> CertificateAuthority for std::sync::Arc<T> {
+    fn capabilities(&self) -> CaCapabilities {
+        (**self).capabilities()
+    }
+    fn enroll(&self, req: &EnrollRequest) -> Result<IssuedCertificate, CaError> {
+        (**self).enroll(req)
+    }
+    fn find_by_request_id(&self, request_id: &str) -> Result<Option<IssuedCertificate>, CaError> {
+        (**self).find_by_request_id(request_id)
+    }
+    fn revoke(&self, serial: &str, reason: RevocationReason) -> Result<(), CaError> {
+        (**self).revoke(serial, reason)
+    }
+    fn hold(&self, serial: &str) -> Result<(), CaError> {
+        (**self).hold(serial)
+    }
+    fn unhold(&self, serial: &str) -> Result<(), CaError> {
+        (**self).unhold(serial)
+    }
+    fn status(&self, serial: &str) -> Result<CaCertStatus, CaError> {
+        (**self).status(serial)
+    }
+    fn statuses(&self, serials: &[String]) -> Vec<Result<CaCertStatus, CaError>> {
+        (**self).statuses(serials)
+    }
+    fn ca_certificate_pem(&self) -> Result<String, CaError> {
+        (**self).ca_certificate_pem()
+    }
+    fn as_local(&self) -> Option<&LocalCa> {
+        (**self).as_local()
+    }
+}
+
 /// Formats serial bytes as `openssl x509 -serial` does: upper-case hex, no separators.
 pub fn serial_hex(bytes: &[u8]) -> String {
     hex::encode_upper(bytes)

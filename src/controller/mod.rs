@@ -295,6 +295,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         master,
         backoff: Default::default(),
         cache: ObservationCache::default(),
+        authorities: Default::default(),
         needs_recovery: true,
         actor: opts.actor.clone(),
         stop: Arc::new(AtomicBool::new(false)),

@@ -173,6 +173,8 @@ pub struct PassState {
     pub backoff: Backoff,
     /// Directory snapshots.
     pub cache: ObservationCache,
+    /// Local CAs kept open between passes.
+    pub authorities: runtime::AuthorityCache,
     /// Run recovery before the next plan.
     pub needs_recovery: bool,
     /// Name recorded in the history.
@@ -237,7 +239,13 @@ pub fn run_pass(state: &mut PassState, number: u64, triggers: Vec<String>) -> Pa
         ..PassOutcome::default()
     };
     let env = state.env.clone();
-    let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &state.master, started);
+    let cas = runtime::connect_authorities_cached(
+        &env.policy,
+        &env.state_dir,
+        &state.master,
+        started,
+        &mut state.authorities,
+    );
     let authorities_us = clock_start.elapsed().as_micros();
     if let Err(e) = pass_inner(state, &cas, started, &mut out) {
         out.summary.error = Some(e);
@@ -288,6 +296,7 @@ fn pass_inner(
     let store = state.store.clone();
     let master = state.master.clone();
     let phase = std::time::Instant::now();
+    let (_, io_before) = crate::card::pcsc::transport_stats();
     let observed = state.cache.observe(&env);
     let observe_ms = phase.elapsed().as_millis();
     out.observed_ok = observed
@@ -309,6 +318,10 @@ fn pass_inner(
         cards_us,
         plan_ms = phase.elapsed().as_millis(),
         plan_us = phase.elapsed().as_micros(),
+        card_io_us = crate::card::pcsc::transport_stats()
+            .1
+            .saturating_sub(io_before)
+            .as_micros(),
         "observed and planned"
     );
 
@@ -526,10 +539,14 @@ fn run_groups(
                         ..empty_like(plan)
                     };
                     let started = std::time::Instant::now();
+                    let (_, io_before) = crate::card::pcsc::transport_stats();
                     let report = apply::apply(ctx, &one, &mut NoSink);
+                    // Card time is counted process-wide: exact with one worker.
+                    let (_, io_after) = crate::card::pcsc::transport_stats();
                     tracing::debug!(
                         action = %action.id(),
                         us = started.elapsed().as_micros(),
+                        card_io_us = io_after.saturating_sub(io_before).as_micros(),
                         "action applied"
                     );
                     card_failed = report.done == 0 && !report.failed.is_empty();

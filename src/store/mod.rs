@@ -6,7 +6,9 @@
 //! [`StoreError::Locked`].
 //!
 //! Trees: `cards` (id → JSON), `certs` (serial → JSON), `journal` (big-endian u64 → JSON),
-//! `history` (big-endian u64 → JSON, append-only), `secrets` (name → sealed bytes).
+//! `history` (big-endian u64 → JSON, append-only), `secrets` (name → sealed bytes),
+//! `certs-by-card` (index: length-prefixed card id ++ serial → nothing; the empty key marks
+//! the index complete, and a store without it is indexed when opened).
 
 pub mod journal;
 
@@ -57,9 +59,20 @@ pub struct Store {
     db: sled::Db,
     cards: sled::Tree,
     certs: sled::Tree,
+    certs_by_card: sled::Tree,
     journal: sled::Tree,
     history: sled::Tree,
     secrets: sled::Tree,
+}
+
+/// The `certs-by-card` key of a card's certificates (`serial` empty: the prefix of them all).
+fn card_index_key(card: &str, serial: &str) -> Vec<u8> {
+    let len = u32::try_from(card.len()).unwrap_or(u32::MAX);
+    let mut key = Vec::with_capacity(4 + card.len() + serial.len());
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(card.as_bytes());
+    key.extend_from_slice(serial.as_bytes());
+    key
 }
 
 /// The store's page cache. sled's default (1 GiB) lets a long-running controller keep every
@@ -108,14 +121,43 @@ impl Store {
                 }
             }
         };
-        Ok(Store {
+        let store = Store {
             cards: db.open_tree("cards")?,
             certs: db.open_tree("certs")?,
+            certs_by_card: db.open_tree("certs-by-card")?,
             journal: db.open_tree("journal")?,
             history: db.open_tree("history")?,
             secrets: db.open_tree("secrets")?,
             db,
-        })
+        };
+        if !store.certs_by_card.contains_key([])? {
+            // A store written before the index existed (or interrupted while indexing).
+            for item in store.certs.iter() {
+                let (k, v) = item?;
+                let cert: CertRecord = decode("certs", &k, &v)?;
+                store
+                    .certs_by_card
+                    .insert(card_index_key(&cert.card, &cert.serial), &[])?;
+            }
+            store.certs_by_card.insert([], &[])?;
+            store.sync()?;
+        }
+        Ok(store)
+    }
+
+    /// Every certificate recorded for `card`, whatever its status, ordered by serial.
+    pub fn certs_of_card(&self, card: &str) -> Result<Vec<CertRecord>, StoreError> {
+        let prefix = card_index_key(card, "");
+        let mut out = Vec::new();
+        for item in self.certs_by_card.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            let serial = String::from_utf8_lossy(&k[prefix.len()..]);
+            // The index entry is written first: a crash may leave one without its record.
+            if let Some(cert) = self.cert(&serial)? {
+                out.push(cert);
+            }
+        }
+        Ok(out)
     }
 
     /// Reads the whole inventory.
@@ -161,6 +203,9 @@ impl Store {
 
     /// Writes a certificate record; durable like [`Store::put_card`].
     pub fn put_cert(&self, cert: &CertRecord) -> Result<(), StoreError> {
+        // A certificate's card never changes: the index entry only ever needs adding.
+        self.certs_by_card
+            .insert(card_index_key(&cert.card, &cert.serial), &[])?;
         self.certs.insert(cert.serial.as_bytes(), encode(cert))?;
         Ok(())
     }
@@ -175,6 +220,14 @@ impl Store {
     pub fn put_secret(&self, name: &str, sealed: &[u8]) -> Result<(), StoreError> {
         self.secrets.insert(name.as_bytes(), sealed)?;
         self.sync()
+    }
+
+    /// Stores a sealed secret without flushing: it becomes durable with the next journal
+    /// intent or [`Store::sync`]. For secrets an open journal intent can write again after a
+    /// crash (the PIN and PUK of a personalisation, whose intent holds them sealed).
+    pub fn stage_secret(&self, name: &str, sealed: &[u8]) -> Result<(), StoreError> {
+        self.secrets.insert(name.as_bytes(), sealed)?;
+        Ok(())
     }
 
     /// Deletes a secret (absent is fine).
@@ -195,6 +248,21 @@ impl Store {
         step: JournalStep,
         at: time::OffsetDateTime,
     ) -> Result<JournalEntry, StoreError> {
+        let entry = self.journal_note(action_id, step, at)?;
+        self.sync()?;
+        Ok(entry)
+    }
+
+    /// Records a step in the journal without flushing it: for effects that need no intent on
+    /// disk because the inventory already says what to redo (a certificate recorded as not
+    /// installed is installed by the next plan). The entry is the audit trail of the step and
+    /// becomes durable with the next intent or [`Store::sync`].
+    pub fn journal_note(
+        &self,
+        action_id: &str,
+        step: JournalStep,
+        at: time::OffsetDateTime,
+    ) -> Result<JournalEntry, StoreError> {
         let id = self.db.generate_id()?;
         let entry = JournalEntry {
             id,
@@ -206,7 +274,6 @@ impl Store {
             message: None,
         };
         self.journal.insert(id.to_be_bytes(), encode(&entry))?;
-        self.sync()?;
         Ok(entry)
     }
 
@@ -335,5 +402,64 @@ mod tests {
         let open = s.open_intents().unwrap();
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].action_id, "b");
+    }
+
+    fn cert(serial: &str, card: &str) -> CertRecord {
+        let now = time::OffsetDateTime::now_utc();
+        CertRecord {
+            serial: serial.into(),
+            user: "alice".into(),
+            card: card.into(),
+            template: "t".into(),
+            name: "auth".into(),
+            slot: crate::policy::model::Slot::PivAuthentication,
+            ca: "ca".into(),
+            profile: "p".into(),
+            key_algorithm: crate::policy::model::KeyAlgorithm::EccP256,
+            subject: "CN=alice".into(),
+            sans: Vec::new(),
+            not_before: now,
+            not_after: now,
+            revision: "r".into(),
+            status: crate::inventory::CertStatus::Active,
+            installed: false,
+            request_id: "kf-1".into(),
+            updated_at: now,
+            pem: String::new(),
+        }
+    }
+
+    #[test]
+    fn certificates_are_found_by_card_also_in_a_store_written_before_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            // Card ids that are prefixes of each other must not mix.
+            for (serial, card) in [("01", "vc-1"), ("02", "vc-12"), ("03", "vc-1"), ("04", "v")] {
+                s.put_cert(&cert(serial, card)).unwrap();
+            }
+            let serials = |card: &str| -> Vec<String> {
+                s.certs_of_card(card)
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| c.serial)
+                    .collect()
+            };
+            assert_eq!(serials("vc-1"), ["01", "03"]);
+            assert_eq!(serials("vc-12"), ["02"]);
+            assert!(serials("vc-").is_empty());
+            // As an older Keyfleet left it: records, no index.
+            s.certs_by_card.clear().unwrap();
+            s.sync().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let found: Vec<String> = s
+            .certs_of_card("vc-1")
+            .unwrap()
+            .into_iter()
+            .map(|c| c.serial)
+            .collect();
+        assert_eq!(found, ["01", "03"]);
+        assert_eq!(s.certs_of_card("v").unwrap()[0].serial, "04");
     }
 }
