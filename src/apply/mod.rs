@@ -439,7 +439,17 @@ fn run_action(
             }
             let cred = credential(ctx, action)?;
             let session = connect(ctx, card)?;
-            issue_slots(ctx, &action.id(), session, card, cred, &[slot])
+            // One slot: nothing on the card to overlap the CA with.
+            let action_id = action.id();
+            issue_slots(
+                ctx,
+                &Beside::inline(),
+                &action_id,
+                session,
+                card,
+                cred,
+                &[slot],
+            )
         }
         ActionKind::Suspend | ActionKind::Resume | ActionKind::Revoke => {
             let card = card_of(action)?;
@@ -655,52 +665,118 @@ fn issue(
         sealed_puk: hex::encode(ctx.master.seal(b"journal-puk", puk.as_bytes())),
         management_key: cred.management_key.algorithm,
     };
-    // The binding and the intent are written (and flushed) while the card is being connected
-    // to: connecting changes nothing on the card, and nothing below runs before both are done.
-    let (session, entry) = std::thread::scope(|scope| {
-        let intent = scope.spawn(|| {
+    // One thread beside the card's for the whole issuance: the card, the slow part, waits
+    // for no flush, no file and no CA call it can go on without.
+    std::thread::scope(|scope| {
+        let beside = Beside::start(scope);
+        // The binding and the intent are written (and flushed) while the card is being
+        // connected to: connecting changes nothing on the card, and nothing below runs
+        // before both are done.
+        let intent = beside.run(|| {
             bind(ctx, action, cred, &card, now)?;
             journal_open(ctx, &action_id, step)
         });
         let session = connect(ctx, &card);
-        let entry = intent
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (session, entry)
-    });
-    let mut entry = entry?;
-    let mut session = match session {
-        Ok(session) => session,
-        Err(e) => {
-            // Nothing happened to the card: the intent must not wait for it in recovery.
-            journal_close(
-                ctx,
-                &mut entry,
-                JournalState::Abandoned,
-                Some(e.to_string()),
-            )?;
-            return Err(e);
-        }
-    };
-    personalize(
-        ctx,
-        session.as_mut(),
-        &card,
-        &cred.user,
-        &pin,
-        &puk,
-        cred.management_key.algorithm,
-        true,
-    )?;
-    journal_close(ctx, &mut entry, JournalState::Done, None)?;
-    tracing::debug!(
-        target: "keyfleet::timing",
-        card,
-        personalize_us = personalize_started.elapsed().as_micros() as u64,
-        "card personalised"
-    );
+        let mut entry = beside.wait(intent)?;
+        let mut session = match session {
+            Ok(session) => session,
+            Err(e) => {
+                // Nothing happened to the card: the intent must not wait for it in recovery.
+                journal_close(
+                    ctx,
+                    &mut entry,
+                    JournalState::Abandoned,
+                    Some(e.to_string()),
+                )?;
+                return Err(e);
+            }
+        };
+        personalize(
+            ctx,
+            session.as_mut(),
+            &card,
+            &cred.user,
+            &pin,
+            &puk,
+            cred.management_key.algorithm,
+            true,
+            Some(&beside),
+        )?;
+        journal_close(ctx, &mut entry, JournalState::Done, None)?;
+        tracing::debug!(
+            target: "keyfleet::timing",
+            card,
+            personalize_us = personalize_started.elapsed().as_micros() as u64,
+            "card personalised"
+        );
+        issue_slots(
+            ctx,
+            &beside,
+            &action_id,
+            session,
+            &card,
+            cred,
+            &action.slots,
+        )
+    })
+}
 
-    issue_slots(ctx, &action_id, session, &card, cred, &action.slots)
+/// A thread beside the card's, for the work of an issuance the card need not wait for
+/// (flushes, the PIN mailer, enrolments, records). Jobs run one at a time, in the order
+/// given; each answers through its own channel.
+pub(crate) struct Beside<'scope> {
+    /// `None`: no thread, each job runs when it is given (nothing to overlap it with).
+    jobs: Option<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send + 'scope>>>,
+}
+
+impl<'scope> Beside<'scope> {
+    fn start<'env>(scope: &'scope std::thread::Scope<'scope, 'env>) -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send + 'scope>>();
+        scope.spawn(move || {
+            for job in queue {
+                job();
+            }
+        });
+        Beside { jobs: Some(jobs) }
+    }
+
+    /// Runs every job in place, when it is given.
+    fn inline() -> Self {
+        Beside { jobs: None }
+    }
+
+    /// Queues `job`; its result comes through the returned channel.
+    fn run<T: Send + 'scope>(
+        &self,
+        job: impl FnOnce() -> Result<T, ApplyError> + Send + 'scope,
+    ) -> std::sync::mpsc::Receiver<Result<T, ApplyError>> {
+        let (answer, result) = std::sync::mpsc::sync_channel(1);
+        let job: Box<dyn FnOnce() + Send + 'scope> = Box::new(move || {
+            let _ = answer.send(job());
+        });
+        match &self.jobs {
+            Some(jobs) => {
+                if let Err(std::sync::mpsc::SendError(job)) = jobs.send(job) {
+                    // The thread is gone (a job panicked, and the scope reports it).
+                    job();
+                }
+            }
+            None => job(),
+        }
+        result
+    }
+
+    /// The result of a queued job.
+    fn wait<T>(
+        &self,
+        result: std::sync::mpsc::Receiver<Result<T, ApplyError>>,
+    ) -> Result<T, ApplyError> {
+        result.recv().unwrap_or_else(|_| {
+            Err(ApplyError::Stale(
+                "the issuance's bookkeeping thread stopped".into(),
+            ))
+        })
+    }
 }
 
 /// Binds a blank card to the credential: from here on the card is the user's, even if the
@@ -734,114 +810,110 @@ fn bind(
 }
 
 /// Issues the certificates of `slots`, pipelined: the card makes each slot's key and CSR
-/// while a second thread has the CA sign the previous one (journal intent, enrolment,
-/// record), and the certificates are installed once every CSR is made, in slot order. The
+/// while the thread `beside` it has the CA sign the previous one (journal intent,
+/// enrolment, record), and the certificates are installed once every CSR is made, in slot
+/// order, their records written beside the card as well. The
 /// card, the slow part, waits for neither the CA nor the journal's flushes, except for a
 /// certificate not yet signed when its turn to be installed comes.
 ///
 /// A failure stops the slots after it: the card's first error, or the CA's (the card then
 /// makes no more keys). Enrolments already sent finish and are recorded; a certificate
 /// recorded but not installed is installed by the next plan. Returns the new serials.
-fn issue_slots(
-    ctx: &Context<'_>,
-    action_id: &str,
+fn issue_slots<'s>(
+    ctx: &'s Context<'_>,
+    beside: &Beside<'s>,
+    action_id: &'s str,
     session: Box<dyn CardSession>,
-    card: &str,
-    cred: &DesiredCredential,
+    card: &'s str,
+    cred: &'s DesiredCredential,
     slots: &[Slot],
 ) -> Result<Vec<String>, ApplyError> {
-    std::thread::scope(|scope| {
-        let (to_books, books) = std::sync::mpsc::channel::<Books>();
-        let (to_card, enrolled) = std::sync::mpsc::channel();
-        let bookkeeper = scope.spawn(move || {
-            let mut enrolling = true;
-            let mut first_error = None;
-            for message in books {
-                match message {
-                    Books::Enroll(request) if enrolling => {
-                        let result =
-                            enroll_slot(ctx, action_id, card, cred, request).and_then(|record| {
-                                let note = install_note(ctx, action_id, &record)?;
-                                Ok((record, note))
-                            });
-                        enrolling = result.is_ok();
-                        if to_card.send(result).is_err() {
-                            enrolling = false;
-                        }
+    let mut session = Some(session);
+    let mut enrolments = Vec::with_capacity(slots.len());
+    let mut card_error = None;
+    // Set by a failed enrolment: the card makes no more keys, the CA gets no more CSRs.
+    let ca_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for slot in slots {
+        if ca_failed.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        let request = match session.take() {
+            Some(s) => Ok(s),
+            None => connect(ctx, card),
+        }
+        .and_then(|mut current| slot_request(ctx, current.as_mut(), card, cred, *slot));
+        match request {
+            Ok(request) => {
+                let card_time = request.card_time;
+                let failed = ca_failed.clone();
+                let enrolled = beside.run(move || {
+                    if failed.load(std::sync::atomic::Ordering::SeqCst) {
+                        return Err(ApplyError::Stale("an earlier slot failed".into()));
                     }
-                    Books::Enroll(_) => {}
-                    Books::Installed(installed) => {
-                        let (record, note) = *installed;
-                        if let Err(e) = record_installed(ctx, action_id, record, note) {
-                            first_error.get_or_insert(e);
-                        }
+                    let enrolled = enroll_slot(ctx, action_id, card, cred, request)
+                        .and_then(|record| Ok((install_note(ctx, action_id, &record)?, record)));
+                    if enrolled.is_err() {
+                        failed.store(true, std::sync::atomic::Ordering::SeqCst);
                     }
-                }
+                    enrolled.map(|(note, record)| (record, note))
+                });
+                enrolments.push((enrolled, card_time));
             }
-            first_error
-        });
-
-        let mut session = Some(session);
-        let mut card_time = Vec::with_capacity(slots.len());
-        for slot in slots {
-            let mut current = match session.take() {
-                Some(s) => s,
-                None => connect(ctx, card)?,
-            };
-            let request = slot_request(ctx, current.as_mut(), card, cred, *slot)?;
-            card_time.push(request.card_time);
-            if to_books.send(Books::Enroll(request)).is_err() {
+            Err(e) => {
+                card_error = Some(e);
                 break;
             }
         }
-        drop(session);
+    }
+    drop(session);
 
-        let mut serials = Vec::with_capacity(slots.len());
-        // One answer per CSR sent (the bookkeeper keeps its end open for `Installed`).
-        for card_time in card_time {
-            let Ok(result) = enrolled.recv() else {
-                break;
-            };
-            let (record, note) = result?;
-            let slot = record.slot;
-            let install_started = std::time::Instant::now();
-            let mut session = connect(ctx, card)?;
-            write_installed(ctx, session.as_mut(), &record)?;
-            // Where an issuance spends its time (KEYFLEET_LOG=keyfleet::timing=debug): the
-            // card's key generation and CSR signature, and the certificate write.
-            tracing::debug!(
-                target: "keyfleet::timing",
-                card,
-                slot = %slot,
-                card_us = card_time.as_micros() as u64,
-                install_us = install_started.elapsed().as_micros() as u64,
-                "slot issued"
-            );
-            serials.push(record.serial.clone());
-            if to_books
-                .send(Books::Installed(Box::new((record, note))))
-                .is_err()
-            {
-                break;
+    // The certificates, in slot order, as their enrolments end. A failure stops the slots
+    // after it; what was enrolled stays recorded (not installed) for the next plan.
+    let mut serials = Vec::with_capacity(slots.len());
+    let mut records = Vec::with_capacity(slots.len());
+    let mut first_error = card_error;
+    for (enrolled, card_time) in enrolments {
+        let enrolled = beside.wait(enrolled);
+        if first_error.is_some() {
+            continue;
+        }
+        let (record, note) = match enrolled {
+            Ok(r) => r,
+            Err(e) => {
+                first_error = Some(e);
+                continue;
             }
+        };
+        let slot = record.slot;
+        let install_started = std::time::Instant::now();
+        let written =
+            connect(ctx, card).and_then(|mut s| write_installed(ctx, s.as_mut(), &record));
+        if let Err(e) = written {
+            first_error = Some(e);
+            continue;
         }
-        drop(to_books);
-        let recorded = bookkeeper
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        match recorded {
-            Some(e) => Err(e),
-            None => Ok(serials),
+        // Where an issuance spends its time (KEYFLEET_LOG=keyfleet::timing=debug): the card's
+        // key generation and CSR signature, and the certificate write.
+        tracing::debug!(
+            target: "keyfleet::timing",
+            card,
+            slot = %slot,
+            card_us = card_time.as_micros() as u64,
+            install_us = install_started.elapsed().as_micros() as u64,
+            "slot issued"
+        );
+        serials.push(record.serial.clone());
+        records.push(beside.run(move || record_installed(ctx, action_id, record, note)));
+    }
+    for recorded in records {
+        if let Err(e) = beside.wait(recorded) {
+            first_error.get_or_insert(e);
         }
-    })
-}
-
-/// Work [`issue_slots`] hands to its bookkeeping thread.
-enum Books {
-    /// A CSR to enrol; the thread answers with the record and the installation's note.
-    Enroll(SlotRequest),
-    /// A certificate now on the card, to record as installed.
-    Installed(Box<(CertRecord, JournalEntry)>),
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(serials),
+    }
 }
 
 /// Sets the management key, PIN and PUK of a card and writes the PIN mailer. Re-entrant:
@@ -856,18 +928,32 @@ pub(crate) fn personalize(
     puk: &str,
     mgmt_alg: ManagementKeyAlgorithm,
     fresh: bool,
+    beside: Option<&Beside<'_>>,
 ) -> Result<(), ApplyError> {
-    // The mailer is written (and synced) while the card takes its management key: it must be
-    // on disk before the PIN changes, so that a crash in between leaves a mailer with the PIN
-    // that recovery then sets.
-    std::thread::scope(|scope| {
-        let mailer = scope.spawn(|| write_pin_mailer(&ctx.pin_mailer_dir, user, card, pin));
-        let prepared = session.prepare(ctx, user, mgmt_alg, fresh);
-        let written = mailer
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        prepared.and(written)
-    })?;
+    // The mailer must be on disk before the PIN changes, so that a crash in between leaves a
+    // mailer with the PIN that recovery then sets. Beside the card, it is written (and
+    // synced) while the card takes its management key.
+    match beside {
+        Some(beside) => {
+            let job = (
+                ctx.pin_mailer_dir.clone(),
+                user.to_string(),
+                card.to_string(),
+                pin.to_string(),
+            );
+            let mailer = beside.run(move || {
+                let (dir, user, card, pin) = job;
+                write_pin_mailer(&dir, &user, &card, &pin)
+            });
+            let prepared = session.prepare(ctx, user, mgmt_alg, fresh);
+            let written = beside.wait(mailer);
+            prepared.and(written)?;
+        }
+        None => {
+            session.prepare(ctx, user, mgmt_alg, fresh)?;
+            write_pin_mailer(&ctx.pin_mailer_dir, user, card, pin)?;
+        }
+    }
     // Staged, not flushed: until the action's end makes them durable, the open intent holds
     // them sealed and recovery stages them again.
     stage_secret(ctx, &format!("pin/{card}"), pin)?;

@@ -67,6 +67,7 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
                     &puk,
                     *management_key,
                     false,
+                    None,
                 )?;
                 Ok(JournalState::Done)
             })(),
