@@ -433,3 +433,67 @@ pub fn local_ca(
     )
     .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(cas: &CaRegistry, name: &str) -> *const LocalCa {
+        let ca = cas[name].as_ref().expect("CA opens");
+        ca.as_local().expect("a local CA")
+    }
+
+    #[test]
+    fn the_authority_cache_reopens_a_local_ca_only_when_its_spec_or_files_change() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let state = tempfile::tempdir().unwrap();
+        let mut env = load(&repo.join("examples/quickstart"), Some(state.path())).unwrap();
+        let master = MasterKey::from_bytes([7; 32]);
+        let now = OffsetDateTime::now_utc();
+        let mut cache = AuthorityCache::default();
+        let connect = |env: &Environment, cache: &mut AuthorityCache| {
+            connect_authorities_cached(&env.policy, &env.state_dir, &master, now, cache)
+        };
+
+        // Registries stay alive to the end: an address compared is never reused.
+        let first_cas = connect(&env, &mut cache);
+        let first = local(&first_cas, "quickstart-ca");
+        let again_cas = connect(&env, &mut cache);
+        assert_eq!(
+            first,
+            local(&again_cas, "quickstart-ca"),
+            "an unchanged CA is kept open"
+        );
+
+        // Another process rewrote the certificate file: opened again.
+        let pem = state.path().join("ca/quickstart-ca/ca.pem");
+        let text = std::fs::read(&pem).unwrap();
+        std::fs::remove_file(&pem).unwrap();
+        std::fs::write(&pem, text).unwrap();
+        let reopened_cas = connect(&env, &mut cache);
+        let reopened = local(&reopened_cas, "quickstart-ca");
+        assert_ne!(reopened, first);
+        let same_cas = connect(&env, &mut cache);
+        assert_eq!(local(&same_cas, "quickstart-ca"), reopened);
+
+        // A changed spec: opened again with it.
+        let Some(obj) = env.policy.authorities.get_mut("quickstart-ca") else {
+            panic!("quickstart-ca");
+        };
+        let CertificateAuthoritySpec::Local(spec) = &mut obj.spec else {
+            panic!("local");
+        };
+        spec.crl_validity = crate::policy::duration::Duration::from_secs(3600);
+        let cas = connect(&env, &mut cache);
+        assert_ne!(local(&cas, "quickstart-ca"), reopened);
+        assert_eq!(
+            cas["quickstart-ca"]
+                .as_ref()
+                .unwrap()
+                .as_local()
+                .unwrap()
+                .crl_validity_secs(),
+            3600
+        );
+    }
+}

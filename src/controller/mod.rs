@@ -296,6 +296,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         backoff: Default::default(),
         cache: ObservationCache::default(),
         authorities: Default::default(),
+        inventory: None,
         needs_recovery: true,
         actor: opts.actor.clone(),
         stop: Arc::new(AtomicBool::new(false)),

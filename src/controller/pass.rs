@@ -175,6 +175,8 @@ pub struct PassState {
     pub cache: ObservationCache,
     /// Local CAs kept open between passes.
     pub authorities: runtime::AuthorityCache,
+    /// The inventory the last pass ended with, and the store generation it reflects.
+    pub inventory: Option<(u64, Inventory)>,
     /// Run recovery before the next plan.
     pub needs_recovery: bool,
     /// Name recorded in the history.
@@ -305,7 +307,12 @@ fn pass_inner(
         .map(|(n, _)| n.clone())
         .collect();
     let clock = OffsetDateTime::now_utc;
-    let inventory = state.store.inventory().map_err(|e| e.to_string())?;
+    // The inventory the last pass ended with, if nothing was written since.
+    let mut generation = state.store.inventory_generation();
+    let inventory = match state.inventory.take() {
+        Some((g, inventory)) if g == generation => inventory,
+        _ => state.store.inventory().map_err(|e| e.to_string())?,
+    };
     // Virtual cards, PIV cards in readers and PKCS#11 tokens, as `apply` sees them.
     let phase = std::time::Instant::now();
     let cards = runtime::cards(&env, &inventory);
@@ -340,6 +347,7 @@ fn pass_inner(
         drop(ctx);
         state.needs_recovery = !report.unresolved.is_empty();
         if report.finished + report.abandoned > 0 {
+            generation = state.store.inventory_generation();
             let inventory = state.store.inventory().map_err(|e| e.to_string())?;
             pass = runtime::plan_observed(&env, observed, inventory, &cards, now, false, None)
                 .map_err(|e| e.to_string())?;
@@ -482,6 +490,7 @@ fn pass_inner(
         .count();
 
     let inventory = if changed {
+        generation = state.store.inventory_generation();
         state.store.inventory().map_err(|e| e.to_string())?
     } else {
         pass.inventory
@@ -489,6 +498,8 @@ fn pass_inner(
     let (expiring, next) = renewal_facts(&pass.desired, &inventory, now);
     out.expiring_30d = expiring;
     out.next_renewal = next;
+    // Kept for the next pass, which reads the store again if anything was written since.
+    state.inventory = Some((generation, inventory));
     Ok(())
 }
 

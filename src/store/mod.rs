@@ -63,6 +63,9 @@ pub struct Store {
     journal: sled::Tree,
     history: sled::Tree,
     secrets: sled::Tree,
+    /// Bumped by every change to a card or certificate record (see
+    /// [`Store::inventory_generation`]).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// The `certs-by-card` key of a card's certificates (`serial` empty: the prefix of them all).
@@ -129,6 +132,7 @@ impl Store {
             history: db.open_tree("history")?,
             secrets: db.open_tree("secrets")?,
             db,
+            generation: std::sync::atomic::AtomicU64::new(0),
         };
         if !store.certs_by_card.contains_key([])? {
             // A store written before the index existed (or interrupted while indexing).
@@ -158,6 +162,19 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Which version of the inventory this store holds: it changes with every card or
+    /// certificate record written through this handle (the only writer: the store is
+    /// exclusive to one process). An inventory read after `inventory_generation()` returned
+    /// `g` is current for as long as it still returns `g`.
+    pub fn inventory_generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn changed(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Reads the whole inventory.
@@ -198,6 +215,8 @@ impl Store {
     /// and recovery writes it again.
     pub fn put_card(&self, card: &CardRecord) -> Result<(), StoreError> {
         self.cards.insert(card.id.as_bytes(), encode(card))?;
+        // After the write: a reader that saw the old generation re-reads.
+        self.changed();
         Ok(())
     }
 
@@ -207,6 +226,7 @@ impl Store {
         self.certs_by_card
             .insert(card_index_key(&cert.card, &cert.serial), &[])?;
         self.certs.insert(cert.serial.as_bytes(), encode(cert))?;
+        self.changed();
         Ok(())
     }
 
@@ -461,5 +481,59 @@ mod tests {
             .collect();
         assert_eq!(found, ["01", "03"]);
         assert_eq!(s.certs_of_card("v").unwrap()[0].serial, "04");
+    }
+
+    #[test]
+    fn the_inventory_generation_moves_with_every_card_or_certificate_write_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let g0 = s.inventory_generation();
+        s.put_cert(&cert("01", "vc-1")).unwrap();
+        let g1 = s.inventory_generation();
+        assert_ne!(g0, g1);
+        s.journal_open(
+            "a",
+            JournalStep::WipeCard {
+                card: "vc-1".into(),
+            },
+            now,
+        )
+        .unwrap();
+        s.put_secret("pin/vc-1", b"x").unwrap();
+        s.append_history(&HistoryEntry {
+            at: now,
+            actor: "t".into(),
+            kind: crate::plan::ActionKind::Issue,
+            user: "alice".into(),
+            template: None,
+            card: None,
+            slots: Vec::new(),
+            serials: Vec::new(),
+            reason: crate::plan::Reason {
+                code: crate::plan::ReasonCode::NotIssued,
+                message: "test".into(),
+            },
+            result: HistoryResult::Ok,
+            message: None,
+        })
+        .unwrap();
+        assert_eq!(
+            s.inventory_generation(),
+            g1,
+            "no record of the inventory changed"
+        );
+        s.put_card(&CardRecord {
+            id: "vc-1".into(),
+            card_type: CardType::Virtual,
+            stock: None,
+            user: None,
+            template: None,
+            status: CardStatus::Blank,
+            created_at: now,
+            updated_at: now,
+        })
+        .unwrap();
+        assert_ne!(s.inventory_generation(), g1);
     }
 }
