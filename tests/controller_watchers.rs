@@ -228,7 +228,7 @@ fn without_pcscd_the_controller_waits_and_says_why() {
 }
 
 /// SoftHSM2 reads its token directory only at C_Initialize, so a token created by another
-/// process never appears in a running controller (docs/readme/pkcs11.md); the event path
+/// process never appears in a running controller (README, "PKCS#11 tokens and HSM-held keys"); the event path
 /// itself is tested in `pkcs11::a_token_appearing_is_a_card_event`. Here: the controller runs
 /// a token watcher on the policy's module and shows it in status.
 #[test]

@@ -484,7 +484,7 @@ fn token_watch_child() {
     let wait = Duration::from_secs(5);
 
     // SoftHSM2 scans its token directory only at C_Initialize, so a token created by another
-    // process is seen by the next process, not this one (see docs/readme/pkcs11.md). The token
+    // process is seen by the next process, not this one (see the README, "PKCS#11 tokens and HSM-held keys"). The token
     // appears here the way a module reports a new one: the free slot gets an initialised token.
     let ctx = cryptoki::context::Pkcs11::new(crate::harness::softhsm::MODULE).unwrap();
     let _ = ctx.initialize(cryptoki::context::CInitializeArgs::new(

@@ -666,9 +666,16 @@ fn issue(
         management_key: cred.management_key.algorithm,
     };
     // One thread beside the card's for the whole issuance: the card, the slow part, waits
-    // for no flush, no file and no CA call it can go on without.
+    // for no flush, no file and no CA call it can go on without. Not for a virtual card: its
+    // time is this process's own work too, so a second thread would only compete with it
+    // (and cost a malloc arena per worker, which a controller issuing hundreds of virtual
+    // cards at once feels in its memory).
     std::thread::scope(|scope| {
-        let beside = Beside::start(scope);
+        let beside = if cred.card_type == CardType::Virtual {
+            Beside::inline()
+        } else {
+            Beside::start(scope)
+        };
         // The binding and the intent are written (and flushed) while the card is being
         // connected to: connecting changes nothing on the card, and nothing below runs
         // before both are done.
