@@ -182,6 +182,9 @@ fn quickstart_issues_verifiable_certificates_and_second_apply_is_a_no_op() {
     let q = Quickstart::new();
     let plan = q.json(&["plan", "--format", "json"]);
     assert_eq!(plan["complete"], true);
+    q.run(&["reindex"])
+        .expect_code(0)
+        .stdout_has("Indexed 0 certificates by card.");
     let actions = plan["actions"].as_array().expect("actions");
     assert_eq!(actions.len(), ENTITLED.len());
     assert!(
@@ -204,6 +207,10 @@ fn quickstart_issues_verifiable_certificates_and_second_apply_is_a_no_op() {
         .expect_code(0)
         .stdout_has("No changes");
     assert_eq!(q.inventory(), inv, "a second apply changed the inventory");
+    q.run(&["reindex"]).expect_code(0).stdout_has(&format!(
+        "Indexed {} certificates by card.",
+        certs(&inv).len()
+    ));
 
     // Every certificate verifies against the CA, with the serial openssl sees and the
     // subject/SAN the template gave.

@@ -879,23 +879,28 @@ fn issue_slots<'s>(
     let mut serials = Vec::with_capacity(slots.len());
     let mut records = Vec::with_capacity(slots.len());
     let mut first_error = card_error;
+    // Unlike one slot after the other, a card failing at slot k leaves the slots before it
+    // signed and recorded but not installed (the next plan installs them).
     for (enrolled, card_time) in enrolments {
-        let enrolled = beside.wait(enrolled);
-        if first_error.is_some() {
-            continue;
-        }
-        let (record, note) = match enrolled {
+        let (record, mut note) = match beside.wait(enrolled) {
             Ok(r) => r,
             Err(e) => {
-                first_error = Some(e);
+                first_error.get_or_insert(e);
                 continue;
             }
         };
+        if let Some(e) = &first_error {
+            // Not written: the installation's note says so (the record stays not installed).
+            let why = format!("not installed: {e}");
+            journal_close(ctx, &mut note, JournalState::Abandoned, Some(why))?;
+            continue;
+        }
         let slot = record.slot;
         let install_started = std::time::Instant::now();
         let written =
             connect(ctx, card).and_then(|mut s| write_installed(ctx, s.as_mut(), &record));
         if let Err(e) = written {
+            journal_close(ctx, &mut note, JournalState::Failed, Some(e.to_string()))?;
             first_error = Some(e);
             continue;
         }

@@ -14,6 +14,7 @@ pub mod cards;
 pub mod directory;
 pub mod inventory;
 pub mod plan;
+pub mod reindex;
 pub mod run;
 pub mod schema;
 pub mod status;
@@ -105,6 +106,9 @@ pub enum Command {
     /// Show what Keyfleet sees in a directory: one user, or a group's members.
     #[command(long_about = directory::LONG_ABOUT)]
     Directory(directory::Args),
+    /// Rebuild the store's index of certificates by card (after running an older Keyfleet).
+    #[command(long_about = reindex::LONG_ABOUT)]
+    Reindex(reindex::Args),
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -124,6 +128,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(&cli.global, args),
         Command::Approve(args) => approve::run(&cli.global, args),
         Command::Directory(args) => directory::run(&cli.global, args),
+        Command::Reindex(args) => reindex::run(&cli.global, args),
     }
 }
 

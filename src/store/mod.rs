@@ -136,17 +136,30 @@ impl Store {
         };
         if !store.certs_by_card.contains_key([])? {
             // A store written before the index existed (or interrupted while indexing).
-            for item in store.certs.iter() {
-                let (k, v) = item?;
-                let cert: CertRecord = decode("certs", &k, &v)?;
-                store
-                    .certs_by_card
-                    .insert(card_index_key(&cert.card, &cert.serial), &[])?;
-            }
-            store.certs_by_card.insert([], &[])?;
-            store.sync()?;
+            store.reindex()?;
         }
         Ok(store)
+    }
+
+    /// Builds the certificates-by-card index again from the certificate records (after an
+    /// older Keyfleet, which does not keep it, wrote to this store). Returns the number of
+    /// certificates indexed.
+    pub fn reindex(&self) -> Result<usize, StoreError> {
+        // The marker first: a rebuild interrupted while clearing is done again at next open.
+        self.certs_by_card.remove([])?;
+        self.certs_by_card.clear()?;
+        let mut n = 0;
+        for item in self.certs.iter() {
+            let (k, v) = item?;
+            let cert: CertRecord = decode("certs", &k, &v)?;
+            self.certs_by_card
+                .insert(card_index_key(&cert.card, &cert.serial), &[])?;
+            n += 1;
+        }
+        // The marker last: an interrupted rebuild is done again at the next open.
+        self.certs_by_card.insert([], &[])?;
+        self.sync()?;
+        Ok(n)
     }
 
     /// Every certificate recorded for `card`, whatever its status, ordered by serial.
@@ -481,6 +494,18 @@ mod tests {
             .collect();
         assert_eq!(found, ["01", "03"]);
         assert_eq!(s.certs_of_card("v").unwrap()[0].serial, "04");
+
+        // An older Keyfleet wrote a certificate without indexing it: `reindex` finds it.
+        s.certs.insert("05", encode(&cert("05", "vc-1"))).unwrap();
+        assert_eq!(s.certs_of_card("vc-1").unwrap().len(), 2);
+        assert_eq!(s.reindex().unwrap(), 5);
+        let found: Vec<String> = s
+            .certs_of_card("vc-1")
+            .unwrap()
+            .into_iter()
+            .map(|c| c.serial)
+            .collect();
+        assert_eq!(found, ["01", "03", "05"]);
     }
 
     #[test]
