@@ -8,8 +8,8 @@
 # PC/SC calls (card + pcscd + reader driver); the rest of the pass is Keyfleet's own work:
 # observing the directory, planning, the CSRs, the journal and inventory writes (flushed to
 # disk) and whatever of the CA's work the card did not hide (the CA signs one slot while the
-# card makes the next slot's key). The same split is printed for the issuance action alone
-# (its debug log line). Prints each issuing pass and the medians.
+# card makes the next slot's key). The same split is printed for the issuance alone (the
+# pass's `apply_us` and `apply_card_io_us`). Prints each issuing pass and the medians.
 #
 # Usage: cargo build --release && benches/piv_issuance.sh [CYCLES]   (default 7)
 # Needs pcscd, vsmartcard-vpcd and systemd-socket-activate (scripts/install-deps --test).
@@ -69,8 +69,7 @@ member() {  # the group's members: alice or nobody (atomic replace, as an editor
 member ""
 "$K" validate -C "$W/policy" > /dev/null
 
-# The pass log's debug lines give each action's wall time and card time.
-KEYFLEET_LOG=${KEYFLEET_LOG:-info,keyfleet::controller::pass=debug} "$K" run -C "$W/policy" --state-dir "$W/state" > "$W/run.log" 2>&1 &
+KEYFLEET_LOG=${KEYFLEET_LOG:-info} "$K" run -C "$W/policy" --state-dir "$W/state" > "$W/run.log" 2>&1 &
 PIDS+=($!)
 wait_log() {  # pattern, what
   for _ in $(seq 1 600); do
@@ -93,22 +92,18 @@ for c in $(seq 1 "$CYCLES"); do
   issued=$(count 'planned=1 done=1 ')
   member alice
   wait_more 'planned=1 done=1 ' "$issued" "issuance $c"
-  { grep 'action applied action=issue:' "$W/run.log" | strip | tail -1
-    grep 'planned=1 done=1 ' "$W/run.log" | strip | tail -1; } >> "$W/issued.log"
+  grep 'planned=1 done=1 ' "$W/run.log" | strip | tail -1 >> "$W/issued.log"
   wiped=$(count 'planned=2 done=2 ')
   member ""
   wait_more 'planned=2 done=2 ' "$wiped" "revocation $c"
 done
 strip < "$W/issued.log" | python3 -c '
 import re, statistics, sys
-rows, action = [], None
+rows = []
 for line in sys.stdin:
     f = dict(re.findall(r"(\w+)=([0-9]+)", line))
-    if "action applied" in line:
-        action = (int(f["us"]), int(f["card_io_us"]))
-        continue
     d, io, n, ca = int(f["duration_us"]), int(f["card_io_us"]), int(f["apdus"]), int(f["ca_us"])
-    a, aio = action or (0, 0)
+    a, aio = int(f["apply_us"]), int(f["apply_card_io_us"])
     rows.append((d, io, n, ca, a, aio))
     print(f"issuing pass: {d/1000:6.1f} ms, {n} APDUs, card + transport {io/1000:5.1f} ms, "
           f"Keyfleet {(d-io)/1000:4.1f} ms ({100*(d-io)/d:4.1f} %); the issuance itself "

@@ -537,6 +537,8 @@ fn record(
             apdus = s.apdus,
             card_io_us = s.card_io_us,
             ca_us = s.ca_us,
+            apply_us = s.apply_us,
+            apply_card_io_us = s.apply_card_io_us,
             "pass complete"
         ),
     }

@@ -423,7 +423,17 @@ fn pass_inner(
     let workers = usize::try_from(env.policy.settings.spec.concurrency)
         .unwrap_or(1)
         .clamp(1, groups.len().max(1));
+    let applying = std::time::Instant::now();
+    let (_, io_before) = crate::card::pcsc::transport_stats();
     let ran = run_groups(&ctx, &plan, &groups, workers, &state.stop);
+    out.summary.apply_us = u64::try_from(applying.elapsed().as_micros()).unwrap_or(u64::MAX);
+    out.summary.apply_card_io_us = u64::try_from(
+        crate::card::pcsc::transport_stats()
+            .1
+            .saturating_sub(io_before)
+            .as_micros(),
+    )
+    .unwrap_or(u64::MAX);
 
     let mut done_revocations: BTreeSet<String> = BTreeSet::new();
     let mut changed = false;

@@ -48,13 +48,21 @@ pub struct PassSummary {
     /// APDUs the pass sent to PC/SC cards.
     #[serde(default)]
     pub apdus: u64,
-    /// Time the pass spent inside `SCardTransmit` (card, pcscd and reader driver), in
+    /// Time the pass spent inside PC/SC calls (card, pcscd and reader driver), in
     /// microseconds: the rest of `durationUs` is Keyfleet's own work.
     #[serde(default)]
     pub card_io_us: u64,
-    /// Time the pass spent inside CA calls (enrol, hold, unhold, revoke), in microseconds.
+    /// Time the pass spent inside CA calls (enrol, hold, unhold, revoke), in microseconds;
+    /// an issuance to a PIV card or token runs them beside the card's work.
     #[serde(default)]
     pub ca_us: u64,
+    /// Wall time of applying the pass's actions (after observing and planning), in
+    /// microseconds.
+    #[serde(default)]
+    pub apply_us: u64,
+    /// Of `applyUs`, the time inside PC/SC calls, in microseconds.
+    #[serde(default)]
+    pub apply_card_io_us: u64,
 }
 
 /// The published CRL of one local CA.
