@@ -132,13 +132,8 @@ struct PassOutcome {
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let targets = targets(&args.target)?;
-    let env = match runtime::load(&global.policy_dir, global.state_dir.as_deref()) {
-        Ok(env) => env,
-        Err(runtime::PassError::Policy(d)) => {
-            eprintln!("{d}");
-            return Ok(ExitCode::from(EXIT_FAILURE));
-        }
-        Err(e) => return Err(e.into()),
+    let Some(env) = super::load_env(global)? else {
+        return Ok(ExitCode::from(EXIT_FAILURE));
     };
     // One writer per state directory: refuse (naming the holder) while `run` or another
     // `apply` holds it.

@@ -10,7 +10,6 @@ use std::process::ExitCode;
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
 use crate::controller::control::{self, Access, Request, Response};
 use crate::controller::valve::HeldRevocation;
-use crate::runtime;
 
 /// Arguments of `keyfleet approve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -29,13 +28,8 @@ pub struct Args {
 
 /// Runs `keyfleet approve`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let env = match runtime::load(&global.policy_dir, global.state_dir.as_deref()) {
-        Ok(env) => env,
-        Err(runtime::PassError::Policy(d)) => {
-            eprintln!("{d}");
-            return Ok(ExitCode::from(EXIT_FAILURE));
-        }
-        Err(e) => return Err(e.into()),
+    let Some(env) = super::load_env(global)? else {
+        return Ok(ExitCode::from(EXIT_FAILURE));
     };
     let actor = args.operator.unwrap_or_else(|| {
         std::env::var("USER")

@@ -64,13 +64,8 @@ const AUDIT_BATCH: usize = 200;
 
 /// Runs `keyfleet audit`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let env = match runtime::load(&global.policy_dir, global.state_dir.as_deref()) {
-        Ok(env) => env,
-        Err(runtime::PassError::Policy(d)) => {
-            eprintln!("{d}");
-            return Ok(ExitCode::from(EXIT_FAILURE));
-        }
-        Err(e) => return Err(e.into()),
+    let Some(env) = super::load_env(global)? else {
+        return Ok(ExitCode::from(EXIT_FAILURE));
     };
     let now = time::OffsetDateTime::now_utc();
     // From the store, or through the control socket while the controller holds it.

@@ -71,13 +71,8 @@ struct ReaderRow {
 
 /// Runs `keyfleet cards`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let env = match runtime::load(&global.policy_dir, global.state_dir.as_deref()) {
-        Ok(env) => env,
-        Err(runtime::PassError::Policy(d)) => {
-            eprintln!("{d}");
-            return Ok(ExitCode::from(EXIT_FAILURE));
-        }
-        Err(e) => return Err(e.into()),
+    let Some(env) = super::load_env(global)? else {
+        return Ok(ExitCode::from(EXIT_FAILURE));
     };
     if let Some(CardsCommand::Unblock { card }) = args.command {
         return unblock(&env, &card);

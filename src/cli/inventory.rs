@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
 use crate::inventory::{CertRecord, CertStatus, Inventory};
-use crate::runtime;
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -135,21 +134,9 @@ pub fn inventory_json(inv: &Inventory, now: time::OffsetDateTime) -> serde_json:
     serde_json::json!({ "cards": cards, "certificates": certs })
 }
 
-fn load_env(global: &GlobalArgs) -> anyhow::Result<Option<runtime::Environment>> {
-    let env = match runtime::load(&global.policy_dir, global.state_dir.as_deref()) {
-        Ok(env) => env,
-        Err(runtime::PassError::Policy(d)) => {
-            eprintln!("{d}");
-            return Ok(None);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    Ok(Some(env))
-}
-
 /// Runs `keyfleet inventory`.
 pub fn run_inventory(global: &GlobalArgs, args: InventoryArgs) -> anyhow::Result<ExitCode> {
-    let Some(env) = load_env(global)? else {
+    let Some(env) = super::load_env(global)? else {
         return Ok(ExitCode::from(EXIT_FAILURE));
     };
     // From the store, or through the control socket while the controller holds it.
@@ -199,7 +186,7 @@ pub fn run_inventory(global: &GlobalArgs, args: InventoryArgs) -> anyhow::Result
 
 /// Runs `keyfleet history`.
 pub fn run_history(global: &GlobalArgs, args: HistoryArgs) -> anyhow::Result<ExitCode> {
-    let Some(env) = load_env(global)? else {
+    let Some(env) = super::load_env(global)? else {
         return Ok(ExitCode::from(EXIT_FAILURE));
     };
     let entries: Vec<_> = crate::controller::control::read_history(&env.state_dir)?

@@ -111,6 +111,19 @@ pub enum Command {
     Reindex(reindex::Args),
 }
 
+/// Loads the policy and resolves the state directory. An invalid policy is reported on stderr
+/// (file, line and object of every diagnostic) and gives `None`: the command exits 1.
+pub(crate) fn load_env(global: &GlobalArgs) -> anyhow::Result<Option<crate::runtime::Environment>> {
+    match crate::runtime::load(&global.policy_dir, global.state_dir.as_deref()) {
+        Ok(env) => Ok(Some(env)),
+        Err(crate::runtime::PassError::Policy(d)) => {
+            eprintln!("{d}");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {

@@ -191,13 +191,8 @@ pub fn plan_text(plan: &Plan) -> String {
 /// Runs `keyfleet plan`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let targets = targets(&args.target)?;
-    let env = match runtime::load(&global.policy_dir, global.state_dir.as_deref()) {
-        Ok(env) => env,
-        Err(runtime::PassError::Policy(d)) => {
-            eprintln!("{d}");
-            return Ok(ExitCode::from(EXIT_FAILURE));
-        }
-        Err(e) => return Err(e.into()),
+    let Some(env) = super::load_env(global)? else {
+        return Ok(ExitCode::from(EXIT_FAILURE));
     };
     let pass = runtime::plan_readonly(
         &env,

@@ -5,7 +5,6 @@
 use std::process::ExitCode;
 
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
-use crate::runtime;
 use crate::store::{Store, StoreError};
 
 /// The long help of `keyfleet reindex`.
@@ -22,13 +21,8 @@ pub struct Args {}
 
 /// Runs `keyfleet reindex`.
 pub fn run(global: &GlobalArgs, _args: Args) -> anyhow::Result<ExitCode> {
-    let env = match runtime::load(&global.policy_dir, global.state_dir.as_deref()) {
-        Ok(env) => env,
-        Err(runtime::PassError::Policy(d)) => {
-            eprintln!("{d}");
-            return Ok(ExitCode::from(EXIT_FAILURE));
-        }
-        Err(e) => return Err(e.into()),
+    let Some(env) = super::load_env(global)? else {
+        return Ok(ExitCode::from(EXIT_FAILURE));
     };
     let store = match Store::open(&env.state_dir) {
         Ok(store) => store,
