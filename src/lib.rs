@@ -31,6 +31,7 @@ pub mod card;
 pub mod cli;
 pub mod controller;
 pub mod desired;
+pub mod fsutil;
 pub mod inventory;
 pub mod keystore;
 pub mod names;

@@ -24,11 +24,9 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use rand::Rng;
 use time::{Duration, OffsetDateTime};
 
 use super::CaRegistry;
@@ -348,38 +346,10 @@ fn sign(target: &CrlTarget, ca: &LocalCa) -> Result<Vec<u8>, CrlPublishError> {
     })
 }
 
-/// Replaces `path` with `data` atomically and readable by all (mode 0644): a temp file in the
-/// same folder, fsync, rename over the target, fsync of the folder. On failure the old file is
-/// left as it was and the temp file is removed.
+/// Replaces `path` with `data` atomically and readable by all (mode 0644); see
+/// [`crate::fsutil::write_atomic`].
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CrlPublishError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut suffix = [0u8; 6];
-    rand::rng().fill_bytes(&mut suffix);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", hex::encode(suffix)));
-    let result = (|| -> io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .open(&tmp)?;
-        // The umask may have narrowed the mode given at creation.
-        f.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|source| CrlPublishError::Write {
+    crate::fsutil::write_atomic(path, data, FILE_MODE).map_err(|source| CrlPublishError::Write {
         path: path.to_path_buf(),
         source,
     })

@@ -31,8 +31,6 @@ pub mod tokens;
 mod unblock;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
@@ -1005,21 +1003,10 @@ fn write_pin_mailer(dir: &Path, user: &str, card: &str, pin: &str) -> Result<(),
         .create(dir)
         .map_err(err(dir))?;
     let path = dir.join(pin_mailer_name(user, card));
-    let tmp = dir.join(format!(".{}.tmp", pin_mailer_name(user, card)));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err(&tmp))?;
     let body = format!(
         "Keyfleet PIN mailer\nUser: {user}\nCard: {card}\nPIN: {pin}\n\nKeep this PIN secret. Change it at first use.\n"
     );
-    f.write_all(body.as_bytes()).map_err(err(&tmp))?;
-    f.sync_all().map_err(err(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(err(&path))?;
-    Ok(())
+    crate::fsutil::write_atomic(&path, body.as_bytes(), 0o600).map_err(err(&path))
 }
 
 use std::os::unix::fs::DirBuilderExt;

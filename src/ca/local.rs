@@ -28,7 +28,7 @@
 //! not publish CRLs anywhere (`crate::apply::crl` writes them where they are served).
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -266,37 +266,12 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> CaError {
     }
 }
 
-/// Writes `data` to `path` atomically: a private temp file in the same directory, fsync,
-/// rename over the target, fsync the directory.
+/// Writes `data` to `path` atomically and privately (0600); see
+/// [`crate::fsutil::write_atomic`].
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CaError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut suffix = [0u8; 6];
-    rand::rng().fill_bytes(&mut suffix);
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        hex::encode(suffix)
-    ));
-    let result = (|| -> io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io_err(path))
+    crate::fsutil::write_atomic(path, data, 0o600).map_err(io_err(path))
 }
 
-/// Converts a policy DN to rcgen's, in X.509 order (reversed RFC 4514 string order).
 fn to_rcgen_dn(dn: &DistinguishedName) -> Result<rcgen::DistinguishedName, CaError> {
     if dn.0.is_empty() {
         return Err(CaError::InvalidName("empty subject".into()));

@@ -20,9 +20,7 @@
 //! and does not implement Secure Messaging, the global PIN, touch, attestation or PIV reset.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::fs::{self};
 use std::path::{Path, PathBuf};
 
 use p256::ecdsa::signature::hazmat::PrehashSigner as _;
@@ -1123,28 +1121,10 @@ fn ecdh(key: &Key, point: &[u8]) -> Sw<Vec<u8>> {
     }
 }
 
-/// Writes `bytes` to `path` atomically: temp file (0600) + fsync + rename + fsync of the dir.
+/// Writes `bytes` to `path` atomically and privately (0600); see
+/// [`crate::fsutil::write_atomic`].
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(0o600))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    File::open(&dir)?.sync_all()
+    crate::fsutil::write_atomic(path, bytes, 0o600)
 }
 
 #[cfg(test)]
@@ -1397,6 +1377,7 @@ mod tests {
             VirtualCard::create(&path),
             Err(CardError::AlreadyExists(_))
         ));
+        use std::os::unix::fs::PermissionsExt as _;
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(
