@@ -5,11 +5,11 @@
 //! still recorded in the inventory and the CA, and the CRL catches up once the path works.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::harness::controller::{
     Site, certs_of, free_port, http_get, parse_exposition, wait_for, wait_with_log,
 };
+use crate::harness::openssl;
 
 const CA: &str = "quickstart-ca";
 
@@ -20,18 +20,6 @@ fn publish_to(site: &Site, path: &str, extra: &str) {
         "authority.yaml",
         &format!("{text}{extra}    crlPublish:\n      path: {path}\n"),
     );
-}
-
-/// Runs openssl; returns (success, stdout + stderr).
-fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl must be installed (scripts/install-deps)");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
 }
 
 /// The CA certificate, written next to the policy.

@@ -85,6 +85,18 @@ pub(crate) fn keyfleet(args: &[&str]) -> Run {
     }
 }
 
+/// Runs openssl; returns (success, stdout + stderr).
+pub(crate) fn openssl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl must be installed (scripts/install-deps)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 /// The repository root (where Cargo.toml is).
 pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
