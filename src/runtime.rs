@@ -306,12 +306,53 @@ struct CachedLocalCa {
 }
 
 impl AuthorityCache {
-    fn files(state_dir: &Path, name: &str) -> [Option<crate::ca::local::Stamp>; 2] {
+    /// The local CA `name`, kept open while its spec and files are unchanged. A CA whose key
+    /// is on a token is opened every time.
+    fn local_ca(
+        &mut self,
+        name: &str,
+        spec: &crate::policy::model::LocalCaSpec,
+        state_dir: &Path,
+        master: &MasterKey,
+        now: OffsetDateTime,
+    ) -> Result<std::sync::Arc<LocalCa>, String> {
+        let on_file = matches!(
+            KeyStore::parse(spec.key_store.as_deref()),
+            Ok(KeyStore::File)
+        );
+        if !on_file {
+            return local_ca(name, spec, state_dir, master, now).map(std::sync::Arc::new);
+        }
         let dir = state_dir.join("ca").join(name);
-        [
-            crate::ca::local::stamp_of(&dir.join(crate::ca::local::CA_CERT_FILE)),
-            crate::ca::local::stamp_of(&dir.join(crate::ca::local::CA_KEY_FILE)),
-        ]
+        let stamp = || {
+            [
+                crate::ca::local::stamp_of(&dir.join(crate::ca::local::CA_CERT_FILE)),
+                crate::ca::local::stamp_of(&dir.join(crate::ca::local::CA_KEY_FILE)),
+            ]
+        };
+        // Stamped before opening: a change while it opens shows at the next call.
+        let mut files = stamp();
+        if let Some(c) = self.local.get(name)
+            && c.spec == *spec
+            && c.files == files
+        {
+            return Ok(c.ca.clone());
+        }
+        self.local.remove(name);
+        let ca = std::sync::Arc::new(local_ca(name, spec, state_dir, master, now)?);
+        if files[0].is_none() {
+            // Created just now: what is there after creation.
+            files = stamp();
+        }
+        self.local.insert(
+            name.to_string(),
+            CachedLocalCa {
+                spec: spec.clone(),
+                files,
+                ca: ca.clone(),
+            },
+        );
+        Ok(ca)
     }
 }
 
@@ -342,41 +383,10 @@ fn connect_authorities_with(
     for (name, obj) in &policy.authorities {
         let ca: Result<Box<dyn CertificateAuthority>, String> = match &obj.spec {
             CertificateAuthoritySpec::Local(spec) => match cache.as_deref_mut() {
-                Some(cache)
-                    if matches!(
-                        KeyStore::parse(spec.key_store.as_deref()),
-                        Ok(KeyStore::File)
-                    ) =>
-                {
-                    let files = AuthorityCache::files(state_dir, name);
-                    match cache.local.get(name) {
-                        Some(c) if c.spec == *spec && c.files == files && files[0].is_some() => {
-                            Ok(Box::new(c.ca.clone()) as Box<dyn CertificateAuthority>)
-                        }
-                        _ => {
-                            cache.local.remove(name);
-                            local_ca(name, spec, state_dir, master, now).map(|ca| {
-                                let ca = std::sync::Arc::new(ca);
-                                // Created just now: stamp what is there after creation.
-                                let files = if files[0].is_none() {
-                                    AuthorityCache::files(state_dir, name)
-                                } else {
-                                    files
-                                };
-                                cache.local.insert(
-                                    name.clone(),
-                                    CachedLocalCa {
-                                        spec: spec.clone(),
-                                        files,
-                                        ca: ca.clone(),
-                                    },
-                                );
-                                Box::new(ca) as Box<dyn CertificateAuthority>
-                            })
-                        }
-                    }
-                }
-                _ => local_ca(name, spec, state_dir, master, now)
+                Some(cache) => cache
+                    .local_ca(name, spec, state_dir, master, now)
+                    .map(|ca| Box::new(ca) as Box<dyn CertificateAuthority>),
+                None => local_ca(name, spec, state_dir, master, now)
                     .map(|ca| Box::new(ca) as Box<dyn CertificateAuthority>),
             },
             CertificateAuthoritySpec::Cfssl(spec) => {
