@@ -1,0 +1,140 @@
+//! How an action fails: [`ApplyError`], and which failures are permanent.
+
+use super::*;
+
+/// An action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The card could not be reached.
+    #[error(transparent)]
+    CardAccess(#[from] CardAccessError),
+    /// The card refused or failed a command.
+    #[error("card {card}: {source}")]
+    Card {
+        /// Card id.
+        card: String,
+        /// What the card said.
+        #[source]
+        source: PivError,
+    },
+    /// A PKCS#11 token refused or failed an operation.
+    #[error("card {card}: {source}")]
+    Token {
+        /// Card id.
+        card: String,
+        /// What the token said.
+        #[source]
+        source: P11Error,
+    },
+    /// A PKCS#11 token refused the user PIN Keyfleet set; Keyfleet counts these failures per
+    /// card (reset by the next good login) so an operator sees a PIN going bad.
+    #[error(
+        "card {card}: the user PIN Keyfleet set was refused ({failures} failed login(s) counted by Keyfleet; changed by the holder?): {source}"
+    )]
+    TokenPin {
+        /// Card id.
+        card: String,
+        /// Failed logins in a row, as counted by Keyfleet.
+        failures: u32,
+        /// What the token said.
+        #[source]
+        source: P11Error,
+    },
+    /// The stock's SO PIN could not be read.
+    #[error("card {card}: cannot read the SO PIN of stock {stock}: {message}")]
+    SoPin {
+        /// Card id.
+        card: String,
+        /// The stock.
+        stock: String,
+        /// Why.
+        message: String,
+    },
+    /// The CA refused or failed.
+    #[error("CA {ca}: {source}")]
+    Ca {
+        /// Authority name.
+        ca: String,
+        /// What failed.
+        #[source]
+        source: CaError,
+    },
+    /// The policy names an authority Keyfleet has no connector for (yet).
+    #[error("CA {0}: {1}")]
+    CaUnavailable(String, String),
+    /// A sealed secret could not be opened or made.
+    #[error("secret {name}: {source}")]
+    Secret {
+        /// Secret name.
+        name: String,
+        /// Why.
+        #[source]
+        source: SecretError,
+    },
+    /// The PIN mailer could not be written.
+    #[error("PIN mailer {path}: {source}")]
+    PinMailer {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The action no longer matches the state it was planned from.
+    #[error("stale plan: {0}")]
+    Stale(String),
+    /// The holder changed the card's PIN: unattended key generation needs it.
+    #[error(
+        "card {0}: the PIN Keyfleet set no longer verifies (changed by the holder?); this action needs the holder present"
+    )]
+    PinUnknown(String),
+    /// Building the CSR failed.
+    #[error("card {card}: cannot build the CSR: {message}")]
+    Csr {
+        /// Card id.
+        card: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl ApplyError {
+    /// Whether retrying the same action cannot succeed until the policy or the world changes:
+    /// the CA refused the request itself (bad CSR, unknown profile, name it cannot encode,
+    /// unsupported operation), the template does not fit the card, the CA has no connector,
+    /// or the holder must be present. Unreachable CAs and cards, storage and I/O failures are
+    /// transient.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ApplyError::Ca { source, .. } => matches!(
+                source,
+                CaError::CsrDecode(_)
+                    | CaError::CsrAlgorithm(_)
+                    | CaError::CsrSignature
+                    | CaError::UnknownProfile(_)
+                    | CaError::InvalidName(_)
+                    | CaError::NoValidity { .. }
+                    | CaError::RequestIdReused(_)
+                    | CaError::InvalidTransition { .. }
+                    | CaError::Unsupported(_)
+                    | CaError::KeyDecrypt { .. }
+                    | CaError::Rejected(_)
+            ),
+            ApplyError::CaUnavailable(..)
+            | ApplyError::Csr { .. }
+            | ApplyError::PinUnknown(_)
+            | ApplyError::TokenPin { .. }
+            | ApplyError::SoPin { .. } => true,
+            ApplyError::Store(_)
+            | ApplyError::Token { .. }
+            | ApplyError::CardAccess(_)
+            | ApplyError::Card { .. }
+            | ApplyError::Secret { .. }
+            | ApplyError::PinMailer { .. }
+            | ApplyError::Stale(_) => false,
+        }
+    }
+}

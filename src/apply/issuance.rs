@@ -1,0 +1,705 @@
+//! Issuance: bind a blank card, personalise it, and issue its slots pipelined (the card
+//! makes keys and CSRs while a thread beside it has the CA sign them and writes the
+//! records), then install the certificates and supersede the slots' older ones.
+
+use super::*;
+
+pub(crate) fn issue(
+    ctx: &Context<'_>,
+    action: &Action,
+    created: &mut BTreeMap<String, String>,
+) -> Result<Vec<String>, ApplyError> {
+    let cred = credential(ctx, action)?;
+    let now = (ctx.clock)();
+    let card = match &action.card {
+        Some(id) => id.clone(),
+        None => {
+            if cred.card_type != CardType::Virtual {
+                return Err(ApplyError::Stale(
+                    "only virtual cards are created on demand".into(),
+                ));
+            }
+            // Journal first: an interrupted creation leaves a file recovery returns to stock.
+            let provisional = format!("pending:{}", action.id());
+            let mut entry = journal_open(
+                ctx,
+                &action.id(),
+                JournalStep::CreateCard {
+                    card: provisional,
+                    stock: action.stock.clone(),
+                    card_type: cred.card_type,
+                },
+            )?;
+            let id = ctx.cards.create_virtual()?;
+            ctx.store.put_card(&CardRecord {
+                id: id.clone(),
+                card_type: cred.card_type,
+                stock: action.stock.clone(),
+                user: None,
+                template: None,
+                status: CardStatus::Blank,
+                created_at: now,
+                updated_at: now,
+            })?;
+            journal_close(ctx, &mut entry, JournalState::Done, Some(id.clone()))?;
+            id
+        }
+    };
+    created.insert(
+        format!(
+            "new:{}:{}",
+            action.user,
+            action.template.clone().unwrap_or_default()
+        ),
+        card.clone(),
+    );
+    let pin = generate_pin(cred.pin_length);
+    let puk = generate_puk(cred.puk_length);
+    let personalize_started = std::time::Instant::now();
+    let action_id = action.id();
+    let step = JournalStep::Personalize {
+        card: card.clone(),
+        user: cred.user.clone(),
+        sealed_pin: hex::encode(ctx.master.seal(b"journal-pin", pin.as_bytes())),
+        sealed_puk: hex::encode(ctx.master.seal(b"journal-puk", puk.as_bytes())),
+        management_key: cred.management_key.algorithm,
+    };
+    // One thread beside the card's for the whole issuance: the card, the slow part, waits
+    // for no flush, no file and no CA call it can go on without. Not for a virtual card: its
+    // time is this process's own work too, so a second thread would only compete with it
+    // (and cost a malloc arena per worker, which a controller issuing hundreds of virtual
+    // cards at once feels in its memory).
+    std::thread::scope(|scope| {
+        let beside = if cred.card_type == CardType::Virtual {
+            Beside::inline()
+        } else {
+            Beside::start(scope)
+        };
+        // The binding and the intent are written (and flushed) while the card is being
+        // connected to: connecting changes nothing on the card, and nothing below runs
+        // before both are done.
+        let intent = beside.run(|| {
+            bind(ctx, action, cred, &card, now)?;
+            journal_open(ctx, &action_id, step)
+        });
+        let session = connect(ctx, &card);
+        let mut entry = beside.wait(intent)?;
+        let mut session = match session {
+            Ok(session) => session,
+            Err(e) => {
+                // Nothing happened to the card: the intent must not wait for it in recovery.
+                journal_close(
+                    ctx,
+                    &mut entry,
+                    JournalState::Abandoned,
+                    Some(e.to_string()),
+                )?;
+                return Err(e);
+            }
+        };
+        personalize(
+            ctx,
+            session.as_mut(),
+            &card,
+            &cred.user,
+            &pin,
+            &puk,
+            cred.management_key.algorithm,
+            true,
+            Some(&beside),
+        )?;
+        journal_close(ctx, &mut entry, JournalState::Done, None)?;
+        tracing::debug!(
+            target: "keyfleet::timing",
+            card,
+            personalize_us = personalize_started.elapsed().as_micros() as u64,
+            "card personalised"
+        );
+        issue_slots(
+            ctx,
+            &beside,
+            &action_id,
+            session,
+            &card,
+            cred,
+            &action.slots,
+        )
+    })
+}
+
+/// A thread beside the card's, for the work of an issuance the card need not wait for
+/// (flushes, the PIN mailer, enrolments, records). Jobs run one at a time, in the order
+/// given; each answers through its own channel.
+pub(crate) struct Beside<'scope> {
+    /// `None`: no thread, each job runs when it is given (nothing to overlap it with).
+    jobs: Option<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send + 'scope>>>,
+}
+
+impl<'scope> Beside<'scope> {
+    pub(crate) fn start<'env>(scope: &'scope std::thread::Scope<'scope, 'env>) -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send + 'scope>>();
+        scope.spawn(move || {
+            for job in queue {
+                job();
+            }
+        });
+        Beside { jobs: Some(jobs) }
+    }
+
+    /// Runs every job in place, when it is given.
+    pub(crate) fn inline() -> Self {
+        Beside { jobs: None }
+    }
+
+    /// Queues `job`; its result comes through the returned channel.
+    pub(crate) fn run<T: Send + 'scope>(
+        &self,
+        job: impl FnOnce() -> Result<T, ApplyError> + Send + 'scope,
+    ) -> std::sync::mpsc::Receiver<Result<T, ApplyError>> {
+        let (answer, result) = std::sync::mpsc::sync_channel(1);
+        let job: Box<dyn FnOnce() + Send + 'scope> = Box::new(move || {
+            let _ = answer.send(job());
+        });
+        match &self.jobs {
+            Some(jobs) => {
+                if let Err(std::sync::mpsc::SendError(job)) = jobs.send(job) {
+                    // The thread is gone (a job panicked, and the scope reports it).
+                    job();
+                }
+            }
+            None => job(),
+        }
+        result
+    }
+
+    /// The result of a queued job.
+    pub(crate) fn wait<T>(
+        &self,
+        result: std::sync::mpsc::Receiver<Result<T, ApplyError>>,
+    ) -> Result<T, ApplyError> {
+        result.recv().unwrap_or_else(|_| {
+            Err(ApplyError::Stale(
+                "the issuance's bookkeeping thread stopped".into(),
+            ))
+        })
+    }
+}
+
+/// Binds a blank card to the credential: from here on the card is the user's, even if the
+/// issuance is interrupted.
+pub(crate) fn bind(
+    ctx: &Context<'_>,
+    action: &Action,
+    cred: &DesiredCredential,
+    card: &str,
+    now: OffsetDateTime,
+) -> Result<(), ApplyError> {
+    let mut record = ctx.store.card(card)?.unwrap_or(CardRecord {
+        id: card.to_string(),
+        card_type: cred.card_type,
+        stock: action.stock.clone(),
+        user: None,
+        template: None,
+        status: CardStatus::Blank,
+        created_at: now,
+        updated_at: now,
+    });
+    if record.status != CardStatus::Blank {
+        return Err(ApplyError::Stale(format!("card {card} is not blank")));
+    }
+    record.user = Some(cred.user.clone());
+    record.template = Some(cred.template.clone());
+    record.status = CardStatus::Active;
+    record.updated_at = now;
+    ctx.store.put_card(&record)?;
+    Ok(())
+}
+
+/// Issues the certificates of `slots`, pipelined: the card makes each slot's key and CSR
+/// while the thread `beside` it has the CA sign the previous one (journal intent,
+/// enrolment, record), and the certificates are installed once every CSR is made, in slot
+/// order, their records written beside the card as well. The
+/// card, the slow part, waits for neither the CA nor the journal's flushes, except for a
+/// certificate not yet signed when its turn to be installed comes.
+///
+/// A failure stops the slots after it: the card's first error, or the CA's (the card then
+/// makes no more keys). Enrolments already sent finish and are recorded; a certificate
+/// recorded but not installed is installed by the next plan. Returns the new serials.
+pub(crate) fn issue_slots<'s>(
+    ctx: &'s Context<'_>,
+    beside: &Beside<'s>,
+    action_id: &'s str,
+    session: Box<dyn CardSession>,
+    card: &'s str,
+    cred: &'s DesiredCredential,
+    slots: &[Slot],
+) -> Result<Vec<String>, ApplyError> {
+    let mut session = Some(session);
+    let mut enrolments = Vec::with_capacity(slots.len());
+    let mut card_error = None;
+    // Set by a failed enrolment: the card makes no more keys, the CA gets no more CSRs.
+    let ca_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for slot in slots {
+        if ca_failed.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        let request = match session.take() {
+            Some(s) => Ok(s),
+            None => connect(ctx, card),
+        }
+        .and_then(|mut current| slot_request(ctx, current.as_mut(), card, cred, *slot));
+        match request {
+            Ok(request) => {
+                let card_time = request.card_time;
+                let failed = ca_failed.clone();
+                let enrolled = beside.run(move || {
+                    if failed.load(std::sync::atomic::Ordering::SeqCst) {
+                        return Err(ApplyError::Stale("an earlier slot failed".into()));
+                    }
+                    let enrolled = enroll_slot(ctx, action_id, card, cred, request)
+                        .and_then(|record| Ok((install_note(ctx, action_id, &record)?, record)));
+                    if enrolled.is_err() {
+                        failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    enrolled.map(|(note, record)| (record, note))
+                });
+                enrolments.push((enrolled, card_time));
+            }
+            Err(e) => {
+                card_error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(session);
+
+    // The certificates, in slot order, as their enrolments end. A failure stops the slots
+    // after it; what was enrolled stays recorded (not installed) for the next plan.
+    let mut serials = Vec::with_capacity(slots.len());
+    let mut records = Vec::with_capacity(slots.len());
+    let mut first_error = card_error;
+    // Unlike one slot after the other, a card failing at slot k leaves the slots before it
+    // signed and recorded but not installed (the next plan installs them).
+    for (enrolled, card_time) in enrolments {
+        let (record, mut note) = match beside.wait(enrolled) {
+            Ok(r) => r,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        if let Some(e) = &first_error {
+            // Not written: the installation's note says so (the record stays not installed).
+            let why = format!("not installed: {e}");
+            journal_close(ctx, &mut note, JournalState::Abandoned, Some(why))?;
+            continue;
+        }
+        let slot = record.slot;
+        let install_started = std::time::Instant::now();
+        let written =
+            connect(ctx, card).and_then(|mut s| write_installed(ctx, s.as_mut(), &record));
+        if let Err(e) = written {
+            journal_close(ctx, &mut note, JournalState::Failed, Some(e.to_string()))?;
+            first_error = Some(e);
+            continue;
+        }
+        // Where an issuance spends its time (KEYFLEET_LOG=keyfleet::timing=debug): the card's
+        // key generation and CSR signature, and the certificate write.
+        tracing::debug!(
+            target: "keyfleet::timing",
+            card,
+            slot = %slot,
+            card_us = card_time.as_micros() as u64,
+            install_us = install_started.elapsed().as_micros() as u64,
+            "slot issued"
+        );
+        serials.push(record.serial.clone());
+        records.push(beside.run(move || record_installed(ctx, action_id, record, note)));
+    }
+    for recorded in records {
+        if let Err(e) = beside.wait(recorded) {
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(serials),
+    }
+}
+
+/// Sets the management key, PIN and PUK of a card and writes the PIN mailer. Re-entrant:
+/// recovery runs it again with the same PIN and PUK after an interruption.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn personalize(
+    ctx: &Context<'_>,
+    session: &mut dyn CardSession,
+    card: &str,
+    user: &str,
+    pin: &str,
+    puk: &str,
+    mgmt_alg: ManagementKeyAlgorithm,
+    fresh: bool,
+    beside: Option<&Beside<'_>>,
+) -> Result<(), ApplyError> {
+    // The mailer must be on disk before the PIN changes, so that a crash in between leaves a
+    // mailer with the PIN that recovery then sets. Beside the card, it is written (and
+    // synced) while the card takes its management key.
+    match beside {
+        Some(beside) => {
+            let job = (
+                ctx.pin_mailer_dir.clone(),
+                user.to_string(),
+                card.to_string(),
+                pin.to_string(),
+            );
+            let mailer = beside.run(move || {
+                let (dir, user, card, pin) = job;
+                write_pin_mailer(&dir, &user, &card, &pin)
+            });
+            let prepared = session.prepare(ctx, user, mgmt_alg, fresh);
+            let written = beside.wait(mailer);
+            prepared.and(written)?;
+        }
+        None => {
+            session.prepare(ctx, user, mgmt_alg, fresh)?;
+            write_pin_mailer(&ctx.pin_mailer_dir, user, card, pin)?;
+        }
+    }
+    // Staged, not flushed: until the action's end makes them durable, the open intent holds
+    // them sealed and recovery stages them again.
+    stage_secret(ctx, &format!("pin/{card}"), pin)?;
+    stage_secret(ctx, &format!("puk/{card}"), puk)?;
+    session.set_pins(ctx, pin, puk, fresh)
+}
+
+pub(crate) fn key_alg(alg: KeyAlgorithm) -> KeyAlg {
+    match alg {
+        KeyAlgorithm::EccP256 => KeyAlg::EccP256,
+        KeyAlgorithm::EccP384 => KeyAlg::EccP384,
+        KeyAlgorithm::Rsa2048 => KeyAlg::Rsa2048,
+        KeyAlgorithm::Rsa3072 => KeyAlg::Rsa3072,
+    }
+}
+
+/// What the card made for one slot: the CSR its new key signed.
+pub(crate) struct SlotRequest {
+    slot: Slot,
+    csr_der: Vec<u8>,
+    card_time: std::time::Duration,
+}
+
+/// The card's part of a slot's issuance: a new key (on the card, or made here and imported)
+/// and the CSR the card signs with it.
+pub(crate) fn slot_request(
+    ctx: &Context<'_>,
+    session: &mut dyn CardSession,
+    card: &str,
+    cred: &DesiredCredential,
+    slot: Slot,
+) -> Result<SlotRequest, ApplyError> {
+    let want = desired_cert(cred, slot)?;
+    // An unusable CA fails the slot before the card makes a key for it.
+    ca(ctx, &want.authority)?;
+    let started = std::time::Instant::now();
+    session.admin_login(ctx, Some(cred))?;
+    let public = match want.key_generation {
+        KeyGeneration::OnCard => session.generate_key(slot, key_alg(want.key_algorithm))?,
+        KeyGeneration::Server => server_key(ctx, session, card, want)?,
+    };
+    let pin = open_secret(ctx, &format!("pin/{card}"))?
+        .ok_or_else(|| ApplyError::PinUnknown(card.to_string()))?;
+    let csr_der = build_csr(session, card, slot, public, &pin, want)?;
+    Ok(SlotRequest {
+        slot,
+        csr_der,
+        card_time: started.elapsed(),
+    })
+}
+
+pub(crate) fn desired_cert(
+    cred: &DesiredCredential,
+    slot: Slot,
+) -> Result<&DesiredCert, ApplyError> {
+    cred.certificates
+        .get(&slot)
+        .ok_or_else(|| ApplyError::Stale(format!("template has no slot {}", slot.hex())))
+}
+
+/// The CA's part of a slot's issuance: the enrolment intent (flushed before the CA is
+/// asked), the enrolment, and the certificate's record (not yet installed).
+pub(crate) fn enroll_slot(
+    ctx: &Context<'_>,
+    action_id: &str,
+    card: &str,
+    cred: &DesiredCredential,
+    request: SlotRequest,
+) -> Result<CertRecord, ApplyError> {
+    let slot = request.slot;
+    let want = desired_cert(cred, slot)?;
+    let authority = ca(ctx, &want.authority)?;
+    let request_id = format!("kf-{}", hex::encode(rand::random::<[u8; 12]>()));
+    let mut entry = journal_open(
+        ctx,
+        action_id,
+        JournalStep::Enroll {
+            request_id: request_id.clone(),
+            ca: want.authority.clone(),
+            card: card.to_string(),
+            user: cred.user.clone(),
+            template: cred.template.clone(),
+            name: want.name.clone(),
+            slot,
+            profile: want.profile.clone(),
+            key_algorithm: want.key_algorithm,
+            subject: want.subject.to_string(),
+            sans: want.sans.clone(),
+            revision: want.revision.clone(),
+        },
+    )?;
+    let ca_started = std::time::Instant::now();
+    let enrolled = authority.enroll(&EnrollRequest {
+        request_id,
+        csr_der: request.csr_der,
+        profile: want.profile.clone(),
+        subject: want.subject.clone(),
+        sans: want.sans.clone(),
+        validity_secs: want.validity_secs,
+    });
+    let ca_time = ca_started.elapsed();
+    count_ca_time(ca_time);
+    tracing::debug!(
+        target: "keyfleet::timing",
+        card,
+        slot = %slot,
+        ca_us = ca_time.as_micros() as u64,
+        "slot enrolled"
+    );
+    let issued = match enrolled {
+        Ok(i) => i,
+        Err(source) => {
+            let e = ApplyError::Ca {
+                ca: want.authority.clone(),
+                source,
+            };
+            journal_close(ctx, &mut entry, JournalState::Failed, Some(e.to_string()))?;
+            return Err(e);
+        }
+    };
+    let record = cert_record(
+        &entry.step,
+        issued.serial.clone(),
+        issued.pem,
+        issued.not_before,
+        issued.not_after,
+        (ctx.clock)(),
+    )
+    .ok_or_else(|| ApplyError::Stale("journal step is not an enrolment".into()))?;
+    ctx.store.put_cert(&record)?;
+    journal_close(ctx, &mut entry, JournalState::Done, Some(issued.serial))?;
+    Ok(record)
+}
+
+/// Builds the inventory record of an enrolled certificate from its journal step.
+pub(crate) fn cert_record(
+    step: &JournalStep,
+    serial: String,
+    pem: String,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Option<CertRecord> {
+    let JournalStep::Enroll {
+        request_id,
+        ca,
+        card,
+        user,
+        template,
+        name,
+        slot,
+        profile,
+        key_algorithm,
+        subject,
+        sans,
+        revision,
+    } = step
+    else {
+        return None;
+    };
+    Some(CertRecord {
+        serial,
+        user: user.clone(),
+        card: card.clone(),
+        template: template.clone(),
+        name: name.clone(),
+        slot: *slot,
+        ca: ca.clone(),
+        profile: profile.clone(),
+        key_algorithm: *key_algorithm,
+        subject: subject.clone(),
+        sans: sans.clone(),
+        not_before,
+        not_after,
+        revision: revision.clone(),
+        status: CertStatus::Active,
+        installed: false,
+        request_id: request_id.clone(),
+        updated_at: now,
+        pem,
+    })
+}
+
+pub(crate) fn server_key(
+    ctx: &Context<'_>,
+    session: &mut dyn CardSession,
+    card: &str,
+    want: &DesiredCert,
+) -> Result<PublicKey, ApplyError> {
+    use crate::card::keys::PrivateKeyMaterial;
+    let alg = key_alg(want.key_algorithm);
+    let (pkcs8, public) =
+        crate::card::keys::generate_software(alg).map_err(|e| ApplyError::Csr {
+            card: card.to_string(),
+            message: format!("server-side key generation failed: {e}"),
+        })?;
+    if want.archive {
+        let name = format!(
+            "archive/{card}/{}/{}",
+            want.slot.hex(),
+            hex::encode(rand::random::<[u8; 8]>())
+        );
+        let sealed = ctx.master.seal(name.as_bytes(), &pkcs8);
+        ctx.store.put_secret(&name, &sealed)?;
+    }
+    let material =
+        PrivateKeyMaterial::from_pkcs8_der(alg, &pkcs8).map_err(|e| ApplyError::Csr {
+            card: card.to_string(),
+            message: e.to_string(),
+        })?;
+    session.import_key(want.slot, &material, &public)?;
+    Ok(public)
+}
+
+pub(crate) fn build_csr(
+    session: &mut dyn CardSession,
+    card: &str,
+    slot: Slot,
+    public: PublicKey,
+    pin: &str,
+    want: &DesiredCert,
+) -> Result<Vec<u8>, ApplyError> {
+    let mut params = rcgen::CertificateParams::default();
+    let mut dn = rcgen::DistinguishedName::new();
+    for rdn in &want.subject.0 {
+        dn.push(rcgen::DnType::from_oid(rdn.oid()), rdn.value.as_str());
+    }
+    params.distinguished_name = dn;
+    for san in &want.sans {
+        let value = match san {
+            SanValue::Email(v) => {
+                rcgen::string::Ia5String::try_from(v.as_str()).map(rcgen::SanType::Rfc822Name)
+            }
+            SanValue::Dns(v) => {
+                rcgen::string::Ia5String::try_from(v.as_str()).map(rcgen::SanType::DnsName)
+            }
+            SanValue::Uri(v) => {
+                rcgen::string::Ia5String::try_from(v.as_str()).map(rcgen::SanType::URI)
+            }
+            SanValue::Upn(v) => Ok(rcgen::SanType::OtherName((
+                vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3],
+                rcgen::OtherNameValue::Utf8String(v.clone()),
+            ))),
+        }
+        .map_err(|e| ApplyError::Csr {
+            card: card.to_string(),
+            message: format!("SAN {san}: {e}"),
+        })?;
+        params.subject_alt_names.push(value);
+    }
+    session.sign_csr(slot, public, pin, &params)
+}
+
+/// Writes a recorded certificate to its card, marks it installed, and supersedes the slot's
+/// older live certificates (revoked at the CA as superseded).
+pub(crate) fn install(
+    ctx: &Context<'_>,
+    action_id: &str,
+    session: &mut dyn CardSession,
+    cert: CertRecord,
+) -> Result<(), ApplyError> {
+    let note = install_note(ctx, action_id, &cert)?;
+    write_installed(ctx, session, &cert)?;
+    record_installed(ctx, action_id, cert, note)
+}
+
+/// The journal entry of an installation: a note, not a flushed intent, because what a crash
+/// interrupts here the record (not installed) already tells, and the next plan installs the
+/// certificate again.
+pub(crate) fn install_note(
+    ctx: &Context<'_>,
+    action_id: &str,
+    cert: &CertRecord,
+) -> Result<JournalEntry, ApplyError> {
+    journal_note(
+        ctx,
+        action_id,
+        JournalStep::InstallCert {
+            serial: cert.serial.clone(),
+            card: cert.card.clone(),
+            slot: cert.slot,
+        },
+    )
+}
+
+/// The card's part of an installation: the certificate written to its slot.
+pub(crate) fn write_installed(
+    ctx: &Context<'_>,
+    session: &mut dyn CardSession,
+    cert: &CertRecord,
+) -> Result<(), ApplyError> {
+    let der = pem_to_der(&cert.pem).ok_or_else(|| {
+        ApplyError::Stale(format!("certificate {} has no readable PEM", cert.serial))
+    })?;
+    session.admin_login(ctx, None)?;
+    session.write_certificate(cert.slot, &der)?;
+    Ok(())
+}
+
+/// The record of an installation: the certificate marked installed, its note closed, and
+/// the slot's older live certificates superseded.
+pub(crate) fn record_installed(
+    ctx: &Context<'_>,
+    action_id: &str,
+    mut cert: CertRecord,
+    mut entry: JournalEntry,
+) -> Result<(), ApplyError> {
+    cert.installed = true;
+    cert.updated_at = (ctx.clock)();
+    ctx.store.put_cert(&cert)?;
+    journal_close(ctx, &mut entry, JournalState::Done, None)?;
+    let older: Vec<String> = ctx
+        .store
+        .certs_of_card(&cert.card)?
+        .iter()
+        .filter(|c| {
+            c.card == cert.card && c.slot == cert.slot && c.serial != cert.serial && c.is_live()
+        })
+        .map(|c| c.serial.clone())
+        .collect();
+    for serial in older {
+        ca_status(
+            ctx,
+            action_id,
+            &serial,
+            CaOp::Revoke {
+                reason: "superseded".into(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+pub(crate) fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
+    der::pem::decode_vec(pem.as_bytes())
+        .ok()
+        .map(|(_, der)| der)
+}
