@@ -27,11 +27,8 @@ pub mod cards;
 pub mod crl;
 mod error;
 mod issuance;
-pub mod pcsc_cards;
 mod pin_mailer;
 mod recover;
-pub mod session;
-pub mod tokens;
 mod unblock;
 
 use std::collections::BTreeMap;
@@ -40,13 +37,13 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 pub use ca_ops::{CaRegistry, ca_time};
-pub use cards::{CardAccessError, CardProvider, Session, VirtualCards};
+pub use cards::{
+    CardAccessError, CardProvider, CardSession, Cards, CompositeCards, PcscCards, PivCard, Session,
+    TokenCard, TokenStock, Tokens, VirtualCards, pcsc as pcsc_cards, tokens,
+};
 pub use error::ApplyError;
-pub use pcsc_cards::{Cards, PcscCards};
 pub use pin_mailer::pin_mailer_name;
 pub use recover::{RecoveryReport, recover};
-pub use session::{CardSession, PivCard};
-pub use tokens::{TokenCard, TokenStock, Tokens};
 pub use unblock::{UnblockReport, unblock};
 
 use ca_ops::*;

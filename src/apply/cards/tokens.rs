@@ -18,9 +18,8 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use super::cards::{CardAccessError, CardProvider, Session};
-use super::session::{ALL_SLOTS, CardSession};
-use super::{ApplyError, Context, open_secret};
+use super::{ALL_SLOTS, CardAccessError, CardProvider, CardSession, Session};
+use crate::apply::{ApplyError, Context, open_secret};
 use crate::card::keys::{KeyAlg, PrivateKeyMaterial, PublicKey};
 use crate::card::pkcs11::{self, Module, ObjectType, P11Error, Pkcs11Uri, Token, TokenSigner};
 use crate::desired::DesiredCredential;

@@ -1,114 +1,15 @@
-//! The card-kind abstraction the executors drive: [`CardSession`], and its PIV implementation
-//! [`PivCard`] (virtual cards and, through other transports, real PIV cards).
-//!
-//! ```text
-//!   executor ──► CardProvider::open(card) ──► Box<dyn CardSession>
-//!                                              ├─ PivCard     (PIV APDUs: management key, PIN/PUK, slots)
-//!                                              └─ TokenCard   (PKCS#11: SO PIN / user PIN, CKA_ID per slot)
-//! ```
-//!
-//! A session does what one card kind needs for one step (administrative login, the two halves
-//! of personalisation, key generation or import, a CSR signed on the card, certificate objects,
-//! wipe). It knows nothing of plans, the journal or the CA: the executors order the steps,
-//! journal them, write the PIN mailer and seal the secrets.
+//! [`PivCard`]: the [`CardSession`] of PIV cards (virtual, or real through a transport).
+//! It knows nothing of plans, the journal or the CA.
 
 use std::cell::RefCell;
 
-use super::{ApplyError, Context, FACTORY_PIN, FACTORY_PUK, VirtualCards, open_secret};
-use crate::apply::cards::Session;
+use super::{ALL_SLOTS, CardSession, Session, VirtualCards};
+use crate::apply::{ApplyError, Context, FACTORY_PIN, FACTORY_PUK, open_secret};
 use crate::card::keys::{KeyAlg, ManagementKey, MgmtAlg, PrivateKeyMaterial, PublicKey};
 use crate::card::piv::PivError;
 use crate::card::signer::CardSigner;
 use crate::desired::DesiredCredential;
 use crate::policy::model::{ManagementKeyAlgorithm, Slot};
-
-/// What the executors need of a card, whatever its kind.
-pub trait CardSession {
-    /// Makes the card ready for commands (PIV: SELECT the applet; tokens: open a session).
-    fn select(&mut self) -> Result<(), ApplyError>;
-
-    /// Logs in with the administrative credential Keyfleet set (PIV: the diversified
-    /// management key, else the factory one; tokens: the user PIN Keyfleet set). `cred` gives
-    /// the template's settings when the card has none recorded yet. Returns whether Keyfleet's
-    /// own credential worked.
-    fn admin_login(
-        &mut self,
-        ctx: &Context<'_>,
-        cred: Option<&DesiredCredential>,
-    ) -> Result<bool, ApplyError>;
-
-    /// First half of personalisation, before any PIN is set (PIV: management key and CHUID;
-    /// tokens: C_InitToken with the SO PIN and the holder's label). `fresh`: the card is known
-    /// to be in factory state; otherwise (recovery) whatever was done already is accepted.
-    fn prepare(
-        &mut self,
-        ctx: &Context<'_>,
-        user: &str,
-        mgmt_alg: ManagementKeyAlgorithm,
-        fresh: bool,
-    ) -> Result<(), ApplyError>;
-
-    /// Second half: sets the PIN and PUK Keyfleet generated (tokens: the user PIN, set by the
-    /// SO; tokens have no PUK, the SO PIN plays its part).
-    fn set_pins(
-        &mut self,
-        ctx: &Context<'_>,
-        pin: &str,
-        puk: &str,
-        fresh: bool,
-    ) -> Result<(), ApplyError>;
-
-    /// Generates a key pair in `slot` on the card and returns its public key.
-    fn generate_key(&mut self, slot: Slot, alg: KeyAlg) -> Result<PublicKey, ApplyError>;
-
-    /// Imports a server-generated private key into `slot`.
-    fn import_key(
-        &mut self,
-        slot: Slot,
-        key: &PrivateKeyMaterial,
-        public: &PublicKey,
-    ) -> Result<(), ApplyError>;
-
-    /// A CSR for `params`, signed on the card by the key in `slot` (`pin` unlocks it).
-    fn sign_csr(
-        &mut self,
-        slot: Slot,
-        public: PublicKey,
-        pin: &str,
-        params: &rcgen::CertificateParams,
-    ) -> Result<Vec<u8>, ApplyError>;
-
-    /// Writes the certificate of `slot`.
-    fn write_certificate(&mut self, slot: Slot, der: &[u8]) -> Result<(), ApplyError>;
-
-    /// Reads the certificate of `slot`, if any.
-    fn read_certificate(&mut self, slot: Slot) -> Result<Option<Vec<u8>>, ApplyError>;
-
-    /// Deletes the certificate of `slot`.
-    fn delete_certificate(&mut self, slot: Slot) -> Result<(), ApplyError>;
-
-    /// Destroys every key and certificate Keyfleet put on the card and returns the card to the
-    /// state its stock accepts as blank. Re-entrant. The executor updates the inventory.
-    fn wipe(&mut self, ctx: &Context<'_>) -> Result<(), ApplyError>;
-
-    /// Resets a blocked (or forgotten) PIN to `new_pin` with the unblocking secret Keyfleet
-    /// holds for the card (PIV: the PUK; PKCS#11: the stock's SO PIN). Returns the PIN tries
-    /// that were left before, when the card tells.
-    fn unblock(
-        &mut self,
-        ctx: &Context<'_>,
-        puk: &str,
-        new_pin: &str,
-    ) -> Result<Option<u8>, ApplyError>;
-}
-
-/// The four PIV slots, in the order they are wiped.
-pub const ALL_SLOTS: [Slot; 4] = [
-    Slot::PivAuthentication,
-    Slot::DigitalSignature,
-    Slot::KeyManagement,
-    Slot::CardAuthentication,
-];
 
 /// A PIV card (virtual, or real through a transport).
 pub struct PivCard {
@@ -240,7 +141,7 @@ impl CardSession for PivCard {
         };
         if !already {
             let guid = VirtualCards::guid_of(&card)
-                .or_else(|| super::pcsc_cards::guid_of(&card))
+                .or_else(|| super::pcsc::guid_of(&card))
                 .unwrap_or_else(rand::random);
             let expiry = (ctx.clock)() + time::Duration::days(365 * 10);
             let expiry = format!(

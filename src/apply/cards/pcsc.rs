@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::Digest as _;
 
-use super::cards::{CardAccessError, CardProvider, Session, VirtualCards};
+use super::{CardAccessError, CardProvider, Session, VirtualCards};
 use crate::card::pcsc::{self, CardIdentity, PcscError, PcscTransport};
 use crate::card::piv::PivClient;
 use crate::inventory::Inventory;
