@@ -22,6 +22,8 @@
 //! - [`store`]: sled: inventory, journal, history, sealed secrets.
 //! - [`apply`]: executors that carry a plan out, with the journal and recovery.
 //! - [`runtime`]: one pass wired together (used by the CLI and the controller).
+//! - [`statedir`]: the state directory's lock, the control socket's protocol and client, the
+//!   controller's status values (below both the CLI and the controller).
 //! - [`controller`]: `keyfleet run`, the level-triggered reconciler, and its control socket.
 //! - [`cli`]: the command line.
 
@@ -40,4 +42,5 @@ pub mod plan;
 pub mod policy;
 pub mod runtime;
 pub mod secrets;
+pub mod statedir;
 pub mod store;

@@ -47,7 +47,7 @@ pub enum PassError {
     KeyStore(#[from] crate::keystore::KeyStoreError),
     /// The store is held by a running controller that could not be reached.
     #[error(transparent)]
-    Control(#[from] crate::controller::control::ControlError),
+    Control(#[from] crate::statedir::control::ControlError),
 }
 
 /// A loaded policy with the state directory it governs.
@@ -256,7 +256,7 @@ pub fn plan_readonly(
     targets: Option<std::collections::BTreeSet<String>>,
 ) -> Result<Pass, PassError> {
     // From the store, or through the control socket while the controller holds it.
-    let inventory = crate::controller::control::read_inventory(&env.state_dir)?;
+    let inventory = crate::statedir::control::read_inventory(&env.state_dir)?;
     let cards = cards(env, &inventory);
     plan_pass_cards(env, inventory, &cards, now, allow_mass_revocation, targets)
 }

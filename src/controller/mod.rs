@@ -13,20 +13,17 @@
 //! ```
 //!
 //! Submodules: [`triggers`] (what wakes the loop, file watch), [`pass`] (one pass),
-//! [`backoff`] (per-object error policy), [`valve`] (held revocations and approvals), [`lock`]
-//! (one writer per state directory), [`control`] (the control socket and its client),
-//! [`status`], [`metrics`], [`http`]. The controller reuses `runtime`, `plan` and `apply`
+//! [`backoff`] (per-object error policy), [`valve`] (held revocations and approvals),
+//! [`metrics`], [`http`]; the state lock, the control socket's protocol and the status values
+//! live below it, in [`crate::statedir`], shared with the CLI. The controller reuses `runtime`, `plan` and `apply`
 //! exactly as `keyfleet apply` does and never calls the CLI; it prints nothing (it logs with
 //! tracing).
 
 pub mod backoff;
-pub mod control;
 pub mod http;
-pub mod lock;
 pub mod metrics;
 pub mod pass;
 pub mod sources;
-pub mod status;
 pub mod triggers;
 pub mod valve;
 
@@ -42,16 +39,15 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
-use self::control::{Request, Response};
-use self::lock::{LockError, StateLock};
 use self::metrics::Metrics;
 use self::pass::{ObservationCache, PassOutcome, PassState};
-use self::status::{BackoffView, ControllerStatus};
 use self::triggers::{FileWatch, Trigger, Triggers, WatchSpec};
-use self::valve::HeldRevocation;
 use crate::policy::Diagnostics;
 use crate::policy::model::DirectorySpec;
 use crate::runtime::{self, Environment, PassError};
+use crate::statedir::control::{self, Request, Response};
+use crate::statedir::lock::{LockError, StateLock};
+use crate::statedir::status::{self, BackoffView, ControllerStatus, HeldRevocation};
 use crate::store::{Store, StoreError};
 
 /// How `keyfleet run` runs.

@@ -10,28 +10,11 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::plan::{ActionKind, Plan};
+use crate::statedir::status::HeldRevocation;
 
 /// File name of the approvals inside the state directory.
 pub const APPROVALS_FILE: &str = "approved-revocations.json";
-
-/// A revocation the valve holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HeldRevocation {
-    /// The action id (what `keyfleet approve` approves).
-    pub id: String,
-    /// The user whose credential would be revoked.
-    pub user: String,
-    /// The card.
-    pub card: Option<String>,
-    /// The certificates.
-    pub serials: Vec<String>,
-    /// Why the planner wants it revoked.
-    pub reason: String,
-}
 
 /// Splits a plan: when its valve tripped, every revocation not in `approved` (and the wipe of
 /// its card) is taken out and returned as held. A plan under the limits runs whole.

@@ -5,9 +5,9 @@
 //! read themselves, so output and exit codes are the same either way.
 //!
 //! Protocol: one JSON [`Request`] line, one JSON [`Response`] line, then the server closes.
-//! This module holds the protocol, the blocking client the CLI uses ([`request`],
-//! [`read_inventory`], [`read_history`]) and the server's request handling; it plans and
-//! applies nothing.
+//! This module holds the protocol and the blocking client the CLI and `runtime` use
+//! ([`request`], [`read_inventory`], [`read_history`]); the server's request handling is the
+//! controller's. It plans and applies nothing.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -17,8 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::lock::StateLock;
-use super::status::ControllerStatus;
-use super::valve::HeldRevocation;
+use super::status::{ControllerStatus, HeldRevocation};
 use crate::inventory::Inventory;
 use crate::store::{HistoryEntry, Store, StoreError};
 
