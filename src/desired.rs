@@ -10,7 +10,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::names::{DistinguishedName, SanValue, escape_value};
-use crate::observe::directory::{DirectorySnapshot, UserRef};
+use crate::observe::snapshot::{DirectorySnapshot, UserRef};
 use crate::policy::PolicySet;
 use crate::policy::model::{
     CardTemplateSpec, CardType, KeyAlgorithm, KeyGeneration, ManagementKeyPolicy,

@@ -15,7 +15,8 @@
 //! - [`keystore`]: where Keyfleet's own keys live (state dir or a PKCS#11 token).
 //! - [`ca`]: the certificate-authority trait and the embedded local CA.
 //! - [`policy`]: the desired-state objects as written in YAML; loading and validation.
-//! - [`observe`]: read-only observation of directories (and later cards and CAs).
+//! - [`observe`]: read-only observation of directories: the snapshot value the planner reads
+//!   (`observe::snapshot`), the `file` reader and the LDAP reader.
 //! - [`desired`]: desired state computed from policy and directory snapshots (pure).
 //! - [`inventory`]: the actual state Keyfleet records (plain values).
 //! - [`plan`]: the pure planner.
