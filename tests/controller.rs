@@ -368,3 +368,47 @@ fn the_exposition_parser_is_strict() {
         assert!(parse_exposition(bad).is_err(), "accepted {bad:?}");
     }
 }
+
+/// Issue 14, point 5: a pass that panics (a defect) stops the controller with an error, so
+/// that `keyfleet run` exits non-zero (70) and systemd's `Restart=on-failure` restarts it;
+/// it used to stop and exit 0. The panic is injected through the controller's test hook,
+/// which nothing on the command line reaches.
+#[test]
+fn a_pass_that_panics_stops_the_controller_with_an_internal_failure() {
+    use keyfleet::controller::{ControllerError, PassHook, RunOptions};
+    let site = Site::quickstart();
+    let opts = RunOptions {
+        policy_dir: site.policy(),
+        state_dir: Some(site.state()),
+        listen: None,
+        resync: std::time::Duration::from_secs(600),
+        shutdown_grace: std::time::Duration::from_secs(5),
+        actor: "test".into(),
+        pass_hook: Some(PassHook(std::sync::Arc::new(|number| {
+            if number == 1 {
+                panic!("injected fault in pass {number}");
+            }
+        }))),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(keyfleet::controller::run(opts));
+    });
+    let result = rx
+        .recv_timeout(crate::harness::controller::PATIENCE)
+        .expect("the controller stops after its pass panicked");
+    match result {
+        Err(e @ ControllerError::PassPanicked { .. }) => {
+            assert_eq!(keyfleet::cli::run::exit_code(&e), 70);
+            let text = e.to_string();
+            assert!(text.contains("injected fault in pass 1"), "{text}");
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(()) => panic!("a controller whose pass panicked ended as if stopped by a signal"),
+    }
+    // It released the state directory: a new controller may start.
+    assert!(
+        keyfleet::statedir::lock::StateLock::acquire(&site.state(), "run").is_ok(),
+        "the state lock is released"
+    );
+}
