@@ -51,6 +51,9 @@ pub enum PassError {
         "computing the desired state and the plan failed: {0}; nothing was planned or done (this is a defect in Keyfleet: please report it)"
     )]
     Panicked(String),
+    /// The state directory is open to others, or could not be created private.
+    #[error(transparent)]
+    StateDir(#[from] crate::fsutil::PrivateDirError),
     /// The store is held by a running controller that could not be reached.
     #[error(transparent)]
     Control(#[from] crate::statedir::control::ControlError),
@@ -289,6 +292,7 @@ pub fn plan_readonly(
 
 /// Loads (creating on first use) the master key of a state directory.
 pub fn master_key(state_dir: &Path) -> Result<MasterKey, PassError> {
+    crate::fsutil::ensure_private_dir(state_dir)?;
     Ok(MasterKey::load_or_create(state_dir)?)
 }
 
@@ -296,6 +300,7 @@ pub fn master_key(state_dir: &Path) -> Result<MasterKey, PassError> {
 /// the state directory, or wrapped by a key on a PKCS#11 token.
 pub fn master_key_for(env: &Environment) -> Result<MasterKey, PassError> {
     let store = KeyStore::parse(env.policy.settings.spec.key_store.as_deref())?;
+    crate::fsutil::ensure_private_dir(&env.state_dir)?;
     match store {
         KeyStore::File => master_key(&env.state_dir),
         store => Ok(crate::keystore::master_key(&store, &env.state_dir)?),

@@ -81,17 +81,12 @@ pub fn load_approvals(state_dir: &Path) -> Result<BTreeSet<String>, ApprovalErro
     }
 }
 
-/// Replaces the approvals of a state directory (atomically: write, then rename).
+/// Replaces the approvals of a state directory (atomically: write, then rename; mode 0600).
 pub fn save_approvals(state_dir: &Path, ids: &BTreeSet<String>) -> Result<(), ApprovalError> {
     let path = state_dir.join(APPROVALS_FILE);
-    let tmp = state_dir.join(format!("{APPROVALS_FILE}.tmp"));
-    let io = |source| ApprovalError::Io {
-        path: path.clone(),
-        source,
-    };
     let bytes = serde_json::to_vec_pretty(ids).unwrap_or_default();
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)
+    crate::fsutil::write_atomic(&path, &bytes, 0o600)
+        .map_err(|source| ApprovalError::Io { path, source })
 }
 
 #[cfg(test)]

@@ -127,6 +127,9 @@ pub enum ControlError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The state directory is open to others.
+    #[error(transparent)]
+    StateDir(#[from] crate::fsutil::PrivateDirError),
 }
 
 /// Sends one request to the controller of `state_dir` and returns its answer.
@@ -174,6 +177,8 @@ pub enum Access {
 /// Opens the store of `state_dir` for reading, or finds the running controller that holds
 /// it. `None`: there is no store yet.
 pub fn open_for_reading(state_dir: &Path) -> Result<Option<Access>, ControlError> {
+    // Nothing is read from a state directory others may have changed.
+    crate::fsutil::check_private_dir(state_dir)?;
     if let Some(holder) = StateLock::holder(state_dir) {
         if holder.role == "run" && socket_path(state_dir).exists() {
             return Ok(Some(Access::Controller));
