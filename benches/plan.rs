@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use keyfleet::desired::{self, Desired};
 use keyfleet::inventory::{CardRecord, CardStatus, CertRecord, CertStatus, Inventory};
-use keyfleet::observe::directory::{DirectoryGroup, DirectorySnapshot, DirectoryUser};
+use keyfleet::observe::snapshot::{DirectoryGroup, DirectorySnapshot, DirectoryUser};
 use keyfleet::plan::{self, PlanOptions, Planner, Presence, SafetyLimits};
 use keyfleet::policy::model::CardType;
 

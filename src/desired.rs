@@ -10,7 +10,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::names::{DistinguishedName, SanValue, escape_value};
-use crate::observe::directory::{DirectorySnapshot, UserRef};
+use crate::observe::snapshot::{DirectorySnapshot, UserRef};
 use crate::policy::PolicySet;
 use crate::policy::model::{
     CardTemplateSpec, CardType, KeyAlgorithm, KeyGeneration, ManagementKeyPolicy,
@@ -360,7 +360,9 @@ pub fn key_algorithm_name(alg: KeyAlgorithm) -> &'static str {
 pub type DirectoryObservation = Result<DirectorySnapshot, String>;
 
 /// Computes the desired state from the policy and one observation per `Directory` (by name).
-/// A directory missing from `observed` counts as failed.
+/// A directory missing from `observed` counts as failed. A panic in one of its workers (a
+/// defect) is resumed in the calling thread: there is never a desired state that lacks the
+/// users of a worker that failed.
 pub fn compute(policy: &PolicySet, observed: &BTreeMap<String, DirectoryObservation>) -> Desired {
     let mut desired = from_policy(policy);
     desired.complete = true;
@@ -458,9 +460,15 @@ pub fn compute(policy: &PolicySet, observed: &BTreeMap<String, DirectoryObservat
                 })
             })
             .collect();
+        // A worker that panicked has no result for its users: carry on without them and
+        // they would look no longer entitled. The panic goes on to the caller instead, whose
+        // pass fails (`runtime` turns it into an error: no plan, no action).
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_default())
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
             .collect()
     });
     let mut credentials = Vec::with_capacity(uids.len());
@@ -558,6 +566,41 @@ fn bindings_by_user(policy: &PolicySet) -> BTreeMap<&str, Vec<&str>> {
     bindings
 }
 
+/// Fault injection for tests only (compiled only with `cfg(test)`, so no input reaches it):
+/// expanding a uid named here panics, as a defect in a worker would.
+#[cfg(test)]
+pub(crate) mod fault {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    static PANIC_ON: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+    /// While alive, expanding `uid` panics.
+    pub(crate) struct PanicOn(String);
+
+    impl PanicOn {
+        pub(crate) fn uid(uid: &str) -> PanicOn {
+            PANIC_ON.lock().unwrap().insert(uid.to_string());
+            PanicOn(uid.to_string())
+        }
+    }
+
+    impl Drop for PanicOn {
+        fn drop(&mut self) {
+            if let Ok(mut set) = PANIC_ON.lock() {
+                set.remove(&self.0);
+            }
+        }
+    }
+
+    /// Panics when a test asked for `uid`.
+    pub(crate) fn check(uid: &str) {
+        if PANIC_ON.lock().is_ok_and(|set| set.contains(uid)) {
+            panic!("injected fault: expanding {uid} panics");
+        }
+    }
+}
+
 /// What one entitled user contributes to the desired state.
 #[derive(Default)]
 struct UserResult {
@@ -575,6 +618,8 @@ fn user_result(
     uid: &str,
     templates: &BTreeMap<&str, &str>,
 ) -> UserResult {
+    #[cfg(test)]
+    fault::check(uid);
     let mut out = UserResult::default();
     // Two templates of one card type for one user: which card gets which is a guess.
     let mut by_type: BTreeMap<CardType, Vec<&str>> = BTreeMap::new();
@@ -865,6 +910,43 @@ groups:
     }
 
     use std::path::Path;
+
+    #[test]
+    fn a_panicking_worker_fails_the_computation_instead_of_dropping_its_users() {
+        // Users spread over several workers; one worker's expansion panics.
+        let mut people = String::from("users:\n");
+        let mut members = Vec::new();
+        for i in 0..64 {
+            let uid = if i == 40 {
+                "panicky-desired-worker".to_string()
+            } else {
+                format!("worker-user-{i:02}")
+            };
+            people.push_str(&format!(
+                "  - {{uid: {uid}, cn: U{i}, mail: u{i}@example.org}}\n"
+            ));
+            members.push(uid);
+        }
+        people.push_str(&format!(
+            "groups:\n  - {{name: staff, members: [{}]}}\n",
+            members.join(", ")
+        ));
+        let (_d, policy, observed) = setup(&people);
+        assert_eq!(compute(&policy, &observed).credentials.len(), 64);
+        let _fault = fault::PanicOn::uid("panicky-desired-worker");
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compute(&policy, &observed)));
+        // Never a desired state without that worker's users (they would look no longer
+        // entitled): the panic reaches the caller, which fails the pass.
+        let Err(payload) = outcome else {
+            panic!("the worker's panic was swallowed: its users would look no longer entitled");
+        };
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(message.contains("panicky-desired-worker"), "{message}");
+    }
 
     #[test]
     fn entitlements_conflicts_and_expansion() {

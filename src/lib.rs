@@ -15,13 +15,16 @@
 //! - [`keystore`]: where Keyfleet's own keys live (state dir or a PKCS#11 token).
 //! - [`ca`]: the certificate-authority trait and the embedded local CA.
 //! - [`policy`]: the desired-state objects as written in YAML; loading and validation.
-//! - [`observe`]: read-only observation of directories (and later cards and CAs).
+//! - [`observe`]: read-only observation of directories: the snapshot value the planner reads
+//!   (`observe::snapshot`), the `file` reader and the LDAP reader.
 //! - [`desired`]: desired state computed from policy and directory snapshots (pure).
 //! - [`inventory`]: the actual state Keyfleet records (plain values).
 //! - [`plan`]: the pure planner.
 //! - [`store`]: sled: inventory, journal, history, sealed secrets.
 //! - [`apply`]: executors that carry a plan out, with the journal and recovery.
 //! - [`runtime`]: one pass wired together (used by the CLI and the controller).
+//! - [`statedir`]: the state directory's lock, the control socket's protocol and client, the
+//!   controller's status values (below both the CLI and the controller).
 //! - [`controller`]: `keyfleet run`, the level-triggered reconciler, and its control socket.
 //! - [`cli`]: the command line.
 
@@ -40,4 +43,5 @@ pub mod plan;
 pub mod policy;
 pub mod runtime;
 pub mod secrets;
+pub mod statedir;
 pub mod store;

@@ -29,6 +29,12 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init(),
     }
+    // Everything Keyfleet creates without an explicit mode (sled's store files among them) is
+    // its owner's alone, as the systemd unit's UMask=0077 makes it; only `schema` writes
+    // files meant to be shared (into a source tree).
+    if !matches!(cli.command, Command::Schema(_)) {
+        keyfleet::fsutil::restrict_umask();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -45,9 +45,18 @@ pub enum PassError {
     /// The key store (PKCS#11 token) of the master key failed.
     #[error(transparent)]
     KeyStore(#[from] crate::keystore::KeyStoreError),
+    /// Computing the desired state or the plan panicked (a defect in Keyfleet): the pass has
+    /// no plan and does nothing.
+    #[error(
+        "computing the desired state and the plan failed: {0}; nothing was planned or done (this is a defect in Keyfleet: please report it)"
+    )]
+    Panicked(String),
+    /// The state directory is open to others, or could not be created private.
+    #[error(transparent)]
+    StateDir(#[from] crate::fsutil::PrivateDirError),
     /// The store is held by a running controller that could not be reached.
     #[error(transparent)]
-    Control(#[from] crate::controller::control::ControlError),
+    Control(#[from] crate::statedir::control::ControlError),
 }
 
 /// A loaded policy with the state directory it governs.
@@ -195,7 +204,7 @@ pub fn plan_observed(
     targets: Option<std::collections::BTreeSet<String>>,
 ) -> Result<Pass, PassError> {
     let presence = presence(env, &inventory, cards)?;
-    Ok(plan_with_presence(
+    plan_with_presence(
         env,
         observed,
         inventory,
@@ -203,7 +212,7 @@ pub fn plan_observed(
         now,
         allow_mass_revocation,
         targets,
-    ))
+    )
 }
 
 /// Everything a pass observed, and its plan.
@@ -218,7 +227,9 @@ pub struct Pass {
     pub plan: Plan,
 }
 
-/// Computes the desired state and plans against a given presence.
+/// Computes the desired state and plans against a given presence. A panic anywhere in that
+/// computation, in the calling thread or in one of its workers, fails the pass with
+/// [`PassError::Panicked`]: no plan, so nothing is done on a partial desired state.
 fn plan_with_presence(
     env: &Environment,
     observed: &BTreeMap<String, DirectoryObservation>,
@@ -227,24 +238,42 @@ fn plan_with_presence(
     now: OffsetDateTime,
     allow_mass_revocation: bool,
     targets: Option<std::collections::BTreeSet<String>>,
-) -> Pass {
-    let desired = desired::compute(&env.policy, observed);
-    let plan = plan::plan(
-        &desired,
-        &inventory,
-        &presence,
-        &PlanOptions {
-            now,
-            limits: limits(&env.policy),
-            allow_mass_revocation,
-            targets,
-        },
-    );
-    Pass {
+) -> Result<Pass, PassError> {
+    // Unwind safety: whatever the closure built is dropped with the panic; what it borrows
+    // it only reads.
+    let computed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let desired = desired::compute(&env.policy, observed);
+        let plan = plan::plan(
+            &desired,
+            &inventory,
+            &presence,
+            &PlanOptions {
+                now,
+                limits: limits(&env.policy),
+                allow_mass_revocation,
+                targets,
+            },
+        );
+        (desired, plan)
+    }));
+    let (desired, plan) = computed.map_err(|panic| PassError::Panicked(panic_message(&*panic)))?;
+    Ok(Pass {
         desired,
         inventory,
         presence,
         plan,
+    })
+}
+
+/// The text of a panic's payload (`panic!` gives a `&str` or a `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (
+        payload.downcast_ref::<&str>(),
+        payload.downcast_ref::<String>(),
+    ) {
+        (Some(s), _) => format!("panic: {s}"),
+        (None, Some(s)) => format!("panic: {s}"),
+        (None, None) => "panic".to_string(),
     }
 }
 
@@ -256,13 +285,14 @@ pub fn plan_readonly(
     targets: Option<std::collections::BTreeSet<String>>,
 ) -> Result<Pass, PassError> {
     // From the store, or through the control socket while the controller holds it.
-    let inventory = crate::controller::control::read_inventory(&env.state_dir)?;
+    let inventory = crate::statedir::control::read_inventory(&env.state_dir)?;
     let cards = cards(env, &inventory);
     plan_pass_cards(env, inventory, &cards, now, allow_mass_revocation, targets)
 }
 
 /// Loads (creating on first use) the master key of a state directory.
 pub fn master_key(state_dir: &Path) -> Result<MasterKey, PassError> {
+    crate::fsutil::ensure_private_dir(state_dir)?;
     Ok(MasterKey::load_or_create(state_dir)?)
 }
 
@@ -270,6 +300,7 @@ pub fn master_key(state_dir: &Path) -> Result<MasterKey, PassError> {
 /// the state directory, or wrapped by a key on a PKCS#11 token.
 pub fn master_key_for(env: &Environment) -> Result<MasterKey, PassError> {
     let store = KeyStore::parse(env.policy.settings.spec.key_store.as_deref())?;
+    crate::fsutil::ensure_private_dir(&env.state_dir)?;
     match store {
         KeyStore::File => master_key(&env.state_dir),
         store => Ok(crate::keystore::master_key(&store, &env.state_dir)?),
@@ -451,6 +482,54 @@ mod tests {
     fn local(cas: &CaRegistry, name: &str) -> *const LocalCa {
         let ca = cas[name].as_ref().expect("CA opens");
         ca.as_local().expect("a local CA")
+    }
+
+    #[test]
+    fn a_panicking_desired_state_worker_fails_the_pass_with_no_plan() {
+        use crate::observe::snapshot::{DirectorySnapshot, DirectoryUser};
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let state = tempfile::tempdir().unwrap();
+        let env = load(&repo.join("examples/quickstart"), Some(state.path())).unwrap();
+        let user = |uid: &str| DirectoryUser {
+            uid: uid.into(),
+            dn: None,
+            cn: uid.into(),
+            mail: Some(format!("{uid}@example.com")),
+            upn: None,
+            disabled: false,
+            stable_id: None,
+            attributes: [("employeeNumber".to_string(), "1".to_string())].into(),
+        };
+        let uids: Vec<String> = (0..40)
+            .map(|i| format!("runtime-user-{i:02}"))
+            .chain(["panicky-runtime-user".to_string()])
+            .collect();
+        let snapshot = DirectorySnapshot::from_parts(
+            uids.iter().map(|u| user(u)),
+            [("engineering".to_string(), uids.clone(), Vec::new())],
+        );
+        let observed: BTreeMap<String, DirectoryObservation> =
+            [("people".to_string(), Ok(snapshot))].into();
+        let inventory = Inventory::default();
+        let cards = cards(&env, &inventory);
+        let now = OffsetDateTime::now_utc();
+        let pass =
+            plan_observed(&env, &observed, inventory.clone(), &cards, now, false, None).unwrap();
+        assert_eq!(pass.plan.actions.len(), uids.len(), "one issuance each");
+
+        let _fault = crate::desired::fault::PanicOn::uid("panicky-runtime-user");
+        match plan_observed(&env, &observed, inventory, &cards, now, false, None) {
+            Err(PassError::Panicked(message)) => {
+                assert!(message.contains("panicky-runtime-user"), "{message}");
+                let shown = PassError::Panicked(message).to_string();
+                assert!(shown.contains("nothing was planned or done"), "{shown}");
+            }
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(pass) => panic!(
+                "a pass with a panicked worker planned {} actions",
+                pass.plan.actions.len()
+            ),
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! writer, and serves metrics that parse. Plus the systemd unit, checked by systemd-analyze.
 
 use crate::harness::controller::{
-    Site, certs_of, free_port, http_get, parse_exposition, wait_for, wait_with_log,
+    Site, certs_of, free_port, http_get, not_private, parse_exposition, wait_for, wait_with_log,
 };
 
 /// The quickstart's people.yaml with `extra` users appended to the finance group.
@@ -367,4 +367,122 @@ fn the_exposition_parser_is_strict() {
     ] {
         assert!(parse_exposition(bad).is_err(), "accepted {bad:?}");
     }
+}
+
+/// Issue 14, point 5: a pass that panics (a defect) stops the controller with an error, so
+/// that `keyfleet run` exits non-zero (70) and systemd's `Restart=on-failure` restarts it;
+/// it used to stop and exit 0. The panic is injected through the controller's test hook,
+/// which nothing on the command line reaches.
+#[test]
+fn a_pass_that_panics_stops_the_controller_with_an_internal_failure() {
+    use keyfleet::controller::{ControllerError, PassHook, RunOptions};
+    let site = Site::quickstart();
+    let opts = RunOptions {
+        policy_dir: site.policy(),
+        state_dir: Some(site.state()),
+        listen: None,
+        resync: std::time::Duration::from_secs(600),
+        shutdown_grace: std::time::Duration::from_secs(5),
+        actor: "test".into(),
+        pass_hook: Some(PassHook(std::sync::Arc::new(|number| {
+            if number == 1 {
+                panic!("injected fault in pass {number}");
+            }
+        }))),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(keyfleet::controller::run(opts));
+    });
+    let result = rx
+        .recv_timeout(crate::harness::controller::PATIENCE)
+        .expect("the controller stops after its pass panicked");
+    match result {
+        Err(e @ ControllerError::PassPanicked { .. }) => {
+            assert_eq!(keyfleet::cli::run::exit_code(&e), 70);
+            let text = e.to_string();
+            assert!(text.contains("injected fault in pass 1"), "{text}");
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(()) => panic!("a controller whose pass panicked ended as if stopped by a signal"),
+    }
+    // It released the state directory: a new controller may start.
+    assert!(
+        keyfleet::statedir::lock::StateLock::acquire(&site.state(), "run").is_ok(),
+        "the state lock is released"
+    );
+}
+
+/// Issue 14, point 6: under an ordinary umask (022), `apply` and `run` created the state
+/// directory 0755 through the lock file, and sled's files 0644. The state directory and
+/// everything Keyfleet creates in it are 0700/0600 whatever the umask.
+#[test]
+fn apply_and_run_keep_the_state_directory_private_under_umask_022() {
+    let site = Site::quickstart();
+    assert!(!site.state().exists());
+    site.keyfleet_with_umask("022", &["apply", "--yes"])
+        .expect_code(0);
+    assert!(
+        site.state().join("store").is_dir(),
+        "apply created the store"
+    );
+    assert_eq!(
+        not_private(&site.state()),
+        Vec::<String>::new(),
+        "after apply"
+    );
+
+    let site = Site::quickstart();
+    let mut ctl = site.start_with_umask("022", &[]);
+    wait_with_log(&ctl, "the first pass to converge", || converged(&site));
+    assert_eq!(
+        not_private(&site.state()),
+        Vec::<String>::new(),
+        "while running"
+    );
+    ctl.terminate();
+    assert_eq!(
+        not_private(&site.state()),
+        Vec::<String>::new(),
+        "after run"
+    );
+}
+
+/// Issue 14, point 6: a state directory that others can read or write is refused, by the
+/// writers and the readers alike, with an error naming the fix; an empty one (made ready by
+/// `mkdir`) exposed nothing yet and is restricted to 0700.
+#[test]
+fn a_state_directory_open_to_others_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |site: &Site, mode: u32| {
+        std::fs::set_permissions(site.state(), std::fs::Permissions::from_mode(mode))
+            .expect("chmod state");
+    };
+    let site = Site::quickstart();
+    std::fs::create_dir(site.state()).expect("mkdir state");
+    chmod(&site, 0o755);
+    site.keyfleet(&["apply", "--yes"]).expect_code(0);
+    assert_eq!(not_private(&site.state()), Vec::<String>::new());
+
+    // Opened to others later (an older Keyfleet, a careless chmod): refused.
+    chmod(&site, 0o755);
+    let before = site.state_file_names();
+    let fix = format!("chmod 700 {}", site.state().display());
+    for args in [&["apply", "--yes"][..], &["plan"], &["inventory"]] {
+        site.keyfleet(args).expect_code(1).stderr_has(&fix);
+    }
+    let mut ctl = site.start(&[]);
+    let status = wait_for("the controller to refuse the state directory", || {
+        ctl.exited()
+    });
+    assert_eq!(status.code(), Some(1), "{}", ctl.log());
+    assert!(ctl.log().contains(&fix), "{}", ctl.log());
+    assert_eq!(site.state_file_names(), before, "nothing was written");
+    // Group-writable only is refused too; fixed as told, it works.
+    chmod(&site, 0o720);
+    site.keyfleet(&["apply", "--yes"])
+        .expect_code(1)
+        .stderr_has(&fix);
+    chmod(&site, 0o700);
+    site.keyfleet(&["plan"]).expect_code(0);
 }

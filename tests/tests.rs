@@ -13,6 +13,8 @@ mod controller_watchers;
 mod crl;
 /// Helpers: run the built binary, build throwaway policy directories.
 mod harness;
+/// scripts/install-deps against a fake apt: policy-rc.d is put back as it was.
+mod install_deps;
 /// The ldap Directory kind against real slapd (and Samba AD).
 mod ldap;
 /// The ldap Directory kind: timeouts, assignment filters, Active Directory primary groups.

@@ -137,7 +137,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     };
     // One writer per state directory: refuse (naming the holder) while `run` or another
     // `apply` holds it.
-    let _lock = crate::controller::lock::StateLock::acquire(&env.state_dir, "apply")?;
+    let _lock = crate::statedir::lock::StateLock::acquire(&env.state_dir, "apply")?;
     let wait = args
         .wait_for_cards
         .as_deref()

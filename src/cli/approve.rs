@@ -8,8 +8,8 @@
 use std::process::ExitCode;
 
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
-use crate::controller::control::{self, Access, Request, Response};
-use crate::controller::valve::HeldRevocation;
+use crate::statedir::control::{self, Access, Request, Response};
+use crate::statedir::status::HeldRevocation;
 
 /// Arguments of `keyfleet approve`.
 #[derive(Debug, Clone, clap::Args)]

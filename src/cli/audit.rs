@@ -69,7 +69,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     };
     let now = time::OffsetDateTime::now_utc();
     // From the store, or through the control socket while the controller holds it.
-    let inventory = crate::controller::control::read_inventory(&env.state_dir)?;
+    let inventory = crate::statedir::control::read_inventory(&env.state_dir)?;
     let cards = runtime::cards(&env, &inventory);
     let pass = runtime::plan_pass_cards(&env, inventory, &cards, now, true, None)?;
     let mut findings = Vec::new();

@@ -11,8 +11,9 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
-use crate::observe::directory::{DirectorySnapshot, DirectoryUser, read_file_directory};
+use crate::observe::directory::read_file_directory;
 use crate::observe::ldap::{self, LdapDirectory, ObserveRequest};
+use crate::observe::snapshot::{DirectorySnapshot, DirectoryUser};
 use crate::policy::model::DirectorySpec;
 use crate::policy::{self, Object, PolicySet};
 

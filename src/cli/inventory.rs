@@ -140,7 +140,7 @@ pub fn run_inventory(global: &GlobalArgs, args: InventoryArgs) -> anyhow::Result
         return Ok(ExitCode::from(EXIT_FAILURE));
     };
     // From the store, or through the control socket while the controller holds it.
-    let inv = crate::controller::control::read_inventory(&env.state_dir)?;
+    let inv = crate::statedir::control::read_inventory(&env.state_dir)?;
     let now = time::OffsetDateTime::now_utc();
     match args.format {
         Format::Json => println!(
@@ -189,7 +189,7 @@ pub fn run_history(global: &GlobalArgs, args: HistoryArgs) -> anyhow::Result<Exi
     let Some(env) = super::load_env(global)? else {
         return Ok(ExitCode::from(EXIT_FAILURE));
     };
-    let entries: Vec<_> = crate::controller::control::read_history(&env.state_dir)?
+    let entries: Vec<_> = crate::statedir::control::read_history(&env.state_dir)?
         .into_iter()
         .filter(|e| args.user.as_deref().is_none_or(|u| e.user == u))
         .collect();

@@ -24,7 +24,14 @@ through the control socket <state dir>/keyfleet.sock.\n\n\
 SIGTERM/SIGINT: the action in flight finishes (bounded by --shutdown-grace) and the controller \
 exits 0; whatever a hard stop interrupts, the journal finishes at the next start.\n\n\
 Exit codes: 0 stopped by a signal, 1 could not start (invalid policy, state directory in use, \
-...).";
+...), 70 internal failure while running (a pass panicked: a defect; the journal finishes the \
+interrupted work at the next start). Any non-zero code is a failure for systemd's \
+`Restart=on-failure`.";
+
+/// Exit code of `keyfleet run` after an internal failure (a pass panicked), as sysexits'
+/// EX_SOFTWARE: distinct from 1 (could not start), and non-zero so that a supervisor restarts
+/// the controller.
+pub const EXIT_INTERNAL: u8 = 70;
 
 /// Log formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,6 +76,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         resync: Duration::from_secs(args.resync.max(1)),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         actor: args.operator,
+        pass_hook: None,
     };
     match controller::run(opts) {
         Ok(()) => Ok(ExitCode::from(EXIT_OK)),
@@ -76,6 +84,40 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("{d}");
             Ok(ExitCode::from(EXIT_FAILURE))
         }
+        Err(e) if exit_code(&e) != EXIT_FAILURE => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(exit_code(&e)))
+        }
+        // Printed by `main` with its causes; exit 1.
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The exit code of `keyfleet run` when the controller ended with `e`: [`EXIT_INTERNAL`]
+/// after an internal failure, 1 otherwise.
+pub fn exit_code(e: &ControllerError) -> u8 {
+    match e {
+        ControllerError::PassPanicked { .. } => EXIT_INTERNAL,
+        _ => EXIT_FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_failure_exits_with_its_own_non_zero_code() {
+        let panicked = ControllerError::PassPanicked {
+            number: 3,
+            message: "panic: boom".into(),
+        };
+        assert_eq!(exit_code(&panicked), EXIT_INTERNAL);
+        assert_ne!(EXIT_INTERNAL, EXIT_OK);
+        assert_ne!(EXIT_INTERNAL, EXIT_FAILURE);
+        let text = panicked.to_string();
+        assert!(text.contains("pass 3") && text.contains("boom"), "{text}");
+        let start = ControllerError::Runtime(std::io::Error::other("no threads"));
+        assert_eq!(exit_code(&start), EXIT_FAILURE);
     }
 }

@@ -7,10 +7,10 @@
 use std::process::ExitCode;
 
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
-use crate::controller::control::{self, Request, Response};
-use crate::controller::lock::StateLock;
-use crate::controller::status::ControllerStatus;
 use crate::runtime;
+use crate::statedir::control::{self, Request, Response};
+use crate::statedir::lock::StateLock;
+use crate::statedir::status::ControllerStatus;
 
 /// Exit code: no controller is running.
 pub const EXIT_NOT_RUNNING: u8 = 3;

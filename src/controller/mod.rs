@@ -13,20 +13,17 @@
 //! ```
 //!
 //! Submodules: [`triggers`] (what wakes the loop, file watch), [`pass`] (one pass),
-//! [`backoff`] (per-object error policy), [`valve`] (held revocations and approvals), [`lock`]
-//! (one writer per state directory), [`control`] (the control socket and its client),
-//! [`status`], [`metrics`], [`http`]. The controller reuses `runtime`, `plan` and `apply`
+//! [`backoff`] (per-object error policy), [`valve`] (held revocations and approvals),
+//! [`metrics`], [`http`]; the state lock, the control socket's protocol and the status values
+//! live below it, in [`crate::statedir`], shared with the CLI. The controller reuses `runtime`, `plan` and `apply`
 //! exactly as `keyfleet apply` does and never calls the CLI; it prints nothing (it logs with
 //! tracing).
 
 pub mod backoff;
-pub mod control;
 pub mod http;
-pub mod lock;
 pub mod metrics;
 pub mod pass;
 pub mod sources;
-pub mod status;
 pub mod triggers;
 pub mod valve;
 
@@ -42,16 +39,15 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
-use self::control::{Request, Response};
-use self::lock::{LockError, StateLock};
 use self::metrics::Metrics;
 use self::pass::{ObservationCache, PassOutcome, PassState};
-use self::status::{BackoffView, ControllerStatus};
 use self::triggers::{FileWatch, Trigger, Triggers, WatchSpec};
-use self::valve::HeldRevocation;
 use crate::policy::Diagnostics;
 use crate::policy::model::DirectorySpec;
 use crate::runtime::{self, Environment, PassError};
+use crate::statedir::control::{self, Request, Response};
+use crate::statedir::lock::{LockError, StateLock};
+use crate::statedir::status::{self, BackoffView, ControllerStatus, HeldRevocation};
 use crate::store::{Store, StoreError};
 
 /// How `keyfleet run` runs.
@@ -69,6 +65,20 @@ pub struct RunOptions {
     pub shutdown_grace: Duration,
     /// Name recorded in the history for the controller's actions.
     pub actor: String,
+    /// Test instrumentation; `keyfleet run` sets none.
+    pub pass_hook: Option<PassHook>,
+}
+
+/// Test instrumentation: called with each pass's number on the pass's thread, just before
+/// the pass runs. `keyfleet run` never sets one (nothing a user writes or sets reaches it);
+/// the tests use it to make a pass panic as a defect would.
+#[derive(Clone)]
+pub struct PassHook(pub Arc<dyn Fn(u64) + Send + Sync>);
+
+impl std::fmt::Debug for PassHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PassHook")
+    }
 }
 
 /// The controller could not start or had to stop.
@@ -122,6 +132,18 @@ pub enum ControllerError {
     /// Changing the approvals failed.
     #[error(transparent)]
     Approvals(#[from] valve::ApprovalError),
+    /// A pass panicked (a defect in Keyfleet). The controller stops and `keyfleet run` exits
+    /// non-zero, so that a supervisor restarts it; the journal finishes the interrupted work
+    /// at the next start.
+    #[error(
+        "pass {number} failed internally ({message}); the controller stopped (this is a defect in Keyfleet: please report it)"
+    )]
+    PassPanicked {
+        /// The pass.
+        number: u64,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// State shared by the loop, the control socket and the HTTP endpoint.
@@ -312,6 +334,8 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
     triggers.fire(Trigger::Startup);
 
     let mut number = 0u64;
+    // An internal failure that stopped the loop: returned once everything is released.
+    let mut failure: Option<ControllerError> = None;
     let mut next_wake: (OffsetDateTime, &'static str) =
         (OffsetDateTime::now_utc() + opts.resync, "resync");
     loop {
@@ -369,7 +393,11 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         number += 1;
         let labels: Vec<String> = fired.iter().map(Trigger::label).collect();
         let stop = state.stop.clone();
+        let hook = opts.pass_hook.clone();
         let mut handle = tokio::task::spawn_blocking(move || {
+            if let Some(PassHook(hook)) = hook {
+                hook(number);
+            }
             let out = pass::run_pass(&mut state, number, labels);
             (state, out)
         });
@@ -392,7 +420,13 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         let (state, out) = match joined {
             Ok(v) => v,
             Err(e) => {
-                tracing::error!("pass {number} panicked: {e}; stopping");
+                let message = if e.is_panic() {
+                    runtime::panic_message(&*e.into_panic())
+                } else {
+                    e.to_string()
+                };
+                tracing::error!("pass {number} failed internally ({message}); stopping");
+                failure = Some(ControllerError::PassPanicked { number, message });
                 break;
             }
         };
@@ -409,7 +443,10 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
     let _ = std::fs::remove_file(control::socket_path(&state_dir));
     tracing::info!("controller stopped");
     drop(lock);
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// The inventory, when the sources need it to decide on PC/SC (a policy with PIV templates

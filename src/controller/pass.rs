@@ -16,8 +16,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::backoff::{Backoff, ErrorClass, Failure};
-use super::status::{PassSummary, PendingAction};
-use super::valve::{self, HeldRevocation};
+use super::valve;
 use crate::apply::{self, Context, CrashPoint, NoSink, RecoveryReport};
 use crate::desired::{Desired, DirectoryObservation};
 use crate::inventory::Inventory;
@@ -26,6 +25,7 @@ use crate::plan::{ActionKind, Plan, renew_at};
 use crate::policy::model::DirectorySpec;
 use crate::runtime::{self, Environment};
 use crate::secrets::MasterKey;
+use crate::statedir::status::{HeldRevocation, PassSummary, PendingAction};
 use crate::store::Store;
 
 /// Directory snapshots kept between passes, with the fingerprint of the data each came from.

@@ -10,28 +10,11 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::plan::{ActionKind, Plan};
+use crate::statedir::status::HeldRevocation;
 
 /// File name of the approvals inside the state directory.
 pub const APPROVALS_FILE: &str = "approved-revocations.json";
-
-/// A revocation the valve holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HeldRevocation {
-    /// The action id (what `keyfleet approve` approves).
-    pub id: String,
-    /// The user whose credential would be revoked.
-    pub user: String,
-    /// The card.
-    pub card: Option<String>,
-    /// The certificates.
-    pub serials: Vec<String>,
-    /// Why the planner wants it revoked.
-    pub reason: String,
-}
 
 /// Splits a plan: when its valve tripped, every revocation not in `approved` (and the wipe of
 /// its card) is taken out and returned as held. A plan under the limits runs whole.
@@ -98,17 +81,12 @@ pub fn load_approvals(state_dir: &Path) -> Result<BTreeSet<String>, ApprovalErro
     }
 }
 
-/// Replaces the approvals of a state directory (atomically: write, then rename).
+/// Replaces the approvals of a state directory (atomically: write, then rename; mode 0600).
 pub fn save_approvals(state_dir: &Path, ids: &BTreeSet<String>) -> Result<(), ApprovalError> {
     let path = state_dir.join(APPROVALS_FILE);
-    let tmp = state_dir.join(format!("{APPROVALS_FILE}.tmp"));
-    let io = |source| ApprovalError::Io {
-        path: path.clone(),
-        source,
-    };
     let bytes = serde_json::to_vec_pretty(ids).unwrap_or_default();
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)
+    crate::fsutil::write_atomic(&path, &bytes, 0o600)
+        .map_err(|source| ApprovalError::Io { path, source })
 }
 
 #[cfg(test)]

@@ -4,4 +4,5 @@
 
 pub mod directory;
 pub mod ldap;
+pub mod snapshot;
 pub mod users;

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Serialize, Serializer};
 
-use super::directory::DirectoryUser;
+use super::snapshot::DirectoryUser;
 
 /// A string in the text buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,8 +29,11 @@ pub enum StoreError {
         "the state directory {0} is in use by another keyfleet process (only one may write it at a time)"
     )]
     Locked(PathBuf),
-    /// The state directory could not be created.
-    #[error("cannot create the state directory {path}: {source}")]
+    /// The state directory is open to others, or could not be made private.
+    #[error(transparent)]
+    StateDir(#[from] crate::fsutil::PrivateDirError),
+    /// The store's directory could not be created.
+    #[error("cannot create the store directory {path}: {source}")]
     CreateDir {
         /// The directory.
         path: PathBuf,
@@ -86,16 +89,23 @@ const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 impl Store {
     /// Opens (creating if needed) the store in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        // The state directory holds the master key, sealed secrets and PIN mailers: owner only.
+        // The state directory holds the master key, sealed secrets and PIN mailers: owner
+        // only, and refused when others may enter it.
+        crate::fsutil::ensure_private_dir(state_dir)?;
+        let path = state_dir.join("store");
+        // sled creates its files with the process's umask (`keyfleet` sets 077); the folder
+        // is made here so that it is 0700 whatever the umask.
         std::fs::DirBuilder::new()
-            .recursive(true)
             .mode(0o700)
-            .create(state_dir)
+            .create(&path)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(e),
+            })
             .map_err(|source| StoreError::CreateDir {
-                path: state_dir.to_path_buf(),
+                path: path.clone(),
                 source,
             })?;
-        let path = state_dir.join("store");
         // sled releases its file lock from a background thread shortly after the last handle
         // is dropped, so a store closed a moment ago (by this process or a one-shot command)
         // can still look locked: retry briefly before reporting it in use.

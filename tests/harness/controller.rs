@@ -102,6 +102,53 @@ impl Site {
         }
     }
 
+    /// Runs `keyfleet <args> -C <policy> --state-dir <state>` under the file-creation mask
+    /// `umask` (set by a shell that then execs keyfleet).
+    pub(crate) fn keyfleet_with_umask(&self, umask: &str, args: &[&str]) -> Run {
+        let plain = self.command(args);
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(plain.get_program())
+            .args(plain.get_args())
+            .env_remove("KEYFLEET_STATE_DIR")
+            .env_remove("KEYFLEET_CRASH_AFTER_STEP")
+            .env_remove("KEYFLEET_OPERATOR")
+            .stdin(Stdio::null());
+        let out = c.output().expect("run keyfleet under sh");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Starts `keyfleet run` with `extra` arguments under the file-creation mask `umask`.
+    pub(crate) fn start_with_umask(&self, umask: &str, extra: &[&str]) -> Controller {
+        let log = self.dir.path().join("run-umask.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        let plain = self.command(&args);
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(plain.get_program())
+            .args(plain.get_args())
+            .env_remove("KEYFLEET_STATE_DIR")
+            .env_remove("KEYFLEET_CRASH_AFTER_STEP")
+            .env_remove("KEYFLEET_OPERATOR")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone log"))
+            .stderr(file)
+            .spawn()
+            .expect("start keyfleet run under sh");
+        Controller {
+            child: Some(child),
+            log,
+        }
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_keyfleet"));
         c.args(args)
@@ -135,6 +182,19 @@ impl Site {
             child: Some(child),
             log,
         }
+    }
+
+    /// The names in the state directory (top level), sorted.
+    pub(crate) fn state_file_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.state())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
     }
 
     /// The inventory as JSON (`keyfleet inventory --format json`), asserting exit 0.
@@ -440,4 +500,29 @@ pub(crate) fn parse_exposition(text: &str) -> Result<Exposition, String> {
         });
     }
     Ok(out)
+}
+
+/// Every directory and file under `root` (itself included) whose permission bits are not
+/// exactly 0700 (directories) or 0600 (files, sockets), as `path mode` lines.
+pub(crate) fn not_private(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue; // gone meanwhile (a temp file renamed)
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        let want = if meta.is_dir() { 0o700 } else { 0o600 };
+        if mode != want {
+            out.push(format!("{} {mode:04o}", p.display()));
+        }
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p).expect("read dir").flatten() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
 }

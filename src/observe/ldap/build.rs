@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::dn::{LdapDn, normalize_dn};
 use super::sid::Sid;
-use crate::observe::directory::{DirectoryGroup, DirectorySnapshot, DirectoryUser, UsersBuilder};
+use crate::observe::snapshot::{DirectoryGroup, DirectorySnapshot, DirectoryUser, UsersBuilder};
 use crate::policy::model::LdapFlavour;
 use crate::policy::template::Var;
 

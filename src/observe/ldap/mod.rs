@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use self::build::{Builder, Profile};
 pub use self::client::{Client, ConnectConfig, LdapError};
-use crate::observe::directory::{DirectorySnapshot, DirectoryUser};
+use crate::observe::snapshot::{DirectorySnapshot, DirectoryUser};
 use crate::policy::model::{DirectorySpec, LdapDirectorySpec, LdapFlavour, SanTemplate};
 use crate::policy::template::Var;
 use crate::policy::{Object, PolicySet};

@@ -8,6 +8,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// File name of the lock inside the state directory.
@@ -28,7 +29,10 @@ pub enum LockError {
         /// The holder's pid, when the lock file names one.
         pid: Option<u32>,
     },
-    /// The state directory or the lock file could not be created or locked.
+    /// The state directory is open to others, or could not be created private.
+    #[error(transparent)]
+    StateDir(#[from] crate::fsutil::PrivateDirError),
+    /// The lock file could not be created or locked.
     #[error("cannot lock {path}: {source}")]
     Io {
         /// The lock file.
@@ -74,13 +78,19 @@ impl StateLock {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(state_dir).map_err(io)?;
+        // Created 0700 whatever the umask; refused when others may enter it.
+        crate::fsutil::ensure_private_dir(state_dir)?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&path)
+            .map_err(io)?;
+        // The mode given at creation is narrowed by the umask, never widened; a file an older
+        // version left 0644 is restricted too.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}

@@ -5,8 +5,6 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::valve::HeldRevocation;
-
 /// One finished pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -160,4 +158,20 @@ pub struct ControllerStatus {
     /// The published CRLs of local CAs with `crlPublish`.
     #[serde(default)]
     pub crl: Vec<CrlView>,
+}
+
+/// A revocation the controller's safety valve holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldRevocation {
+    /// The action id (what `keyfleet approve` approves).
+    pub id: String,
+    /// The user whose credential would be revoked.
+    pub user: String,
+    /// The card.
+    pub card: Option<String>,
+    /// The certificates.
+    pub serials: Vec<String>,
+    /// Why the planner wants it revoked.
+    pub reason: String,
 }

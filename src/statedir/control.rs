@@ -5,9 +5,9 @@
 //! read themselves, so output and exit codes are the same either way.
 //!
 //! Protocol: one JSON [`Request`] line, one JSON [`Response`] line, then the server closes.
-//! This module holds the protocol, the blocking client the CLI uses ([`request`],
-//! [`read_inventory`], [`read_history`]) and the server's request handling; it plans and
-//! applies nothing.
+//! This module holds the protocol and the blocking client the CLI and `runtime` use
+//! ([`request`], [`read_inventory`], [`read_history`]); the server's request handling is the
+//! controller's. It plans and applies nothing.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -17,8 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::lock::StateLock;
-use super::status::ControllerStatus;
-use super::valve::HeldRevocation;
+use super::status::{ControllerStatus, HeldRevocation};
 use crate::inventory::Inventory;
 use crate::store::{HistoryEntry, Store, StoreError};
 
@@ -128,6 +127,9 @@ pub enum ControlError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The state directory is open to others.
+    #[error(transparent)]
+    StateDir(#[from] crate::fsutil::PrivateDirError),
 }
 
 /// Sends one request to the controller of `state_dir` and returns its answer.
@@ -175,6 +177,8 @@ pub enum Access {
 /// Opens the store of `state_dir` for reading, or finds the running controller that holds
 /// it. `None`: there is no store yet.
 pub fn open_for_reading(state_dir: &Path) -> Result<Option<Access>, ControlError> {
+    // Nothing is read from a state directory others may have changed.
+    crate::fsutil::check_private_dir(state_dir)?;
     if let Some(holder) = StateLock::holder(state_dir) {
         if holder.role == "run" && socket_path(state_dir).exists() {
             return Ok(Some(Access::Controller));
