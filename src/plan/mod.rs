@@ -520,15 +520,9 @@ impl<'a> Index<'a> {
                     last = Some(*u);
                 }
             }
-            let certs_by_card = certs
+            let (certs_by_card, crowded) = certs
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            let mut crowded: Vec<&str> = certs_by_card
-                .iter()
-                .filter(|(_, c)| !c.older.is_empty())
-                .map(|(id, _)| *id)
-                .collect();
-            crowded.sort_unstable();
             Index {
                 holders,
                 cards_by_user,
@@ -541,9 +535,11 @@ impl<'a> Index<'a> {
         })
     }
 
-    fn certs_by_card(inv: &'a Inventory) -> FastMap<&'a str, CardCerts<'a>> {
+    /// The live certificates by card, and the cards with more than one in a slot (sorted).
+    fn certs_by_card(inv: &'a Inventory) -> (FastMap<&'a str, CardCerts<'a>>, Vec<&'a str>) {
         let mut certs_by_card: FastMap<&str, CardCerts<'_>> =
             FastMap::with_capacity_and_hasher(inv.cards.len(), Default::default());
+        let mut crowded: Vec<&str> = Vec::new();
         for cert in inv.certs.values().filter(|c| c.is_live()) {
             let entry = certs_by_card.entry(cert.card.as_str()).or_default();
             let slot = &mut entry.newest.0[slot_index(cert.slot)];
@@ -552,15 +548,19 @@ impl<'a> Index<'a> {
                     if (prev.not_before, &prev.serial) >= (cert.not_before, &cert.serial) =>
                 {
                     entry.older.push(cert);
+                    crowded.push(cert.card.as_str());
                 }
                 Some(prev) => {
                     entry.older.push(prev);
                     *slot = Some(cert);
+                    crowded.push(cert.card.as_str());
                 }
                 None => *slot = Some(cert),
             }
         }
-        certs_by_card
+        crowded.sort_unstable();
+        crowded.dedup();
+        (certs_by_card, crowded)
     }
 
     fn holder(&self, user: &str, template: &str) -> Option<&'a CardRecord> {
