@@ -430,6 +430,9 @@ fn superseded_certificates_are_revoked_once_the_gateway_revokes_again() {
         && a["serials"].as_array().unwrap().len() == 2
         && a["waitingForCard"] == false));
     assert_eq!(plan["safetyValve"]["revokedUsers"], 0);
+    run(&d, &["audit"])
+        .expect_code(2)
+        .stdout_has("superseded-still-valid");
 
     // The gateway recovers: one pass revokes them, and the CA's own records say so.
     em.set_action_fault(None, 0);
