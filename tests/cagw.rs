@@ -12,7 +12,7 @@ use keyfleet::ca::remote::{RetryPolicy, load_pem_certificates, load_pem_identity
 use keyfleet::ca::{CaCertStatus, CertificateAuthority, EnrollRequest, RevocationReason};
 use keyfleet::names::{DistinguishedName, SanValue};
 
-use crate::harness::cagw_emulator::{CA_ID, Emulator, Fault, P12_PASSWORD, Target};
+use crate::harness::cagw_emulator::{ActionFault, CA_ID, Emulator, Fault, P12_PASSWORD, Target};
 use crate::harness::{PolicyDir, Run, keyfleet};
 
 /// The CA object for the emulator; `cred` is the clientCertificate YAML (indented 4).
@@ -342,6 +342,202 @@ fn a_lost_enrolment_answer_does_not_issue_twice_through_apply() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Issue 14: CA calls that fail, or answer garbage, are retried until the CA confirms them.
+
+/// Three users, two slots each, under a subject the test can change.
+fn fleet(em: &Emulator, org: &str) -> PolicyDir {
+    let d = PolicyDir::empty();
+    d.write("ca.yaml", &authority(em, CA_ID, &pem_cred(em, "client")));
+    let rest = REST
+        .replace("PROFILE", "piv-auth")
+        .replace(
+            "      subjectAltNames:\n        - email: ${user.mail}\n        - upn: ${user.uid}@corp.example.com\n",
+            "    - name: sign\n      slot: 9C\n      authority: gw\n      profile: piv-auth\n      keyAlgorithm: ecc-p256\n      subject: CN=${user.cn},O=Example\n",
+        )
+        .replace("O=Example", &format!("O={org}"));
+    assert!(rest.contains("slot: 9C"), "{rest}");
+    d.write("rest.yaml", &rest);
+    d.write(
+        "people.yaml",
+        "users:\n  - {uid: alice, cn: Alice, mail: alice@example.com}\n  - {uid: bob, cn: Bob, mail: bob@example.com}\n  - {uid: carol, cn: Carol, mail: carol@example.com}\ngroups:\n  - {name: staff, members: [alice, bob, carol]}\n",
+    );
+    d
+}
+
+/// `(serial, user, slot, status)` of every certificate Keyfleet recorded.
+fn recorded(d: &PolicyDir) -> Vec<(String, String, String, String)> {
+    let r = run(d, &["inventory", "--format", "json"]);
+    r.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("inventory JSON");
+    v["certificates"]
+        .as_array()
+        .expect("certificates")
+        .iter()
+        .map(|c| {
+            let f = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (f("serial"), f("user"), f("slot"), f("status"))
+        })
+        .collect()
+}
+
+/// Certificates valid at the CA (normal or held), per user and slot, by Keyfleet's records.
+fn valid_at_ca(
+    em: &Emulator,
+    d: &PolicyDir,
+) -> std::collections::BTreeMap<(String, String), usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for (serial, user, slot, _) in recorded(d) {
+        let (status, _) = em.status_of(&serial).expect("the CA knows it");
+        if status != "revoked" {
+            *out.entry((user, slot)).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn superseded_certificates_are_revoked_once_the_gateway_revokes_again() {
+    let em = Emulator::start();
+    let d = fleet(&em, "Example");
+    run(&d, &["apply", "-y"]).expect_code(0);
+    assert_eq!(em.issued(), 6);
+
+    // The gateway refuses every revoke and hold while a template change reissues the fleet.
+    em.set_action_fault(Some(ActionFault::Status(503)), 0);
+    let d2 = fleet(&em, "Example Corp");
+    for f in ["ca.yaml", "rest.yaml"] {
+        std::fs::copy(d2.path().join(f), d.path().join(f)).expect("copy policy");
+    }
+    assert_ne!(run(&d, &["apply", "-y"]).code, Some(0));
+    assert_ne!(run(&d, &["apply", "-y"]).code, Some(0));
+    assert_eq!(em.issued(), 12, "every slot reissued");
+    // Every user/slot pair now holds two certificates valid at the CA.
+    for s in em.serials() {
+        assert_eq!(em.status_of(&s).unwrap().0, "normal", "{s}");
+    }
+
+    // Not converged: every pass plans their revocation as superseded.
+    let r = run(&d, &["plan", "--format", "json"]);
+    r.expect_code(2);
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).expect("plan JSON");
+    let superseding: Vec<&serde_json::Value> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["reason"] == "superseded")
+        .collect();
+    assert_eq!(superseding.len(), 3, "{plan:#}");
+    assert!(superseding.iter().all(|a| a["kind"] == "revoke"
+        && a["serials"].as_array().unwrap().len() == 2
+        && a["waitingForCard"] == false));
+    assert_eq!(plan["safetyValve"]["revokedUsers"], 0);
+    run(&d, &["audit"])
+        .expect_code(2)
+        .stdout_has("superseded-still-valid");
+
+    // The gateway recovers: one pass revokes them, and the CA's own records say so.
+    em.set_action_fault(None, 0);
+    run(&d, &["apply", "-y"]).expect_code(0);
+    let pairs = valid_at_ca(&em, &d);
+    assert!(pairs.values().all(|n| *n == 1), "{pairs:?}");
+    let records = recorded(&d);
+    assert_eq!(records.len(), 12);
+    for (serial, _, _, status) in &records {
+        let at_ca = em.status_of(serial).unwrap();
+        match status.as_str() {
+            "superseded" => assert_eq!(
+                at_ca,
+                ("revoked".to_string(), Some("superseded".to_string())),
+                "{serial}"
+            ),
+            "active" => assert_eq!(at_ca.0, "normal", "{serial}"),
+            other => panic!("{serial} is {other}"),
+        }
+    }
+    assert_eq!(records.iter().filter(|r| r.3 == "superseded").count(), 6);
+    let crl = crl_text(&em, d.path());
+    assert_eq!(crl.matches("Superseded").count(), 6, "{crl}");
+    run(&d, &["plan"]).expect_code(0).stdout_has("No changes");
+    let actions = em.count("POST", "/actions");
+    run(&d, &["apply", "-y"]).expect_code(0);
+    assert_eq!(em.count("POST", "/actions"), actions);
+}
+
+#[test]
+fn a_hold_that_went_half_through_is_released_when_the_account_is_enabled_again() {
+    let em = Emulator::start();
+    let d = fleet(&em, "Example");
+    d.write(
+        "people.yaml",
+        "users:\n  - {uid: alice, cn: Alice, mail: alice@example.com}\ngroups:\n  - {name: staff, members: [alice]}\n",
+    );
+    run(&d, &["apply", "-y"]).expect_code(0);
+    let serials = em.serials();
+    assert_eq!(serials.len(), 2);
+    // Disabled: the first hold goes through, the gateway refuses the second.
+    d.write(
+        "people.yaml",
+        "users:\n  - {uid: alice, cn: Alice, mail: alice@example.com, disabled: true}\ngroups:\n  - {name: staff, members: [alice]}\n",
+    );
+    em.set_action_fault(Some(ActionFault::Status(503)), 1);
+    assert_ne!(run(&d, &["apply", "-y"]).code, Some(0));
+    let held: Vec<&String> = serials
+        .iter()
+        .filter(|s| em.status_of(s).unwrap().0 == "held")
+        .collect();
+    assert_eq!(held.len(), 1);
+    // Enabled again, the gateway answering: the held one is released.
+    em.set_action_fault(None, 0);
+    d.write(
+        "people.yaml",
+        "users:\n  - {uid: alice, cn: Alice, mail: alice@example.com}\ngroups:\n  - {name: staff, members: [alice]}\n",
+    );
+    run(&d, &["apply", "-y"]).expect_code(0);
+    for s in &serials {
+        assert_eq!(em.status_of(s).unwrap().0, "normal", "{s}");
+    }
+    run(&d, &["plan"]).expect_code(0);
+}
+
+#[test]
+fn actions_answered_with_garbage_are_not_recorded_as_done_through_apply() {
+    let em = Emulator::start();
+    let d = policy(&em, CA_ID, "piv-auth", &pem_cred(&em, "client"));
+    run(&d, &["apply", "-y"]).expect_code(0);
+    let serial = em.serials()[0].clone();
+    // Entitlement lost; the gateway answers 200 with a body that is not JSON, and does nothing.
+    d.write("people.yaml", &people(false, false));
+    em.set_action_fault(Some(ActionFault::Garbage), 0);
+    let r = run(&d, &["apply", "-y", "--allow-mass-revocation"]);
+    assert_ne!(r.code, Some(0), "{r:?}");
+    assert!(
+        format!("{}{}", r.stdout, r.stderr).contains("not confirmed"),
+        "{r:?}"
+    );
+    assert_eq!(em.status_of(&serial).unwrap().0, "normal");
+    let inv = recorded(&d);
+    assert_eq!(inv[0].3, "active", "not recorded as revoked");
+    // The next pass tries again; an undocumented action status is no better.
+    em.set_action_fault(Some(ActionFault::ActionStatus("PENDING")), 0);
+    assert_ne!(
+        run(&d, &["apply", "-y", "--allow-mass-revocation"]).code,
+        Some(0)
+    );
+    assert_eq!(recorded(&d)[0].3, "active");
+    // Garbage again, but the gateway did revoke: the certificate read back confirms it.
+    em.set_action_fault(Some(ActionFault::ActThenGarbage), 0);
+    run(&d, &["apply", "-y", "--allow-mass-revocation"]).expect_code(0);
+    assert_eq!(
+        em.status_of(&serial).unwrap(),
+        (
+            "revoked".to_string(),
+            Some("affiliationChanged".to_string())
+        )
+    );
+    assert_eq!(recorded(&d)[0].3, "revoked");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Connector level.
 
 fn connector(em: &Emulator, log: Option<&Path>, attempts: u32) -> EntrustGateway {
@@ -477,4 +673,54 @@ fn status_batches_are_concurrent_and_bounded() {
             .iter()
             .all(|a| matches!(a, Ok(CaCertStatus::Active)))
     );
+}
+
+#[test]
+fn revoke_hold_and_unhold_fail_closed_on_undocumented_answers() {
+    let em = Emulator::start();
+    let gw = connector(&em, None, 1);
+    let serial = gw.enroll(&request("g1")).unwrap().serial;
+    let status = |s: &str| em.status_of(s).unwrap().0;
+    // Not acting, answering garbage, an accepted-but-not-done, or a status never documented.
+    for fault in [
+        ActionFault::Garbage,
+        ActionFault::ActionStatus("ACCEPTED"),
+        ActionFault::ActionStatus("PENDING"),
+        ActionFault::ActionStatus(""),
+        ActionFault::Status(202),
+    ] {
+        em.set_action_fault(Some(fault), 0);
+        let e = gw.hold(&serial).unwrap_err().to_string();
+        assert!(e.contains("not confirmed"), "{fault:?}: {e}");
+        assert_eq!(status(&serial), "normal", "{fault:?}");
+        let e = gw
+            .revoke(&serial, RevocationReason::Superseded)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not confirmed"), "{fault:?}: {e}");
+        assert_eq!(status(&serial), "normal", "{fault:?}");
+    }
+    // REJECTED is refused as before.
+    em.set_action_fault(Some(ActionFault::ActionStatus("REJECTED")), 0);
+    let e = gw.hold(&serial).unwrap_err().to_string();
+    assert!(e.contains("REJECTED"), "{e}");
+    // Garbage after acting: the certificate read back confirms it.
+    em.set_action_fault(Some(ActionFault::ActThenGarbage), 0);
+    gw.hold(&serial).unwrap();
+    assert_eq!(status(&serial), "held");
+    em.set_action_fault(Some(ActionFault::ActionStatus("COMPLETED")), 0);
+    // COMPLETED is the documented success, taken at its word.
+    gw.unhold(&serial).unwrap();
+    em.set_action_fault(Some(ActionFault::Garbage), 0);
+    let e = gw.unhold(&serial).unwrap_err().to_string();
+    assert!(e.contains("not confirmed") && e.contains("held"), "{e}");
+    em.set_action_fault(Some(ActionFault::ActThenGarbage), 0);
+    gw.unhold(&serial).unwrap();
+    assert_eq!(status(&serial), "normal");
+    gw.revoke(&serial, RevocationReason::Superseded).unwrap();
+    assert_eq!(
+        em.status_of(&serial).unwrap(),
+        ("revoked".to_string(), Some("superseded".to_string()))
+    );
+    em.set_action_fault(None, 0);
 }

@@ -302,6 +302,21 @@ fn run_action(
                 &[slot],
             )
         }
+        ActionKind::Revoke if action.reason.code == ReasonCode::Superseded => {
+            // Certificates their slots no longer hold: revoked at the CA; the card, which holds
+            // the newer ones, is not touched.
+            for serial in &action.serials {
+                ca_status(
+                    ctx,
+                    &action.id(),
+                    serial,
+                    CaOp::Revoke {
+                        reason: "superseded".into(),
+                    },
+                )?;
+            }
+            Ok(action.serials.clone())
+        }
         ActionKind::Suspend | ActionKind::Resume | ActionKind::Revoke => {
             let card = card_of(action)?;
             let op = match action.kind {

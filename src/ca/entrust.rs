@@ -132,6 +132,22 @@ pub enum GatewayError {
         /// `action.status`.
         status: String,
     },
+    /// An action got a 2xx answer that is not the documented success (`action.status`
+    /// `COMPLETED`), and the certificate read back is not in the requested state: it is not
+    /// done, and is tried again.
+    #[error(
+        "{action} on {serial}: not confirmed: the gateway answered {answered}, and the certificate reads back as {read_back}"
+    )]
+    ActionUnconfirmed {
+        /// The action type.
+        action: &'static str,
+        /// The serial.
+        serial: String,
+        /// What the answer said (its `action.status`, or that it could not be read).
+        answered: String,
+        /// The certificate's status as read back, or why it could not be read.
+        read_back: String,
+    },
 }
 
 impl GatewayError {
@@ -153,6 +169,7 @@ impl From<GatewayError> for CaError {
             GatewayError::KeyMismatch { .. } | GatewayError::ActionRejected { .. } => {
                 CaError::Rejected(e.to_string())
             }
+            GatewayError::ActionUnconfirmed { .. } => CaError::Unavailable(e.to_string()),
             _ => CaError::Unavailable(e.to_string()),
         }
     }
@@ -945,11 +962,17 @@ impl Inner {
         Ok(wire_status(&c))
     }
 
+    /// Posts a certificate action and succeeds only on a documented success: the answer's
+    /// `action.status` is `COMPLETED`, or else (`ACCEPTED`, `REJECTED`, another status, a
+    /// body that is not an `ActionResponse`) the certificate read back is in the state the
+    /// action asks for. Anything else is an error, so the caller records nothing and the
+    /// next pass tries again.
     async fn action(
         &self,
         serial: &str,
         kind: &'static str,
         reason: &str,
+        wanted: Wanted,
     ) -> Result<(), GatewayError> {
         let url = self.url(&format!(
             "/certificates/{}/actions",
@@ -961,24 +984,45 @@ impl Inner {
         let bytes = self
             .call(reqwest::Method::POST, &url, &[], Some(&body))
             .await?;
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct A {
-            status: Option<String>,
+        let status = action_status(&bytes);
+        if status
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("COMPLETED"))
+        {
+            return Ok(());
         }
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct R {
-            action: A,
-        }
-        let r: R = serde_json::from_slice(&bytes).unwrap_or_default();
-        match r.action.status.as_deref() {
+        let read_back = match self.certificate(serial).await {
+            Ok(c) if wanted.confirmed_by(&c) => return Ok(()),
+            Ok(c) => match c.status.as_deref() {
+                Some(s) => format!("{s:?}"),
+                None => "no status".to_string(),
+            },
+            Err(e) => format!("unreadable ({e})"),
+        };
+        match status {
             Some(s) if s.eq_ignore_ascii_case("REJECTED") => Err(GatewayError::ActionRejected {
                 action: kind,
                 serial: serial.to_string(),
-                status: s.to_string(),
+                status: s,
             }),
-            _ => Ok(()),
+            Some(s) => Err(GatewayError::ActionUnconfirmed {
+                action: kind,
+                serial: serial.to_string(),
+                answered: format!("action status {s:?}"),
+                read_back,
+            }),
+            None => Err(GatewayError::ActionUnconfirmed {
+                action: kind,
+                serial: serial.to_string(),
+                answered: format!(
+                    "a body that is not an ActionResponse ({:?})",
+                    String::from_utf8_lossy(&bytes)
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                ),
+                read_back,
+            }),
         }
     }
 
@@ -989,7 +1033,8 @@ impl Inner {
         } else {
             ("UnholdAction", "unhold")
         };
-        match self.action(serial, kind, "unspecified").await {
+        let wanted = if hold { Wanted::Held } else { Wanted::Released };
+        match self.action(serial, kind, "unspecified", wanted).await {
             Ok(()) => Ok(()),
             Err(e) if matches!(e.status(), Some(400 | 404 | 409)) => {
                 match self.status(serial).await? {
@@ -1007,6 +1052,49 @@ impl Inner {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The state a certificate action asks for, as the certificate read back must show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    /// Revoked (for good, any reason but a hold).
+    Revoked,
+    /// On hold.
+    Held,
+    /// Valid again after a hold.
+    Released,
+}
+
+impl Wanted {
+    /// Whether the certificate read back shows this state, explicitly: a certificate with no
+    /// status confirms nothing.
+    fn confirmed_by(self, c: &WireCertificate) -> bool {
+        let Some(s) = c.status.as_deref() else {
+            return false;
+        };
+        let s = s.to_ascii_lowercase();
+        match (self, wire_status(c)) {
+            (Wanted::Revoked, CaCertStatus::Revoked { .. }) => true,
+            (Wanted::Held, CaCertStatus::Held) => true,
+            (Wanted::Released, CaCertStatus::Active) => matches!(s.as_str(), "normal" | "active"),
+            _ => false,
+        }
+    }
+}
+
+/// `action.status` of an `ActionResponse` body; `None` when the body is not one.
+fn action_status(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct A {
+        status: String,
+    }
+    #[derive(Deserialize)]
+    struct R {
+        action: A,
+    }
+    serde_json::from_slice::<R>(body)
+        .ok()
+        .map(|r| r.action.status)
 }
 
 fn method_name(m: &reqwest::Method) -> &'static str {
@@ -1269,7 +1357,16 @@ impl CertificateAuthority for EntrustGateway {
             "RevokeAction"
         };
         self.rt
-            .block_on(self.inner.action(serial, kind, reason_string(reason)))
+            .block_on(self.inner.action(
+                serial,
+                kind,
+                reason_string(reason),
+                if kind == "HoldAction" {
+                    Wanted::Held
+                } else {
+                    Wanted::Revoked
+                },
+            ))
             .map_err(|e| match e.status() {
                 Some(404) => CaError::UnknownSerial(serial.to_string()),
                 _ => e.into(),
@@ -1418,6 +1515,44 @@ mod tests {
             wire_status(&WireCertificate::default()),
             CaCertStatus::Active
         );
+    }
+
+    #[test]
+    fn only_completed_or_a_read_back_confirms_an_action() {
+        assert_eq!(
+            action_status(br#"{"type":"ActionResponse","action":{"status":"COMPLETED"}}"#)
+                .as_deref(),
+            Some("COMPLETED")
+        );
+        for garbage in [
+            &b"<html>ok</html>"[..],
+            b"",
+            b"{}",
+            br#"{"action":{}}"#,
+            b"null",
+        ] {
+            assert_eq!(action_status(garbage), None);
+        }
+        let c = |s: Option<&str>, reason: Option<&str>| WireCertificate {
+            status: s.map(str::to_string),
+            revocation_info: reason.map(|r| WireRevocationInfo {
+                reason: Some(r.into()),
+                revocation_date: None,
+            }),
+            ..WireCertificate::default()
+        };
+        assert!(Wanted::Revoked.confirmed_by(&c(Some("REVOKED"), Some("superseded"))));
+        assert!(!Wanted::Revoked.confirmed_by(&c(Some("revoked"), Some("certificateHold"))));
+        assert!(!Wanted::Revoked.confirmed_by(&c(Some("normal"), None)));
+        assert!(Wanted::Held.confirmed_by(&c(Some("held"), None)));
+        assert!(!Wanted::Held.confirmed_by(&c(Some("normal"), None)));
+        assert!(Wanted::Released.confirmed_by(&c(Some("normal"), None)));
+        assert!(
+            !Wanted::Released.confirmed_by(&c(None, None)),
+            "no status confirms nothing"
+        );
+        assert!(!Wanted::Released.confirmed_by(&c(Some("expired"), None)));
+        assert!(!Wanted::Released.confirmed_by(&c(Some("held"), None)));
     }
 
     #[test]

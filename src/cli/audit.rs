@@ -46,7 +46,8 @@ pub struct Args {
 pub struct Finding {
     /// Stable kind: `entitled-without-credential`, `credential-without-entitlement`,
     /// `expiring`, `revoked-at-ca-active-here`, `held-at-ca-active-here`,
-    /// `active-at-ca-revoked-here`, `unknown-at-ca`, `template-drift`, `ca-unreachable`.
+    /// `active-at-ca-revoked-here`, `unknown-at-ca`, `template-drift`, `ca-unreachable`,
+    /// `superseded-still-valid` (a replaced certificate whose revocation is not confirmed).
     pub kind: &'static str,
     /// The uid.
     pub user: String,
@@ -76,6 +77,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     for a in &pass.plan.actions {
         let kind = match (a.kind, a.reason.code) {
             (ActionKind::Issue, ReasonCode::NotIssued) => "entitled-without-credential",
+            (ActionKind::Revoke, ReasonCode::Superseded) => "superseded-still-valid",
             (ActionKind::Revoke, _) => "credential-without-entitlement",
             (ActionKind::Reissue, _) => "template-drift",
             (ActionKind::Suspend, _) => "disabled-user-active",

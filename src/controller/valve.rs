@@ -10,22 +10,25 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::plan::{ActionKind, Plan};
+use crate::plan::{Action, ActionKind, Plan, ReasonCode};
 use crate::statedir::status::HeldRevocation;
 
 /// File name of the approvals inside the state directory.
 pub const APPROVALS_FILE: &str = "approved-revocations.json";
 
 /// Splits a plan: when its valve tripped, every revocation not in `approved` (and the wipe of
-/// its card) is taken out and returned as held. A plan under the limits runs whole.
+/// its card) is taken out and returned as held. A plan under the limits runs whole. The
+/// revocation of superseded certificates takes nobody's credential: it is never held.
 pub fn hold_revocations(plan: &Plan, approved: &BTreeSet<String>) -> (Plan, Vec<HeldRevocation>) {
     if !plan.safety_valve.tripped || plan.safety_valve.allowed {
         return (plan.clone(), Vec::new());
     }
+    let holdable =
+        |a: &Action| a.kind == ActionKind::Revoke && a.reason.code != ReasonCode::Superseded;
     let held: Vec<HeldRevocation> = plan
         .actions
         .iter()
-        .filter(|a| a.kind == ActionKind::Revoke && !approved.contains(&a.id()))
+        .filter(|a| holdable(a) && !approved.contains(&a.id()))
         .map(|a| HeldRevocation {
             id: a.id(),
             user: a.user.clone(),
@@ -38,7 +41,7 @@ pub fn hold_revocations(plan: &Plan, approved: &BTreeSet<String>) -> (Plan, Vec<
     let held_cards: BTreeSet<&str> = held.iter().filter_map(|h| h.card.as_deref()).collect();
     let mut out = plan.clone();
     out.actions.retain(|a| match a.kind {
-        ActionKind::Revoke => !held_ids.contains(a.id().as_str()),
+        ActionKind::Revoke => !holdable(a) || !held_ids.contains(a.id().as_str()),
         ActionKind::Retire => a.card.as_deref().is_none_or(|c| !held_cards.contains(c)),
         _ => true,
     });
@@ -92,7 +95,7 @@ pub fn save_approvals(state_dir: &Path, ids: &BTreeSet<String>) -> Result<(), Ap
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Action, Reason, ReasonCode, SafetyLimits, SafetyReport};
+    use crate::plan::{Reason, SafetyLimits, SafetyReport};
 
     fn action(kind: ActionKind, user: &str, card: &str) -> Action {
         Action {
@@ -152,6 +155,17 @@ mod tests {
             held.iter().map(|h| h.user.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
+    }
+
+    #[test]
+    fn superseded_revocations_are_never_held() {
+        let mut p = plan(true);
+        let mut sup = action(ActionKind::Revoke, "c", "c3");
+        sup.reason.code = ReasonCode::Superseded;
+        p.actions.push(sup.clone());
+        let (out, held) = hold_revocations(&p, &BTreeSet::new());
+        assert!(out.actions.contains(&sup));
+        assert!(held.iter().all(|h| h.user != "c"));
     }
 
     #[test]

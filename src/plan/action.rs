@@ -61,6 +61,9 @@ pub enum ReasonCode {
     Expired,
     /// A field that matters (CA, profile, subject, SANs, algorithm, key generation) changed.
     TemplateChanged,
+    /// A newer certificate replaced this one in its slot, and the CA has not confirmed its
+    /// revocation yet: it is revoked as superseded.
+    Superseded,
     /// The template gained a slot.
     SlotAdded,
     /// The template dropped a slot.

@@ -312,14 +312,20 @@ impl<'a> Planner<'a> {
             };
             ctx.plan_revoke(card, reason);
         }
+        for card in &index.crowded {
+            ctx.plan_superseded(card, |user| {
+                !frozen.contains(user) && in_targets(opts, user)
+            });
+        }
 
         let mut actions = ctx.actions;
         actions.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
         actions.dedup();
 
+        // Revoking a superseded certificate takes nobody's credential: not counted.
         let revoked_users: BTreeSet<&str> = actions
             .iter()
-            .filter(|a| a.kind == ActionKind::Revoke)
+            .filter(|a| a.kind == ActionKind::Revoke && a.reason.code != ReasonCode::Superseded)
             .map(|a| a.user.as_str())
             .collect();
         let holders = index.holders_count;
@@ -452,6 +458,8 @@ struct Index<'a> {
     cards_by_user: Vec<(&'a str, &'a CardRecord)>,
     holders_count: usize,
     certs_by_card: FastMap<&'a str, CardCerts<'a>>,
+    /// Cards with more than one live certificate in a slot, in id order (normally none).
+    crowded: Vec<&'a str>,
     blanks_by_stock: BTreeMap<&'a str, Vec<&'a CardRecord>>,
     cards_per_stock: HashMap<&'a str, usize>,
 }
@@ -512,7 +520,7 @@ impl<'a> Index<'a> {
                     last = Some(*u);
                 }
             }
-            let certs_by_card = certs
+            let (certs_by_card, crowded) = certs
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             Index {
@@ -520,15 +528,18 @@ impl<'a> Index<'a> {
                 cards_by_user,
                 holders_count,
                 certs_by_card,
+                crowded,
                 blanks_by_stock,
                 cards_per_stock,
             }
         })
     }
 
-    fn certs_by_card(inv: &'a Inventory) -> FastMap<&'a str, CardCerts<'a>> {
+    /// The live certificates by card, and the cards with more than one in a slot (sorted).
+    fn certs_by_card(inv: &'a Inventory) -> (FastMap<&'a str, CardCerts<'a>>, Vec<&'a str>) {
         let mut certs_by_card: FastMap<&str, CardCerts<'_>> =
             FastMap::with_capacity_and_hasher(inv.cards.len(), Default::default());
+        let mut crowded: Vec<&str> = Vec::new();
         for cert in inv.certs.values().filter(|c| c.is_live()) {
             let entry = certs_by_card.entry(cert.card.as_str()).or_default();
             let slot = &mut entry.newest.0[slot_index(cert.slot)];
@@ -537,15 +548,19 @@ impl<'a> Index<'a> {
                     if (prev.not_before, &prev.serial) >= (cert.not_before, &cert.serial) =>
                 {
                     entry.older.push(cert);
+                    crowded.push(cert.card.as_str());
                 }
                 Some(prev) => {
                     entry.older.push(prev);
                     *slot = Some(cert);
+                    crowded.push(cert.card.as_str());
                 }
                 None => *slot = Some(cert),
             }
         }
-        certs_by_card
+        crowded.sort_unstable();
+        crowded.dedup();
+        (certs_by_card, crowded)
     }
 
     fn holder(&self, user: &str, template: &str) -> Option<&'a CardRecord> {
@@ -570,20 +585,61 @@ impl<'a> Index<'a> {
             .unwrap_or_default()
     }
 
+    /// Serials of the live certificates of a card the card should keep (the superseded ones
+    /// are revoked on their own, see [`CardCerts::superseded`]), with `status` if given.
     fn live_serials(&self, card: &str, status: Option<CertStatus>) -> Vec<String> {
         let Some(certs) = self.certs_by_card.get(card) else {
             return Vec::new();
         };
+        let superseded = certs.superseded();
         let mut v: Vec<String> = certs
             .newest
             .iter()
             .map(|(_, c)| c)
             .chain(certs.older.iter().copied())
             .filter(|c| status.is_none_or(|s| c.status == s))
+            .filter(|c| !superseded.iter().any(|(o, _)| o.serial == c.serial))
             .map(|c| c.serial.clone())
             .collect();
         v.sort();
         v
+    }
+}
+
+impl<'a> CardCerts<'a> {
+    /// The live certificates this card's slots should no longer hold: in each slot, every one
+    /// older than the newest installed one. A renewal or reissue replaced them and the CA has
+    /// not confirmed their revocation (it refused, or was unreachable, at that moment). A
+    /// newer certificate not yet installed is an interrupted issuance: it is not the slot's
+    /// certificate until it is written, and its installation supersedes the rest then.
+    /// Each comes with the certificate that replaced it; ordered by slot, then serial.
+    fn superseded(&self) -> Vec<(&'a CertRecord, &'a CertRecord)> {
+        if self.older.is_empty() {
+            return Vec::new();
+        }
+        fn key(c: &CertRecord) -> (OffsetDateTime, &str) {
+            (c.not_before, c.serial.as_str())
+        }
+        let mut out: Vec<(&CertRecord, &CertRecord)> = Vec::new();
+        for slot in SLOTS {
+            let in_slot = || self.older.iter().copied().filter(move |c| c.slot == slot);
+            let current = self.newest.get(slot).filter(|c| c.installed).or_else(|| {
+                in_slot()
+                    .filter(|c| c.installed)
+                    .max_by(|a, b| key(a).cmp(&key(b)))
+            });
+            let Some(current) = current else {
+                continue;
+            };
+            let start = out.len();
+            out.extend(
+                in_slot()
+                    .filter(|c| key(c) < key(current))
+                    .map(|c| (c, current)),
+            );
+            out[start..].sort_by(|a, b| a.0.serial.cmp(&b.0.serial));
+        }
+        out
     }
 }
 
@@ -744,8 +800,13 @@ impl Ctx<'_> {
     fn plan_held(&mut self, cred: &DesiredCredential, card: &CardRecord) {
         if cred.user_disabled {
             match cred.on_user_disabled {
-                OnUserDisabled::Suspend if card.status == CardStatus::Active => {
+                OnUserDisabled::Suspend => {
+                    // From the certificates, not only the card: a hold the CA refused (or an
+                    // unhold that went half through) leaves some active on a suspended card.
                     let serials = self.index.live_serials(&card.id, Some(CertStatus::Active));
+                    if card.status != CardStatus::Active && serials.is_empty() {
+                        return;
+                    }
                     self.push_card_action(
                         ActionKind::Suspend,
                         card,
@@ -770,10 +831,11 @@ impl Ctx<'_> {
             }
             return;
         }
-        if card.status == CardStatus::Suspended {
-            let serials = self
-                .index
-                .live_serials(&card.id, Some(CertStatus::Suspended));
+        let held = self
+            .index
+            .live_serials(&card.id, Some(CertStatus::Suspended));
+        if card.status == CardStatus::Suspended || !held.is_empty() {
+            let serials = held;
             self.push_card_action(
                 ActionKind::Resume,
                 card,
@@ -907,6 +969,59 @@ impl Ctx<'_> {
         let serials = self.index.live_serials(&card.id, None);
         self.push_card_action(ActionKind::Revoke, card, serials, reason);
         self.push_retire(card, "its credential is revoked in this plan");
+    }
+
+    /// Plans the revocation, as superseded, of the live certificates of `card` that its
+    /// slots no longer hold ([`CardCerts::superseded`]): one action per holder and template
+    /// (normally one), every pass until the CA has confirmed it. It depends on the inventory
+    /// only, so an incomplete directory observation does not hold it back. It changes no
+    /// slot of the card (`slots` is empty) and does not need the card.
+    fn plan_superseded(&mut self, card: &str, wanted: impl Fn(&str) -> bool) {
+        let Some(certs) = self.index.certs_by_card.get(card) else {
+            return;
+        };
+        let mut groups: BTreeMap<(&str, &str), Vec<(&CertRecord, &CertRecord)>> = BTreeMap::new();
+        for (old, current) in certs.superseded() {
+            if wanted(&old.user) {
+                groups
+                    .entry((old.user.as_str(), old.template.as_str()))
+                    .or_default()
+                    .push((old, current));
+            }
+        }
+        for ((user, template), pairs) in groups {
+            let replaced: Vec<String> = pairs
+                .iter()
+                .map(|(old, current)| {
+                    format!(
+                        "{} in slot {} (replaced by {})",
+                        old.serial,
+                        old.slot.hex(),
+                        current.serial
+                    )
+                })
+                .collect();
+            let mut serials: Vec<String> = pairs.iter().map(|(o, _)| o.serial.clone()).collect();
+            serials.sort();
+            self.actions.push(Action {
+                kind: ActionKind::Revoke,
+                user: user.to_string(),
+                template: Some(template.to_string()),
+                card: Some(card.to_string()),
+                stock: None,
+                slot: None,
+                slots: Vec::new(),
+                serials,
+                reason: Reason {
+                    code: ReasonCode::Superseded,
+                    message: format!(
+                        "no longer held by card {card} and not yet revoked at the CA: {}",
+                        replaced.join(", ")
+                    ),
+                },
+                waiting_for_card: false,
+            });
+        }
     }
 
     fn push_retire(&mut self, card: &CardRecord, why: &str) {

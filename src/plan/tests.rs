@@ -1,7 +1,7 @@
 //! Planner tests: table cases for every rule, and properties over random desired/actual states
 //! (apply-then-plan is empty; no revocation from an incomplete observation; the valve trips).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use time::macros::datetime;
@@ -106,8 +106,45 @@ fn simulate(
     presence: &mut Presence,
     now: OffsetDateTime,
 ) {
+    let mut ca = CaModel::default();
+    simulate_with(plan, desired, inv, presence, now, &mut ca, &mut || true);
+}
+
+/// What the CA itself says of each serial it signed, beside what the inventory records.
+#[derive(Debug, Default)]
+struct CaModel {
+    /// Serial → status at the CA.
+    status: BTreeMap<String, CaSt>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CaSt {
+    Valid,
+    Held,
+    Revoked,
+}
+
+/// A failed step of the simulated executor.
+struct Failed;
+
+/// [`simulate`] with the CA and the cards failing when `ok()` says so: each CA call (enrol,
+/// revoke, hold, unhold) and each write of a certificate to a card asks it once. It follows
+/// the real executors: a certificate is recorded when the CA signed it, marked installed when
+/// written, and the slot's older live certificates are then revoked as superseded; a status
+/// change is recorded only once the CA confirmed it; the first failure ends the action, and
+/// the card's remaining actions of the pass are skipped.
+fn simulate_with(
+    plan: &Plan,
+    desired: &Desired,
+    inv: &mut Inventory,
+    presence: &mut Presence,
+    now: OffsetDateTime,
+    ca: &mut CaModel,
+    ok: &mut dyn FnMut() -> bool,
+) {
     let mut serial = inv.certs.len() + 1000;
     let mut new_card = inv.cards.len() + 1000;
+    let mut failed_cards: BTreeSet<String> = BTreeSet::new();
     for a in plan.runnable() {
         let card_id = match (&a.card, a.kind) {
             (Some(id), _) => id.clone(),
@@ -119,91 +156,169 @@ fn simulate(
             }
             (None, _) => panic!("action without card: {a:?}"),
         };
-        let mut issue_slot = |inv: &mut Inventory, slot: Slot| {
-            let want = &desired.credentials[&(a.user.clone(), a.template.clone().unwrap())]
-                .certificates[&slot];
-            serial += 1;
-            let s = format!("{serial:08X}");
-            inv.certs.insert(
-                s.clone(),
-                CertRecord {
-                    serial: s,
-                    user: a.user.clone(),
-                    card: card_id.clone(),
-                    template: a.template.clone().unwrap(),
-                    name: want.name.clone(),
-                    slot,
-                    ca: want.authority.clone(),
-                    profile: want.profile.clone(),
-                    key_algorithm: want.key_algorithm,
-                    subject: want.subject.to_string(),
-                    sans: want.sans.clone(),
-                    not_before: now,
-                    not_after: now + Duration::seconds(want.validity_secs as i64),
-                    revision: want.revision.clone(),
-                    status: CertStatus::Active,
-                    installed: true,
-                    request_id: String::new(),
-                    updated_at: now,
-                    pem: String::new(),
-                },
-            );
-        };
-        let set_certs = |inv: &mut Inventory, serials: &[String], st: CertStatus| {
-            for s in serials {
-                inv.certs.get_mut(s).unwrap().status = st;
-            }
-        };
-        match a.kind {
-            ActionKind::Issue if a.reason.code == ReasonCode::InterruptedIssuance => {
-                for s in &a.serials {
-                    inv.certs.get_mut(s).unwrap().installed = true;
+        if failed_cards.contains(&card_id) {
+            continue;
+        }
+        let result: Result<(), Failed> = (|| {
+            // Enrols, records, writes and supersedes one slot.
+            let mut issue_slot = |inv: &mut Inventory,
+                                  ca: &mut CaModel,
+                                  ok: &mut dyn FnMut() -> bool,
+                                  slot: Slot|
+             -> Result<(), Failed> {
+                let want = &desired.credentials[&(a.user.clone(), a.template.clone().unwrap())]
+                    .certificates[&slot];
+                if !ok() {
+                    return Err(Failed);
+                }
+                serial += 1;
+                let s = format!("{serial:08X}");
+                ca.status.insert(s.clone(), CaSt::Valid);
+                inv.certs.insert(
+                    s.clone(),
+                    CertRecord {
+                        serial: s.clone(),
+                        user: a.user.clone(),
+                        card: card_id.clone(),
+                        template: a.template.clone().unwrap(),
+                        name: want.name.clone(),
+                        slot,
+                        ca: want.authority.clone(),
+                        profile: want.profile.clone(),
+                        key_algorithm: want.key_algorithm,
+                        subject: want.subject.to_string(),
+                        sans: want.sans.clone(),
+                        not_before: now,
+                        not_after: now + Duration::seconds(want.validity_secs as i64),
+                        revision: want.revision.clone(),
+                        status: CertStatus::Active,
+                        installed: false,
+                        request_id: String::new(),
+                        updated_at: now,
+                        pem: String::new(),
+                    },
+                );
+                install(inv, ca, ok, &s)
+            };
+            match a.kind {
+                ActionKind::Issue if a.reason.code == ReasonCode::InterruptedIssuance => {
+                    for s in &a.serials {
+                        install(inv, ca, ok, s)?;
+                    }
+                }
+                ActionKind::Issue => {
+                    let card = inv.cards.entry(card_id.clone()).or_insert(CardRecord {
+                        id: card_id.clone(),
+                        card_type: CardType::Virtual,
+                        stock: a.stock.clone(),
+                        user: None,
+                        template: None,
+                        status: CardStatus::Blank,
+                        created_at: now,
+                        updated_at: now,
+                    });
+                    card.user = Some(a.user.clone());
+                    card.template = a.template.clone();
+                    card.status = CardStatus::Active;
+                    for slot in &a.slots {
+                        issue_slot(inv, ca, ok, *slot)?;
+                    }
+                }
+                ActionKind::Renew | ActionKind::Reissue => {
+                    if a.reason.code == ReasonCode::SlotRemoved {
+                        for s in &a.serials {
+                            status_change(inv, ca, ok, s, CaSt::Revoked, CertStatus::Superseded)?;
+                        }
+                    } else {
+                        issue_slot(inv, ca, ok, a.slot.unwrap())?;
+                    }
+                }
+                ActionKind::Suspend | ActionKind::Resume => {
+                    let (at_ca, st, card_st) = if a.kind == ActionKind::Suspend {
+                        (CaSt::Held, CertStatus::Suspended, CardStatus::Suspended)
+                    } else {
+                        (CaSt::Valid, CertStatus::Active, CardStatus::Active)
+                    };
+                    for s in &a.serials {
+                        status_change(inv, ca, ok, s, at_ca, st)?;
+                    }
+                    inv.cards.get_mut(&card_id).unwrap().status = card_st;
+                }
+                ActionKind::Revoke if a.reason.code == ReasonCode::Superseded => {
+                    for s in &a.serials {
+                        status_change(inv, ca, ok, s, CaSt::Revoked, CertStatus::Superseded)?;
+                    }
+                }
+                ActionKind::Revoke => {
+                    for s in &a.serials {
+                        status_change(inv, ca, ok, s, CaSt::Revoked, CertStatus::Revoked)?;
+                    }
+                    inv.cards.get_mut(&card_id).unwrap().status = CardStatus::Revoked;
+                }
+                ActionKind::Retire => {
+                    let c = inv.cards.get_mut(&card_id).unwrap();
+                    c.status = CardStatus::Blank;
+                    c.user = None;
+                    c.template = None;
                 }
             }
-            ActionKind::Issue => {
-                let card = inv.cards.entry(card_id.clone()).or_insert(CardRecord {
-                    id: card_id.clone(),
-                    card_type: CardType::Virtual,
-                    stock: a.stock.clone(),
-                    user: None,
-                    template: None,
-                    status: CardStatus::Blank,
-                    created_at: now,
-                    updated_at: now,
-                });
-                card.user = Some(a.user.clone());
-                card.template = a.template.clone();
-                card.status = CardStatus::Active;
-                for slot in &a.slots {
-                    issue_slot(inv, *slot);
-                }
-            }
-            ActionKind::Renew | ActionKind::Reissue => {
-                set_certs(inv, &a.serials, CertStatus::Superseded);
-                if a.reason.code != ReasonCode::SlotRemoved {
-                    issue_slot(inv, a.slot.unwrap());
-                }
-            }
-            ActionKind::Suspend => {
-                set_certs(inv, &a.serials, CertStatus::Suspended);
-                inv.cards.get_mut(&card_id).unwrap().status = CardStatus::Suspended;
-            }
-            ActionKind::Resume => {
-                set_certs(inv, &a.serials, CertStatus::Active);
-                inv.cards.get_mut(&card_id).unwrap().status = CardStatus::Active;
-            }
-            ActionKind::Revoke => {
-                set_certs(inv, &a.serials, CertStatus::Revoked);
-                inv.cards.get_mut(&card_id).unwrap().status = CardStatus::Revoked;
-            }
-            ActionKind::Retire => {
-                let c = inv.cards.get_mut(&card_id).unwrap();
-                c.status = CardStatus::Blank;
-                c.user = None;
-                c.template = None;
-            }
+            Ok(())
+        })();
+        if result.is_err() {
+            failed_cards.insert(card_id);
         }
     }
+}
+
+/// A CA status change, recorded once the CA confirmed it.
+fn status_change(
+    inv: &mut Inventory,
+    ca: &mut CaModel,
+    ok: &mut dyn FnMut() -> bool,
+    s: &str,
+    at_ca: CaSt,
+    recorded: CertStatus,
+) -> Result<(), Failed> {
+    if !ok() {
+        return Err(Failed);
+    }
+    let st = ca.status.entry(s.to_string()).or_insert(CaSt::Valid);
+    if *st == CaSt::Revoked && at_ca != CaSt::Revoked {
+        return Err(Failed);
+    }
+    *st = at_ca;
+    inv.certs.get_mut(s).unwrap().status = recorded;
+    Ok(())
+}
+
+/// Writes a recorded certificate to its card, then revokes the slot's older live
+/// certificates as superseded (the real executor's `install`).
+fn install(
+    inv: &mut Inventory,
+    ca: &mut CaModel,
+    ok: &mut dyn FnMut() -> bool,
+    serial: &str,
+) -> Result<(), Failed> {
+    if !ok() {
+        return Err(Failed);
+    }
+    let cert = inv.certs.get_mut(serial).unwrap();
+    cert.installed = true;
+    let (card, slot) = (cert.card.clone(), cert.slot);
+    let older: Vec<String> = inv
+        .certs
+        .values()
+        .filter(|c| c.card == card && c.slot == slot && c.serial != serial && c.is_live())
+        .map(|c| c.serial.clone())
+        .collect();
+    for s in older {
+        if !ok() {
+            return Err(Failed);
+        }
+        ca.status.insert(s.clone(), CaSt::Revoked);
+        inv.certs.get_mut(&s).unwrap().status = CertStatus::Superseded;
+    }
+    Ok(())
 }
 
 fn kinds(plan: &Plan) -> Vec<(ActionKind, ReasonCode, String)> {
@@ -704,6 +819,174 @@ fn revision_is_pinned() {
     assert_eq!(r, "r1-53e9e1a48ca50892ae07d4a1");
 }
 
+/// Plans and applies one pass with CA calls and card writes answering `script` in turn
+/// (true: it works), then every call works.
+fn pass_with(
+    d: &Desired,
+    inv: &mut Inventory,
+    presence: &mut Presence,
+    ca: &mut CaModel,
+    script: &[bool],
+) -> Plan {
+    let mut o = opts();
+    o.allow_mass_revocation = true;
+    let p = plan(d, inv, presence, &o);
+    let mut answers = script.iter().copied();
+    simulate_with(&p, d, inv, presence, NOW, ca, &mut || {
+        answers.next().unwrap_or(true)
+    });
+    p
+}
+
+/// Issue 14: a reissue whose revocation of the old certificate the CA refused left two live
+/// certificates in the slot, and the next plan said everything converged.
+#[test]
+fn superseded_certificates_are_revoked_every_pass_until_the_ca_confirms() {
+    let mut d = desired(
+        vec![credential("alice", &[Slot::PivAuthentication])],
+        &["alice"],
+    );
+    let mut inv = Inventory::default();
+    let mut presence = Presence::default();
+    let mut ca = CaModel::default();
+    pass_with(&d, &mut inv, &mut presence, &mut ca, &[]);
+    let old = inv.certs.keys().next().unwrap().clone();
+    let c = d.credentials.values_mut().next().unwrap();
+    c.certificates
+        .get_mut(&Slot::PivAuthentication)
+        .unwrap()
+        .revision = "r1-changed".into();
+    // Enrolled, written to the card, and the revocation of the old one refused.
+    let p = pass_with(&d, &mut inv, &mut presence, &mut ca, &[true, true, false]);
+    assert_eq!(p.actions.len(), 1);
+    assert_eq!(inv.certs.values().filter(|c| c.is_live()).count(), 2);
+    let new = inv.certs.keys().find(|s| **s != old).unwrap().clone();
+
+    // Planned from the inventory, pass after pass, even from an incomplete observation, and
+    // without tripping the valve: it takes nobody's credential.
+    for complete in [true, false] {
+        d.complete = complete;
+        let mut o = opts();
+        o.limits.max_revocations = 0;
+        let p = plan(&d, &inv, &presence, &o);
+        assert_eq!(
+            kinds(&p),
+            [(ActionKind::Revoke, ReasonCode::Superseded, "alice".into())]
+        );
+        let a = &p.actions[0];
+        assert_eq!(a.serials, std::slice::from_ref(&old));
+        assert_eq!(a.card.as_deref(), Some(inv.certs[&old].card.as_str()));
+        assert!(a.slots.is_empty(), "the card is not touched");
+        assert!(!a.waiting_for_card);
+        assert!(a.reason.message.contains(&new), "{}", a.reason.message);
+        assert_eq!(p.safety_valve.revoked_users, 0);
+        assert!(!p.refused());
+        // Absent, the card is not needed.
+        let p = plan(&d, &inv, &Presence::default(), &o);
+        assert_eq!(p.runnable().count(), 1);
+    }
+    d.complete = true;
+    // Refused again: still planned; confirmed: done, and nothing left.
+    pass_with(&d, &mut inv, &mut presence, &mut ca, &[false]);
+    assert_eq!(inv.certs[&old].status, CertStatus::Active);
+    let p = pass_with(&d, &mut inv, &mut presence, &mut ca, &[]);
+    assert_eq!(p.actions[0].reason.code, ReasonCode::Superseded);
+    assert_eq!(inv.certs[&old].status, CertStatus::Superseded);
+    assert_eq!(ca.status[&old], CaSt::Revoked);
+    assert_eq!(ca.status[&new], CaSt::Valid);
+    assert!(plan(&d, &inv, &presence, &opts()).is_empty());
+}
+
+/// A newer certificate not yet written to the card is not the slot's yet: the installed one
+/// stays until the interrupted issuance is completed, which supersedes it then.
+#[test]
+fn an_uninstalled_newer_certificate_supersedes_nothing_until_installed() {
+    let mut d = desired(
+        vec![credential("alice", &[Slot::PivAuthentication])],
+        &["alice"],
+    );
+    let mut inv = Inventory::default();
+    let mut presence = Presence::default();
+    let mut ca = CaModel::default();
+    pass_with(&d, &mut inv, &mut presence, &mut ca, &[]);
+    let c = d.credentials.values_mut().next().unwrap();
+    c.certificates
+        .get_mut(&Slot::PivAuthentication)
+        .unwrap()
+        .revision = "r1-changed".into();
+    // Enrolled, then the write to the card fails.
+    pass_with(&d, &mut inv, &mut presence, &mut ca, &[true, false]);
+    let p = plan(&d, &inv, &presence, &opts());
+    assert_eq!(
+        kinds(&p),
+        [(
+            ActionKind::Issue,
+            ReasonCode::InterruptedIssuance,
+            "alice".into()
+        )]
+    );
+    // Written, the old one's revocation refused: now it is superseded.
+    pass_with(&d, &mut inv, &mut presence, &mut ca, &[true, false]);
+    let p = plan(&d, &inv, &presence, &opts());
+    assert_eq!(
+        kinds(&p),
+        [(ActionKind::Revoke, ReasonCode::Superseded, "alice".into())]
+    );
+}
+
+/// Issue 14: a hold that went half through (the CA refused the second certificate), then
+/// the account enabled again, left the first certificate on hold for good: the card was never
+/// marked suspended, so no resume was planned. And the other way round.
+#[test]
+fn holds_and_unholds_that_failed_are_planned_again_from_the_certificates() {
+    let mut d = desired(
+        vec![credential(
+            "alice",
+            &[Slot::PivAuthentication, Slot::DigitalSignature],
+        )],
+        &["alice"],
+    );
+    let mut inv = Inventory::default();
+    let mut presence = Presence::default();
+    let mut ca = CaModel::default();
+    pass_with(&d, &mut inv, &mut presence, &mut ca, &[]);
+    let serials: Vec<String> = inv.certs.keys().cloned().collect();
+    let set_disabled =
+        |d: &mut Desired, v: bool| d.credentials.values_mut().for_each(|c| c.user_disabled = v);
+    set_disabled(&mut d, true);
+    pass_with(&d, &mut inv, &mut presence, &mut ca, &[true, false]);
+    assert_eq!(ca.status[&serials[0]], CaSt::Held);
+    assert_eq!(ca.status[&serials[1]], CaSt::Valid);
+    set_disabled(&mut d, false);
+    let p = plan(&d, &inv, &presence, &opts());
+    assert_eq!(
+        kinds(&p),
+        [(ActionKind::Resume, ReasonCode::UserEnabled, "alice".into())]
+    );
+    assert_eq!(p.actions[0].serials, [serials[0].clone()]);
+    // Fully held, then an unhold half through, then disabled again: the released one is
+    // held again.
+    set_disabled(&mut d, true);
+    pass_with(&d, &mut inv, &mut presence, &mut ca, &[]);
+    assert!(serials.iter().all(|s| ca.status[s] == CaSt::Held));
+    set_disabled(&mut d, false);
+    pass_with(&d, &mut inv, &mut presence, &mut ca, &[true, false]);
+    set_disabled(&mut d, true);
+    let p = plan(&d, &inv, &presence, &opts());
+    assert_eq!(
+        kinds(&p),
+        [(
+            ActionKind::Suspend,
+            ReasonCode::UserDisabled,
+            "alice".into()
+        )]
+    );
+    assert_eq!(p.actions[0].serials, [serials[0].clone()]);
+    pass_with(&d, &mut inv, &mut presence, &mut ca, &[]);
+    assert!(serials.iter().all(|s| ca.status[s] == CaSt::Held));
+    assert!(plan(&d, &inv, &presence, &opts()).is_empty());
+}
+
 prop_compose! {
     fn arb_cred()(user in 0u8..12, slots in proptest::sample::subsequence(vec![Slot::PivAuthentication, Slot::DigitalSignature, Slot::KeyManagement], 1..=3), disabled in any::<bool>(), cn in 0u8..3, policy in 0u8..3) -> DesiredCredential {
         let user = format!("u{user}");
@@ -752,14 +1035,74 @@ proptest! {
         o.now = NOW + Duration::days(days);
         let p = plan(&d2, &inv, &presence, &o);
         if !complete {
-            prop_assert!(p.actions.iter().all(|a| a.kind != ActionKind::Revoke || a.reason.code == ReasonCode::UserDisabled));
+            prop_assert!(p.actions.iter().all(|a| a.kind != ActionKind::Revoke || matches!(a.reason.code, ReasonCode::UserDisabled | ReasonCode::Superseded)));
         }
         for a in p.actions.iter().filter(|a| a.kind == ActionKind::Revoke) {
-            prop_assert!(matches!(a.reason.code, ReasonCode::NoLongerEntitled | ReasonCode::UserGone | ReasonCode::TemplateRemoved | ReasonCode::UserDisabled));
+            prop_assert!(matches!(a.reason.code, ReasonCode::NoLongerEntitled | ReasonCode::UserGone | ReasonCode::TemplateRemoved | ReasonCode::UserDisabled | ReasonCode::Superseded));
         }
         simulate(&p, &d2, &mut inv, &mut presence, o.now);
         let again = plan(&d2, &inv, &presence, &o);
         prop_assert!(again.is_empty(), "{:#?}", again.actions);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Issue 14: after any sequence of failed CA calls (and card writes) and a recovery, each
+    /// slot holds at most one live certificate, every superseded one is revoked at the CA, and
+    /// the inventory agrees with the CA.
+    #[test]
+    fn failed_ca_calls_then_recovery_leave_one_live_certificate_per_slot(
+        states in proptest::collection::vec(proptest::collection::vec(arb_cred(), 0..8), 1..4),
+        steps in proptest::collection::vec(
+            (0usize..4, 0i64..200, proptest::collection::vec(any::<bool>(), 0..40)),
+            1..6,
+        ),
+    ) {
+        let ds: Vec<Desired> = states.into_iter().map(|c| build(c, true)).collect();
+        let mut inv = Inventory::default();
+        let mut presence = Presence::default();
+        let mut ca = CaModel::default();
+        let mut o = opts();
+        o.allow_mass_revocation = true;
+        let mut last = 0;
+        for (which, days, answers) in steps {
+            last = which % ds.len();
+            o.now += Duration::days(days);
+            let p = plan(&ds[last], &inv, &presence, &o);
+            let mut answers = answers.into_iter();
+            simulate_with(&p, &ds[last], &mut inv, &mut presence, o.now, &mut ca, &mut || {
+                answers.next().unwrap_or(true)
+            });
+        }
+        // Recovery: the CA and the cards answer again.
+        let d = &ds[last];
+        for _ in 0..3 {
+            let p = plan(d, &inv, &presence, &o);
+            simulate_with(&p, d, &mut inv, &mut presence, o.now, &mut ca, &mut || true);
+        }
+        let again = plan(d, &inv, &presence, &o);
+        prop_assert!(again.is_empty(), "{:#?}", again.actions);
+
+        let mut live_per_slot: BTreeMap<(&str, Slot), usize> = BTreeMap::new();
+        let mut valid_at_ca_per_slot: BTreeMap<(&str, Slot), usize> = BTreeMap::new();
+        for c in inv.certs.values() {
+            let at_ca = ca.status[&c.serial];
+            if c.is_live() {
+                *live_per_slot.entry((c.card.as_str(), c.slot)).or_default() += 1;
+            }
+            if at_ca != CaSt::Revoked {
+                *valid_at_ca_per_slot.entry((c.card.as_str(), c.slot)).or_default() += 1;
+            }
+            prop_assert_eq!(c.is_live(), at_ca != CaSt::Revoked, "{} is {:?} here, {:?} at the CA", c.serial, c.status, at_ca);
+            if c.status == CertStatus::Superseded {
+                prop_assert_eq!(at_ca, CaSt::Revoked);
+            }
+            prop_assert_eq!(c.status == CertStatus::Suspended, at_ca == CaSt::Held);
+        }
+        prop_assert!(live_per_slot.values().all(|n| *n <= 1), "{:?}", live_per_slot);
+        prop_assert!(valid_at_ca_per_slot.values().all(|n| *n <= 1), "{:?}", valid_at_ca_per_slot);
     }
 }
 

@@ -9,7 +9,9 @@
 //! with openssl), keeps status (normal / held / revoked with reason and date) with the §7 state
 //! machine, and publishes a CRL at `/emulator/crl/{caId}` (the real CRL path is not in the
 //! reference). Faults can be injected: latency, error statuses (5xx with or without a JSON
-//! body, 429), and dropped connections (before or after processing the request).
+//! body, 429), dropped connections (before or after processing the request), and a standing
+//! fault on every certificate action (revoke, hold, unhold) until cleared: an error status, or
+//! a 200 whose body is garbage or carries an undocumented status, with or without acting.
 //!
 //! Choices the reference leaves open ([I] there): the enrolment envelope type is
 //! `EnrollmentResponse`; with `useSANFromCSR: true` the certificate's SAN extension is copied
@@ -49,6 +51,19 @@ pub(crate) enum Fault {
     DropBefore,
     /// Do the work (e.g. issue the certificate), then close the connection without answering.
     DropAfter,
+}
+
+/// A fault every certificate action (`POST .../actions`) suffers while it is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ActionFault {
+    /// Answer this status with an ErrorResponse body, without acting.
+    Status(u16),
+    /// Answer 200 with a body that is not JSON, without acting.
+    Garbage,
+    /// Answer 200 with an ActionResponse whose `action.status` is this, without acting.
+    ActionStatus(&'static str),
+    /// Act, then answer 200 with a body that is not JSON.
+    ActThenGarbage,
 }
 
 /// Which requests a fault applies to.
@@ -106,6 +121,8 @@ struct Inner {
     certs: Mutex<BTreeMap<String, Cert>>,
     events: Mutex<Vec<Event>>,
     faults: Mutex<VecDeque<(Target, Fault)>>,
+    /// The standing action fault, and how many actions still pass before it applies.
+    action_fault: Mutex<Option<(ActionFault, usize)>>,
     latency_ms: AtomicU64,
     seen: Mutex<Vec<Seen>>,
 }
@@ -363,6 +380,7 @@ impl Emulator {
             certs: Mutex::new(BTreeMap::new()),
             events: Mutex::new(Vec::new()),
             faults: Mutex::new(VecDeque::new()),
+            action_fault: Mutex::new(None),
             latency_ms: AtomicU64::new(0),
             seen: Mutex::new(Vec::new()),
         });
@@ -445,6 +463,14 @@ impl Emulator {
     pub(crate) fn push_fault(&self, target: Target, fault: Fault) {
         if let Ok(mut f) = self.inner.faults.lock() {
             f.push_back((target, fault));
+        }
+    }
+
+    /// Sets (or with `None` clears) the fault every certificate action suffers from now on,
+    /// after the next `pass` actions have gone through normally.
+    pub(crate) fn set_action_fault(&self, fault: Option<ActionFault>, pass: usize) {
+        if let Ok(mut f) = self.inner.action_fault.lock() {
+            *f = fault.map(|f| (f, pass));
         }
     }
 
@@ -1131,6 +1157,38 @@ async fn action(
             &format!("Unknown revocation reason {reason:?}"),
         );
     };
+    let fault = inner
+        .action_fault
+        .lock()
+        .ok()
+        .and_then(|mut f| match &mut *f {
+            Some((_, pass)) if *pass > 0 => {
+                *pass -= 1;
+                None
+            }
+            Some((fault, _)) => Some(*fault),
+            None => None,
+        });
+    match fault {
+        Some(ActionFault::Status(code)) => {
+            return error(
+                code,
+                &format!("cagw-{code}0"),
+                "Backend CA failure (injected)",
+            );
+        }
+        Some(ActionFault::Garbage) => {
+            return (StatusCode::OK, "<html><body>OK</body></html>").into_response();
+        }
+        Some(ActionFault::ActionStatus(status)) => {
+            return Json(json!({"type": "ActionResponse", "action": {
+                "type": kind, "id": "act-injected", "properties": {}, "comment": "",
+                "status": status, "reason": reason,
+            }}))
+            .into_response();
+        }
+        Some(ActionFault::ActThenGarbage) | None => {}
+    }
     let key = canonical(&serial).unwrap_or_default();
     let now = OffsetDateTime::now_utc();
     let mut certs = match inner.certs.lock() {
@@ -1188,6 +1246,9 @@ async fn action(
             serial: key.clone(),
             reason: (*reason).to_string(),
         });
+    }
+    if fault == Some(ActionFault::ActThenGarbage) {
+        return (StatusCode::OK, "not json").into_response();
     }
     Json(json!({"type": "ActionResponse", "action": {
         "type": kind, "id": format!("act-{}", hex::encode(rand::random::<[u8; 8]>())),
