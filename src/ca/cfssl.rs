@@ -122,6 +122,43 @@ impl std::fmt::Debug for Cfssl {
     }
 }
 
+/// Decodes one cfssl answer (HTTP `status` and body, from `url`): the `result` of a successful
+/// envelope, or the refusal with cfssl's own messages. Public for the fuzz targets.
+pub fn decode_answer(url: &str, status: u16, bytes: &[u8]) -> Result<Value, CfsslError> {
+    let env: Envelope = serde_json::from_slice(bytes).map_err(|_| CfsslError::Refused {
+        url: url.to_string(),
+        status,
+        message: String::from_utf8_lossy(bytes)
+            .trim()
+            .chars()
+            .take(500)
+            .collect(),
+    })?;
+    if !env.success || !(200..300).contains(&status) {
+        let message = env
+            .errors
+            .iter()
+            .map(|e| {
+                e.get("message")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| e.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(CfsslError::Refused {
+            url: url.to_string(),
+            status,
+            message: if message.is_empty() {
+                "(no message)".into()
+            } else {
+                message
+            },
+        });
+    }
+    Ok(env.result)
+}
+
 /// The decimal form of a hex serial, as cfssl 1.2 stores it.
 pub fn decimal_serial(hex_serial: &str) -> Option<String> {
     let normalized = super::normalize_serial(hex_serial)?;
@@ -215,39 +252,7 @@ impl Cfssl {
                 std::thread::sleep(self.cfg.retry.delay(attempt));
                 continue;
             }
-            let env: Envelope =
-                serde_json::from_slice(&bytes).map_err(|_| CfsslError::Refused {
-                    url: url.clone(),
-                    status,
-                    message: String::from_utf8_lossy(&bytes)
-                        .trim()
-                        .chars()
-                        .take(500)
-                        .collect(),
-                })?;
-            if !env.success || !(200..300).contains(&status) {
-                let message = env
-                    .errors
-                    .iter()
-                    .map(|e| {
-                        e.get("message")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                            .unwrap_or_else(|| e.to_string())
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                return Err(CfsslError::Refused {
-                    url,
-                    status,
-                    message: if message.is_empty() {
-                        "(no message)".into()
-                    } else {
-                        message
-                    },
-                });
-            }
-            return Ok(env.result);
+            return decode_answer(&url, status, &bytes);
         }
     }
 

@@ -33,6 +33,10 @@ use super::{
 };
 use crate::names::{DistinguishedName, SanValue};
 
+/// Entry point for the fuzz targets (not an API).
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// How to reach one CA behind a gateway.
 #[derive(Debug)]
 pub struct GatewayConfig {
