@@ -504,7 +504,11 @@ fn a_holder_who_changed_the_pin_gets_no_blocked_card_and_no_mismatched_slot() {
         .expect("card identified")
         .to_string();
     let mailed = mailer_pin(state.path());
-    let holder_pin = if mailed == "246813" { "135792" } else { "246813" };
+    let holder_pin = if mailed == "246813" {
+        "135792"
+    } else {
+        "246813"
+    };
     let changed = send_apdu(
         &pcscd,
         &format!("0024008010{}{}", pin_hex(&mailed), pin_hex(holder_pin)),
@@ -540,12 +544,7 @@ fn a_holder_who_changed_the_pin_gets_no_blocked_card_and_no_mismatched_slot() {
     }
     runs[0].stdout_has("waiting for the holder");
     // plan shows both reissues waiting for the holder, and exits 2 (changes pending).
-    let plan = kfp(
-        &pcscd,
-        &policy,
-        state.path(),
-        &["plan", "--format", "json"],
-    );
+    let plan = kfp(&pcscd, &policy, state.path(), &["plan", "--format", "json"]);
     plan.expect_code(2);
     let plan: serde_json::Value = serde_json::from_str(&plan.stdout).expect("plan JSON");
     let actions = plan["actions"].as_array().expect("actions");
@@ -557,7 +556,11 @@ fn a_holder_who_changed_the_pin_gets_no_blocked_card_and_no_mismatched_slot() {
     }
     // Nothing was signed under the new subject: the CA was never asked.
     let inv = kfp(&pcscd, &policy, state.path(), &["inventory"]);
-    assert!(!inv.expect_code(0).stdout.contains("OU=Staff"), "{}", inv.stdout);
+    assert!(
+        !inv.expect_code(0).stdout.contains("OU=Staff"),
+        "{}",
+        inv.stdout
+    );
 }
 
 /// A factory-fresh virtual card in `dir` (as `keyfleet vcard serve` keeps it) whose CHUID

@@ -402,6 +402,24 @@ impl<T: Transport> PivClient<T> {
         }
     }
 
+    /// VERIFY `FF`: forget the PIN verification of this session (SP 800-73-4 reset of the
+    /// security status), so that the status form shows the tries left again.
+    pub fn logout_pin(&mut self) -> Result<(), PivError> {
+        let r = self.exchange(0x20, 0xFF, 0x80, &[], false)?;
+        match r.sw {
+            0x9000 => Ok(()),
+            sw => Err(PivError::Status { ins: 0x20, sw }),
+        }
+    }
+
+    /// SET PIN RETRIES (Yubico `00 FA`): the PIN and PUK try counters. Needs management key
+    /// authentication and a verified PIN; the card then puts PIN and PUK back to their
+    /// factory values (so set them after this). A card without the command answers
+    /// [`PivError::Status`] (`6D00`).
+    pub fn set_pin_retries(&mut self, pin_tries: u8, puk_tries: u8) -> Result<(), PivError> {
+        self.ok(0xFA, pin_tries, puk_tries, &[], false).map(|_| ())
+    }
+
     /// CHANGE REFERENCE DATA for the PIN.
     pub fn change_pin(&mut self, old: &str, new: &str) -> Result<(), PivError> {
         let data = [encode_pin(old)?, encode_pin(new)?].concat();
@@ -673,6 +691,49 @@ mod tests {
         assert_eq!(c.version().unwrap(), Some([5, 4, 3]));
         let serial = c.transport_mut().inner.card().serial();
         assert_eq!(c.serial().unwrap(), Some(serial));
+    }
+
+    #[test]
+    fn pin_retries_are_set_with_admin_and_pin_and_reset_both_secrets() {
+        let mut c = client();
+        c.change_pin("123456", "24681357").unwrap();
+        assert!(matches!(
+            c.set_pin_retries(5, 4),
+            Err(PivError::SecurityStatus { ins: 0xFA })
+        ));
+        c.authenticate(&ManagementKey::factory_default()).unwrap();
+        assert!(matches!(
+            c.set_pin_retries(5, 4),
+            Err(PivError::SecurityStatus { ins: 0xFA })
+        ));
+        c.verify_pin("24681357").unwrap();
+        for bad in [(0, 3), (3, 0), (16, 3)] {
+            assert!(matches!(
+                c.set_pin_retries(bad.0, bad.1),
+                Err(PivError::Status { sw: 0x6A86, .. })
+            ));
+        }
+        c.set_pin_retries(5, 4).unwrap();
+        assert_eq!(
+            c.pin_retries().unwrap(),
+            PinStatus::NotVerified { retries_left: 5 }
+        );
+        assert!(matches!(
+            c.verify_pin("24681357"),
+            Err(PivError::WrongPin { retries_left: 4 })
+        ));
+        c.verify_pin("123456").unwrap();
+        assert_eq!(c.pin_retries().unwrap(), PinStatus::Verified);
+        c.logout_pin().unwrap();
+        assert_eq!(
+            c.pin_retries().unwrap(),
+            PinStatus::NotVerified { retries_left: 5 }
+        );
+        assert!(matches!(
+            c.change_puk("00000000", "11223344"),
+            Err(PivError::WrongPuk { retries_left: 3 })
+        ));
+        c.change_puk("12345678", "11223344").unwrap();
     }
 
     #[test]
