@@ -131,6 +131,8 @@ mod tests {
                 message: "gone".into(),
             },
             waiting_for_card: false,
+            waiting_for_holder: false,
+            card_suspect: false,
         }
     }
 

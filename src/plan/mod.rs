@@ -25,6 +25,7 @@
 //! plan refused when that exceeds the configured limits.
 
 mod action;
+mod holds;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -134,9 +135,9 @@ impl Plan {
         self.safety_valve.tripped && !self.safety_valve.allowed
     }
 
-    /// Actions that can run now (not waiting for a card).
+    /// Actions that can run now (not waiting for a card or the holder, card not suspect).
     pub fn runnable(&self) -> impl Iterator<Item = &Action> {
-        self.actions.iter().filter(|a| !a.waiting_for_card)
+        self.actions.iter().filter(|a| a.runnable())
     }
 }
 
@@ -316,6 +317,7 @@ impl<'a> Planner<'a> {
         let mut actions = ctx.actions;
         actions.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
         actions.dedup();
+        holds::hold(&mut actions, inventory);
 
         let revoked_users: BTreeSet<&str> = actions
             .iter()
@@ -633,6 +635,8 @@ impl Ctx<'_> {
                 message,
             },
             waiting_for_card: waiting,
+            waiting_for_holder: false,
+            card_suspect: false,
         });
     }
 
@@ -873,6 +877,8 @@ impl Ctx<'_> {
             serials,
             reason: Reason { code, message },
             waiting_for_card: !self.present(&card.id),
+            waiting_for_holder: false,
+            card_suspect: false,
         });
     }
 
@@ -900,6 +906,8 @@ impl Ctx<'_> {
             serials,
             reason,
             waiting_for_card: kind.needs_card() && !self.present(&card.id),
+            waiting_for_holder: false,
+            card_suspect: false,
         });
     }
 
@@ -924,6 +932,8 @@ impl Ctx<'_> {
                 message: format!("card {} is wiped and returns to its stock: {why}", card.id),
             },
             waiting_for_card: !self.present(&card.id),
+            waiting_for_holder: false,
+            card_suspect: false,
         });
     }
 }
