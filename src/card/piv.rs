@@ -107,6 +107,23 @@ pub enum PinStatus {
     Blocked,
 }
 
+/// What [`PivClient::verify_pin_guarded`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinCheck {
+    /// The PIN verified.
+    Verified,
+    /// The card refused it; this many tries are left.
+    Refused {
+        /// Remaining tries.
+        retries_left: u8,
+    },
+    /// Not tried: a wrong try would leave fewer tries than the caller allows (0: blocked).
+    TooFewTries {
+        /// Remaining tries.
+        retries_left: u8,
+    },
+}
+
 /// The parts of a CHUID Keyfleet uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chuid {
@@ -399,6 +416,33 @@ impl<T: Transport> PivClient<T> {
                 retries_left: (sw & 0x0F) as u8,
             }),
             sw => Err(PivError::Status { ins: 0x20, sw }),
+        }
+    }
+
+    /// VERIFY the PIN only if a wrong try would leave at least `keep` tries: reads the retry
+    /// counter first (the status form; after logging out when the session is already
+    /// verified, so that the counter shows). A card that answers neither counter form is
+    /// not sent the PIN.
+    pub fn verify_pin_guarded(&mut self, pin: &str, keep: u8) -> Result<PinCheck, PivError> {
+        let mut status = self.pin_retries()?;
+        if status == PinStatus::Verified {
+            self.logout_pin()?;
+            status = self.pin_retries()?;
+        }
+        let left = match status {
+            PinStatus::NotVerified { retries_left } => retries_left,
+            PinStatus::Blocked => 0,
+            // Still verified after a logout: the counter cannot be read.
+            PinStatus::Verified => return Err(malformed("PIN status after logout")),
+        };
+        if left <= keep {
+            return Ok(PinCheck::TooFewTries { retries_left: left });
+        }
+        match self.verify_pin(pin) {
+            Ok(()) => Ok(PinCheck::Verified),
+            Err(PivError::WrongPin { retries_left }) => Ok(PinCheck::Refused { retries_left }),
+            Err(PivError::PinBlocked) => Ok(PinCheck::TooFewTries { retries_left: 0 }),
+            Err(e) => Err(e),
         }
     }
 
@@ -734,6 +778,36 @@ mod tests {
             Err(PivError::WrongPuk { retries_left: 3 })
         ));
         c.change_puk("12345678", "11223344").unwrap();
+    }
+
+    #[test]
+    fn a_guarded_verify_reads_the_counter_and_never_spends_the_last_tries() {
+        let mut c = client();
+        assert_eq!(
+            c.verify_pin_guarded("123456", 1).unwrap(),
+            PinCheck::Verified
+        );
+        // Already verified: logs out to read the counter, then verifies again.
+        assert_eq!(
+            c.verify_pin_guarded("123456", 1).unwrap(),
+            PinCheck::Verified
+        );
+        assert_eq!(
+            c.verify_pin_guarded("654321", 1).unwrap(),
+            PinCheck::Refused { retries_left: 2 }
+        );
+        let before = c.transport_mut().sent.len();
+        assert_eq!(
+            c.verify_pin_guarded("123456", 2).unwrap(),
+            PinCheck::TooFewTries { retries_left: 2 }
+        );
+        // Only the status form went to the card: no PIN.
+        let sent = &c.transport_mut().sent[before..];
+        assert!(sent.iter().all(|a| a.len() == 4), "{sent:02X?}");
+        assert_eq!(
+            c.verify_pin_guarded("123456", 1).unwrap(),
+            PinCheck::Verified
+        );
     }
 
     #[test]
