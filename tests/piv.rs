@@ -540,9 +540,12 @@ fn a_holder_who_changed_the_pin_gets_no_blocked_card_and_no_mismatched_slot() {
 
     // apply left the reissue pending for the holder, and failed nothing.
     for r in &runs {
-        r.expect_code(0).stdout_has("0 failed");
+        r.expect_code(0);
     }
-    runs[0].stdout_has("waiting for the holder");
+    runs[0]
+        .stdout_has("Applied: 0 done, 0 failed, 2 pending")
+        .stdout_has("waiting for the holder");
+    runs[2].stdout_has("[waiting for the holder]");
     // plan shows both reissues waiting for the holder, and exits 2 (changes pending).
     let plan = kfp(&pcscd, &policy, state.path(), &["plan", "--format", "json"]);
     plan.expect_code(2);

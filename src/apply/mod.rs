@@ -47,7 +47,9 @@ use crate::card::keys::{KeyAlg, PublicKey};
 use crate::card::piv::PivError;
 use crate::card::pkcs11::P11Error;
 use crate::desired::{Desired, DesiredCert, DesiredCredential};
-use crate::inventory::{CardRecord, CardStatus, CertRecord, CertStatus};
+use crate::inventory::{
+    CardFacts, CardRecord, CardStatus, CertRecord, CertStatus, HolderPin, HolderPinCause, Suspicion,
+};
 use crate::names::SanValue;
 use crate::plan::{Action, ActionKind, Plan, ReasonCode};
 use crate::policy::model::{CardType, KeyAlgorithm, KeyGeneration, ManagementKeyAlgorithm, Slot};
@@ -151,6 +153,38 @@ pub enum ApplyError {
         "card {0}: the PIN Keyfleet set no longer verifies (changed by the holder?); this action needs the holder present"
     )]
     PinUnknown(String),
+    /// The PIN Keyfleet holds for the card cannot be used (refused once, too few tries left
+    /// to risk it, or none stored): the action waits for the holder; nothing was made.
+    #[error(
+        "card {card}: the PIN Keyfleet holds cannot be used ({cause}{}); waiting for the holder",
+        tries_left.map(|n| format!(", {n} tries left")).unwrap_or_default()
+    )]
+    HolderPin {
+        /// Card id.
+        card: String,
+        /// Why.
+        cause: HolderPinCause,
+        /// Tries the card said were left.
+        tries_left: Option<u8>,
+    },
+    /// The card shows the identity of a card Keyfleet personalised but cannot prove the
+    /// management key Keyfleet set on it (reset or cloned): nothing is sent to it.
+    #[error("card {card} is suspect: it cannot prove the management key Keyfleet set ({reason})")]
+    Suspect {
+        /// Card id.
+        card: String,
+        /// What the card did.
+        reason: String,
+    },
+    /// The management key Keyfleet stored for a card cannot be read (never replaced by the
+    /// factory key).
+    #[error("card {card}: cannot read the stored management key: {message}")]
+    ManagementKey {
+        /// Card id.
+        card: String,
+        /// Why.
+        message: String,
+    },
     /// Building the CSR failed.
     #[error("card {card}: cannot build the CSR: {message}")]
     Csr {
@@ -161,7 +195,53 @@ pub enum ApplyError {
     },
 }
 
+impl std::fmt::Display for HolderPinCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HolderPinCause::Refused => "the card refused it: changed by the holder?",
+            HolderPinCause::TooFewTries => "not tried: a wrong try would leave fewer than 2",
+            HolderPinCause::NotStored => "none stored",
+        })
+    }
+}
+
 impl ApplyError {
+    /// The card fact this error teaches Keyfleet, if any: the holder's PIN is unknown, or the
+    /// card is suspect. The action then waits instead of failing.
+    fn card_fact(&self, now: OffsetDateTime) -> Option<(String, CardFacts)> {
+        let holder = |card: &str, cause, tries_left| {
+            let facts = CardFacts {
+                holder_pin: Some(HolderPin {
+                    since: now,
+                    cause,
+                    tries_left,
+                }),
+                suspect: None,
+            };
+            Some((card.to_string(), facts))
+        };
+        match self {
+            ApplyError::HolderPin {
+                card,
+                cause,
+                tries_left,
+            } => holder(card, *cause, *tries_left),
+            ApplyError::PinUnknown(card) => holder(card, HolderPinCause::Refused, None),
+            ApplyError::TokenPin { card, .. } => holder(card, HolderPinCause::Refused, None),
+            ApplyError::Suspect { card, reason } => Some((
+                card.clone(),
+                CardFacts {
+                    holder_pin: None,
+                    suspect: Some(Suspicion {
+                        since: now,
+                        reason: reason.clone(),
+                    }),
+                },
+            )),
+            _ => None,
+        }
+    }
+
     /// Whether retrying the same action cannot succeed until the policy or the world changes:
     /// the CA refused the request itself (bad CSR, unknown profile, name it cannot encode,
     /// unsupported operation), the template does not fit the card, the CA has no connector,
@@ -186,6 +266,9 @@ impl ApplyError {
             ApplyError::CaUnavailable(..)
             | ApplyError::Csr { .. }
             | ApplyError::PinUnknown(_)
+            | ApplyError::HolderPin { .. }
+            | ApplyError::Suspect { .. }
+            | ApplyError::ManagementKey { .. }
             | ApplyError::TokenPin { .. }
             | ApplyError::SoPin { .. } => true,
             ApplyError::Store(_)
@@ -303,6 +386,9 @@ pub struct ApplyReport {
     pub failed: Vec<(Action, String)>,
     /// Actions not run (waiting for a card, or after a failure on the same card).
     pub skipped: Vec<(Action, String)>,
+    /// Actions not run because they wait for the holder (their PIN is unknown) or their
+    /// card is suspect: pending, not failed, and no card to wait for.
+    pub waiting: Vec<(Action, String)>,
     /// Ids of the failed actions whose error is permanent: retrying cannot help until the
     /// policy or the world changes (see [`ApplyError::is_permanent`]).
     pub permanent: std::collections::BTreeSet<String>,
@@ -315,10 +401,16 @@ pub fn apply(ctx: &Context<'_>, plan: &Plan, sink: &mut dyn ApplySink) -> ApplyR
     let mut failed_cards: Vec<String> = Vec::new();
     let mut created: BTreeMap<String, String> = BTreeMap::new();
     for action in &plan.actions {
-        if action.waiting_for_card {
-            let why = "waiting for the card".to_string();
-            sink.finished(action, &Outcome::Skipped(why.clone()));
-            report.skipped.push((action.clone(), why));
+        if !action.runnable() {
+            let (why, list) = if action.card_suspect {
+                ("held: the card is suspect", &mut report.waiting)
+            } else if action.waiting_for_holder {
+                ("waiting for the holder", &mut report.waiting)
+            } else {
+                ("waiting for the card", &mut report.skipped)
+            };
+            sink.finished(action, &Outcome::Skipped(why.to_string()));
+            list.push((action.clone(), why.to_string()));
             continue;
         }
         let card_key = action.card.clone().unwrap_or_else(|| {
@@ -376,6 +468,34 @@ pub fn apply(ctx: &Context<'_>, plan: &Plan, sink: &mut dyn ApplySink) -> ApplyR
                 let e = ApplyError::from(e);
                 outcome = Outcome::Failed(e.to_string());
                 result = Err(e);
+            }
+        }
+        // What the card taught: the action waits (for the holder, or an operator) instead of
+        // failing, and the fact holds it in every later plan.
+        if let Err(e) = &result
+            && let Some((card, learned)) = e.card_fact((ctx.clock)())
+        {
+            let mut facts = ctx.store.card_facts(&card).unwrap_or_default();
+            if learned.suspect.is_some() {
+                tracing::warn!(card = %card, "{e}");
+                facts.suspect = learned.suspect;
+            } else if facts.holder_pin.is_none() {
+                tracing::warn!(card = %card, "{e}");
+                facts.holder_pin = learned.holder_pin;
+            }
+            match ctx.store.put_card_facts(&card, &facts) {
+                Ok(()) => {
+                    failed_cards.push(card_key);
+                    let why = if facts.suspect.is_some() {
+                        format!("held: {e}")
+                    } else {
+                        format!("waiting for the holder: {e}")
+                    };
+                    sink.finished(action, &Outcome::Skipped(why.clone()));
+                    report.waiting.push((action.clone(), why));
+                    continue;
+                }
+                Err(store) => tracing::error!("cannot record what card {card} taught: {store}"),
             }
         }
         match result {
@@ -1040,14 +1160,45 @@ fn slot_request(
     // An unusable CA fails the slot before the card makes a key for it.
     ca(ctx, &want.authority)?;
     let started = std::time::Instant::now();
+    // Everything the slot needs is at hand before the slot is touched: the card proves the
+    // management key Keyfleet set, and the PIN Keyfleet holds verifies (never a PIN the card
+    // refused once, never one whose wrong try would leave the holder fewer than 2).
+    let facts = ctx.store.card_facts(card)?;
+    if let Some(s) = facts.suspect {
+        return Err(ApplyError::Suspect {
+            card: card.to_string(),
+            reason: s.reason,
+        });
+    }
+    if let Some(h) = facts.holder_pin {
+        return Err(ApplyError::HolderPin {
+            card: card.to_string(),
+            cause: h.cause,
+            tries_left: h.tries_left,
+        });
+    }
+    let pin = open_secret(ctx, &format!("pin/{card}"))?.ok_or_else(|| ApplyError::HolderPin {
+        card: card.to_string(),
+        cause: HolderPinCause::NotStored,
+        tries_left: None,
+    })?;
     session.admin_login(ctx, Some(cred))?;
+    session.check_pin(ctx, &pin)?;
     let public = match want.key_generation {
         KeyGeneration::OnCard => session.generate_key(slot, key_alg(want.key_algorithm))?,
         KeyGeneration::Server => server_key(ctx, session, card, want)?,
     };
-    let pin = open_secret(ctx, &format!("pin/{card}"))?
-        .ok_or_else(|| ApplyError::PinUnknown(card.to_string()))?;
-    let csr_der = build_csr(session, card, slot, public, &pin, want)?;
+    let csr_der = match build_csr(session, card, slot, public, &pin, want) {
+        Ok(csr) => csr,
+        Err(e) => {
+            // The slot's key is new: its old certificate no longer matches it. The next pass
+            // makes the slot again (the plan still asks for it).
+            if let Err(d) = session.delete_certificate(slot) {
+                tracing::warn!(card, slot = %slot, "cannot remove the stale certificate: {d}");
+            }
+            return Err(e);
+        }
+    };
     Ok(SlotRequest {
         slot,
         csr_der,
@@ -1408,9 +1559,11 @@ pub(crate) fn wipe(ctx: &Context<'_>, card: &str) -> Result<(), ApplyError> {
     record.template = None;
     record.updated_at = (ctx.clock)();
     ctx.store.put_card(&record)?;
-    for name in ["pin", "puk", "mgmt-alg"] {
+    for name in ["pin", "puk", "mgmt-alg", "mgmt-key"] {
         ctx.store.remove_secret(&format!("{name}/{card}"))?;
     }
+    // What Keyfleet learned about the holder's PIN ends with the credential.
+    ctx.store.put_card_facts(card, &CardFacts::default())?;
     Ok(())
 }
 
