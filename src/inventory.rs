@@ -143,6 +143,67 @@ impl CertRecord {
     }
 }
 
+/// What Keyfleet learned about a card by using it, beside its life-cycle state: facts that
+/// hold its actions until a person acts. Empty for almost every card.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CardFacts {
+    /// The PIN Keyfleet holds for the card cannot be used: actions that need it wait for the
+    /// holder, and Keyfleet never tries it again (a refused PIN costs the holder a try).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder_pin: Option<HolderPin>,
+    /// The card showed the identity of a card Keyfleet personalised but could not prove the
+    /// management key Keyfleet set on it (reset, or a clone): nothing is sent to it or
+    /// written on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspect: Option<Suspicion>,
+}
+
+impl CardFacts {
+    /// True when no fact is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.holder_pin.is_none() && self.suspect.is_none()
+    }
+}
+
+/// Why the PIN Keyfleet holds for a card cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HolderPinCause {
+    /// The card refused it (the holder changed the PIN).
+    Refused,
+    /// Not tried: a wrong try would have left the holder fewer than 2 tries (or the PIN is
+    /// blocked).
+    TooFewTries,
+    /// Keyfleet holds no PIN for the card.
+    NotStored,
+}
+
+/// The PIN Keyfleet holds for a card cannot be used, since when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HolderPin {
+    /// When Keyfleet learned it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    /// Why.
+    pub cause: HolderPinCause,
+    /// The tries the card said were left, when it said.
+    #[serde(default)]
+    pub tries_left: Option<u8>,
+}
+
+/// A card that could not prove the management key Keyfleet set on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Suspicion {
+    /// When Keyfleet found it out.
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    /// What the card did.
+    pub reason: String,
+}
+
 /// The whole recorded inventory.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
@@ -150,9 +211,33 @@ pub struct Inventory {
     pub cards: BTreeMap<String, CardRecord>,
     /// Certificates by serial.
     pub certs: BTreeMap<String, CertRecord>,
+    /// Facts learned about cards, by card id (only cards with a fact are listed).
+    #[serde(default)]
+    pub facts: BTreeMap<String, CardFacts>,
 }
 
 impl Inventory {
+    /// Whether the card is suspect (see [`CardFacts::suspect`]).
+    pub fn is_suspect(&self, card: &str) -> bool {
+        self.facts.get(card).is_some_and(|f| f.suspect.is_some())
+    }
+
+    /// The status shown to people and scripts: `suspect` for a suspect card, else its
+    /// life-cycle state.
+    pub fn shown_status(&self, card: &CardRecord) -> &'static str {
+        if self.is_suspect(&card.id) {
+            return "suspect";
+        }
+        match card.status {
+            CardStatus::Blank => "blank",
+            CardStatus::Active => "active",
+            CardStatus::Suspended => "suspended",
+            CardStatus::Revoked => "revoked",
+            CardStatus::Lost => "lost",
+            CardStatus::Retired => "retired",
+        }
+    }
+
     /// The live certificates of a card, by slot (the newest when several).
     pub fn live_certs_of(&self, card: &str) -> BTreeMap<Slot, &CertRecord> {
         let mut out: BTreeMap<Slot, &CertRecord> = BTreeMap::new();

@@ -438,3 +438,207 @@ fn crash_at_any_journal_step_of_a_pcsc_issuance_recovers_without_duplicates() {
         "only {interrupted} journal steps were interrupted"
     );
 }
+
+/// A copy of the `examples/piv` policy in `dir`, to edit.
+fn policy_copy(dir: &Path) -> std::path::PathBuf {
+    let to = dir.join("policy");
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(repo_root().join("examples/piv")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    to
+}
+
+/// `keyfleet` with the policy in `policy` and the state in `state`.
+fn kfp(pcscd: &Pcscd, policy: &Path, state: &Path, args: &[&str]) -> crate::harness::Run {
+    let (policy, state) = (policy.display().to_string(), state.display().to_string());
+    let mut all = vec!["-C", policy.as_str(), "--state-dir", state.as_str()];
+    all.extend_from_slice(args);
+    pcscd.keyfleet(&all)
+}
+
+/// A template change that makes Keyfleet reissue both slots (which needs the PIN).
+fn change_subject(policy: &Path) {
+    let template = policy.join("template.yaml");
+    let text = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(&template, text.replace("OU=Employees", "OU=Staff")).unwrap();
+}
+
+/// A PIN or PUK as the card wants it: ASCII, padded with FF to 8 bytes, in hex.
+fn pin_hex(pin: &str) -> String {
+    let mut b = pin.as_bytes().to_vec();
+    b.resize(8, 0xFF);
+    hex::encode_upper(b)
+}
+
+/// Sends `apdu` (hex) to the card after selecting PIV; returns OpenSC's last "Received" line.
+fn send_apdu(pcscd: &Pcscd, apdu: &str) -> String {
+    let r = pcscd.tool("opensc-tool", &["-s", "00A4040005A000000308", "-s", apdu]);
+    r.stdout
+        .lines()
+        .rfind(|l| l.starts_with("Received"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The VERIFY status form: how many PIN tries the card has left, as OpenSC printed it.
+fn pin_tries(pcscd: &Pcscd) -> String {
+    send_apdu(pcscd, "00200080")
+}
+
+#[test]
+fn a_holder_who_changed_the_pin_gets_no_blocked_card_and_no_mismatched_slot() {
+    // Issue 14, point 1: issue, the holder changes the PIN (as the PIN mailer tells them to),
+    // the template's subject changes, apply runs three times.
+    let mut pcscd = Pcscd::start();
+    let card = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let policy = policy_copy(work.path());
+    let _served = pcscd.vcard(card.path(), &[]);
+    pcscd.wait_card(true);
+    kfp(&pcscd, &policy, state.path(), &["apply", "--yes"]).expect_code(0);
+    let id = pcscd.cards_json(Some(state.path()))[0]["id"]
+        .as_str()
+        .expect("card identified")
+        .to_string();
+    let mailed = mailer_pin(state.path());
+    let holder_pin = if mailed == "246813" {
+        "135792"
+    } else {
+        "246813"
+    };
+    let changed = send_apdu(
+        &pcscd,
+        &format!("0024008010{}{}", pin_hex(&mailed), pin_hex(holder_pin)),
+    );
+    assert!(changed.contains("SW1=0x90, SW2=0x00"), "{changed}");
+
+    change_subject(&policy);
+    let runs: Vec<_> = (0..3)
+        .map(|_| kfp(&pcscd, &policy, state.path(), &["apply", "--yes"]))
+        .collect();
+
+    // The card refused the stored PIN once at most: the holder's PIN has 2 of its 3 tries.
+    let tries = pin_tries(&pcscd);
+    assert!(tries.contains("SW1=0x63, SW2=0xC2"), "{tries}\n{runs:?}");
+    // Every slot's key still matches its certificate: the holder's PIN signs with both keys
+    // and the signatures verify against the certificates on the card.
+    let ca = work.path().join("ca.pem");
+    let ca_pem = kfp(&pcscd, &policy, state.path(), &["ca", "cert", "piv-ca"]);
+    std::fs::write(&ca, &ca_pem.expect_code(0).stdout).unwrap();
+    std::fs::write(work.path().join("data"), b"signed through PC/SC\n").unwrap();
+    use sha2::Digest as _;
+    std::fs::write(
+        work.path().join("data.hash"),
+        sha2::Sha256::digest(b"signed through PC/SC\n"),
+    )
+    .unwrap();
+    opensc_signs_and_openssl_verifies(&pcscd, work.path(), holder_pin, "01", &ca);
+    opensc_signs_and_openssl_verifies(&pcscd, work.path(), holder_pin, "02", &ca);
+
+    // apply left the reissue pending for the holder, and failed nothing.
+    for r in &runs {
+        r.expect_code(0);
+    }
+    runs[0]
+        .stdout_has("Applied: 0 done, 0 failed, 2 pending")
+        .stdout_has("waiting for the holder");
+    runs[2].stdout_has("[waiting for the holder]");
+    // plan shows both reissues waiting for the holder, and exits 2 (changes pending).
+    let plan = kfp(&pcscd, &policy, state.path(), &["plan", "--format", "json"]);
+    plan.expect_code(2);
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).expect("plan JSON");
+    let actions = plan["actions"].as_array().expect("actions");
+    assert_eq!(actions.len(), 2, "{plan}");
+    for a in actions {
+        assert_eq!(a["card"], id.as_str(), "{a}");
+        assert_eq!(a["waitingForHolder"], true, "{a}");
+        assert_eq!(a["reason"], "holder-pin-unknown", "{a}");
+    }
+    // Nothing was signed under the new subject: the CA was never asked.
+    let inv = kfp(&pcscd, &policy, state.path(), &["inventory"]);
+    assert!(
+        !inv.expect_code(0).stdout.contains("OU=Staff"),
+        "{}",
+        inv.stdout
+    );
+}
+
+/// A factory-fresh virtual card in `dir` (as `keyfleet vcard serve` keeps it) whose CHUID
+/// shows `guid`: a card that was reset, or a clone of a personalised one.
+fn clone_with_guid(dir: &Path, guid: [u8; 16]) {
+    use keyfleet::card::keys::ManagementKey;
+    use keyfleet::card::piv::PivClient;
+    use keyfleet::card::transport::InProcess;
+    use keyfleet::card::vcard::VirtualCard;
+    let vc = VirtualCard::create(dir.join("card.json")).expect("create the clone");
+    let mut c = PivClient::new(InProcess::new(vc));
+    c.select().unwrap();
+    c.authenticate(&ManagementKey::factory_default()).unwrap();
+    c.write_chuid(guid, "20361231").unwrap();
+}
+
+#[test]
+fn a_card_showing_a_known_guid_but_taking_the_factory_key_is_suspect_and_gets_nothing() {
+    // Issue 14, point 7.
+    let mut pcscd = Pcscd::start();
+    let card = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let policy = policy_copy(work.path());
+    let served = pcscd.vcard(card.path(), &[]);
+    pcscd.wait_card(true);
+    kfp(&pcscd, &policy, state.path(), &["apply", "--yes"]).expect_code(0);
+    let id = pcscd.cards_json(Some(state.path()))[0]["id"]
+        .as_str()
+        .expect("card identified")
+        .to_string();
+    drop(served);
+    pcscd.wait_card(false);
+    pcscd.restart();
+
+    // Another card, in factory state, shows the GUID of alice's card.
+    let clone = tempfile::tempdir().unwrap();
+    let guid: [u8; 16] = hex::decode(id.trim_start_matches("piv-"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    clone_with_guid(clone.path(), guid);
+    let before = std::fs::read(clone.path().join("card.json")).unwrap();
+    let _clone = pcscd.vcard(clone.path(), &[]);
+    pcscd.wait_card(true);
+    assert_eq!(pcscd.cards_json(Some(state.path()))[0]["id"], id.as_str());
+
+    // A reissue needs the card (new keys, the PIN): Keyfleet sends it nothing, writes nothing.
+    change_subject(&policy);
+    let runs: Vec<_> = (0..2)
+        .map(|_| kfp(&pcscd, &policy, state.path(), &["apply", "--yes"]))
+        .collect();
+    let after = std::fs::read(clone.path().join("card.json")).unwrap();
+    assert!(
+        before == after,
+        "the clone was changed (PIN tried, key made or object written)\n{runs:?}"
+    );
+    let tries = pin_tries(&pcscd);
+    assert!(tries.contains("SW1=0x63, SW2=0xC3"), "{tries}");
+
+    // The card is suspect: `keyfleet cards`, the plan and the history say so.
+    let cards = pcscd.cards_json(Some(state.path()));
+    assert_eq!(cards[0]["inventory"]["status"], "suspect", "{cards}");
+    runs[0].stdout_has("suspect");
+    let plan = kfp(&pcscd, &policy, state.path(), &["plan", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).expect("plan JSON");
+    let actions = plan["actions"].as_array().expect("actions");
+    assert!(!actions.is_empty(), "{plan}");
+    for a in actions {
+        assert_eq!(a["reason"], "card-suspect", "{a}");
+    }
+    let history = kfp(&pcscd, &policy, state.path(), &["history"]);
+    assert!(
+        history.stdout.contains("cannot prove the management key"),
+        "{}",
+        history.stdout
+    );
+}

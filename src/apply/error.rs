@@ -91,6 +91,38 @@ pub enum ApplyError {
         "card {0}: the PIN Keyfleet set no longer verifies (changed by the holder?); this action needs the holder present"
     )]
     PinUnknown(String),
+    /// The PIN Keyfleet holds for the card cannot be used (refused once, too few tries left
+    /// to risk it, or none stored): the action waits for the holder; nothing was made.
+    #[error(
+        "card {card}: the PIN Keyfleet holds cannot be used ({cause}{}); waiting for the holder",
+        tries_left.map(|n| format!(", {n} tries left")).unwrap_or_default()
+    )]
+    HolderPin {
+        /// Card id.
+        card: String,
+        /// Why.
+        cause: HolderPinCause,
+        /// Tries the card said were left.
+        tries_left: Option<u8>,
+    },
+    /// The card shows the identity of a card Keyfleet personalised but cannot prove the
+    /// management key Keyfleet set on it (reset or cloned): nothing is sent to it.
+    #[error("card {card} is suspect: it cannot prove the management key Keyfleet set ({reason})")]
+    Suspect {
+        /// Card id.
+        card: String,
+        /// What the card did.
+        reason: String,
+    },
+    /// The management key Keyfleet stored for a card cannot be read (never replaced by the
+    /// factory key).
+    #[error("card {card}: cannot read the stored management key: {message}")]
+    ManagementKey {
+        /// Card id.
+        card: String,
+        /// Why.
+        message: String,
+    },
     /// Building the CSR failed.
     #[error("card {card}: cannot build the CSR: {message}")]
     Csr {
@@ -101,7 +133,53 @@ pub enum ApplyError {
     },
 }
 
+impl std::fmt::Display for HolderPinCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HolderPinCause::Refused => "the card refused it: changed by the holder?",
+            HolderPinCause::TooFewTries => "not tried: a wrong try would leave fewer than 2",
+            HolderPinCause::NotStored => "none stored",
+        })
+    }
+}
+
 impl ApplyError {
+    /// The card fact this error teaches Keyfleet, if any: the holder's PIN is unknown, or the
+    /// card is suspect. The action then waits instead of failing.
+    pub(crate) fn card_fact(&self, now: OffsetDateTime) -> Option<(String, CardFacts)> {
+        let holder = |card: &str, cause, tries_left| {
+            let facts = CardFacts {
+                holder_pin: Some(HolderPin {
+                    since: now,
+                    cause,
+                    tries_left,
+                }),
+                suspect: None,
+            };
+            Some((card.to_string(), facts))
+        };
+        match self {
+            ApplyError::HolderPin {
+                card,
+                cause,
+                tries_left,
+            } => holder(card, *cause, *tries_left),
+            ApplyError::PinUnknown(card) => holder(card, HolderPinCause::Refused, None),
+            ApplyError::TokenPin { card, .. } => holder(card, HolderPinCause::Refused, None),
+            ApplyError::Suspect { card, reason } => Some((
+                card.clone(),
+                CardFacts {
+                    holder_pin: None,
+                    suspect: Some(Suspicion {
+                        since: now,
+                        reason: reason.clone(),
+                    }),
+                },
+            )),
+            _ => None,
+        }
+    }
+
     /// Whether retrying the same action cannot succeed until the policy or the world changes:
     /// the CA refused the request itself (bad CSR, unknown profile, name it cannot encode,
     /// unsupported operation), the template does not fit the card, the CA has no connector,
@@ -126,6 +204,9 @@ impl ApplyError {
             ApplyError::CaUnavailable(..)
             | ApplyError::Csr { .. }
             | ApplyError::PinUnknown(_)
+            | ApplyError::HolderPin { .. }
+            | ApplyError::Suspect { .. }
+            | ApplyError::ManagementKey { .. }
             | ApplyError::TokenPin { .. }
             | ApplyError::SoPin { .. } => true,
             ApplyError::Store(_)

@@ -401,14 +401,45 @@ pub(crate) fn slot_request(
     // An unusable CA fails the slot before the card makes a key for it.
     ca(ctx, &want.authority)?;
     let started = std::time::Instant::now();
+    // Everything the slot needs is at hand before the slot is touched: the card proves the
+    // management key Keyfleet set, and the PIN Keyfleet holds verifies (never a PIN the card
+    // refused once, never one whose wrong try would leave the holder fewer than 2).
+    let facts = ctx.store.card_facts(card)?;
+    if let Some(s) = facts.suspect {
+        return Err(ApplyError::Suspect {
+            card: card.to_string(),
+            reason: s.reason,
+        });
+    }
+    if let Some(h) = facts.holder_pin {
+        return Err(ApplyError::HolderPin {
+            card: card.to_string(),
+            cause: h.cause,
+            tries_left: h.tries_left,
+        });
+    }
+    let pin = open_secret(ctx, &format!("pin/{card}"))?.ok_or_else(|| ApplyError::HolderPin {
+        card: card.to_string(),
+        cause: HolderPinCause::NotStored,
+        tries_left: None,
+    })?;
     session.admin_login(ctx, Some(cred))?;
+    session.check_pin(ctx, &pin)?;
     let public = match want.key_generation {
         KeyGeneration::OnCard => session.generate_key(slot, key_alg(want.key_algorithm))?,
         KeyGeneration::Server => server_key(ctx, session, card, want)?,
     };
-    let pin = open_secret(ctx, &format!("pin/{card}"))?
-        .ok_or_else(|| ApplyError::PinUnknown(card.to_string()))?;
-    let csr_der = build_csr(session, card, slot, public, &pin, want)?;
+    let csr_der = match build_csr(session, card, slot, public, &pin, want) {
+        Ok(csr) => csr,
+        Err(e) => {
+            // The slot's key is new: its old certificate no longer matches it. The next pass
+            // makes the slot again (the plan still asks for it).
+            if let Err(d) = session.delete_certificate(slot) {
+                tracing::warn!(card, slot = %slot, "cannot remove the stale certificate: {d}");
+            }
+            return Err(e);
+        }
+    };
     Ok(SlotRequest {
         slot,
         csr_der,

@@ -55,7 +55,9 @@ use crate::card::keys::{KeyAlg, PublicKey};
 use crate::card::piv::PivError;
 use crate::card::pkcs11::P11Error;
 use crate::desired::{Desired, DesiredCert, DesiredCredential};
-use crate::inventory::{CardRecord, CardStatus, CertRecord, CertStatus};
+use crate::inventory::{
+    CardFacts, CardRecord, CardStatus, CertRecord, CertStatus, HolderPin, HolderPinCause, Suspicion,
+};
 use crate::names::SanValue;
 use crate::plan::{Action, ActionKind, Plan, ReasonCode};
 use crate::policy::model::{CardType, KeyAlgorithm, KeyGeneration, ManagementKeyAlgorithm, Slot};
@@ -156,6 +158,9 @@ pub struct ApplyReport {
     pub failed: Vec<(Action, String)>,
     /// Actions not run (waiting for a card, or after a failure on the same card).
     pub skipped: Vec<(Action, String)>,
+    /// Actions not run because they wait for the holder (their PIN is unknown) or their
+    /// card is suspect: pending, not failed, and no card to wait for.
+    pub waiting: Vec<(Action, String)>,
     /// Ids of the failed actions whose error is permanent: retrying cannot help until the
     /// policy or the world changes (see [`ApplyError::is_permanent`]).
     pub permanent: std::collections::BTreeSet<String>,
@@ -168,10 +173,16 @@ pub fn apply(ctx: &Context<'_>, plan: &Plan, sink: &mut dyn ApplySink) -> ApplyR
     let mut failed_cards: Vec<String> = Vec::new();
     let mut created: BTreeMap<String, String> = BTreeMap::new();
     for action in &plan.actions {
-        if action.waiting_for_card {
-            let why = "waiting for the card".to_string();
-            sink.finished(action, &Outcome::Skipped(why.clone()));
-            report.skipped.push((action.clone(), why));
+        if !action.runnable() {
+            let (why, list) = if action.card_suspect {
+                ("held: the card is suspect", &mut report.waiting)
+            } else if action.waiting_for_holder {
+                ("waiting for the holder", &mut report.waiting)
+            } else {
+                ("waiting for the card", &mut report.skipped)
+            };
+            sink.finished(action, &Outcome::Skipped(why.to_string()));
+            list.push((action.clone(), why.to_string()));
             continue;
         }
         let card_key = action.card.clone().unwrap_or_else(|| {
@@ -229,6 +240,34 @@ pub fn apply(ctx: &Context<'_>, plan: &Plan, sink: &mut dyn ApplySink) -> ApplyR
                 let e = ApplyError::from(e);
                 outcome = Outcome::Failed(e.to_string());
                 result = Err(e);
+            }
+        }
+        // What the card taught: the action waits (for the holder, or an operator) instead of
+        // failing, and the fact holds it in every later plan.
+        if let Err(e) = &result
+            && let Some((card, learned)) = e.card_fact((ctx.clock)())
+        {
+            let mut facts = ctx.store.card_facts(&card).unwrap_or_default();
+            if learned.suspect.is_some() {
+                tracing::warn!(card = %card, "{e}");
+                facts.suspect = learned.suspect;
+            } else if facts.holder_pin.is_none() {
+                tracing::warn!(card = %card, "{e}");
+                facts.holder_pin = learned.holder_pin;
+            }
+            match ctx.store.put_card_facts(&card, &facts) {
+                Ok(()) => {
+                    failed_cards.push(card_key);
+                    let why = if facts.suspect.is_some() {
+                        format!("held: {e}")
+                    } else {
+                        format!("waiting for the holder: {e}")
+                    };
+                    sink.finished(action, &Outcome::Skipped(why.clone()));
+                    report.waiting.push((action.clone(), why));
+                    continue;
+                }
+                Err(store) => tracing::error!("cannot record what card {card} taught: {store}"),
             }
         }
         match result {
@@ -475,8 +514,10 @@ pub(crate) fn wipe(ctx: &Context<'_>, card: &str) -> Result<(), ApplyError> {
     record.template = None;
     record.updated_at = (ctx.clock)();
     ctx.store.put_card(&record)?;
-    for name in ["pin", "puk", "mgmt-alg"] {
+    for name in ["pin", "puk", "mgmt-alg", "mgmt-key"] {
         ctx.store.remove_secret(&format!("{name}/{card}"))?;
     }
+    // What Keyfleet learned about the holder's PIN ends with the credential.
+    ctx.store.put_card_facts(card, &CardFacts::default())?;
     Ok(())
 }

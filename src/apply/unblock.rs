@@ -41,10 +41,22 @@ pub fn unblock(ctx: &Context<'_>, card: &str) -> Result<UnblockReport, ApplyErro
         .and_then(|l| u8::try_from(l).ok())
         .filter(|l| (6..=8).contains(l))
         .unwrap_or(6);
+    let mut facts = ctx.store.card_facts(card)?;
+    if let Some(s) = &facts.suspect {
+        return Err(ApplyError::Suspect {
+            card: card.to_string(),
+            reason: s.reason.clone(),
+        });
+    }
     let mut session = connect(ctx, card)?;
+    // The PUK goes only to a card that proves the management key Keyfleet set.
+    session.prove(ctx)?;
     let pin = generate_pin(old_len);
     let retries_before = session.unblock(ctx, &puk, &pin)?.unwrap_or(0);
     seal_secret(ctx, &format!("pin/{card}"), &pin)?;
+    // Keyfleet knows the card's PIN again: what waited for the holder can run.
+    facts.holder_pin = None;
+    ctx.store.put_card_facts(card, &facts)?;
     write_pin_mailer(&ctx.pin_mailer_dir, &user, card, &pin)?;
     Ok(UnblockReport {
         retries_before,

@@ -107,6 +107,23 @@ pub enum PinStatus {
     Blocked,
 }
 
+/// What [`PivClient::verify_pin_guarded`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinCheck {
+    /// The PIN verified.
+    Verified,
+    /// The card refused it; this many tries are left.
+    Refused {
+        /// Remaining tries.
+        retries_left: u8,
+    },
+    /// Not tried: a wrong try would leave fewer tries than the caller allows (0: blocked).
+    TooFewTries {
+        /// Remaining tries.
+        retries_left: u8,
+    },
+}
+
 /// The parts of a CHUID Keyfleet uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chuid {
@@ -402,6 +419,51 @@ impl<T: Transport> PivClient<T> {
         }
     }
 
+    /// VERIFY the PIN only if a wrong try would leave at least `keep` tries: reads the retry
+    /// counter first (the status form; after logging out when the session is already
+    /// verified, so that the counter shows). A card that answers neither counter form is
+    /// not sent the PIN.
+    pub fn verify_pin_guarded(&mut self, pin: &str, keep: u8) -> Result<PinCheck, PivError> {
+        let mut status = self.pin_retries()?;
+        if status == PinStatus::Verified {
+            self.logout_pin()?;
+            status = self.pin_retries()?;
+        }
+        let left = match status {
+            PinStatus::NotVerified { retries_left } => retries_left,
+            PinStatus::Blocked => 0,
+            // Still verified after a logout: the counter cannot be read.
+            PinStatus::Verified => return Err(malformed("PIN status after logout")),
+        };
+        if left <= keep {
+            return Ok(PinCheck::TooFewTries { retries_left: left });
+        }
+        match self.verify_pin(pin) {
+            Ok(()) => Ok(PinCheck::Verified),
+            Err(PivError::WrongPin { retries_left }) => Ok(PinCheck::Refused { retries_left }),
+            Err(PivError::PinBlocked) => Ok(PinCheck::TooFewTries { retries_left: 0 }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// VERIFY `FF`: forget the PIN verification of this session (SP 800-73-4 reset of the
+    /// security status), so that the status form shows the tries left again.
+    pub fn logout_pin(&mut self) -> Result<(), PivError> {
+        let r = self.exchange(0x20, 0xFF, 0x80, &[], false)?;
+        match r.sw {
+            0x9000 => Ok(()),
+            sw => Err(PivError::Status { ins: 0x20, sw }),
+        }
+    }
+
+    /// SET PIN RETRIES (Yubico `00 FA`): the PIN and PUK try counters. Needs management key
+    /// authentication and a verified PIN; the card then puts PIN and PUK back to their
+    /// factory values (so set them after this). A card without the command answers
+    /// [`PivError::Status`] (`6D00`).
+    pub fn set_pin_retries(&mut self, pin_tries: u8, puk_tries: u8) -> Result<(), PivError> {
+        self.ok(0xFA, pin_tries, puk_tries, &[], false).map(|_| ())
+    }
+
     /// CHANGE REFERENCE DATA for the PIN.
     pub fn change_pin(&mut self, old: &str, new: &str) -> Result<(), PivError> {
         let data = [encode_pin(old)?, encode_pin(new)?].concat();
@@ -673,6 +735,79 @@ mod tests {
         assert_eq!(c.version().unwrap(), Some([5, 4, 3]));
         let serial = c.transport_mut().inner.card().serial();
         assert_eq!(c.serial().unwrap(), Some(serial));
+    }
+
+    #[test]
+    fn pin_retries_are_set_with_admin_and_pin_and_reset_both_secrets() {
+        let mut c = client();
+        c.change_pin("123456", "24681357").unwrap();
+        assert!(matches!(
+            c.set_pin_retries(5, 4),
+            Err(PivError::SecurityStatus { ins: 0xFA })
+        ));
+        c.authenticate(&ManagementKey::factory_default()).unwrap();
+        assert!(matches!(
+            c.set_pin_retries(5, 4),
+            Err(PivError::SecurityStatus { ins: 0xFA })
+        ));
+        c.verify_pin("24681357").unwrap();
+        for bad in [(0, 3), (3, 0), (16, 3)] {
+            assert!(matches!(
+                c.set_pin_retries(bad.0, bad.1),
+                Err(PivError::Status { sw: 0x6A86, .. })
+            ));
+        }
+        c.set_pin_retries(5, 4).unwrap();
+        assert_eq!(
+            c.pin_retries().unwrap(),
+            PinStatus::NotVerified { retries_left: 5 }
+        );
+        assert!(matches!(
+            c.verify_pin("24681357"),
+            Err(PivError::WrongPin { retries_left: 4 })
+        ));
+        c.verify_pin("123456").unwrap();
+        assert_eq!(c.pin_retries().unwrap(), PinStatus::Verified);
+        c.logout_pin().unwrap();
+        assert_eq!(
+            c.pin_retries().unwrap(),
+            PinStatus::NotVerified { retries_left: 5 }
+        );
+        assert!(matches!(
+            c.change_puk("00000000", "11223344"),
+            Err(PivError::WrongPuk { retries_left: 3 })
+        ));
+        c.change_puk("12345678", "11223344").unwrap();
+    }
+
+    #[test]
+    fn a_guarded_verify_reads_the_counter_and_never_spends_the_last_tries() {
+        let mut c = client();
+        assert_eq!(
+            c.verify_pin_guarded("123456", 1).unwrap(),
+            PinCheck::Verified
+        );
+        // Already verified: logs out to read the counter, then verifies again.
+        assert_eq!(
+            c.verify_pin_guarded("123456", 1).unwrap(),
+            PinCheck::Verified
+        );
+        assert_eq!(
+            c.verify_pin_guarded("654321", 1).unwrap(),
+            PinCheck::Refused { retries_left: 2 }
+        );
+        let before = c.transport_mut().sent.len();
+        assert_eq!(
+            c.verify_pin_guarded("123456", 2).unwrap(),
+            PinCheck::TooFewTries { retries_left: 2 }
+        );
+        // Only the status form went to the card: no PIN.
+        let sent = &c.transport_mut().sent[before..];
+        assert!(sent.iter().all(|a| a.len() == 4), "{sent:02X?}");
+        assert_eq!(
+            c.verify_pin_guarded("123456", 1).unwrap(),
+            PinCheck::Verified
+        );
     }
 
     #[test]

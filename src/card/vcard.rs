@@ -13,7 +13,8 @@
 //!
 //! Commands: SELECT, GET/PUT DATA, VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER, GENERAL
 //! AUTHENTICATE (9B mutual/external/challenge; ECDSA, RSA raw, ECDH), GENERATE ASYMMETRIC KEY
-//! PAIR, and the Yubico extensions GET VERSION/SERIAL/METADATA, SET MANAGEMENT KEY, IMPORT KEY.
+//! PAIR, and the Yubico extensions GET VERSION/SERIAL/METADATA, SET MANAGEMENT KEY, IMPORT KEY,
+//! SET PIN RETRIES.
 //! Every input yields a status word; no input panics. Private keys never leave the card.
 //!
 //! It does NOT speak vpcd or PC/SC (a transport serves it), does not know users or policies,
@@ -520,6 +521,7 @@ impl VirtualCard {
             0xF7 => self.metadata(cmd),
             0xFF => self.set_management_key(cmd),
             0xFE => self.import_key(cmd),
+            0xFA => self.set_pin_retries(cmd),
             _ => Err(sw::INS_NOT_SUPPORTED),
         }
     }
@@ -1004,6 +1006,31 @@ impl VirtualCard {
         self.state.mgmt_is_default = key == ManagementKey::factory_default();
         self.state.mgmt_alg = alg.id();
         self.state.mgmt_key = key.key;
+        Ok(Vec::new())
+    }
+
+    /// SET PIN RETRIES (Yubico `00 FA <pin tries> <puk tries>`): needs 9B authentication and
+    /// a verified PIN; sets both counters and, as on a YubiKey, puts PIN and PUK back to their
+    /// factory values. Tries are 1..=15 (what a `63Cx` answer can show).
+    fn set_pin_retries(&mut self, cmd: &CommandApdu) -> Sw<Vec<u8>> {
+        if !(1..=15).contains(&cmd.p1) || !(1..=15).contains(&cmd.p2) {
+            return Err(sw::BAD_P1P2);
+        }
+        if !cmd.data.is_empty() {
+            return Err(sw::BAD_DATA);
+        }
+        if !self.session.mgmt_authed || !self.session.pin_verified {
+            return Err(sw::SECURITY);
+        }
+        let st = &mut self.state;
+        (st.pin_retries_max, st.pin_retries_left) = (cmd.p1, cmd.p1);
+        (st.puk_retries_max, st.puk_retries_left) = (cmd.p2, cmd.p2);
+        st.pin = DEFAULT_PIN.to_vec();
+        st.puk = DEFAULT_PUK.to_vec();
+        st.pin_is_default = true;
+        st.puk_is_default = true;
+        self.session.pin_verified = false;
+        self.session.pin_always_ok = false;
         Ok(Vec::new())
     }
 }

@@ -361,7 +361,13 @@ fn one_pass(
     for e in &pass.desired.observation_errors {
         eprintln!("keyfleet: {e}");
     }
-    let pending = pass.plan.actions.len() - pass.plan.runnable().count();
+    // Only what waits for a card is worth waiting for here (not the holder, not a suspect card).
+    let pending = pass
+        .plan
+        .actions
+        .iter()
+        .filter(|a| a.waiting_for_card)
+        .count();
     if pass.plan.refused() {
         eprintln!("Refusing to apply: the safety valve tripped (see above).");
         return Ok(PassOutcome {
@@ -425,7 +431,7 @@ fn one_pass(
         "Applied: {} done, {} failed, {} pending.",
         report.done,
         report.failed.len(),
-        report.skipped.len()
+        report.skipped.len() + report.waiting.len()
     );
     // Failed card actions wait for their card again (it was removed, or will be retried).
     Ok(PassOutcome {

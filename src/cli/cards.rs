@@ -116,7 +116,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             },
             inventory: id.as_ref().and_then(|id| inventory.cards.get(id)).map(|c| {
                 serde_json::json!({
-                    "status": c.status, "user": c.user, "template": c.template, "stock": c.stock,
+                    "status": inventory.shown_status(c), "user": c.user, "template": c.template, "stock": c.stock,
                     "certificates": inventory.live_certs_of(&c.id).values()
                         .map(|cert| format!("{} {}", cert.slot.hex(), cert.serial))
                         .collect::<Vec<_>>(),

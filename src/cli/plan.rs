@@ -30,7 +30,8 @@ pub enum Format {
 #[command(
     long_about = "Show what `keyfleet apply` would do: observe the directory, cards and \
 inventory, compute the desired state and print the plan, each action with its reason.\n\n\
-Exit codes: 0 nothing to do, 2 changes pending (including actions waiting for a card), 1 error."
+Exit codes: 0 nothing to do, 2 changes pending (including actions waiting for a card or for \
+the holder), 1 error."
 )]
 pub struct Args {
     /// Output format.
@@ -75,6 +76,8 @@ pub struct JsonAction<'a> {
     reason: crate::plan::ReasonCode,
     message: &'a str,
     waiting_for_card: bool,
+    waiting_for_holder: bool,
+    card_suspect: bool,
 }
 
 impl<'a> From<&'a Action> for JsonAction<'a> {
@@ -91,6 +94,8 @@ impl<'a> From<&'a Action> for JsonAction<'a> {
             reason: a.reason.code,
             message: &a.reason.message,
             waiting_for_card: a.waiting_for_card,
+            waiting_for_holder: a.waiting_for_holder,
+            card_suspect: a.card_suspect,
         }
     }
 }
@@ -126,7 +131,11 @@ pub fn plan_text(plan: &Plan) -> String {
                 (None, Some(s)) => format!("(new from {s})"),
                 (None, None) => "(none)".to_string(),
             };
-            let wait = if a.waiting_for_card {
+            let wait = if a.card_suspect {
+                " [held: card suspect]"
+            } else if a.waiting_for_holder {
+                " [waiting for the holder]"
+            } else if a.waiting_for_card {
                 " [waiting for card]"
             } else {
                 ""
@@ -144,12 +153,21 @@ pub fn plan_text(plan: &Plan) -> String {
             );
         }
         let waiting = plan.actions.iter().filter(|a| a.waiting_for_card).count();
-        let _ = writeln!(
+        let holder = plan.actions.iter().filter(|a| a.waiting_for_holder).count();
+        let suspect = plan.actions.iter().filter(|a| a.card_suspect).count();
+        let _ = write!(
             out,
-            "\n{} action(s), {} waiting for a card.",
+            "\n{} action(s), {} waiting for a card",
             plan.actions.len(),
             waiting
         );
+        if holder > 0 {
+            let _ = write!(out, ", {holder} waiting for the holder");
+        }
+        if suspect > 0 {
+            let _ = write!(out, ", {suspect} held on a suspect card");
+        }
+        out.push_str(".\n");
     }
     if !plan.complete {
         let _ = writeln!(

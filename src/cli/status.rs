@@ -121,7 +121,7 @@ pub fn status_text(s: &ControllerStatus) -> String {
             let _ = writeln!(
                 out,
                 "\nLast pass #{} at {} ({} ms, triggers: {}): {} planned, {} done, {} failed, \
-{} waiting for a card, {} in backoff, {} held{}",
+{} waiting for a card, {} waiting for the holder, {} in backoff, {} held{}{}",
                 p.number,
                 time_text(p.started_at),
                 p.duration_ms,
@@ -130,8 +130,14 @@ pub fn status_text(s: &ControllerStatus) -> String {
                 p.done,
                 p.failed,
                 p.waiting_for_card,
+                p.waiting_for_holder,
                 p.in_backoff,
                 p.held,
+                if p.suspect_cards > 0 {
+                    format!("; {} suspect card(s)", p.suspect_cards)
+                } else {
+                    String::new()
+                },
                 if p.complete {
                     ""
                 } else {

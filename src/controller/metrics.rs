@@ -1,6 +1,6 @@
 //! The controller's Prometheus metrics (OpenMetrics text, served on `/metrics` by
 //! [`super::http`]): passes and their duration, actions by kind and outcome, pending card
-//! actions, the last successful observation per source, certificates expiring within 30 days,
+//! actions, actions waiting for the holder, suspect cards, the last successful observation per source, certificates expiring within 30 days,
 //! safety-valve trips and held revocations, policy reload failures, objects in backoff, and
 //! the published CRLs (nextUpdate, publications, failures).
 //!
@@ -29,6 +29,10 @@ pub struct Metrics {
     pub actions: Family<Labels, Counter>,
     /// Actions waiting for a card after the last pass.
     pub pending_card_actions: Gauge,
+    /// Actions waiting for the holder (their PIN is unknown) after the last pass.
+    pub pending_holder_actions: Gauge,
+    /// Cards that could not prove the management key Keyfleet set (reset or cloned).
+    pub suspect_cards: Gauge,
     /// Unix time of the last successful observation, per source (`directory/<name>`).
     pub last_observation: Family<Labels, Gauge<f64, AtomicU64>>,
     /// Live certificates expiring within 30 days.
@@ -80,6 +84,18 @@ impl Metrics {
             "pending_card_actions",
             "Actions waiting for their card to be present",
             pending_card_actions.clone(),
+        );
+        let pending_holder_actions = Gauge::default();
+        registry.register(
+            "pending_holder_actions",
+            "Actions waiting for the holder: the PIN Keyfleet holds for their card cannot be used",
+            pending_holder_actions.clone(),
+        );
+        let suspect_cards = Gauge::default();
+        registry.register(
+            "suspect_cards",
+            "Cards that showed a known identity but could not prove the management key Keyfleet set",
+            suspect_cards.clone(),
         );
         let last_observation = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         registry.register(
@@ -150,6 +166,8 @@ impl Metrics {
             pass_duration,
             actions,
             pending_card_actions,
+            pending_holder_actions,
+            suspect_cards,
             last_observation,
             expiring_30d,
             valve_trips,
@@ -231,6 +249,8 @@ mod tests {
         m.count_actions("issue", "failed", 0);
         m.observed("directory/people", 1_700_000_000.5);
         m.valve_trips.inc();
+        m.pending_holder_actions.set(2);
+        m.suspect_cards.set(1);
         m.crl(&[("local-ca", Some(1_800_000_000.0), true, false)]);
         m.crl(&[("local-ca", Some(1_800_000_006.0), false, true)]);
         let text = m.render();
@@ -241,6 +261,8 @@ mod tests {
             "keyfleet_last_successful_observation_timestamp_seconds{source=\"directory/people\"} 1700000000.5",
             "keyfleet_safety_valve_trips_total 1",
             "keyfleet_policy_reload_failures_total 0",
+            "keyfleet_pending_holder_actions 2",
+            "keyfleet_suspect_cards 1",
             "keyfleet_crl_next_update_seconds{ca=\"local-ca\"} 1800000006.0",
             "keyfleet_crl_publications_total{ca=\"local-ca\"} 1",
             "keyfleet_crl_publish_failures_total{ca=\"local-ca\"} 1",

@@ -533,7 +533,11 @@ fn record(
     for ((kind, outcome), n) in &out.counts {
         m.count_actions(kind, outcome, *n);
     }
-    m.pending_card_actions.set(out.pending.len() as i64);
+    m.pending_card_actions
+        .set(out.summary.waiting_for_card as i64);
+    m.pending_holder_actions
+        .set(out.summary.waiting_for_holder as i64);
+    m.suspect_cards.set(out.summary.suspect_cards as i64);
     let at = now.unix_timestamp_nanos() as f64 / 1e9;
     for name in &out.observed_ok {
         m.observed(&format!("directory/{name}"), at);

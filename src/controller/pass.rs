@@ -403,6 +403,23 @@ fn pass_inner(
             });
             continue;
         }
+        if action.waiting_for_holder || action.card_suspect {
+            let card = action.card.as_deref().unwrap_or_default();
+            let (outcome, waiting_for) = if action.card_suspect {
+                ("held", format!("an operator: card {card} is suspect"))
+            } else {
+                out.summary.waiting_for_holder += 1;
+                ("pending", format!("the holder of card {card} (their PIN)"))
+            };
+            bump(out, kind, outcome);
+            out.pending.push(PendingAction {
+                id,
+                kind: kind.to_string(),
+                user: action.user.clone(),
+                waiting_for,
+            });
+            continue;
+        }
         if state.backoff.blocks(&id, now) {
             out.summary.in_backoff += 1;
             bump(out, kind, "backoff");
@@ -508,6 +525,11 @@ fn pass_inner(
     let (expiring, next) = renewal_facts(&pass.desired, &inventory, now);
     out.expiring_30d = expiring;
     out.next_renewal = next;
+    out.summary.suspect_cards = inventory
+        .facts
+        .values()
+        .filter(|f| f.suspect.is_some())
+        .count();
     // Kept for the next pass, which reads the store again if anything was written since.
     state.inventory = Some((generation, inventory));
     Ok(())

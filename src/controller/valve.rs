@@ -112,6 +112,8 @@ mod tests {
                 message: "gone".into(),
             },
             waiting_for_card: false,
+            waiting_for_holder: false,
+            card_suspect: false,
         }
     }
 

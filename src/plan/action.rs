@@ -80,6 +80,12 @@ pub enum ReasonCode {
     TemplateRemoved,
     /// The card's credential was revoked; the card is wiped and returns to stock.
     CardRevoked,
+    /// The action needs the card's PIN and the one Keyfleet holds cannot be used (the holder
+    /// changed it): it waits for the holder.
+    HolderPinUnknown,
+    /// The card could not prove the management key Keyfleet set on it (reset or cloned):
+    /// nothing is sent to it or written on it.
+    CardSuspect,
 }
 
 /// A reason code with a human message naming the facts.
@@ -115,9 +121,21 @@ pub struct Action {
     pub reason: Reason,
     /// True when the action needs a card that is not present: it stays pending.
     pub waiting_for_card: bool,
+    /// True when the action needs the holder (their PIN): it stays pending until they come.
+    #[serde(default)]
+    pub waiting_for_holder: bool,
+    /// True when the action's card is suspect: it is held, nothing is sent to the card.
+    #[serde(default)]
+    pub card_suspect: bool,
 }
 
 impl Action {
+    /// Whether the action can run now: not waiting for a card or the holder, and its card
+    /// is not suspect.
+    pub fn runnable(&self) -> bool {
+        !self.waiting_for_card && !self.waiting_for_holder && !self.card_suspect
+    }
+
     /// A stable identity for journalling and approval: same action, same id.
     pub fn id(&self) -> String {
         let slots: Vec<&str> = self.slots.iter().map(|s| s.hex()).collect();

@@ -25,6 +25,7 @@
 //! plan refused when that exceeds the configured limits.
 
 mod action;
+mod holds;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -134,9 +135,9 @@ impl Plan {
         self.safety_valve.tripped && !self.safety_valve.allowed
     }
 
-    /// Actions that can run now (not waiting for a card).
+    /// Actions that can run now (not waiting for a card or the holder, card not suspect).
     pub fn runnable(&self) -> impl Iterator<Item = &Action> {
-        self.actions.iter().filter(|a| !a.waiting_for_card)
+        self.actions.iter().filter(|a| a.runnable())
     }
 }
 
@@ -321,6 +322,7 @@ impl<'a> Planner<'a> {
         let mut actions = ctx.actions;
         actions.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
         actions.dedup();
+        holds::hold(&mut actions, inventory);
 
         // Revoking a superseded certificate takes nobody's credential: not counted.
         let revoked_users: BTreeSet<&str> = actions
@@ -689,6 +691,8 @@ impl Ctx<'_> {
                 message,
             },
             waiting_for_card: waiting,
+            waiting_for_holder: false,
+            card_suspect: false,
         });
     }
 
@@ -935,6 +939,8 @@ impl Ctx<'_> {
             serials,
             reason: Reason { code, message },
             waiting_for_card: !self.present(&card.id),
+            waiting_for_holder: false,
+            card_suspect: false,
         });
     }
 
@@ -962,6 +968,8 @@ impl Ctx<'_> {
             serials,
             reason,
             waiting_for_card: kind.needs_card() && !self.present(&card.id),
+            waiting_for_holder: false,
+            card_suspect: false,
         });
     }
 
@@ -1020,6 +1028,8 @@ impl Ctx<'_> {
                     ),
                 },
                 waiting_for_card: false,
+                waiting_for_holder: false,
+                card_suspect: false,
             });
         }
     }
@@ -1039,6 +1049,8 @@ impl Ctx<'_> {
                 message: format!("card {} is wiped and returns to its stock: {why}", card.id),
             },
             waiting_for_card: !self.present(&card.id),
+            waiting_for_holder: false,
+            card_suspect: false,
         });
     }
 }

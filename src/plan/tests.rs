@@ -1148,3 +1148,74 @@ fn parallel_planning_equals_sequential_planning() {
     assert!(whole.actions.iter().any(|a| a.kind == ActionKind::Reissue));
     assert!(whole.actions.iter().any(|a| a.kind == ActionKind::Issue));
 }
+
+#[test]
+fn an_unknown_holder_pin_holds_reissues_and_a_suspect_card_holds_everything_on_it() {
+    use crate::inventory::{CardFacts, HolderPin, HolderPinCause, Suspicion};
+    let mut d = desired(
+        vec![credential(
+            "alice",
+            &[Slot::PivAuthentication, Slot::DigitalSignature],
+        )],
+        &["alice"],
+    );
+    let mut inv = Inventory::default();
+    let mut presence = Presence::default();
+    converge(&d, &mut inv, &mut presence);
+    let card = inv.cards.keys().next().unwrap().clone();
+    let c = d.credentials.values_mut().next().unwrap();
+    for want in c.certificates.values_mut() {
+        want.revision = "r1-changed".into();
+    }
+    inv.facts.insert(
+        card.clone(),
+        CardFacts {
+            holder_pin: Some(HolderPin {
+                since: NOW,
+                cause: HolderPinCause::Refused,
+                tries_left: Some(2),
+            }),
+            suspect: None,
+        },
+    );
+    // Level-triggered: the reissues stay in every plan, held for the holder, never run.
+    for _ in 0..2 {
+        let p = converge(&d, &mut inv, &mut presence);
+        assert_eq!(p.actions.len(), 2);
+        assert_eq!(p.runnable().count(), 0);
+        for a in &p.actions {
+            assert!(a.waiting_for_holder && !a.waiting_for_card && !a.card_suspect);
+            assert_eq!(a.reason.code, ReasonCode::HolderPinUnknown);
+            assert!(
+                a.reason.message.contains("revision"),
+                "{}",
+                a.reason.message
+            );
+        }
+    }
+    // The holder's PIN does not hold what needs no PIN: a revocation and the wipe.
+    let mut gone = d.clone();
+    gone.credentials.clear();
+    let p = plan(&gone, &inv, &presence, &opts());
+    assert!(p.actions.iter().all(|a| a.runnable()), "{:?}", p.actions);
+    assert!(!p.actions.is_empty());
+    // A suspect card: everything that needs the card is held, the revocation is not.
+    inv.facts.get_mut(&card).unwrap().suspect = Some(Suspicion {
+        since: NOW,
+        reason: "it accepted the factory management key".into(),
+    });
+    let p = converge(&d, &mut inv, &mut presence);
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| a.card_suspect && a.reason.code == ReasonCode::CardSuspect && !a.runnable())
+    );
+    let p = plan(&gone, &inv, &presence, &opts());
+    for a in &p.actions {
+        assert_eq!(a.card_suspect, a.kind == ActionKind::Retire, "{a:?}");
+    }
+    // Once the facts are gone, the reissues run.
+    inv.facts.clear();
+    converge(&d, &mut inv, &mut presence);
+    assert!(plan(&d, &inv, &presence, &opts()).is_empty());
+}

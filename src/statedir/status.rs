@@ -26,6 +26,12 @@ pub struct PassSummary {
     pub failed: usize,
     /// Actions waiting for a card.
     pub waiting_for_card: usize,
+    /// Actions waiting for the holder (their PIN is unknown to Keyfleet).
+    #[serde(default)]
+    pub waiting_for_holder: usize,
+    /// Cards that could not prove their management key (reset or cloned).
+    #[serde(default)]
+    pub suspect_cards: usize,
     /// Actions not run because they are in backoff.
     pub in_backoff: usize,
     /// Revocations held by the safety valve.
@@ -144,7 +150,7 @@ pub struct ControllerStatus {
     /// The error of the last policy reload, while the last valid policy stays in force.
     #[serde(default)]
     pub policy_error: Option<String>,
-    /// Actions waiting for a card.
+    /// Actions waiting for a card, for the holder, or held on a suspect card.
     pub pending: Vec<PendingAction>,
     /// Failed actions in backoff.
     pub backoff: Vec<BackoffView>,

@@ -19,7 +19,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 pub use journal::{HistoryEntry, HistoryResult, JournalEntry, JournalState, JournalStep};
 
-use crate::inventory::{CardRecord, CertRecord, Inventory};
+use crate::inventory::{CardFacts, CardRecord, CertRecord, Inventory};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +66,7 @@ pub struct Store {
     journal: sled::Tree,
     history: sled::Tree,
     secrets: sled::Tree,
+    card_facts: sled::Tree,
     /// Bumped by every change to a card or certificate record (see
     /// [`Store::inventory_generation`]).
     generation: std::sync::atomic::AtomicU64,
@@ -141,6 +142,7 @@ impl Store {
             journal: db.open_tree("journal")?,
             history: db.open_tree("history")?,
             secrets: db.open_tree("secrets")?,
+            card_facts: db.open_tree("card-facts")?,
             db,
             generation: std::sync::atomic::AtomicU64::new(0),
         };
@@ -213,7 +215,36 @@ impl Store {
             let cert: CertRecord = decode("certs", &k, &v)?;
             inv.certs.insert(cert.serial.clone(), cert);
         }
+        for item in self.card_facts.iter() {
+            let (k, v) = item?;
+            let facts: CardFacts = decode("card-facts", &k, &v)?;
+            inv.facts
+                .insert(String::from_utf8_lossy(&k).into_owned(), facts);
+        }
         Ok(inv)
+    }
+
+    /// What Keyfleet learned about a card (empty when nothing).
+    pub fn card_facts(&self, id: &str) -> Result<CardFacts, StoreError> {
+        Ok(self
+            .card_facts
+            .get(id.as_bytes())?
+            .map(|v| decode("card-facts", id.as_bytes(), &v))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Records what Keyfleet learned about a card (empty facts remove the entry). Flushed:
+    /// a fact holds actions back (a refused PIN must never be tried again), so it must not
+    /// be lost in a crash.
+    pub fn put_card_facts(&self, id: &str, facts: &CardFacts) -> Result<(), StoreError> {
+        if facts.is_empty() {
+            self.card_facts.remove(id.as_bytes())?;
+        } else {
+            self.card_facts.insert(id.as_bytes(), encode(facts))?;
+        }
+        self.changed();
+        self.sync()
     }
 
     /// One card.

@@ -104,6 +104,21 @@ pub trait CardSession {
         cred: Option<&DesiredCredential>,
     ) -> Result<bool, ApplyError>;
 
+    /// Verifies the PIN Keyfleet holds before a slot is touched, without ever spending a
+    /// holder's last tries (PIV: reads the retry counter first). A refused or untried PIN is
+    /// [`ApplyError::HolderPin`]. Default: nothing to do (tokens log in with the PIN in
+    /// [`CardSession::admin_login`]).
+    fn check_pin(&mut self, _ctx: &Context<'_>, _pin: &str) -> Result<(), ApplyError> {
+        Ok(())
+    }
+
+    /// Makes a personalised card prove the administrative credential Keyfleet set before it
+    /// is sent any secret (PIV: 9B mutual authentication with the stored management key; a
+    /// card that cannot is [`ApplyError::Suspect`]). Default: nothing to prove.
+    fn prove(&mut self, _ctx: &Context<'_>) -> Result<(), ApplyError> {
+        Ok(())
+    }
+
     /// First half of personalisation, before any PIN is set (PIV: management key and CHUID;
     /// tokens: C_InitToken with the SO PIN and the holder's label). `fresh`: the card is known
     /// to be in factory state; otherwise (recovery) whatever was done already is accepted.

@@ -6,9 +6,10 @@ use std::cell::RefCell;
 use super::{ALL_SLOTS, CardSession, Session, VirtualCards};
 use crate::apply::{ApplyError, Context, FACTORY_PIN, FACTORY_PUK, open_secret};
 use crate::card::keys::{KeyAlg, ManagementKey, MgmtAlg, PrivateKeyMaterial, PublicKey};
-use crate::card::piv::PivError;
+use crate::card::piv::{PinCheck, PivError};
 use crate::card::signer::CardSigner;
 use crate::desired::DesiredCredential;
+use crate::inventory::HolderPinCause;
 use crate::policy::model::{ManagementKeyAlgorithm, Slot};
 
 /// A PIV card (virtual, or real through a transport).
@@ -43,28 +44,81 @@ pub(crate) fn management_key(
     ctx: &Context<'_>,
     card: &str,
     alg: ManagementKeyAlgorithm,
-) -> ManagementKey {
-    let alg = match alg {
+) -> Result<ManagementKey, ApplyError> {
+    let alg = piv_mgmt_alg(alg);
+    let bytes = ctx
+        .master
+        .diversify("piv-management-key", card, alg.key_len());
+    ManagementKey::new(alg, bytes.to_vec()).map_err(|e| ApplyError::ManagementKey {
+        card: card.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn piv_mgmt_alg(alg: ManagementKeyAlgorithm) -> MgmtAlg {
+    match alg {
         ManagementKeyAlgorithm::TripleDes => MgmtAlg::TripleDes,
         ManagementKeyAlgorithm::Aes128 => MgmtAlg::Aes128,
         ManagementKeyAlgorithm::Aes192 => MgmtAlg::Aes192,
         ManagementKeyAlgorithm::Aes256 => MgmtAlg::Aes256,
-    };
-    let bytes = ctx
-        .master
-        .diversify("piv-management-key", card, alg.key_len());
-    // The length matches the algorithm by construction.
-    ManagementKey::new(alg, bytes.to_vec()).unwrap_or_else(|_| ManagementKey::factory_default())
+    }
 }
 
-fn stored_mgmt_alg(
+/// The sealed secret holding a card's random management key (`diversified: false`).
+fn random_key_name(card: &str) -> String {
+    format!("mgmt-key/{card}")
+}
+
+/// The random management key stored for `card`, if it has one (hex, sealed).
+fn stored_random_key(
     ctx: &Context<'_>,
     card: &str,
-) -> Result<Option<ManagementKeyAlgorithm>, ApplyError> {
-    Ok(ctx
+    alg: ManagementKeyAlgorithm,
+) -> Result<Option<ManagementKey>, ApplyError> {
+    let Some(hex_key) = open_secret(ctx, &random_key_name(card))? else {
+        return Ok(None);
+    };
+    let bad = |message: String| ApplyError::ManagementKey {
+        card: card.to_string(),
+        message,
+    };
+    let bytes = hex::decode(hex_key.trim()).map_err(|e| bad(e.to_string()))?;
+    ManagementKey::new(piv_mgmt_alg(alg), bytes)
+        .map(Some)
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// The key a personalised card must have: its stored random one, else the diversified one,
+/// with the algorithm recorded at personalisation. Any record that cannot be read is an
+/// error: never the factory key.
+fn stored_management_key(ctx: &Context<'_>, card: &str) -> Result<ManagementKey, ApplyError> {
+    let name = format!("mgmt-alg/{card}");
+    let raw = ctx
         .store
-        .secret(&format!("mgmt-alg/{card}"))?
-        .and_then(|v| serde_json::from_slice(&v).ok()))
+        .secret(&name)?
+        .ok_or_else(|| ApplyError::ManagementKey {
+            card: card.to_string(),
+            message: format!("no {name} record"),
+        })?;
+    let alg: ManagementKeyAlgorithm =
+        serde_json::from_slice(&raw).map_err(|e| ApplyError::ManagementKey {
+            card: card.to_string(),
+            message: format!("{name}: {e}"),
+        })?;
+    match stored_random_key(ctx, card, alg)? {
+        Some(key) => Ok(key),
+        None => management_key(ctx, card, alg),
+    }
+}
+
+/// Whether the template of the card's credential asks for a diversified management key
+/// (the default) rather than a random stored one.
+fn wants_diversified(ctx: &Context<'_>, card: &str) -> Result<bool, ApplyError> {
+    let record = ctx.store.card(card)?;
+    Ok(record
+        .and_then(|r| Some((r.user?, r.template?)))
+        .and_then(|key| ctx.desired.credentials.get(&key))
+        .is_none_or(|c| c.management_key.diversified))
 }
 
 impl CardSession for PivCard {
@@ -75,36 +129,52 @@ impl CardSession for PivCard {
             .map_err(|source| ApplyError::Card { card, source })
     }
 
-    /// Authenticates with the card's management key: the diversified one Keyfleet set, else
-    /// the factory default (a blank card, or one whose personalisation was interrupted).
+    /// Authenticates with the management key Keyfleet stored for the card; the card must
+    /// prove it too (mutual authentication). Never the factory key: a card that cannot prove
+    /// the stored key is suspect.
     fn admin_login(
         &mut self,
         ctx: &Context<'_>,
-        cred: Option<&DesiredCredential>,
+        _cred: Option<&DesiredCredential>,
     ) -> Result<bool, ApplyError> {
+        self.prove(ctx)?;
+        Ok(true)
+    }
+
+    fn prove(&mut self, ctx: &Context<'_>) -> Result<(), ApplyError> {
         let card = self.card.clone();
-        let err = |source| ApplyError::Card {
-            card: card.clone(),
-            source,
-        };
-        let alg = stored_mgmt_alg(ctx, &card)?
-            .or(cred.map(|c| c.management_key.algorithm))
-            .unwrap_or(ManagementKeyAlgorithm::Aes192);
-        let key = management_key(ctx, &card, alg);
-        let session = self.client();
-        match session.authenticate(&key) {
-            Ok(()) => return Ok(true),
+        let key = stored_management_key(ctx, &card)?;
+        match self.client().authenticate(&key) {
+            Ok(()) => Ok(()),
             Err(
-                PivError::WrongManagementKey | PivError::CardAuthFailed | PivError::Status { .. },
-            ) => {}
-            Err(e) => return Err(err(e)),
+                e @ (PivError::WrongManagementKey
+                | PivError::CardAuthFailed
+                | PivError::Status { .. }
+                | PivError::SecurityStatus { .. }),
+            ) => Err(ApplyError::Suspect {
+                card,
+                reason: e.to_string(),
+            }),
+            Err(source) => Err(ApplyError::Card { card, source }),
         }
-        // Re-select: a failed authentication may leave the card in an intermediate state.
-        session.select().map_err(err)?;
-        session
-            .authenticate(&ManagementKey::factory_default())
-            .map_err(err)?;
-        Ok(false)
+    }
+
+    fn check_pin(&mut self, _ctx: &Context<'_>, pin: &str) -> Result<(), ApplyError> {
+        let card = self.card.clone();
+        let check = self.client().verify_pin_guarded(pin, 2);
+        let (cause, left) = match check {
+            Ok(PinCheck::Verified) => return Ok(()),
+            Ok(PinCheck::Refused { retries_left }) => (HolderPinCause::Refused, retries_left),
+            Ok(PinCheck::TooFewTries { retries_left }) => {
+                (HolderPinCause::TooFewTries, retries_left)
+            }
+            Err(source) => return Err(ApplyError::Card { card, source }),
+        };
+        Err(ApplyError::HolderPin {
+            card,
+            cause,
+            tries_left: Some(left),
+        })
     }
 
     fn prepare(
@@ -120,7 +190,30 @@ impl CardSession for PivCard {
             source,
         };
         // Authenticate: factory key on a fresh card, else whichever key the card has.
-        let diversified = management_key(ctx, &card, mgmt_alg);
+        // `diversified: false`: a random key, sealed and durable before the card takes it (and
+        // the same one again when recovery repeats this).
+        let diversified = if wants_diversified(ctx, &card)? {
+            management_key(ctx, &card, mgmt_alg)?
+        } else {
+            match stored_random_key(ctx, &card, mgmt_alg)? {
+                Some(key) => key,
+                None => {
+                    let mut bytes = vec![0u8; piv_mgmt_alg(mgmt_alg).key_len()];
+                    rand::fill(&mut bytes[..]);
+                    let name = random_key_name(&card);
+                    let sealed = ctx
+                        .master
+                        .seal(name.as_bytes(), hex::encode(&bytes).as_bytes());
+                    ctx.store.put_secret(&name, &sealed)?;
+                    ManagementKey::new(piv_mgmt_alg(mgmt_alg), bytes).map_err(|e| {
+                        ApplyError::ManagementKey {
+                            card: card.clone(),
+                            message: e.to_string(),
+                        }
+                    })?
+                }
+            }
+        };
         let session = self.client();
         let already = if fresh {
             session
