@@ -444,6 +444,22 @@ mod tests {
         );
     }
 
+    /// Known answers computed with the hand-written HKDF-expand this replaced: diversified
+    /// management keys and PINs of existing cards must not change.
+    #[test]
+    fn diversify_known_answers_are_stable() {
+        let k = key();
+        assert_eq!(
+            hex::encode(k.diversify("piv-management-key", "card-1", 24)),
+            "caa07c981cb6f0af87bb7486b0b8d76a8df15d6a44658ca5"
+        );
+        assert_eq!(
+            hex::encode(k.diversify("piv-management-key", "card-1", 80)),
+            "caa07c981cb6f0af87bb7486b0b8d76a8df15d6a44658ca5643d4153d2a3d142b0d42cbdef153bd1\
+             dab058983f851b486956952a9355e50884ea7d5f7c8a9293055bb9ead8f5d067295c20aa0b6fb5a4"
+        );
+    }
+
     #[test]
     fn diversify_matches_hkdf_expand_reference() {
         // RFC 5869 HKDF-Expand, first block: T(1) = HMAC(PRK, info || 0x01).

@@ -415,6 +415,10 @@ pub struct LdapDirectorySpec {
     /// TLS settings for `ldaps://` or StartTLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<LdapTls>,
+    /// Allow a plain `ldap://` URL without a `tls` section: the simple bind then sends the
+    /// password in cleartext. Refused unless set; `validate` warns when it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_cleartext_bind: bool,
     /// Simple paged results size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]

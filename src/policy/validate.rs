@@ -401,6 +401,32 @@ fn check_directories(c: &mut Checker<'_>) {
                         );
                     }
                 }
+                if crate::observe::ldap::cleartext_bind(l) {
+                    if l.allow_cleartext_bind {
+                        c.warn(
+                            kind,
+                            dir,
+                            "/spec/ldap/allowCleartextBind",
+                            codes::SUSPICIOUS,
+                            "allowCleartextBind: the bind password is sent in cleartext over \
+                             ldap:// (use ldaps:// or a tls section for StartTLS)"
+                                .into(),
+                        );
+                    } else {
+                        c.push(
+                            kind,
+                            dir,
+                            "/spec/ldap/url",
+                            codes::CLEARTEXT_BIND,
+                            format!(
+                                "{}: a plain ldap:// URL without a tls section sends the bind \
+                                 password in cleartext; add a tls section (StartTLS), use \
+                                 ldaps://, or set allowCleartextBind: true",
+                                l.url
+                            ),
+                        );
+                    }
+                }
                 if l.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
                     c.warn(
                         kind,
