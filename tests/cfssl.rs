@@ -201,3 +201,67 @@ fn suspend_against_cfssl_is_refused_never_revoked() {
     let rows = cf.rows();
     assert!(rows[0].contains("|good|"), "not revoked: {rows:?}");
 }
+
+/// cfssl over https://: the CA's `trustBundle` is the root store. Without one `validate`
+/// refuses the URL at its line; a bundle that does not hold the server's TLS CA (here the
+/// signing CA) cannot connect; the right one issues through TLS.
+#[test]
+fn cfssl_over_https_trusts_the_trust_bundle() {
+    let cf = CfsslServer::start_tls();
+    assert!(cf.url().starts_with("https://"));
+    let ca = |trust: &str| {
+        format!(
+            "apiVersion: keyfleet.dev/v1
+kind: CertificateAuthority
+metadata:
+  name: cf
+spec:
+  cfssl:
+    url: {}
+    authKey: {{file: cfssl-key.txt}}
+{trust}",
+            cf.url()
+        )
+    };
+    let d = PolicyDir::empty();
+    d.write("cfssl-key.txt", &format!("{AUTH_KEY}\n"));
+    d.write(
+        "rest.yaml",
+        &REST
+            .replace("ON_DISABLED", "revoke")
+            .replace("CERTS\n", AUTH_AT_CFSSL),
+    );
+    d.write("people.yaml", &people(false, true));
+
+    d.write("ca.yaml", &ca(""));
+    run(&d, &["validate"]).expect_code(1).stderr_has(&format!(
+        "{}:7: CertificateAuthority/cf: spec.cfssl.url: an https:// cfssl URL needs trustBundle",
+        d.file("ca.yaml")
+    ));
+
+    let bundle = |name: &str| format!("    trustBundle: {}\n", cf.file(name).display());
+    d.write("ca.yaml", &ca(&bundle("ca.pem")));
+    run(&d, &["validate"]).expect_code(0);
+    let r = run(&d, &["ca", "test", "cf"]);
+    assert_ne!(r.code, Some(0), "the signing CA does not sign the TLS certificate: {r:?}");
+    assert!(cf.rows().is_empty());
+
+    d.write("ca.yaml", &ca(&bundle("tls-ca.pem")));
+    run(&d, &["validate"]).expect_code(0);
+    run(&d, &["ca", "test", "cf"])
+        .expect_code(0)
+        .stdout_has("connected");
+    run(&d, &["apply", "-y"]).expect_code(0);
+    let rows = cf.rows();
+    assert_eq!(rows.len(), 1, "9A issued over https: {rows:?}");
+    let hex = cf.hex_serials().remove(0);
+    let inv = run(&d, &["inventory"]);
+    assert!(inv.stdout.to_ascii_uppercase().contains(&hex), "{inv:?}");
+
+    // A trustBundle with http:// would be ignored: refused.
+    let plain = ca(&bundle("tls-ca.pem")).replace("https://", "http://");
+    d.write("ca.yaml", &plain);
+    run(&d, &["validate"])
+        .expect_code(1)
+        .stderr_has("spec.cfssl.trustBundle: trustBundle is used only with an https:// URL");
+}

@@ -302,6 +302,11 @@ pub struct CfsslSpec {
     /// The default CFSSL profile (a certificate's `profile` overrides it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// PEM file with the CAs that sign the cfssl server's TLS certificate (relative to the
+    /// policy file): the only roots trusted for an `https://` URL, which requires it. Refused
+    /// with `http://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_bundle: Option<PathBuf>,
 }
 
 /// The Entrust CA Gateway.

@@ -12,7 +12,7 @@ use super::diag::{Diagnostic, codes};
 use super::duration::Duration;
 use super::load::Locations;
 use super::model::{
-    CardType, CertificateAuthoritySpec, CertificateSpec, ClientCertificate, CrlPublishSpec,
+    CardType, CertificateAuthoritySpec, CertificateSpec, CfsslSpec, ClientCertificate, CrlPublishSpec,
     DirectorySpec, KeyAlgorithm, KeyGeneration, Kind, OnUserDisabled, SanTemplate, Slot,
     StockSelector,
 };
@@ -192,6 +192,9 @@ fn check_hold_capability(c: &mut Checker<'_>) {
 fn check_authorities(c: &mut Checker<'_>) {
     for ca in c.set.authorities.values() {
         let kind = Kind::CertificateAuthority;
+        if let CertificateAuthoritySpec::Cfssl(cf) = &ca.spec {
+            check_cfssl_trust(c, ca, cf);
+        }
         if let CertificateAuthoritySpec::Local(local) = &ca.spec {
             if let Err(e) = DistinguishedName::parse(&local.subject) {
                 c.push(
@@ -235,6 +238,44 @@ fn check_authorities(c: &mut Checker<'_>) {
         }
     }
     check_crl_paths_unique(c);
+}
+
+/// cfssl's `trustBundle`: required for `https://` (no other roots are trusted), refused for
+/// `http://` (it would be ignored), and the file must exist.
+fn check_cfssl_trust(c: &mut Checker<'_>, ca: &Object<CertificateAuthoritySpec>, cf: &CfsslSpec) {
+    let kind = Kind::CertificateAuthority;
+    let https = cf.url.starts_with("https://");
+    match &cf.trust_bundle {
+        None if https => c.push(
+            kind,
+            ca,
+            "/spec/cfssl/url",
+            codes::MISSING_FIELD,
+            "an https:// cfssl URL needs trustBundle: the PEM file of the CAs that sign the \
+             server's TLS certificate"
+                .into(),
+        ),
+        None => {}
+        Some(_) if !https => c.push(
+            kind,
+            ca,
+            "/spec/cfssl/trustBundle",
+            codes::INVALID_VALUE,
+            "trustBundle is used only with an https:// URL".into(),
+        ),
+        Some(path) => {
+            let path = ca.resolve_path(path);
+            if !path.is_file() {
+                c.push(
+                    kind,
+                    ca,
+                    "/spec/cfssl/trustBundle",
+                    codes::MISSING_FILE,
+                    format!("trust bundle {} does not exist", path.display()),
+                );
+            }
+        }
+    }
 }
 
 /// `crlPublish` of one local CA: a path, and a refresh point inside the CRL's validity.
