@@ -395,7 +395,10 @@ fn cleartext_ldap_bind_is_refused_unless_allowed() {
     );
 
     edit(&d, |t| {
-        t.replace("    pageSize: 2\n", "    pageSize: 2\n    allowCleartextBind: true\n")
+        t.replace(
+            "    pageSize: 2\n",
+            "    pageSize: 2\n    allowCleartextBind: true\n",
+        )
     });
     d.validate(&[]).expect_code(0).stderr_has(&format!(
         "{}:{}: Directory/corp: spec.ldap.allowCleartextBind: warning: allowCleartextBind: the bind password is sent in cleartext",

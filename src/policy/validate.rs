@@ -12,9 +12,9 @@ use super::diag::{Diagnostic, codes};
 use super::duration::Duration;
 use super::load::Locations;
 use super::model::{
-    CardType, CertificateAuthoritySpec, CertificateSpec, CfsslSpec, ClientCertificate, CrlPublishSpec,
-    DirectorySpec, KeyAlgorithm, KeyGeneration, Kind, OnUserDisabled, SanTemplate, Slot,
-    StockSelector,
+    CardType, CertificateAuthoritySpec, CertificateSpec, CfsslSpec, ClientCertificate,
+    CrlPublishSpec, DirectorySpec, KeyAlgorithm, KeyGeneration, Kind, OnUserDisabled, SanTemplate,
+    Slot, StockSelector,
 };
 use super::secret::SecretRef;
 use super::template::{TextTemplate, Var};
@@ -157,7 +157,62 @@ pub(crate) fn check(
     check_stocks(&mut c);
     check_roles(&mut c);
     check_hold_capability(&mut c);
+    check_pkcs11_secrets(&mut c);
     c.out
+}
+
+/// Every `{pkcs11: ...}` secret reference names a module, an object and (if any type) a data
+/// object: refused at the reference's line otherwise. The token is not contacted.
+fn check_pkcs11_secrets(c: &mut Checker<'_>) {
+    fn bad<S>(c: &mut Checker<'_>, kind: Kind, obj: &Object<S>, pointer: &str, r: &SecretRef) {
+        if let SecretRef::Pkcs11 { pkcs11 } = r
+            && let Err(e) = crate::keystore::check_data_object_uri(pkcs11)
+        {
+            let e = e.to_string();
+            let e = e.strip_prefix("keyStore ").unwrap_or(&e);
+            c.push(
+                kind,
+                obj,
+                pointer,
+                codes::INVALID_VALUE,
+                format!("secret reference {e}"),
+            );
+        }
+    }
+    for ca in c.set.authorities.values() {
+        match &ca.spec {
+            CertificateAuthoritySpec::Cfssl(s) => bad(
+                c,
+                Kind::CertificateAuthority,
+                ca,
+                "/spec/cfssl/authKey",
+                &s.auth_key,
+            ),
+            CertificateAuthoritySpec::EntrustGateway(g) => {
+                if let ClientCertificate::Pkcs12(p) = &g.client_certificate {
+                    let ptr = "/spec/entrustGateway/clientCertificate/password";
+                    bad(c, Kind::CertificateAuthority, ca, ptr, &p.password)
+                }
+            }
+            CertificateAuthoritySpec::Local(_) => {}
+        }
+    }
+    for d in c.set.directories.values() {
+        if let DirectorySpec::Ldap(l) = &d.spec {
+            bad(
+                c,
+                Kind::Directory,
+                d,
+                "/spec/ldap/bindPassword",
+                &l.bind_password,
+            );
+        }
+    }
+    for s in c.set.stocks.values() {
+        if let StockSelector::Pkcs11(p) = &s.spec.selector {
+            bad(c, Kind::CardStock, s, "/spec/pkcs11/soPin", &p.so_pin);
+        }
+    }
 }
 
 /// Warns about templates that suspend on account disable while one of their certificates comes

@@ -54,7 +54,13 @@ fn run(cmd: &mut Command, what: &str) -> Vec<u8> {
 /// Writes `tls-ca.pem` (a CA of its own) and `tls.pem`/`tls-key.pem`, a server certificate
 /// for IP 127.0.0.1 that it issued, into `d`.
 fn tls_certificate(d: &Path) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
     run(
         Command::new("openssl")
             .args(["req", "-x509"])
