@@ -84,7 +84,7 @@ pub enum SecretError {
     Empty(String),
     /// The PKCS#11 data object could not be read.
     #[error("{0}")]
-    Pkcs11(#[source] crate::keystore::KeyStoreError),
+    Pkcs11(#[source] Box<crate::keystore::KeyStoreError>),
     /// The PKCS#11 data object's value is not UTF-8 text.
     #[error("the data object of {0} is not UTF-8 text")]
     NotText(String),
@@ -169,8 +169,8 @@ impl SecretRef {
                 text.trim_end_matches(['\r', '\n']).to_string()
             }
             SecretRef::Pkcs11 { pkcs11 } => {
-                let bytes =
-                    crate::keystore::read_data_object(pkcs11).map_err(SecretError::Pkcs11)?;
+                let bytes = crate::keystore::read_data_object(pkcs11)
+                    .map_err(|e| SecretError::Pkcs11(Box::new(e)))?;
                 let text = std::str::from_utf8(&bytes)
                     .map_err(|_| SecretError::NotText(self.to_string()))?;
                 text.trim_end_matches(['\r', '\n']).to_string()
