@@ -76,6 +76,17 @@ pub enum KeyStoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A `pkcs11:` secret reference names something other than a data object.
+    #[error("{0}: a pkcs11: secret reference names a data object (type=data or no type)")]
+    NotData(String),
+    /// No data object, or more than one, matches the URI.
+    #[error("{uri}: {found} data objects match (exactly one must)")]
+    DataObjects {
+        /// The URI (without a pin-value).
+        uri: String,
+        /// How many matched.
+        found: usize,
+    },
     /// The wrapped master key file is damaged or was wrapped by another token key.
     #[error("{0}: not a master key wrapped by this token key")]
     Wrapped(PathBuf),
@@ -154,6 +165,85 @@ pub fn open_token(uri: &Pkcs11Uri) -> Result<Token, KeyStoreError> {
     let token = module.open_token(&info.serial).map_err(tok)?;
     token.login_user(&pin_of(uri)?).map_err(tok)?;
     Ok(token)
+}
+
+/// Checks a `pkcs11:` secret reference without touching the token: it parses, names the
+/// module (`?module-path=`), the object (`object=` label or `id=`), and no type but `data`.
+pub fn check_data_object_uri(text: &str) -> Result<Pkcs11Uri, KeyStoreError> {
+    let uri = Pkcs11Uri::parse(text)?;
+    if uri.module_path.is_none() {
+        return Err(KeyStoreError::NoModule(uri.to_string()));
+    }
+    if uri.object.is_none() && uri.id.is_none() {
+        return Err(KeyStoreError::NoObject(uri.to_string()));
+    }
+    if uri
+        .object_type
+        .is_some_and(|t| t != pkcs11::ObjectType::Data)
+    {
+        return Err(KeyStoreError::NotData(uri.to_string()));
+    }
+    Ok(uri)
+}
+
+/// Reads the value (CKA_VALUE) of the one data object (CKO_DATA) a `pkcs11:` secret reference
+/// names, by label and/or id. With a `pin-source` or `pin-value` it logs in as the user first
+/// (private data objects), refusing when one more wrong PIN would lock the token.
+pub fn read_data_object(text: &str) -> Result<Zeroizing<Vec<u8>>, KeyStoreError> {
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    let uri = check_data_object_uri(text)?;
+    let tok = |source| KeyStoreError::Token {
+        uri: uri.to_string(),
+        source,
+    };
+    let token = if uri.pin_value.is_some() || uri.pin_source.is_some() {
+        open_token(&uri)?
+    } else {
+        let module_path = uri
+            .module_path
+            .as_deref()
+            .ok_or_else(|| KeyStoreError::NoModule(uri.to_string()))?;
+        let module = Module::open(module_path).map_err(tok)?;
+        let info = module.token_for(&uri).map_err(tok)?;
+        module.open_token(&info.serial).map_err(tok)?
+    };
+    let call = |op: &'static str| {
+        let serial = token.serial().to_string();
+        move |source| tok(P11Error::Call { serial, op, source })
+    };
+    // A session of our own (the login above is the application's, shared by its sessions).
+    let session = token
+        .module()
+        .context()
+        .open_ro_session(token.info().slot)
+        .map_err(call("C_OpenSession"))?;
+    let mut template = vec![Attribute::Class(ObjectClass::DATA)];
+    if let Some(label) = &uri.object {
+        template.push(Attribute::Label(label.as_bytes().to_vec()));
+    }
+    if let Some(id) = &uri.id {
+        template.push(Attribute::Id(id.clone()));
+    }
+    let found = session
+        .find_objects(&template)
+        .map_err(call("C_FindObjects"))?;
+    let [handle] = found.as_slice() else {
+        return Err(KeyStoreError::DataObjects {
+            uri: uri.to_string(),
+            found: found.len(),
+        });
+    };
+    let attrs = session
+        .get_attributes(*handle, &[AttributeType::Value])
+        .map_err(call("C_GetAttributeValue"))?;
+    let value = attrs.into_iter().find_map(|a| match a {
+        Attribute::Value(v) => Some(Zeroizing::new(v)),
+        _ => None,
+    });
+    value.ok_or(KeyStoreError::DataObjects {
+        uri: uri.to_string(),
+        found: 0,
+    })
 }
 
 /// Loads the master key from `store`: the file store as [`MasterKey::load_or_create`] does;

@@ -201,3 +201,163 @@ fn suspend_against_cfssl_is_refused_never_revoked() {
     let rows = cf.rows();
     assert!(rows[0].contains("|good|"), "not revoked: {rows:?}");
 }
+
+/// cfssl over https://: the CA's `trustBundle` is the root store. Without one `validate`
+/// refuses the URL at its line; a bundle that does not hold the server's TLS CA (here the
+/// signing CA) cannot connect; the right one issues through TLS.
+#[test]
+fn cfssl_over_https_trusts_the_trust_bundle() {
+    let cf = CfsslServer::start_tls();
+    assert!(cf.url().starts_with("https://"));
+    let ca = |trust: &str| {
+        format!(
+            "apiVersion: keyfleet.dev/v1
+kind: CertificateAuthority
+metadata:
+  name: cf
+spec:
+  cfssl:
+    url: {}
+    authKey: {{file: cfssl-key.txt}}
+{trust}",
+            cf.url()
+        )
+    };
+    let d = PolicyDir::empty();
+    d.write("cfssl-key.txt", &format!("{AUTH_KEY}\n"));
+    d.write(
+        "rest.yaml",
+        &REST
+            .replace("ON_DISABLED", "revoke")
+            .replace("CERTS\n", AUTH_AT_CFSSL),
+    );
+    d.write("people.yaml", &people(false, true));
+
+    d.write("ca.yaml", &ca(""));
+    run(&d, &["validate"]).expect_code(1).stderr_has(&format!(
+        "{}:7: CertificateAuthority/cf: spec.cfssl.url: an https:// cfssl URL needs trustBundle",
+        d.file("ca.yaml")
+    ));
+
+    let bundle = |name: &str| format!("    trustBundle: {}\n", cf.file(name).display());
+    d.write("ca.yaml", &ca(&bundle("ca.pem")));
+    run(&d, &["validate"]).expect_code(0);
+    let r = run(&d, &["ca", "test", "cf"]);
+    assert_ne!(
+        r.code,
+        Some(0),
+        "the signing CA does not sign the TLS certificate: {r:?}"
+    );
+    assert!(cf.rows().is_empty());
+
+    d.write("ca.yaml", &ca(&bundle("tls-ca.pem")));
+    run(&d, &["validate"]).expect_code(0);
+    run(&d, &["ca", "test", "cf"])
+        .expect_code(0)
+        .stdout_has("connected");
+    run(&d, &["apply", "-y"]).expect_code(0);
+    let rows = cf.rows();
+    assert_eq!(rows.len(), 1, "9A issued over https: {rows:?}");
+    let hex = cf.hex_serials().remove(0);
+    let inv = run(&d, &["inventory"]);
+    assert!(inv.stdout.to_ascii_uppercase().contains(&hex), "{inv:?}");
+
+    // A trustBundle with http:// would be ignored: refused.
+    let plain = ca(&bundle("tls-ca.pem")).replace("https://", "http://");
+    d.write("ca.yaml", &plain);
+    run(&d, &["validate"])
+        .expect_code(1)
+        .stderr_has("spec.cfssl.trustBundle: trustBundle is used only with an https:// URL");
+}
+
+/// A `{pkcs11: ...}` secret reference reads a data object on a token (SoftHSM2): cfssl's auth
+/// key kept as a private data object signs through `apply`; a reference that names no module
+/// is refused by `validate` at its line; one whose object is not on the token fails the pass
+/// naming it, and nothing is issued.
+#[test]
+fn cfssl_auth_key_from_a_pkcs11_data_object() {
+    use crate::harness::softhsm::{MODULE, SoftHsm};
+    let cf = CfsslServer::start();
+    let hsm = SoftHsm::new();
+    hsm.init_token("secrets", "4711");
+    let key_file = hsm.path().join("key.txt");
+    std::fs::write(&key_file, format!("{AUTH_KEY}\n")).expect("key");
+    hsm.tool(&[
+        "--login",
+        "--pin",
+        "4711",
+        "--token-label",
+        "secrets",
+        "--write-object",
+        key_file.to_str().expect("utf-8"),
+        "--type",
+        "data",
+        "--label",
+        "cfssl-key",
+        "--private",
+    ])
+    .expect_code(0);
+    std::fs::remove_file(&key_file).expect("only on the token now");
+    let pin_file = hsm.path().join("pin.txt");
+    std::fs::write(&pin_file, "4711\n").expect("pin");
+
+    let d = PolicyDir::empty();
+    let ca = |reference: &str| {
+        format!(
+            "apiVersion: keyfleet.dev/v1
+kind: CertificateAuthority
+metadata:
+  name: cf
+spec:
+  cfssl:
+    url: {}
+    authKey: {{pkcs11: '{reference}'}}
+",
+            cf.url()
+        )
+    };
+    let uri = |object: &str| {
+        format!(
+            "pkcs11:token=secrets;object={object};type=data?module-path={MODULE}&pin-source=file:{}",
+            pin_file.display()
+        )
+    };
+    d.write(
+        "rest.yaml",
+        &REST
+            .replace("ON_DISABLED", "revoke")
+            .replace("CERTS\n", AUTH_AT_CFSSL),
+    );
+    d.write("people.yaml", &people(false, true));
+    let dir = d.path().display().to_string();
+    let state = d.path().join("state").display().to_string();
+    let kf = |cmd: &str, extra: &[&str]| {
+        let mut args = vec![cmd, "-C", dir.as_str(), "--state-dir", state.as_str()];
+        args.extend_from_slice(extra);
+        hsm.keyfleet(&args, &[])
+    };
+
+    d.write("ca.yaml", &ca("pkcs11:token=secrets;object=cfssl-key"));
+    kf("validate", &[]).expect_code(1).stderr_has(&format!(
+        "{}:8: CertificateAuthority/cf: spec.cfssl.authKey:",
+        d.file("ca.yaml")
+    ));
+
+    d.write("ca.yaml", &ca(&uri("no-such-object")));
+    kf("validate", &[]).expect_code(0);
+    let r = kf("apply", &["-y"]);
+    assert_ne!(r.code, Some(0), "{r:?}");
+    assert!(
+        format!("{}{}", r.stdout, r.stderr).contains("0 data objects match"),
+        "{r:?}"
+    );
+    assert!(cf.rows().is_empty());
+
+    d.write("ca.yaml", &ca(&uri("cfssl-key")));
+    kf("apply", &["-y"]).expect_code(0);
+    assert_eq!(
+        cf.rows().len(),
+        1,
+        "signed with the key read from the token"
+    );
+}

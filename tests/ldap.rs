@@ -111,6 +111,7 @@ spec:
     bindPassword: {{file: bind.pw}}
     baseDn: {SUFFIX}
     pageSize: 2
+    allowCleartextBind: true
 {extra}---
 apiVersion: keyfleet.dev/v1
 kind: CardTemplate
@@ -185,6 +186,7 @@ fn dir_for(url: &str, base: &Path, tls: Option<LdapTls>, password_file: &str) ->
             user_filter: None,
             group_filter: None,
             tls,
+            allow_cleartext_bind: true,
             page_size: Some(2),
             poll_interval: None,
             connect_timeout: None,

@@ -364,3 +364,51 @@ spec: {cardType: virtual, autoBind: true, virtual: {}}
     let r = run_in(&d, &["directory", "show", "alice", "--format", "json"]);
     r.expect_code(0).stdout_has("Domain Users");
 }
+
+/// A plain `ldap://` directory without StartTLS would send the bind password in cleartext:
+/// `validate` refuses it at the URL's line unless `allowCleartextBind: true`, which it then
+/// warns about; the connector refuses it too, and its `Debug` never shows the password.
+#[test]
+fn cleartext_ldap_bind_is_refused_unless_allowed() {
+    let d = policy("ldap://127.0.0.1:9", "");
+    edit(&d, |t| t.replace("    allowCleartextBind: true\n", ""));
+    d.validate(&[])
+        .expect_code(1)
+        .stderr_has(&format!(
+            "{}:{}: Directory/corp: spec.ldap.url: ldap://127.0.0.1:9: a plain ldap:// URL without a tls section sends the bind password in cleartext",
+            d.file("policy.yaml"),
+            line_of(&d, "url: ldap://")
+        ));
+    let cfg: keyfleet::policy::model::LdapDirectorySpec = serde_yaml::from_str(
+        "url: ldap://127.0.0.1:9\nflavour: openldap\nbindDn: cn=x\nbindPassword: {file: bind.pw}\nbaseDn: dc=x\n",
+    )
+    .expect("spec");
+    let mut dir = LdapDirectory {
+        name: "corp".into(),
+        spec: cfg,
+        base_dir: d.path().to_path_buf(),
+    };
+    let err = dir.connect_config().expect_err("cleartext refused");
+    assert!(
+        err.to_string().contains("allowCleartextBind: true"),
+        "{err}"
+    );
+
+    edit(&d, |t| {
+        t.replace(
+            "    pageSize: 2\n",
+            "    pageSize: 2\n    allowCleartextBind: true\n",
+        )
+    });
+    d.validate(&[]).expect_code(0).stderr_has(&format!(
+        "{}:{}: Directory/corp: spec.ldap.allowCleartextBind: warning: allowCleartextBind: the bind password is sent in cleartext",
+        d.file("policy.yaml"),
+        line_of(&d, "allowCleartextBind")
+    ));
+    dir.spec.allow_cleartext_bind = true;
+    let cfg = dir.connect_config().expect("allowed");
+    assert_eq!(cfg.bind_password, "secret");
+    let shown = format!("{cfg:?}");
+    assert!(!shown.contains("secret"), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+}

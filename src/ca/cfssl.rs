@@ -38,6 +38,8 @@ pub struct CfsslConfig {
     pub url: String,
     /// The HMAC key, hex (cfssl's `auth_keys` entry of type `standard`).
     pub auth_key_hex: String,
+    /// Roots trusted for an `https://` URL (the policy's `trustBundle`).
+    pub trust: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Profile used when a certificate names none (an empty profile means cfssl's default).
     pub default_profile: Option<String>,
     /// Timeout of one HTTP exchange.
@@ -193,7 +195,7 @@ impl Cfssl {
     pub fn new(cfg: CfsslConfig) -> Result<Self, CfsslError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let key = hex::decode(cfg.auth_key_hex.trim()).map_err(|_| CfsslError::BadAuthKey)?;
-        let tls = tls_client_config(&[], None)?;
+        let tls = tls_client_config(&cfg.trust, None)?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(cfg.timeout)

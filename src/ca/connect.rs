@@ -84,8 +84,14 @@ pub fn cfssl(
         .auth_key
         .resolve(&obj.base_dir())
         .map_err(|e| format!("auth key {}: {e}", spec.auth_key))?;
+    let trust = match &spec.trust_bundle {
+        Some(path) => load_pem_certificates(&obj.resolve_path(path))
+            .map_err(|e| format!("trust bundle: {e}"))?,
+        None => Vec::new(),
+    };
     Cfssl::new(CfsslConfig {
         url: spec.url.clone(),
+        trust,
         auth_key_hex: key,
         default_profile: spec.profile.clone(),
         timeout: DEFAULT_TIMEOUT,

@@ -1042,7 +1042,8 @@ fn retries_sw(left: u8) -> u16 {
 
 /// Constant-time comparison of equal-length slices (false on different lengths).
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
 }
 
 fn split_16(data: &[u8]) -> Sw<(&[u8], &[u8])> {

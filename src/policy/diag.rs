@@ -92,6 +92,8 @@ pub mod codes {
     pub const DIRECTORY_UNREACHABLE: &str = "directory-unreachable";
     /// A value that is allowed but probably wrong (warning).
     pub const SUSPICIOUS: &str = "suspicious";
+    /// A plain `ldap://` directory without StartTLS and without `allowCleartextBind: true`.
+    pub const CLEARTEXT_BIND: &str = "cleartext-bind";
 }
 
 /// One problem, located.

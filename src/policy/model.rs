@@ -302,6 +302,11 @@ pub struct CfsslSpec {
     /// The default CFSSL profile (a certificate's `profile` overrides it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// PEM file with the CAs that sign the cfssl server's TLS certificate (relative to the
+    /// policy file): the only roots trusted for an `https://` URL, which requires it. Refused
+    /// with `http://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_bundle: Option<PathBuf>,
 }
 
 /// The Entrust CA Gateway.
@@ -415,6 +420,10 @@ pub struct LdapDirectorySpec {
     /// TLS settings for `ldaps://` or StartTLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<LdapTls>,
+    /// Allow a plain `ldap://` URL without a `tls` section: the simple bind then sends the
+    /// password in cleartext. Refused unless set; `validate` warns when it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_cleartext_bind: bool,
     /// Simple paged results size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]

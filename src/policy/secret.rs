@@ -1,5 +1,5 @@
 //! Secret references: policy never holds a password or key inline, only where to find it
-//! (`{env: NAME}`, `{file: path}`, later `{pkcs11: "pkcs11:..."}`).
+//! (`{env: NAME}`, `{file: path}`, `{pkcs11: "pkcs11:..."}`: a data object on a PKCS#11 token).
 //!
 //! This module parses references and resolves them on request. It never logs or prints a
 //! resolved value, and `keyfleet validate` (offline) never calls [`SecretRef::resolve`].
@@ -26,7 +26,9 @@ pub enum SecretRef {
         /// The file's path as written in policy.
         file: PathBuf,
     },
-    /// `{pkcs11: "pkcs11:..."}`: an object on a PKCS#11 token (not supported yet).
+    /// `{pkcs11: "pkcs11:token=...;object=...;type=data?module-path=...&pin-source=..."}`: the
+    /// value of a data object on a PKCS#11 token (see [`crate::keystore::read_data_object`]),
+    /// trailing newline removed.
     Pkcs11 {
         /// The RFC 7512 URI.
         pkcs11: String,
@@ -57,8 +59,8 @@ pub enum SecretRefError {
     /// The file path is empty.
     #[error("empty file path in secret reference")]
     EmptyPath,
-    /// The PKCS#11 reference is not a `pkcs11:` URI.
-    #[error("{0:?} is not a pkcs11: URI")]
+    /// The PKCS#11 reference is not a `pkcs11:` URI naming a module and a data object.
+    #[error("{0}")]
     BadPkcs11Uri(String),
 }
 
@@ -80,9 +82,12 @@ pub enum SecretError {
     /// The secret resolved to an empty value.
     #[error("secret {0} is empty")]
     Empty(String),
-    /// PKCS#11 secret references are reserved for a later version.
-    #[error("pkcs11: secret references are not supported yet ({0})")]
-    Pkcs11NotSupported(String),
+    /// The PKCS#11 data object could not be read.
+    #[error("{0}")]
+    Pkcs11(#[source] Box<crate::keystore::KeyStoreError>),
+    /// The PKCS#11 data object's value is not UTF-8 text.
+    #[error("the data object of {0} is not UTF-8 text")]
+    NotText(String),
 }
 
 impl TryFrom<RawSecretRef> for SecretRef {
@@ -103,10 +108,13 @@ impl TryFrom<RawSecretRef> for SecretRef {
                 Err(SecretRefError::EmptyPath)
             }
             (None, Some(file), None) => Ok(SecretRef::File { file }),
+            // What the URI must name is checked by `validate`, at the reference's line.
             (None, None, Some(pkcs11)) if pkcs11.starts_with("pkcs11:") => {
                 Ok(SecretRef::Pkcs11 { pkcs11 })
             }
-            (None, None, Some(pkcs11)) => Err(SecretRefError::BadPkcs11Uri(pkcs11)),
+            (None, None, Some(pkcs11)) => Err(SecretRefError::BadPkcs11Uri(format!(
+                "{pkcs11:?} is not a pkcs11: URI"
+            ))),
             _ => Err(SecretRefError::NotExactlyOne),
         }
     }
@@ -137,7 +145,11 @@ impl fmt::Display for SecretRef {
         match self {
             SecretRef::Env { env } => write!(f, "env:{env}"),
             SecretRef::File { file } => write!(f, "file:{}", file.display()),
-            SecretRef::Pkcs11 { pkcs11 } => f.write_str(pkcs11),
+            // Printed as parsed: a pin-value never appears.
+            SecretRef::Pkcs11 { pkcs11 } => match crate::card::pkcs11::Pkcs11Uri::parse(pkcs11) {
+                Ok(uri) => write!(f, "{uri}"),
+                Err(_) => f.write_str("pkcs11:(unparsable)"),
+            },
         }
     }
 }
@@ -157,7 +169,11 @@ impl SecretRef {
                 text.trim_end_matches(['\r', '\n']).to_string()
             }
             SecretRef::Pkcs11 { pkcs11 } => {
-                return Err(SecretError::Pkcs11NotSupported(pkcs11.clone()));
+                let bytes = crate::keystore::read_data_object(pkcs11)
+                    .map_err(|e| SecretError::Pkcs11(Box::new(e)))?;
+                let text = std::str::from_utf8(&bytes)
+                    .map_err(|_| SecretError::NotText(self.to_string()))?;
+                text.trim_end_matches(['\r', '\n']).to_string()
             }
         };
         if value.is_empty() {
@@ -179,7 +195,7 @@ impl JsonSchema for SecretRef {
             "properties": {
                 "env": { "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "description": "Environment variable name." },
                 "file": { "type": "string", "minLength": 1, "description": "File path, relative to the policy file." },
-                "pkcs11": { "type": "string", "pattern": "^pkcs11:", "description": "PKCS#11 URI (RFC 7512); not supported yet." }
+                "pkcs11": { "type": "string", "pattern": "^pkcs11:", "description": "PKCS#11 URI (RFC 7512) of a data object: module-path and object (label) or id required, type=data if any; pin-source or pin-value to log in." }
             },
             "additionalProperties": false,
             "minProperties": 1,
@@ -203,7 +219,15 @@ mod tests {
         );
         let s: SecretRef = serde_yaml::from_str("file: secrets/pw.txt").unwrap();
         assert_eq!(s.to_string(), "file:secrets/pw.txt");
-        let s: SecretRef = serde_yaml::from_str("pkcs11: \"pkcs11:object=pw\"").unwrap();
+        let s: SecretRef = serde_yaml::from_str(
+            "pkcs11: \"pkcs11:object=pw;type=data?module-path=/m.so&pin-value=1234\"",
+        )
+        .unwrap();
+        assert_eq!(
+            s.to_string(),
+            "pkcs11:object=pw;type=data?module-path=/m.so",
+            "never the pin-value"
+        );
         assert!(matches!(s, SecretRef::Pkcs11 { .. }));
         assert_eq!(
             serde_yaml::to_string(&SecretRef::Env { env: "A".into() }).unwrap(),
@@ -219,10 +243,27 @@ mod tests {
         assert!(serde_yaml::from_str::<SecretRef>("{value: x}").is_err());
         assert!(serde_yaml::from_str::<SecretRef>("{env: 'A B'}").is_err());
         assert!(serde_yaml::from_str::<SecretRef>("{pkcs11: 'x'}").is_err());
+        // A pkcs11: reference must name the module and the object, and only a data object
+        // (checked by `validate` through this function).
+        for bad in [
+            "pkcs11:object=pw",
+            "pkcs11:token=t?module-path=/m.so",
+            "pkcs11:object=pw;type=private?module-path=/m.so",
+            "pkcs11:object=%zz?module-path=/m.so",
+        ] {
+            assert!(
+                crate::keystore::check_data_object_uri(bad).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(
+            crate::keystore::check_data_object_uri("pkcs11:id=%01;type=data?module-path=/m.so")
+                .is_ok()
+        );
     }
 
     #[test]
-    fn resolves_files_and_refuses_pkcs11() {
+    fn resolves_files_and_reports_missing_modules() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
         let s = SecretRef::File { file: "pw".into() };
@@ -235,12 +276,9 @@ mod tests {
             Err(SecretError::FileRead { .. })
         ));
         let p = SecretRef::Pkcs11 {
-            pkcs11: "pkcs11:x".into(),
+            pkcs11: "pkcs11:object=pw?module-path=/nonexistent/module.so".into(),
         };
-        assert!(matches!(
-            p.resolve(dir.path()),
-            Err(SecretError::Pkcs11NotSupported(_))
-        ));
+        assert!(matches!(p.resolve(dir.path()), Err(SecretError::Pkcs11(_))));
         let e = SecretRef::Env {
             env: "KEYFLEET_TEST_SURELY_UNSET_VARIABLE".into(),
         };

@@ -12,9 +12,9 @@ use super::diag::{Diagnostic, codes};
 use super::duration::Duration;
 use super::load::Locations;
 use super::model::{
-    CardType, CertificateAuthoritySpec, CertificateSpec, ClientCertificate, CrlPublishSpec,
-    DirectorySpec, KeyAlgorithm, KeyGeneration, Kind, OnUserDisabled, SanTemplate, Slot,
-    StockSelector,
+    CardType, CertificateAuthoritySpec, CertificateSpec, CfsslSpec, ClientCertificate,
+    CrlPublishSpec, DirectorySpec, KeyAlgorithm, KeyGeneration, Kind, OnUserDisabled, SanTemplate,
+    Slot, StockSelector,
 };
 use super::secret::SecretRef;
 use super::template::{TextTemplate, Var};
@@ -157,7 +157,62 @@ pub(crate) fn check(
     check_stocks(&mut c);
     check_roles(&mut c);
     check_hold_capability(&mut c);
+    check_pkcs11_secrets(&mut c);
     c.out
+}
+
+/// Every `{pkcs11: ...}` secret reference names a module, an object and (if any type) a data
+/// object: refused at the reference's line otherwise. The token is not contacted.
+fn check_pkcs11_secrets(c: &mut Checker<'_>) {
+    fn bad<S>(c: &mut Checker<'_>, kind: Kind, obj: &Object<S>, pointer: &str, r: &SecretRef) {
+        if let SecretRef::Pkcs11 { pkcs11 } = r
+            && let Err(e) = crate::keystore::check_data_object_uri(pkcs11)
+        {
+            let e = e.to_string();
+            let e = e.strip_prefix("keyStore ").unwrap_or(&e);
+            c.push(
+                kind,
+                obj,
+                pointer,
+                codes::INVALID_VALUE,
+                format!("secret reference {e}"),
+            );
+        }
+    }
+    for ca in c.set.authorities.values() {
+        match &ca.spec {
+            CertificateAuthoritySpec::Cfssl(s) => bad(
+                c,
+                Kind::CertificateAuthority,
+                ca,
+                "/spec/cfssl/authKey",
+                &s.auth_key,
+            ),
+            CertificateAuthoritySpec::EntrustGateway(g) => {
+                if let ClientCertificate::Pkcs12(p) = &g.client_certificate {
+                    let ptr = "/spec/entrustGateway/clientCertificate/password";
+                    bad(c, Kind::CertificateAuthority, ca, ptr, &p.password)
+                }
+            }
+            CertificateAuthoritySpec::Local(_) => {}
+        }
+    }
+    for d in c.set.directories.values() {
+        if let DirectorySpec::Ldap(l) = &d.spec {
+            bad(
+                c,
+                Kind::Directory,
+                d,
+                "/spec/ldap/bindPassword",
+                &l.bind_password,
+            );
+        }
+    }
+    for s in c.set.stocks.values() {
+        if let StockSelector::Pkcs11(p) = &s.spec.selector {
+            bad(c, Kind::CardStock, s, "/spec/pkcs11/soPin", &p.so_pin);
+        }
+    }
 }
 
 /// Warns about templates that suspend on account disable while one of their certificates comes
@@ -192,6 +247,9 @@ fn check_hold_capability(c: &mut Checker<'_>) {
 fn check_authorities(c: &mut Checker<'_>) {
     for ca in c.set.authorities.values() {
         let kind = Kind::CertificateAuthority;
+        if let CertificateAuthoritySpec::Cfssl(cf) = &ca.spec {
+            check_cfssl_trust(c, ca, cf);
+        }
         if let CertificateAuthoritySpec::Local(local) = &ca.spec {
             if let Err(e) = DistinguishedName::parse(&local.subject) {
                 c.push(
@@ -235,6 +293,44 @@ fn check_authorities(c: &mut Checker<'_>) {
         }
     }
     check_crl_paths_unique(c);
+}
+
+/// cfssl's `trustBundle`: required for `https://` (no other roots are trusted), refused for
+/// `http://` (it would be ignored), and the file must exist.
+fn check_cfssl_trust(c: &mut Checker<'_>, ca: &Object<CertificateAuthoritySpec>, cf: &CfsslSpec) {
+    let kind = Kind::CertificateAuthority;
+    let https = cf.url.starts_with("https://");
+    match &cf.trust_bundle {
+        None if https => c.push(
+            kind,
+            ca,
+            "/spec/cfssl/url",
+            codes::MISSING_FIELD,
+            "an https:// cfssl URL needs trustBundle: the PEM file of the CAs that sign the \
+             server's TLS certificate"
+                .into(),
+        ),
+        None => {}
+        Some(_) if !https => c.push(
+            kind,
+            ca,
+            "/spec/cfssl/trustBundle",
+            codes::INVALID_VALUE,
+            "trustBundle is used only with an https:// URL".into(),
+        ),
+        Some(path) => {
+            let path = ca.resolve_path(path);
+            if !path.is_file() {
+                c.push(
+                    kind,
+                    ca,
+                    "/spec/cfssl/trustBundle",
+                    codes::MISSING_FILE,
+                    format!("trust bundle {} does not exist", path.display()),
+                );
+            }
+        }
+    }
 }
 
 /// `crlPublish` of one local CA: a path, and a refresh point inside the CRL's validity.
@@ -398,6 +494,32 @@ fn check_directories(c: &mut Checker<'_>) {
                             &format!("/spec/ldap/{field}"),
                             codes::INVALID_FILTER,
                             format!("{field}: {problem}"),
+                        );
+                    }
+                }
+                if crate::observe::ldap::cleartext_bind(l) {
+                    if l.allow_cleartext_bind {
+                        c.warn(
+                            kind,
+                            dir,
+                            "/spec/ldap/allowCleartextBind",
+                            codes::SUSPICIOUS,
+                            "allowCleartextBind: the bind password is sent in cleartext over \
+                             ldap:// (use ldaps:// or a tls section for StartTLS)"
+                                .into(),
+                        );
+                    } else {
+                        c.push(
+                            kind,
+                            dir,
+                            "/spec/ldap/url",
+                            codes::CLEARTEXT_BIND,
+                            format!(
+                                "{}: a plain ldap:// URL without a tls section sends the bind \
+                                 password in cleartext; add a tls section (StartTLS), use \
+                                 ldaps://, or set allowCleartextBind: true",
+                                l.url
+                            ),
                         );
                     }
                 }

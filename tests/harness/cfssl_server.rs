@@ -32,6 +32,9 @@ const CONFIG: &str = r#"{"signing":{
 /// A running cfssl server.
 pub(crate) struct CfsslServer {
     dir: tempfile::TempDir,
+    /// Whether it serves https:// (its TLS certificate is signed by `tls-ca.pem`, a CA of its
+    /// own, not the signing CA).
+    tls: bool,
     child: Child,
     pub(crate) port: u16,
 }
@@ -48,9 +51,70 @@ fn run(cmd: &mut Command, what: &str) -> Vec<u8> {
     out.stdout
 }
 
+/// Writes `tls-ca.pem` (a CA of its own) and `tls.pem`/`tls-key.pem`, a server certificate
+/// for IP 127.0.0.1 that it issued, into `d`.
+fn tls_certificate(d: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(
+        Command::new("openssl")
+            .args(["req", "-x509"])
+            .args(ec)
+            .args(["-subj", "/CN=cfssl TLS test CA", "-days", "30", "-keyout"])
+            .arg(d.join("tls-ca-key.pem"))
+            .arg("-out")
+            .arg(d.join("tls-ca.pem")),
+        "openssl req (TLS CA)",
+    );
+    run(
+        Command::new("openssl")
+            .arg("req")
+            .args(ec)
+            .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+            .arg(d.join("tls-key.pem"))
+            .arg("-out")
+            .arg(d.join("tls.csr")),
+        "openssl req (TLS server)",
+    );
+    std::fs::write(
+        d.join("tls-ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("extensions");
+    run(
+        Command::new("openssl")
+            .args(["x509", "-req", "-days", "30", "-set_serial", "2", "-in"])
+            .arg(d.join("tls.csr"))
+            .arg("-CA")
+            .arg(d.join("tls-ca.pem"))
+            .arg("-CAkey")
+            .arg(d.join("tls-ca-key.pem"))
+            .arg("-extfile")
+            .arg(d.join("tls-ext.cnf"))
+            .arg("-out")
+            .arg(d.join("tls.pem")),
+        "openssl x509 (TLS server)",
+    );
+}
+
 impl CfsslServer {
-    /// Creates the CA and database and starts `cfssl serve` on a free port.
+    /// Creates the CA and database and starts `cfssl serve` on a free port (http://).
     pub(crate) fn start() -> CfsslServer {
+        Self::start_with(false)
+    }
+
+    /// Like [`CfsslServer::start`], over https:// (`-tls-cert`/`-tls-key`) with a certificate
+    /// for 127.0.0.1 issued by `tls-ca.pem`.
+    pub(crate) fn start_tls() -> CfsslServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> CfsslServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path();
         std::fs::write(d.join("schema.sql"), SCHEMA).expect("schema");
@@ -88,8 +152,17 @@ impl CfsslServer {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
             l.local_addr().expect("addr").port()
         };
-        let child = Command::new("cfssl")
-            .args(["serve", "-address", "127.0.0.1", "-port", &port.to_string()])
+        let mut serve = Command::new("cfssl");
+        serve.args(["serve", "-address", "127.0.0.1", "-port", &port.to_string()]);
+        if tls {
+            tls_certificate(d);
+            serve
+                .arg("-tls-cert")
+                .arg(d.join("tls.pem"))
+                .arg("-tls-key")
+                .arg(d.join("tls-key.pem"));
+        }
+        let child = serve
             .arg("-ca")
             .arg(d.join("ca.pem"))
             .arg("-ca-key")
@@ -104,7 +177,12 @@ impl CfsslServer {
             ))
             .spawn()
             .expect("cfssl serve: cannot start; is golang-cfssl installed?");
-        let server = CfsslServer { dir, child, port };
+        let server = CfsslServer {
+            dir,
+            tls,
+            child,
+            port,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -119,10 +197,12 @@ impl CfsslServer {
 
     /// The base URL.
     pub(crate) fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    /// A file of the server's folder (`ca.pem`, `ca-key.pem`, `certs.db`).
+    /// A file of the server's folder (`ca.pem`, `ca-key.pem`, `certs.db`, and with TLS
+    /// `tls-ca.pem`).
     pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

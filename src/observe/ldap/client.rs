@@ -32,6 +32,16 @@ pub enum LdapError {
         /// What is wrong.
         reason: String,
     },
+    /// A plain `ldap://` URL without StartTLS would send the bind password in cleartext, and
+    /// the policy does not say `allowCleartextBind: true`.
+    #[error(
+        "{url}: a plain ldap:// URL without a tls section sends the bind password in cleartext; \
+         add a tls section (StartTLS), use ldaps://, or set allowCleartextBind: true"
+    )]
+    CleartextBind {
+        /// The URL.
+        url: String,
+    },
     /// The bind password's secret reference does not resolve.
     #[error("bind password ({reference}): {source}")]
     Password {
@@ -137,8 +147,8 @@ pub enum LdapError {
     Runtime(#[source] std::io::Error),
 }
 
-/// How to reach and authenticate to a server.
-#[derive(Debug, Clone)]
+/// How to reach and authenticate to a server. Its `Debug` redacts the bind password.
+#[derive(Clone)]
 pub struct ConnectConfig {
     /// `ldap://` or `ldaps://` URL.
     pub url: String,
@@ -156,6 +166,21 @@ pub struct ConnectConfig {
     pub connect_timeout: Duration,
     /// Limit for each operation (for searches: between two replies).
     pub op_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConnectConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectConfig")
+            .field("url", &self.url)
+            .field("starttls", &self.starttls)
+            .field("ca_file", &self.ca_file)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("bind_dn", &self.bind_dn)
+            .field("bind_password", &"<redacted>")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("op_timeout", &self.op_timeout)
+            .finish()
+    }
 }
 
 /// A bound connection.

@@ -133,9 +133,22 @@ impl LdapDirectory {
         )
     }
 
-    /// Resolves the password and TLS settings. `ldap://` with a `tls` section means StartTLS.
+    /// Resolves the password and TLS settings. A cleartext bind is refused unless the policy
+    /// allows it (then it is logged as a warning). `ldap://` with a `tls` section means StartTLS.
     pub fn connect_config(&self) -> Result<ConnectConfig, LdapError> {
         client::check_url(&self.spec.url)?;
+        if cleartext_bind(&self.spec) {
+            if !self.spec.allow_cleartext_bind {
+                return Err(LdapError::CleartextBind {
+                    url: self.spec.url.clone(),
+                });
+            }
+            tracing::warn!(
+                directory = %self.name,
+                url = %self.spec.url,
+                "allowCleartextBind: the bind password is sent in cleartext"
+            );
+        }
         let bind_password = self
             .spec
             .bind_password
@@ -493,6 +506,12 @@ impl LdapDirectory {
         csns.sort_unstable();
         Ok(Some(format!("csn:{}", csns.join(","))))
     }
+}
+
+/// Whether binding to this directory sends the password in cleartext: a plain `ldap://` URL
+/// with no `tls` section (so no StartTLS).
+pub fn cleartext_bind(spec: &LdapDirectorySpec) -> bool {
+    spec.url.starts_with("ldap://") && spec.tls.is_none()
 }
 
 /// The content-hash change token of a snapshot.
