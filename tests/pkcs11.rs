@@ -225,14 +225,39 @@ fn a_wrong_pin_is_reported_clearly_and_counted() {
     let text = std::fs::read_to_string(&template).unwrap();
     std::fs::write(&template, text.replace("OU=Employees", "OU=Staff")).unwrap();
     let args = ["apply", "-C", s(&policy), "--state-dir", s(&state), "--yes"];
-    for n in 1..=2 {
-        let run = hsm.keyfleet(&args, &[]);
-        run.expect_code(1);
-        run.stdout_has(&format!(
-            "the user PIN Keyfleet set was refused ({n} failed login(s) counted by Keyfleet"
-        ))
+    // Issue 14: the refused PIN is tried once, then the action waits for the holder (pending,
+    // exit 0 since nothing failed) and the PIN is never tried again on later passes.
+    let run = hsm.keyfleet(&args, &[]);
+    run.expect_code(0);
+    run.stdout_has("waiting for the holder")
+        .stdout_has("the user PIN Keyfleet set was refused (1 failed login(s) counted by Keyfleet")
         .stdout_has("wrong user PIN");
-    }
+    let run = hsm.keyfleet(&args, &[]);
+    run.expect_code(0);
+    assert!(
+        !run.stdout.contains("2 failed login(s)"),
+        "a refused PIN was tried again: {}",
+        run.stdout
+    );
+    let plan = hsm.keyfleet(
+        &[
+            "plan",
+            "-C",
+            s(&policy),
+            "--state-dir",
+            s(&state),
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    plan.expect_code(2);
+    assert!(
+        plan.stdout.contains("\"waitingForHolder\": true")
+            && plan.stdout.contains("holder-pin-unknown"),
+        "{}",
+        plan.stdout
+    );
     // Bob's token was not touched by alice's failure and is reissued.
     let inv = hsm.keyfleet(
         &["inventory", "-C", s(&policy), "--state-dir", s(&state)],
