@@ -441,7 +441,11 @@ fn superseded_certificates_are_revoked_once_the_gateway_revokes_again() {
     let pairs = valid_at_ca(&em, &d);
     assert!(pairs.values().all(|n| *n == 1), "{pairs:?}");
     let records = recorded(&d);
-    assert_eq!(records.len(), 12);
+    assert_eq!(
+        records.len(),
+        12,
+        "one record per certificate the CA signed: {records:?}"
+    );
     for (serial, _, _, status) in &records {
         let at_ca = em.status_of(serial).unwrap();
         match status.as_str() {
