@@ -149,6 +149,7 @@ fn issued(d: &Desired, now: time::OffsetDateTime) -> Inventory {
                     status: CertStatus::Active,
                     installed: true,
                     request_id: String::new(),
+                    enrolment: 0,
                     updated_at: now,
                     pem: String::new(),
                 },

@@ -129,6 +129,12 @@ pub struct CertRecord {
     pub installed: bool,
     /// The idempotency key it was enrolled under.
     pub request_id: String,
+    /// The id of the journal entry its enrolment was made under. Journal ids only grow, so
+    /// this orders a slot's certificates by when Keyfleet asked for them, which neither the
+    /// CA's serials (random) nor `notBefore` (whole seconds, maybe backdated) can. 0 for
+    /// records written before Keyfleet kept it; they rank by `notBefore` below the rest.
+    #[serde(default)]
+    pub enrolment: u64,
     /// When the status last changed.
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
@@ -137,6 +143,14 @@ pub struct CertRecord {
 }
 
 impl CertRecord {
+    /// The order in which a slot's certificates were asked for: by their enrolment's journal
+    /// entry (records from before Keyfleet kept it have 0 and come first), then `notBefore`,
+    /// then serial. Neither of the last two tells a renewal from its predecessor on its own:
+    /// serials are random and `notBefore` has whole seconds.
+    pub fn enrolment_order(&self) -> (u64, OffsetDateTime, &str) {
+        (self.enrolment, self.not_before, self.serial.as_str())
+    }
+
     /// True while the certificate is one the holder may use (or will again after a hold).
     pub fn is_live(&self) -> bool {
         matches!(self.status, CertStatus::Active | CertStatus::Suspended)
@@ -247,7 +261,7 @@ impl Inventory {
             .filter(|c| c.card == card && c.is_live())
         {
             match out.get(&c.slot) {
-                Some(prev) if prev.not_before >= c.not_before => {}
+                Some(prev) if prev.enrolment_order() >= c.enrolment_order() => {}
                 _ => {
                     out.insert(c.slot, c);
                 }

@@ -396,7 +396,6 @@ fn valid_at_ca(
 }
 
 #[test]
-#[ignore = "issue 14: in a loaded full run the recovery pass reissues one slot a second time (13 records, alice 9A thrice); passes alone: run with --ignored while that defect is open"]
 fn superseded_certificates_are_revoked_once_the_gateway_revokes_again() {
     let em = Emulator::start();
     let d = fleet(&em, "Example");

@@ -518,6 +518,7 @@ pub(crate) fn enroll_slot(
     };
     let record = cert_record(
         &entry.step,
+        entry.id,
         issued.serial.clone(),
         issued.pem,
         issued.not_before,
@@ -530,9 +531,11 @@ pub(crate) fn enroll_slot(
     Ok(record)
 }
 
-/// Builds the inventory record of an enrolled certificate from its journal step.
+/// Builds the inventory record of an enrolled certificate from its journal step and the
+/// step's entry id.
 pub(crate) fn cert_record(
     step: &JournalStep,
+    enrolment: u64,
     serial: String,
     pem: String,
     not_before: OffsetDateTime,
@@ -574,6 +577,7 @@ pub(crate) fn cert_record(
         status: CertStatus::Active,
         installed: false,
         request_id: request_id.clone(),
+        enrolment,
         updated_at: now,
         pem,
     })

@@ -87,6 +87,7 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
                         if ctx.store.cert(&issued.serial)?.is_none() {
                             let record = cert_record(
                                 &entry.step,
+                                entry.id,
                                 issued.serial.clone(),
                                 issued.pem,
                                 issued.not_before,

@@ -546,9 +546,7 @@ impl<'a> Index<'a> {
             let entry = certs_by_card.entry(cert.card.as_str()).or_default();
             let slot = &mut entry.newest.0[slot_index(cert.slot)];
             match slot {
-                Some(prev)
-                    if (prev.not_before, &prev.serial) >= (cert.not_before, &cert.serial) =>
-                {
+                Some(prev) if prev.enrolment_order() >= cert.enrolment_order() => {
                     entry.older.push(cert);
                     crowded.push(cert.card.as_str());
                 }
@@ -619,9 +617,7 @@ impl<'a> CardCerts<'a> {
         if self.older.is_empty() {
             return Vec::new();
         }
-        fn key(c: &CertRecord) -> (OffsetDateTime, &str) {
-            (c.not_before, c.serial.as_str())
-        }
+        let key = CertRecord::enrolment_order;
         let mut out: Vec<(&CertRecord, &CertRecord)> = Vec::new();
         for slot in SLOTS {
             let in_slot = || self.older.iter().copied().filter(move |c| c.slot == slot);

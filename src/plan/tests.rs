@@ -172,7 +172,9 @@ fn simulate_with(
                     return Err(Failed);
                 }
                 serial += 1;
-                let s = format!("{serial:08X}");
+                // CAs hand out random serials: a later certificate's may sort first, and all
+                // are signed within the same second here.
+                let s = format!("{:08X}", u32::MAX - serial as u32);
                 ca.status.insert(s.clone(), CaSt::Valid);
                 inv.certs.insert(
                     s.clone(),
@@ -194,6 +196,7 @@ fn simulate_with(
                         status: CertStatus::Active,
                         installed: false,
                         request_id: String::new(),
+                        enrolment: serial as u64,
                         updated_at: now,
                         pem: String::new(),
                     },

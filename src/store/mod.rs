@@ -498,6 +498,7 @@ mod tests {
             status: crate::inventory::CertStatus::Active,
             installed: false,
             request_id: "kf-1".into(),
+            enrolment: 0,
             updated_at: now,
             pem: String::new(),
         }
