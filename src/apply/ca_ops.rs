@@ -37,6 +37,27 @@ pub(crate) fn ca<'a>(
     }
 }
 
+/// Revokes `serials` at their CAs with the RFC 5280 `reason` and records each, in order;
+/// the first refusal ends it (what the CA confirmed before is recorded).
+pub(crate) fn revoke_all(
+    ctx: &Context<'_>,
+    action_id: &str,
+    serials: &[String],
+    reason: &str,
+) -> Result<(), ApplyError> {
+    for serial in serials {
+        ca_status(
+            ctx,
+            action_id,
+            serial,
+            CaOp::Revoke {
+                reason: reason.into(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// Changes a certificate's status at its CA and records it. Idempotent at the CA.
 pub(crate) fn ca_status(
     ctx: &Context<'_>,

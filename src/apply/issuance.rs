@@ -720,17 +720,7 @@ pub(crate) fn record_installed(
         })
         .map(|c| c.serial.clone())
         .collect();
-    for serial in older {
-        ca_status(
-            ctx,
-            action_id,
-            &serial,
-            CaOp::Revoke {
-                reason: "superseded".into(),
-            },
-        )?;
-    }
-    Ok(())
+    revoke_all(ctx, action_id, &older, "superseded")
 }
 
 pub(crate) fn pem_to_der(pem: &str) -> Option<Vec<u8>> {

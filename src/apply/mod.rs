@@ -315,16 +315,7 @@ fn run_action(
                 let mut session = connect(ctx, card)?;
                 session.admin_login(ctx, None)?;
                 session.delete_certificate(slot)?;
-                for serial in &action.serials {
-                    ca_status(
-                        ctx,
-                        &action.id(),
-                        serial,
-                        CaOp::Revoke {
-                            reason: "superseded".into(),
-                        },
-                    )?;
-                }
+                revoke_all(ctx, &action.id(), &action.serials, "superseded")?;
                 return Ok(action.serials.clone());
             }
             let cred = credential(ctx, action)?;
@@ -344,16 +335,7 @@ fn run_action(
         ActionKind::Revoke if action.reason.code == ReasonCode::Superseded => {
             // Certificates their slots no longer hold: revoked at the CA; the card, which holds
             // the newer ones, is not touched.
-            for serial in &action.serials {
-                ca_status(
-                    ctx,
-                    &action.id(),
-                    serial,
-                    CaOp::Revoke {
-                        reason: "superseded".into(),
-                    },
-                )?;
-            }
+            revoke_all(ctx, &action.id(), &action.serials, "superseded")?;
             Ok(action.serials.clone())
         }
         ActionKind::Suspend | ActionKind::Resume | ActionKind::Revoke => {
@@ -362,11 +344,12 @@ fn run_action(
                 ActionKind::Suspend => CaOp::Hold,
                 ActionKind::Resume => CaOp::Unhold,
                 _ => CaOp::Revoke {
-                    reason: match action.reason.code {
-                        ReasonCode::UserGone => "cessationOfOperation",
-                        _ => "affiliationChanged",
-                    }
-                    .into(),
+                    reason: action
+                        .revocation_reason()
+                        .ok_or_else(|| {
+                            ApplyError::Stale(format!("{} action without a reason", action.id()))
+                        })?
+                        .into(),
                 },
             };
             if matches!(op, CaOp::Hold | CaOp::Unhold) {

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Plan, ReasonCode};
 use crate::runtime;
 
 /// Exit code: changes pending.
@@ -170,11 +170,21 @@ pub fn plan_text(plan: &Plan) -> String {
         out.push_str(".\n");
     }
     if !plan.complete {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "Observation incomplete: no revocation planned ({} withheld).",
             plan.withheld_revocations
         );
+        if plan
+            .actions
+            .iter()
+            .any(|a| a.reason.code == ReasonCode::Superseded)
+        {
+            out.push_str(
+                " Superseded certificates are still revoked: their slots hold newer ones.",
+            );
+        }
+        out.push('\n');
     }
     for c in &plan.conflicts {
         let _ = writeln!(out, "Conflict: {}", c.message);

@@ -130,6 +130,22 @@ pub struct Action {
 }
 
 impl Action {
+    /// The RFC 5280 reason the CA is asked to revoke this action's certificates with, for
+    /// the actions that revoke: `superseded` for certificates a renewal, a reissue or a slot's
+    /// removal replaced; `cessationOfOperation` for a user gone from the directory;
+    /// `affiliationChanged` for any other loss of entitlement.
+    pub fn revocation_reason(&self) -> Option<&'static str> {
+        match (self.kind, self.reason.code) {
+            (ActionKind::Revoke, ReasonCode::Superseded)
+            | (ActionKind::Renew | ActionKind::Reissue, ReasonCode::SlotRemoved) => {
+                Some("superseded")
+            }
+            (ActionKind::Revoke, ReasonCode::UserGone) => Some("cessationOfOperation"),
+            (ActionKind::Revoke, _) => Some("affiliationChanged"),
+            _ => None,
+        }
+    }
+
     /// Whether the action can run now: not waiting for a card or the holder, and its card
     /// is not suspect.
     pub fn runnable(&self) -> bool {

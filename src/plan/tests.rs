@@ -884,6 +884,14 @@ fn superseded_certificates_are_revoked_every_pass_until_the_ca_confirms() {
         assert!(a.reason.message.contains(&new), "{}", a.reason.message);
         assert_eq!(p.safety_valve.revoked_users, 0);
         assert!(!p.refused());
+        assert_eq!(a.revocation_reason(), Some("superseded"));
+        // `plan` does not say that nothing is revoked when these are.
+        let text = crate::cli::plan::plan_text(&p);
+        assert_eq!(
+            text.contains("Superseded certificates are still revoked"),
+            !complete,
+            "{text}"
+        );
         // Absent, the card is not needed.
         let p = plan(&d, &inv, &Presence::default(), &o);
         assert_eq!(p.runnable().count(), 1);
