@@ -392,15 +392,12 @@ fn crash_at_any_journal_step_of_a_pcsc_issuance_recovers_without_duplicates() {
         );
         let finished = r.code == Some(0);
         if !finished {
-            // The crash point exits the process (86); exiting while the thread beside the card
-            // still runs can end it by a signal instead (no code). Either way it was interrupted
-            // at that step, which is what recovery is tested against.
-            let crashed = r.code == Some(86)
-                || (r.code.is_none() && r.stderr.contains("KEYFLEET_CRASH_AFTER_STEP"));
             assert!(
-                crashed,
+                r.crashed_at_crash_point(),
                 "step {step}: {:?}\n{}\n{}",
-                r.code, r.stdout, r.stderr
+                r.code,
+                r.stdout,
+                r.stderr
             );
             interrupted += 1;
             let again = kf(&pcscd, state.path(), &["apply", "--yes"]);

@@ -72,8 +72,9 @@ pub const FACTORY_PIN: &str = "123456";
 /// Factory PUK of a blank PIV card.
 pub const FACTORY_PUK: &str = "12345678";
 
-/// Makes the process exit right after the N-th journal write when `KEYFLEET_CRASH_AFTER_STEP`
-/// is set: crash tests use it to interrupt an apply between any two journal steps.
+/// Kills the process (SIGKILL, like a crash or `kill -9`) right after the N-th journal write
+/// when `KEYFLEET_CRASH_AFTER_STEP` is set: crash tests use it to interrupt an apply between
+/// any two journal steps.
 #[derive(Debug, Default)]
 pub struct CrashPoint {
     after: Option<u64>,
@@ -95,7 +96,16 @@ impl CrashPoint {
         let n = self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         if self.after == Some(n) {
             eprintln!("keyfleet: KEYFLEET_CRASH_AFTER_STEP={n} reached, exiting");
-            std::process::exit(86);
+            // A crash: the process is killed here, whatever its other threads are doing.
+            // `std::process::exit` would run atexit handlers and library destructors while
+            // the thread beside the card still uses them, which sometimes ended the process
+            // by a signal and sometimes by the exit code.
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::KILL,
+            );
+            // Not reached: SIGKILL cannot be caught.
+            std::process::abort();
         }
     }
 }

@@ -46,6 +46,12 @@ impl Run {
         self
     }
 
+    /// Whether the run was killed at its `KEYFLEET_CRASH_AFTER_STEP` crash point (by SIGKILL:
+    /// no exit code, and the crash point's line on stderr).
+    pub(crate) fn crashed_at_crash_point(&self) -> bool {
+        self.code.is_none() && self.stderr.contains("KEYFLEET_CRASH_AFTER_STEP=")
+    }
+
     /// Asserts that stderr contains `needle`.
     #[track_caller]
     pub(crate) fn stderr_has(&self, needle: &str) -> &Self {
