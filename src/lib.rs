@@ -29,6 +29,7 @@
 //! - [`cli`]: the command line.
 
 pub mod apply;
+pub mod audit;
 pub mod ca;
 pub mod card;
 pub mod cli;
