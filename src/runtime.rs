@@ -23,6 +23,8 @@ use crate::policy::{Diagnostics, PolicySet};
 use crate::secrets::MasterKey;
 use crate::store::StoreError;
 
+pub mod policy_set;
+
 /// Name of the state directory used when neither `--state-dir`, `KEYFLEET_STATE_DIR` nor
 /// `Settings.spec.stateDir` names one: created inside the policy directory.
 pub const DEFAULT_STATE_DIR: &str = ".keyfleet";
@@ -62,8 +64,6 @@ pub enum PassError {
     Control(#[from] crate::statedir::control::ControlError),
 }
 
-pub mod policy_set;
-
 /// A loaded policy with the state directory it governs.
 pub struct Environment {
     /// The validated policy.
@@ -78,8 +78,8 @@ pub struct Environment {
 
 /// Loads and validates the policy set and resolves the state directory: `override_dir`
 /// (from `--state-dir` / `KEYFLEET_STATE_DIR`) wins over `Settings.spec.stateDir` (relative
-/// to the Settings file), which wins over `<policy dir>/.keyfleet`.
-/// The in-policy data files are read with the policy files, as one version of the set.
+/// to the Settings file), which wins over `<policy dir>/.keyfleet`. The data files inside the
+/// policy directory are read with the policy files, as one version of the set.
 pub fn load(policy_dir: &Path, override_dir: Option<&Path>) -> Result<Environment, PassError> {
     let (policy, policy_data) = policy_set::load_set(policy_dir).map_err(|e| match e {
         policy_set::LoadSetError::Invalid(d) => PassError::Policy(d),
