@@ -19,9 +19,11 @@ use crate::observe::directory::read_file_directory;
 use crate::observe::ldap;
 use crate::plan::{self, Plan, PlanOptions, Presence, SafetyLimits};
 use crate::policy::model::{CertificateAuthoritySpec, DirectorySpec, KeyAlgorithm};
-use crate::policy::{self, Diagnostics, PolicySet};
+use crate::policy::{Diagnostics, PolicySet};
 use crate::secrets::MasterKey;
 use crate::store::StoreError;
+
+pub mod policy_set;
 
 /// Name of the state directory used when neither `--state-dir`, `KEYFLEET_STATE_DIR` nor
 /// `Settings.spec.stateDir` names one: created inside the policy directory.
@@ -33,6 +35,9 @@ pub enum PassError {
     /// The policy set is invalid.
     #[error("the policy set is invalid:\n{0}")]
     Policy(Diagnostics),
+    /// The policy set kept changing while it was read.
+    #[error(transparent)]
+    PolicySet(policy_set::LoadSetError),
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -65,19 +70,48 @@ pub struct Environment {
     pub policy: PolicySet,
     /// The state directory.
     pub state_dir: PathBuf,
+    /// The texts of the policy set's in-policy data files, read with it
+    /// ([`policy_set::load_set`]): their directories are observed from these, never from
+    /// the files again.
+    pub policy_data: policy_set::PolicyData,
 }
 
 /// Loads and validates the policy set and resolves the state directory: `override_dir`
 /// (from `--state-dir` / `KEYFLEET_STATE_DIR`) wins over `Settings.spec.stateDir` (relative
-/// to the Settings file), which wins over `<policy dir>/.keyfleet`.
+/// to the Settings file), which wins over `<policy dir>/.keyfleet`. The data files inside the
+/// policy directory are read with the policy files, as one version of the set.
 pub fn load(policy_dir: &Path, override_dir: Option<&Path>) -> Result<Environment, PassError> {
-    let policy = policy::load_policy_set(policy_dir).map_err(PassError::Policy)?;
+    let (policy, policy_data) = policy_set::load_set(policy_dir).map_err(|e| match e {
+        policy_set::LoadSetError::Invalid(d) => PassError::Policy(d),
+        changing => PassError::PolicySet(changing),
+    })?;
     let state_dir = match (override_dir, &policy.settings.spec.state_dir) {
         (Some(dir), _) => dir.to_path_buf(),
         (None, Some(dir)) => policy.settings.resolve_path(dir),
         (None, None) => policy_dir.join(DEFAULT_STATE_DIR),
     };
-    Ok(Environment { policy, state_dir })
+    Ok(Environment {
+        policy,
+        state_dir,
+        policy_data,
+    })
+}
+
+/// Observes every directory of a loaded set: a directory whose data file is part of the
+/// policy set from the text read with it ([`Environment::policy_data`]), the others from
+/// their source ([`observe_directory`]).
+pub fn observe_environment(env: &Environment) -> BTreeMap<String, DirectoryObservation> {
+    env.policy
+        .directories
+        .iter()
+        .map(|(name, d)| {
+            let observed = env
+                .policy_data
+                .observe(name)
+                .unwrap_or_else(|| observe_directory(&env.policy, name, d));
+            (name.clone(), observed)
+        })
+        .collect()
 }
 
 /// Observes every directory of the policy. A directory that cannot be read yields an error
@@ -180,7 +214,7 @@ pub fn plan_pass_cards(
     allow_mass_revocation: bool,
     targets: Option<std::collections::BTreeSet<String>>,
 ) -> Result<Pass, PassError> {
-    let observed = observe_directories(&env.policy);
+    let observed = observe_environment(env);
     plan_observed(
         env,
         &observed,

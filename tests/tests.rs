@@ -7,6 +7,8 @@ mod cagw;
 mod cfssl;
 /// The controller `keyfleet run` against the real binary.
 mod controller;
+/// `keyfleet run` and a policy set with its data file: never half a commit (issue 14).
+mod controller_policy_set;
 /// `keyfleet run` woken by LDAP polling and PC/SC card events.
 mod controller_watchers;
 /// CRL publication by `apply` and the controller (crlPublish on a local CA).

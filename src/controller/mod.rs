@@ -219,10 +219,12 @@ fn load(opts: &RunOptions, policy_dir: &Path) -> Result<Environment, ControllerE
 }
 
 fn watch_spec(env: &Environment, policy_dir: &Path, state_dir: &Path) -> WatchSpec {
+    // Data files inside the policy directory are part of the policy set (read with it).
     let data_files = env
         .policy
         .directories
         .iter()
+        .filter(|(name, _)| !env.policy_data.contains(name))
         .filter_map(|(name, d)| match &d.spec {
             DirectorySpec::File(f) => Some((absolute(&d.resolve_path(&f.path)), name.clone())),
             DirectorySpec::Ldap(_) => None,
@@ -232,6 +234,7 @@ fn watch_spec(env: &Environment, policy_dir: &Path, state_dir: &Path) -> WatchSp
         policy_dir: policy_dir.to_path_buf(),
         state_dir: state_dir.to_path_buf(),
         data_files,
+        policy_data_files: env.policy_data.paths().map(Path::to_path_buf).collect(),
     }
 }
 
@@ -497,7 +500,7 @@ fn reload(
     });
     match result {
         Ok(env) => {
-            if state.env.policy != env.policy {
+            if state.env.policy != env.policy || state.env.policy_data != env.policy_data {
                 tracing::info!("policy reloaded");
             }
             *watch = None;
@@ -614,7 +617,9 @@ fn record(
         shared.status().policy_dir
     )];
     for (name, d) in &state.env.policy.directories {
-        if let DirectorySpec::File(f) = &d.spec {
+        if let DirectorySpec::File(f) = &d.spec
+            && !state.env.policy_data.contains(name)
+        {
             waiting.push(format!(
                 "a change of directory {name} ({})",
                 d.resolve_path(&f.path).display()

@@ -7,6 +7,7 @@
 //! It reuses exactly the planner and executors `keyfleet apply` uses and never calls the CLI.
 //! It decides no policy of its own beyond the valve and backoff filters.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +40,12 @@ pub struct ObservationCache {
 
 impl ObservationCache {
     /// Fingerprint of a file directory's data (`None`: unreadable, or not a file directory).
+    /// A data file that is part of the policy set has the fingerprint of the text read with
+    /// the set: it changes only with a successful policy reload.
     pub fn fingerprint(env: &Environment, name: &str) -> Option<[u8; 32]> {
+        if let Some(pinned) = env.policy_data.text(name) {
+            return pinned.ok().map(|(_, fp)| fp);
+        }
         let d = env.policy.directories.get(name)?;
         let DirectorySpec::File(f) = &d.spec else {
             return None;
@@ -114,24 +120,31 @@ impl ObservationCache {
                     }
                 },
                 // Read once: the fingerprint is that of the very text parsed, and an unchanged
-                // text keeps the snapshot it gave last time.
+                // text keeps the snapshot it gave last time. A data file that is part of the
+                // policy set is not read here: its text is the one read with the set.
                 DirectorySpec::File(f) => {
                     let path = d.resolve_path(&f.path);
-                    match read_directory_text(&path) {
-                        Err(e) => (None, Err(e.to_string())),
-                        Ok(text) => {
-                            let fp: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-                            match old {
-                                Some(Ok(old)) if self.fingerprints.get(name) == Some(&Some(fp)) => {
-                                    (Some(fp), Ok(old))
-                                }
-                                stale => {
-                                    drop(stale);
-                                    let parsed = parse_file_directory(&path, &text);
-                                    (Some(fp), parsed.map_err(|e| e.to_string()))
-                                }
+                    let read = match env.policy_data.text(name) {
+                        Some(pinned) => pinned.map(|(text, fp)| (Cow::Borrowed(text), fp)),
+                        None => read_directory_text(&path)
+                            .map(|text| {
+                                let fp: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+                                (Cow::Owned(text), fp)
+                            })
+                            .map_err(|e| e.to_string()),
+                    };
+                    match read {
+                        Err(e) => (None, Err(e)),
+                        Ok((text, fp)) => match old {
+                            Some(Ok(old)) if self.fingerprints.get(name) == Some(&Some(fp)) => {
+                                (Some(fp), Ok(old))
                             }
-                        }
+                            stale => {
+                                drop(stale);
+                                let parsed = parse_file_directory(&path, &text);
+                                (Some(fp), parsed.map_err(|e| e.to_string()))
+                            }
+                        },
                     }
                 }
             };
@@ -711,3 +724,6 @@ pub fn renewal_facts(
     }
     (expiring, next)
 }
+
+#[cfg(test)]
+mod tests;

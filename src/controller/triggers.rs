@@ -105,8 +105,12 @@ pub struct WatchSpec {
     pub policy_dir: PathBuf,
     /// The state directory: its changes are ignored.
     pub state_dir: PathBuf,
-    /// Data files of `file` directories, with the directory's policy name.
+    /// Data files of `file` directories outside the policy directory (directory sources),
+    /// with the directory's policy name.
     pub data_files: BTreeMap<PathBuf, String>,
+    /// Data files of `file` directories inside the policy directory: part of the policy set,
+    /// so a change of one reloads the policy (whatever their name or extension).
+    pub policy_data_files: BTreeSet<PathBuf>,
 }
 
 impl WatchSpec {
@@ -114,6 +118,9 @@ impl WatchSpec {
     pub fn classify(&self, path: &Path) -> Option<Trigger> {
         if let Some(name) = self.data_files.get(path) {
             return Some(Trigger::DirectoryChanged(name.clone()));
+        }
+        if self.policy_data_files.contains(path) {
+            return Some(Trigger::PolicyChanged);
         }
         if path.starts_with(&self.state_dir) {
             return None;
@@ -226,9 +233,10 @@ mod tests {
         WatchSpec {
             policy_dir: "/p".into(),
             state_dir: "/p/.keyfleet".into(),
-            data_files: [
-                (PathBuf::from("/p/people.yaml"), "people".to_string()),
-                (PathBuf::from("/data/hr.yaml"), "hr".to_string()),
+            data_files: [(PathBuf::from("/data/hr.yaml"), "hr".to_string())].into(),
+            policy_data_files: [
+                PathBuf::from("/p/people.yaml"),
+                PathBuf::from("/p/.data/staff.txt"),
             ]
             .into(),
         }
@@ -238,10 +246,10 @@ mod tests {
     fn paths_are_classified() {
         let s = spec();
         let t = |p: &str| s.classify(Path::new(p));
-        assert_eq!(
-            t("/p/people.yaml"),
-            Some(Trigger::DirectoryChanged("people".into()))
-        );
+        // A data file inside the policy directory is part of the policy set: it reloads the
+        // policy, even hidden or not named .yaml.
+        assert_eq!(t("/p/people.yaml"), Some(Trigger::PolicyChanged));
+        assert_eq!(t("/p/.data/staff.txt"), Some(Trigger::PolicyChanged));
         assert_eq!(
             t("/data/hr.yaml"),
             Some(Trigger::DirectoryChanged("hr".into()))

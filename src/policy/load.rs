@@ -197,6 +197,14 @@ fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, diags: &mut V
     }
 }
 
+/// The YAML files the loader reads under `dir` (the policy files, and the data files of
+/// `file` directories among them), sorted; folders it cannot read are left out.
+pub fn policy_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    collect_files(dir, 0, &mut out, &mut Vec::new());
+    out
+}
+
 /// The data files named by `Directory` objects with a `file` spec (canonical paths).
 fn data_files(files: &[Result<ParsedFile, Box<Diagnostic>>]) -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
