@@ -50,6 +50,12 @@ pub enum PassError {
     /// The key store (PKCS#11 token) of the master key failed.
     #[error(transparent)]
     KeyStore(#[from] crate::keystore::KeyStoreError),
+    /// The audit log could not be opened, or its key loaded: nothing is done without it.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// The audit log's signing key could not be loaded or created.
+    #[error(transparent)]
+    AuditKey(#[from] crate::audit::AuditKeyError),
     /// Computing the desired state or the plan panicked (a defect in Keyfleet): the pass has
     /// no plan and does nothing.
     #[error(
@@ -339,6 +345,17 @@ pub fn master_key_for(env: &Environment) -> Result<MasterKey, PassError> {
         KeyStore::File => master_key(&env.state_dir),
         store => Ok(crate::keystore::master_key(&store, &env.state_dir)?),
     }
+}
+
+/// Opens the audit log of `env`'s state directory with its signing key (kept where the
+/// Settings' `keyStore` keeps the master key; created on first use).
+pub fn audit_log(
+    env: &Environment,
+    master: &MasterKey,
+) -> Result<crate::audit::AuditLog, PassError> {
+    let store = KeyStore::parse(env.policy.settings.spec.key_store.as_deref())?;
+    let key = crate::audit::AuditKey::load_or_create(&store, &env.state_dir, master)?;
+    Ok(crate::audit::AuditLog::open(&env.state_dir, key)?)
 }
 
 /// Connects every CertificateAuthority of the policy. The local CA is created on first use

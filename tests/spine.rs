@@ -12,14 +12,14 @@ use serde_json::Value;
 use crate::harness::{Run, openssl, repo_root};
 
 /// A copy of the quickstart with its own state directory.
-struct Quickstart {
+pub(crate) struct Quickstart {
     _tmp: tempfile::TempDir,
-    policy: PathBuf,
-    state: PathBuf,
+    pub(crate) policy: PathBuf,
+    pub(crate) state: PathBuf,
 }
 
 impl Quickstart {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let policy = tmp.path().join("policy");
         copy_dir(&repo_root().join("examples/quickstart"), &policy);
@@ -31,7 +31,7 @@ impl Quickstart {
         }
     }
 
-    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+    pub(crate) fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyfleet"));
         cmd.args(args)
             .arg("-C")
@@ -52,28 +52,28 @@ impl Quickstart {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         self.run_env(args, &[])
     }
 
-    fn json(&self, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
         let r = self.run(args);
         serde_json::from_str(&r.stdout)
             .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}):\n{}\n{}", r.stdout, r.stderr))
     }
 
-    fn inventory(&self) -> Value {
+    pub(crate) fn inventory(&self) -> Value {
         self.json(&["inventory", "--format", "json"])
     }
 
-    fn edit(&self, file: &str, from: &str, to: &str) {
+    pub(crate) fn edit(&self, file: &str, from: &str, to: &str) {
         let p = self.policy.join(file);
         let s = std::fs::read_to_string(&p).expect("read policy file");
         assert!(s.contains(from), "{file} lacks {from:?}");
         std::fs::write(&p, s.replacen(from, to, 1)).expect("write policy file");
     }
 
-    fn write_file(&self, name: &str, content: &str) -> PathBuf {
+    pub(crate) fn write_file(&self, name: &str, content: &str) -> PathBuf {
         let p = self._tmp.path().join(name);
         std::fs::write(&p, content).expect("write");
         p

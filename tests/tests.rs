@@ -1,6 +1,8 @@
 //! Keyfleet's integration tests: one binary, one module per area, shared helpers in
 //! `harness`.
 
+/// The tamper-evident audit log through the binary on the quickstart.
+mod audit_log;
 /// The Entrust CA Gateway connector against the emulator.
 mod cagw;
 /// The cfssl connector against a real `cfssl serve`.

@@ -8,6 +8,10 @@ pub enum ApplyError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The audit log could not be written: the action does not run (before it starts), or
+    /// is not reported done (when it ended).
+    #[error("the audit log cannot be written: {0}")]
+    Audit(#[from] crate::audit::AuditError),
     /// The card could not be reached.
     #[error(transparent)]
     CardAccess(#[from] CardAccessError),
@@ -210,6 +214,7 @@ impl ApplyError {
             | ApplyError::TokenPin { .. }
             | ApplyError::SoPin { .. } => true,
             ApplyError::Store(_)
+            | ApplyError::Audit(_)
             | ApplyError::Token { .. }
             | ApplyError::CardAccess(_)
             | ApplyError::Card { .. }

@@ -130,6 +130,9 @@ pub struct Context<'a> {
     pub pin_mailer_dir: PathBuf,
     /// Crash injection for tests.
     pub crash: CrashPoint,
+    /// The audit log: every action is logged before it starts and when it ends; an action
+    /// whose entry cannot be written does not run (fail closed).
+    pub audit: &'a crate::audit::AuditLog,
 }
 
 /// How one action ended.
@@ -174,6 +177,9 @@ pub struct ApplyReport {
     /// Ids of the failed actions whose error is permanent: retrying cannot help until the
     /// policy or the world changes (see [`ApplyError::is_permanent`]).
     pub permanent: std::collections::BTreeSet<String>,
+    /// Why the audit log could not be written, if it could not: the action concerned failed
+    /// and no later action ran (fail closed).
+    pub audit_failure: Option<String>,
 }
 
 /// Applies every runnable action of `plan`, in order. A failure is recorded and the remaining
@@ -208,7 +214,22 @@ pub fn apply(ctx: &Context<'_>, plan: &Plan, sink: &mut dyn ApplySink) -> ApplyR
             report.skipped.push((action.clone(), why));
             continue;
         }
+        if report.audit_failure.is_some() {
+            let why = "not run: the audit log cannot be written".to_string();
+            sink.finished(action, &Outcome::Skipped(why.clone()));
+            report.skipped.push((action.clone(), why));
+            continue;
+        }
         sink.started(action);
+        // Logged before it starts: an action whose entry cannot be written does not run.
+        if let Err(e) = audit_action(ctx, action, None) {
+            let e = ApplyError::from(e);
+            tracing::error!("{}: not run: {e}", action.id());
+            report.audit_failure = Some(e.to_string());
+            sink.finished(action, &Outcome::Failed(e.to_string()));
+            report.failed.push((action.clone(), e.to_string()));
+            continue;
+        }
         let mut result = run_action(ctx, action, &mut created);
         let mut outcome = match &result {
             Ok(serials) => Outcome::Done(serials.clone()),
@@ -248,6 +269,16 @@ pub fn apply(ctx: &Context<'_>, plan: &Plan, sink: &mut dyn ApplySink) -> ApplyR
             tracing::error!("cannot make the records of {} durable: {e}", action.id());
             if result.is_ok() {
                 let e = ApplyError::from(e);
+                outcome = Outcome::Failed(e.to_string());
+                result = Err(e);
+            }
+        }
+        // Logged when it ends; if that fails, it is not reported done and nothing more runs.
+        if let Err(e) = audit_action(ctx, action, Some(&result)) {
+            let e = ApplyError::from(e);
+            tracing::error!("{}: {e}", action.id());
+            report.audit_failure = Some(e.to_string());
+            if result.is_ok() {
                 outcome = Outcome::Failed(e.to_string());
                 result = Err(e);
             }
@@ -293,6 +324,41 @@ pub fn apply(ctx: &Context<'_>, plan: &Plan, sink: &mut dyn ApplySink) -> ApplyR
         sink.finished(action, &outcome);
     }
     report
+}
+
+/// The audit entry of an applied action: `started` before it runs (`result` `None`), then
+/// `done` with the certificates it created or changed, or `failed` with the error.
+fn audit_action(
+    ctx: &Context<'_>,
+    action: &Action,
+    result: Option<&Result<Vec<String>, ApplyError>>,
+) -> Result<u64, crate::audit::AuditError> {
+    let (outcome, serials, error) = match result {
+        None => ("started", &action.serials, None),
+        Some(Ok(serials)) => ("done", serials, None),
+        Some(Err(e)) => ("failed", &action.serials, Some(e.to_string())),
+    };
+    let mut details = serde_json::json!({
+        "action": action.id(),
+        "card": action.card,
+        "template": action.template,
+        "slots": action.slots.iter().chain(action.slot.iter()).map(|s| s.hex()).collect::<Vec<_>>(),
+        "serials": serials,
+        "reason": action.reason.code,
+    });
+    if let Some(e) = error {
+        details["error"] = e.into();
+    }
+    ctx.audit.append(
+        crate::audit::NewEntry {
+            actor: ctx.actor.clone(),
+            kind: action.kind.as_str().to_string(),
+            target: action.user.clone(),
+            outcome: outcome.to_string(),
+            details,
+        },
+        (ctx.clock)(),
+    )
 }
 
 fn run_action(

@@ -79,6 +79,32 @@ impl AuditKey {
         state_dir: &Path,
         master: &MasterKey,
     ) -> Result<AuditKey, AuditKeyError> {
+        Self::load_with(store, state_dir, master, true)
+    }
+
+    /// Loads the audit key; `Ok(None)` when it was never made (for commands that only read).
+    pub fn load(
+        store: &KeyStore,
+        state_dir: &Path,
+        master: &MasterKey,
+    ) -> Result<Option<AuditKey>, AuditKeyError> {
+        if let KeyStore::File = store
+            && !state_dir
+                .join(super::AUDIT_DIR)
+                .join(SIGNING_KEY_FILE)
+                .exists()
+        {
+            return Ok(None);
+        }
+        Self::load_with(store, state_dir, master, false).map(Some)
+    }
+
+    fn load_with(
+        store: &KeyStore,
+        state_dir: &Path,
+        master: &MasterKey,
+        create: bool,
+    ) -> Result<AuditKey, AuditKeyError> {
         match store {
             KeyStore::File => Self::software(&state_dir.join(super::AUDIT_DIR), master),
             KeyStore::Pkcs11(uri) => {
@@ -91,7 +117,7 @@ impl AuditKey {
                 Ok(AuditKey::Token(TokenKey::open(
                     &uri,
                     KeyAlg::EccP256,
-                    true,
+                    create,
                 )?))
             }
         }

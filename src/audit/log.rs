@@ -115,6 +115,8 @@ pub struct AuditLog {
     checkpoints: PathBuf,
     key: AuditKey,
     head: Mutex<Option<Head>>,
+    /// Whether this process appended an entry (it then signs the head when it ends).
+    wrote: std::sync::atomic::AtomicBool,
 }
 
 impl AuditLog {
@@ -129,6 +131,7 @@ impl AuditLog {
             checkpoints: dir.join(CHECKPOINT_FILE),
             key,
             head: Mutex::new(None),
+            wrote: Default::default(),
         };
         let (file, _) = log.locked(&log.log)?;
         let head = log.read_head(&file, OffsetDateTime::now_utc())?;
@@ -173,6 +176,7 @@ impl AuditLog {
         };
         file.write_all(&bytes).map_err(io)?;
         file.sync_data().map_err(io)?;
+        self.wrote.store(true, std::sync::atomic::Ordering::SeqCst);
         head.len = len + bytes.len() as u64;
         head.seq = line.seq;
         head.hash = sha256_hex(text.as_bytes());
@@ -347,6 +351,19 @@ impl AuditLog {
             checkpointed,
             checkpointed_at: now,
         })
+    }
+}
+
+impl Drop for AuditLog {
+    /// A process that wrote entries signs the head when it ends (a crash leaves them chained
+    /// but unsigned until the next checkpoint).
+    fn drop(&mut self) {
+        if !self.wrote.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.checkpoint(OffsetDateTime::now_utc()) {
+            tracing::error!("cannot checkpoint the audit log: {e}");
+        }
     }
 }
 

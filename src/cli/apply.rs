@@ -147,6 +147,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         .map(|d| std::time::Duration::from_secs(d.as_secs()));
     let store = Store::open(&env.state_dir)?;
     let master = runtime::master_key_for(&env)?;
+    // Every action is logged; without the log nothing is done.
+    let audit = runtime::audit_log(&env, &master)?;
     let now = time::OffsetDateTime::now_utc();
     let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &master, now);
     let cards = runtime::cards(&env, &store.inventory()?);
@@ -162,7 +164,16 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let mut waited = std::time::Duration::ZERO;
-    let mut outcome = one_pass(&env, &store, &master, &cas, &cards, &args, targets.clone())?;
+    let mut outcome = one_pass(
+        &env,
+        &store,
+        &master,
+        &audit,
+        &cas,
+        &cards,
+        &args,
+        targets.clone(),
+    )?;
     if let Some(code) = outcome.stop {
         let crl_ok = outcome.declined || publish_crls(&env, &cas);
         return Ok(ExitCode::from(if crl_ok { code } else { EXIT_FAILURE }));
@@ -232,7 +243,16 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             } else {
                 println!("Card inserted in {}.", inserted.join(", "));
             }
-            let next = one_pass(&env, &store, &master, &cas, &cards, &args, targets.clone())?;
+            let next = one_pass(
+                &env,
+                &store,
+                &master,
+                &audit,
+                &cas,
+                &cards,
+                &args,
+                targets.clone(),
+            )?;
             if let Some(code) = next.stop {
                 let crl_ok = next.declined || publish_crls(&env, &cas);
                 return Ok(ExitCode::from(if crl_ok { code } else { EXIT_FAILURE }));
@@ -315,6 +335,7 @@ fn one_pass(
     env: &runtime::Environment,
     store: &Store,
     master: &crate::secrets::MasterKey,
+    audit: &crate::audit::AuditLog,
     cas: &apply::CaRegistry,
     cards: &apply::Cards,
     args: &Args,
@@ -335,6 +356,7 @@ fn one_pass(
         actor: args.operator.clone().unwrap_or_else(os_user),
         pin_mailer_dir: env.state_dir.join("pin-mailer"),
         crash: CrashPoint::from_env(),
+        audit,
     };
     let recovered = apply::recover(&ctx)?;
     if recovered.finished + recovered.abandoned > 0 {
@@ -433,6 +455,15 @@ fn one_pass(
         report.failed.len(),
         report.skipped.len() + report.waiting.len()
     );
+    if let Some(e) = &report.audit_failure {
+        eprintln!("Stopped: {e}; no action runs without its audit entry.");
+        return Ok(PassOutcome {
+            stop: Some(EXIT_FAILURE),
+            declined: false,
+            failed: report.failed.len(),
+            pending: report.skipped.len() + report.failed.len(),
+        });
+    }
     // Failed card actions wait for their card again (it was removed, or will be retried).
     Ok(PassOutcome {
         stop: None,

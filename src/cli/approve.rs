@@ -45,9 +45,9 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         }
         Some(Access::Local(store)) => {
             drop(store);
-            crate::controller::approve_offline(&env)?
+            crate::controller::approve_offline(&env, &actor)?
         }
-        None => crate::controller::approve_offline(&env)?,
+        None => crate::controller::approve_offline(&env, &actor)?,
     };
     print!("{}", approved_text(&approved));
     Ok(ExitCode::from(EXIT_OK))

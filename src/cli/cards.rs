@@ -171,7 +171,9 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
 
 fn unblock(env: &runtime::Environment, card: &str) -> anyhow::Result<ExitCode> {
     let store = Store::open(&env.state_dir)?;
-    let master = runtime::master_key(&env.state_dir)?;
+    // The master key where the policy keeps it (a token too), and the audit log.
+    let master = runtime::master_key_for(env)?;
+    let audit = runtime::audit_log(env, &master)?;
     let now = time::OffsetDateTime::now_utc();
     let inventory = store.inventory()?;
     let cards: Cards = runtime::cards(env, &inventory);
@@ -188,8 +190,38 @@ fn unblock(env: &runtime::Environment, card: &str) -> anyhow::Result<ExitCode> {
         actor: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
         pin_mailer_dir: env.state_dir.join("pin-mailer"),
         crash: CrashPoint::default(),
+        audit: &audit,
     };
-    match apply::unblock(&ctx, card) {
+    let log = |outcome: &str, details: serde_json::Value| {
+        audit.append(
+            crate::audit::NewEntry {
+                actor: ctx.actor.clone(),
+                kind: "unblock".into(),
+                target: card.to_string(),
+                outcome: outcome.into(),
+                details,
+            },
+            clock(),
+        )
+    };
+    // Fail closed: not unblocked without its entry.
+    if let Err(e) = log("started", serde_json::json!({})) {
+        eprintln!("Cannot unblock {card}: the audit log cannot be written: {e}");
+        return Ok(ExitCode::from(EXIT_FAILURE));
+    }
+    let result = apply::unblock(&ctx, card);
+    let logged = match &result {
+        Ok(r) => log(
+            "done",
+            serde_json::json!({"retriesBefore": r.retries_before}),
+        ),
+        Err(e) => log("failed", serde_json::json!({"error": e.to_string()})),
+    };
+    if let Err(e) = logged {
+        eprintln!("Card {card}: the audit log cannot be written: {e}");
+        return Ok(ExitCode::from(EXIT_FAILURE));
+    }
+    match result {
         Ok(r) => {
             println!(
                 "Card {card} unblocked (the PIN had {} tries left); new PIN in {}",

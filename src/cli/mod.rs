@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod approve;
 pub mod audit;
+pub mod audit_log;
 pub mod ca;
 pub mod cards;
 pub mod directory;
@@ -106,6 +107,9 @@ pub enum Command {
     /// Show what Keyfleet sees in a directory: one user, or a group's members.
     #[command(long_about = directory::LONG_ABOUT)]
     Directory(directory::Args),
+    /// Check, show or pin the tamper-evident audit log.
+    #[command(long_about = audit_log::LONG_ABOUT)]
+    AuditLog(audit_log::Args),
     /// Rebuild the store's index of certificates by card (after running an older Keyfleet).
     #[command(long_about = reindex::LONG_ABOUT)]
     Reindex(reindex::Args),
@@ -142,6 +146,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approve(args) => approve::run(&cli.global, args),
         Command::Directory(args) => directory::run(&cli.global, args),
         Command::Reindex(args) => reindex::run(&cli.global, args),
+        Command::AuditLog(args) => audit_log::run(&cli.global, args),
     }
 }
 

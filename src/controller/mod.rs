@@ -160,6 +160,8 @@ pub struct Shared {
     state_dir: PathBuf,
     ready: AtomicBool,
     sources: sources::SourceStates,
+    /// The audit log (operator calls through the control socket are written to it).
+    audit: Arc<crate::audit::AuditLog>,
 }
 
 impl Shared {
@@ -187,6 +189,7 @@ impl Shared {
         }
         {
             let _guard = self.approvals_lock.lock();
+            valve::log_approval(&self.audit, actor, &held)?;
             let mut ids = valve::load_approvals(&self.state_dir)?;
             ids.extend(held.iter().map(|h| h.id.clone()));
             valve::save_approvals(&self.state_dir, &ids)?;
@@ -262,6 +265,9 @@ fn start_watch(spec: WatchSpec, triggers: &Triggers) -> Option<FileWatch> {
     }
 }
 
+/// The timer that wakes the loop to checkpoint the audit log (no pass).
+const AUDIT_TIMER: &str = "audit-checkpoint";
+
 /// Runs the controller on the current tokio runtime. `triggers` may already be shared with
 /// other sources (card watchers, directory pollers); they fire into the same set.
 pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), ControllerError> {
@@ -274,6 +280,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
     let lock = StateLock::acquire(&env.state_dir, "run")?;
     let store = Arc::new(open_store(&env.state_dir).await?);
     let master = Arc::new(runtime::master_key_for(&env).map_err(ControllerError::Pass)?);
+    let audit = Arc::new(runtime::audit_log(&env, &master).map_err(ControllerError::Pass)?);
     let state_dir = std::fs::canonicalize(&env.state_dir).unwrap_or(env.state_dir.clone());
     let mut sources = sources::Sources::new(triggers.clone());
     let shared = Arc::new(Shared {
@@ -292,6 +299,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         state_dir: state_dir.clone(),
         ready: AtomicBool::new(false),
         sources: sources.states(),
+        audit: audit.clone(),
     });
 
     let socket = bind_socket(&state_dir)?;
@@ -318,6 +326,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         env: Arc::new(env),
         store,
         master,
+        audit: audit.clone(),
         backoff: Default::default(),
         cache: ObservationCache::default(),
         authorities: Default::default(),
@@ -354,6 +363,17 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         }
         let fired = triggers.take();
         if fired.is_empty() {
+            continue;
+        }
+        // Sign what the log gained since the last checkpoint, at most CHECKPOINT_INTERVAL on.
+        if let Err(e) = audit.checkpoint_if_due(OffsetDateTime::now_utc()) {
+            tracing::error!("cannot checkpoint the audit log: {e}");
+        }
+        if fired
+            .iter()
+            .all(|t| matches!(t, Trigger::Timer(AUDIT_TIMER)))
+        {
+            next_wake = (OffsetDateTime::now_utc() + opts.resync, "resync");
             continue;
         }
         let Some(mut state) = pass_state.take() else {
@@ -434,6 +454,11 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
             }
         };
         next_wake = record(&shared, &state, &out, opts.resync);
+        let (entries, signed) = audit.head();
+        let checkpoint_at = OffsetDateTime::now_utc() + crate::audit::CHECKPOINT_INTERVAL;
+        if entries > signed && checkpoint_at < next_wake.0 {
+            next_wake = (checkpoint_at, AUDIT_TIMER);
+        }
         // Follow the policy in force (a reload may add or drop PIV, tokens or LDAP).
         sources.update(
             &state.env.policy,
@@ -443,6 +468,10 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
     }
     drop(watch);
     drop(sources);
+    // At shutdown: sign the log's head.
+    if let Err(e) = audit.checkpoint(OffsetDateTime::now_utc()) {
+        tracing::error!("cannot checkpoint the audit log at shutdown: {e}");
+    }
     let _ = std::fs::remove_file(control::socket_path(&state_dir));
     tracing::info!("controller stopped");
     drop(lock);
@@ -877,7 +906,10 @@ async fn answer(req: Request, shared: &Arc<Shared>) -> Response {
 
 /// `keyfleet approve` with no controller running: takes the state lock, plans, and approves
 /// every revocation the valve would hold, for the next `keyfleet run` to apply.
-pub fn approve_offline(env: &Environment) -> Result<Vec<HeldRevocation>, ControllerError> {
+pub fn approve_offline(
+    env: &Environment,
+    actor: &str,
+) -> Result<Vec<HeldRevocation>, ControllerError> {
     let _lock = StateLock::acquire(&env.state_dir, "approve")?;
     let inventory = if env.state_dir.join("store").exists() {
         Store::open(&env.state_dir)?.inventory()?
@@ -897,6 +929,9 @@ pub fn approve_offline(env: &Environment) -> Result<Vec<HeldRevocation>, Control
     let mut ids = valve::load_approvals(&env.state_dir)?;
     let (_, held) = valve::hold_revocations(&pass.plan, &ids);
     if !held.is_empty() {
+        let master = runtime::master_key_for(env).map_err(ControllerError::Pass)?;
+        let audit = runtime::audit_log(env, &master).map_err(ControllerError::Pass)?;
+        valve::log_approval(&audit, actor, &held)?;
         ids.extend(held.iter().map(|h| h.id.clone()));
         valve::save_approvals(&env.state_dir, &ids)?;
     }

@@ -182,6 +182,8 @@ pub struct PassState {
     pub store: Arc<Store>,
     /// The master key.
     pub master: Arc<MasterKey>,
+    /// The audit log every applied action is written to.
+    pub audit: Arc<crate::audit::AuditLog>,
     /// Objects in backoff.
     pub backoff: Backoff,
     /// Directory snapshots.
@@ -349,6 +351,7 @@ fn pass_inner(
         let ctx = context(
             &store,
             &master,
+            &state.audit,
             &state.actor,
             &env.state_dir,
             cas,
@@ -385,6 +388,7 @@ fn pass_inner(
     let ctx = context(
         &store,
         &master,
+        &state.audit,
         &state.actor,
         &env.state_dir,
         cas,
@@ -650,6 +654,7 @@ fn empty_like(plan: &Plan) -> Plan {
 fn context<'a>(
     store: &'a Store,
     master: &'a MasterKey,
+    audit: &'a crate::audit::AuditLog,
     actor: &str,
     state_dir: &std::path::Path,
     cas: &'a crate::apply::CaRegistry,
@@ -667,6 +672,7 @@ fn context<'a>(
         actor: actor.to_string(),
         pin_mailer_dir: state_dir.join("pin-mailer"),
         crash: CrashPoint::from_env(),
+        audit,
     }
 }
 

@@ -60,6 +60,9 @@ pub enum ApprovalError {
         #[source]
         source: std::io::Error,
     },
+    /// The approval could not be written to the audit log: it is not saved.
+    #[error("the audit log cannot be written: {0}")]
+    Audit(#[from] crate::audit::AuditError),
     /// The file is not a JSON list of action ids.
     #[error("{path}: not a list of approved revocations: {source}")]
     Decode {
@@ -69,6 +72,32 @@ pub enum ApprovalError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// Logs `actor`'s approval of the `held` revocations (before it is saved: no approval
+/// without its entry).
+pub fn log_approval(
+    audit: &crate::audit::AuditLog,
+    actor: &str,
+    held: &[HeldRevocation],
+) -> Result<u64, ApprovalError> {
+    Ok(audit.append(
+        crate::audit::NewEntry {
+            actor: actor.to_string(),
+            kind: "approve-mass-revocation".into(),
+            target: held
+                .iter()
+                .map(|h| h.user.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            outcome: "done".into(),
+            details: serde_json::json!({
+                "actions": held.iter().map(|h| &h.id).collect::<Vec<_>>(),
+                "serials": held.iter().flat_map(|h| &h.serials).collect::<Vec<_>>(),
+            }),
+        },
+        time::OffsetDateTime::now_utc(),
+    )?)
 }
 
 /// The approved revocation ids of a state directory (none when the file is absent).
