@@ -162,6 +162,12 @@ fn run_converges_follows_changes_and_keeps_the_last_valid_policy() {
         .expect("observation timestamp");
     assert!(seen > 1.6e9, "{seen}");
     assert_eq!(m.value("keyfleet_safety_valve_trips_total", &[]), Some(0.0));
+    // Each applied action is logged when it starts and when it ends.
+    let logged = m
+        .value("keyfleet_audit_log_entries_total", &[])
+        .expect("audit log entries");
+    assert!(logged >= 2.0 * 14.0, "{logged}");
+    assert!(m.value("keyfleet_audit_log_checkpoint_seq", &[]) <= Some(logged));
 
     let status = site.status().expect("status");
     assert_eq!(status["ready"], true);
@@ -172,6 +178,14 @@ fn run_converges_follows_changes_and_keeps_the_last_valid_policy() {
     let exit = ctl.terminate();
     assert!(exit.success(), "{exit:?}\n{}", ctl.log());
     site.keyfleet(&["status"]).expect_code(3);
+    // Stopping signed the log's head: everything logged is under a checkpoint.
+    let verified = site.keyfleet(&["audit-log", "verify"]);
+    verified.expect_code(0).stdout_has("Audit log intact");
+    assert!(
+        !verified.stdout.contains("not yet signed"),
+        "{}",
+        verified.stdout
+    );
     assert!(
         !site.state().join("keyfleet.sock").exists(),
         "socket removed on exit"
@@ -217,7 +231,7 @@ fn the_valve_holds_mass_revocations_until_approved() {
         .expect_code(0)
         .stdout_has("SAFETY VALVE");
 
-    site.keyfleet(&["approve"])
+    site.keyfleet(&["approve", "--operator", "olga"])
         .expect_code(0)
         .stdout_has(&format!("Approved {holders} revocation(s)"));
     wait_for("every approved revocation to run", || {
@@ -231,6 +245,28 @@ fn the_valve_holds_mass_revocations_until_approved() {
         .expect_code(0)
         .stdout_has("Nothing to approve");
     assert!(ctl.terminate().success(), "{}", ctl.log());
+    // The approval is in the audit log, by its operator, before the revocations it let run.
+    let r = site.keyfleet(&["audit-log", "show", "--format", "json"]);
+    r.expect_code(0);
+    let entries: serde_json::Value = serde_json::from_str(&r.stdout).expect("audit JSON");
+    let entries = entries.as_array().expect("entries");
+    let approval = entries
+        .iter()
+        .position(|e| e["kind"] == "approve-mass-revocation")
+        .unwrap_or_else(|| panic!("no approval logged: {entries:#?}"));
+    assert_eq!(entries[approval]["actor"], "olga");
+    assert_eq!(
+        entries[approval]["details"]["actions"]
+            .as_array()
+            .map(Vec::len),
+        Some(holders)
+    );
+    let revoked = entries
+        .iter()
+        .filter(|e| e["kind"] == "revoke" && e["outcome"] == "done")
+        .count();
+    assert_eq!(revoked, holders);
+    assert!(entries.iter().skip(approval).any(|e| e["kind"] == "revoke"));
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! [`super::http`]): passes and their duration, actions by kind and outcome, pending card
 //! actions, actions waiting for the holder, suspect cards, the last successful observation per source, certificates expiring within 30 days,
 //! safety-valve trips and held revocations, policy reload failures, objects in backoff, and
-//! the published CRLs (nextUpdate, publications, failures).
+//! the published CRLs (nextUpdate, publications, failures), and the audit log's head.
 //!
 //! This module only counts what the controller tells it; it observes nothing itself.
 
@@ -53,6 +53,10 @@ pub struct Metrics {
     pub crl_publications: Family<Labels, Counter>,
     /// Failed CRL publications, per CA (the revocations stand; publication is retried).
     pub crl_publish_failures: Family<Labels, Counter>,
+    /// Entries in the audit log (its last `seq`).
+    pub audit_log_entries: Counter,
+    /// The `seq` the last audit-log checkpoint signed.
+    pub audit_log_checkpoint_seq: Gauge,
 }
 
 impl Default for Metrics {
@@ -157,8 +161,22 @@ impl Metrics {
             "CRL publications that failed, per local CA (the revocations stand)",
             crl_publish_failures.clone(),
         );
+        let audit_log_entries = Counter::default();
+        registry.register(
+            "audit_log_entries",
+            "Entries in the audit log (its last seq)",
+            audit_log_entries.clone(),
+        );
+        let audit_log_checkpoint_seq = Gauge::default();
+        registry.register(
+            "audit_log_checkpoint_seq",
+            "The seq the last audit-log checkpoint signed",
+            audit_log_checkpoint_seq.clone(),
+        );
         Metrics {
             registry,
+            audit_log_entries,
+            audit_log_checkpoint_seq,
             crl_next_update,
             crl_publications,
             crl_publish_failures,
@@ -188,6 +206,16 @@ impl Metrics {
                 ])
                 .inc_by(n);
         }
+    }
+
+    /// Follows the audit log's head: `entries` its last seq, `checkpointed` the last signed.
+    pub fn audit_log(&self, entries: u64, checkpointed: u64) {
+        let seen = self.audit_log_entries.get();
+        if entries > seen {
+            self.audit_log_entries.inc_by(entries - seen);
+        }
+        self.audit_log_checkpoint_seq
+            .set(i64::try_from(checkpointed).unwrap_or(i64::MAX));
     }
 
     /// Counts a pass.

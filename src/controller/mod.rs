@@ -369,6 +369,8 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         if let Err(e) = audit.checkpoint_if_due(OffsetDateTime::now_utc()) {
             tracing::error!("cannot checkpoint the audit log: {e}");
         }
+        let (entries, checkpointed) = audit.head();
+        shared.metrics.audit_log(entries, checkpointed);
         if fired
             .iter()
             .all(|t| matches!(t, Trigger::Timer(AUDIT_TIMER)))
@@ -570,6 +572,8 @@ fn record(
     m.pending_holder_actions
         .set(out.summary.waiting_for_holder as i64);
     m.suspect_cards.set(out.summary.suspect_cards as i64);
+    let (entries, checkpointed) = state.audit.head();
+    m.audit_log(entries, checkpointed);
     let at = now.unix_timestamp_nanos() as f64 / 1e9;
     for name in &out.observed_ok {
         m.observed(&format!("directory/{name}"), at);
