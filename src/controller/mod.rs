@@ -14,40 +14,43 @@
 //!
 //! Submodules: [`triggers`] (what wakes the loop, file watch), [`pass`] (one pass),
 //! [`backoff`] (per-object error policy), [`valve`] (held revocations and approvals),
-//! [`metrics`], [`http`]; the state lock, the control socket's protocol and the status values
+//! [`metrics`], [`http`], `control_socket` (the socket's server side and the state it shares
+//! with the loop), `record` (a pass's outcome into status and metrics); the state lock, the control socket's protocol and the status values
 //! live below it, in [`crate::statedir`], shared with the CLI. The controller reuses `runtime`, `plan` and `apply`
 //! exactly as `keyfleet apply` does and never calls the CLI; it prints nothing (it logs with
 //! tracing).
 
 pub mod backoff;
+mod control_socket;
 pub mod http;
 pub mod metrics;
 pub mod pass;
+mod record;
 pub mod sources;
 pub mod triggers;
 pub mod valve;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
+pub use self::control_socket::{Shared, approve_offline};
+use self::control_socket::{bind_socket, serve_control};
 use self::metrics::Metrics;
-use self::pass::{ObservationCache, PassOutcome, PassState};
+use self::pass::{ObservationCache, PassState};
+use self::record::record;
 use self::triggers::{FileWatch, Trigger, Triggers, WatchSpec};
 use crate::policy::Diagnostics;
 use crate::policy::model::DirectorySpec;
 use crate::runtime::{self, Environment, PassError};
-use crate::statedir::control::{self, Request, Response};
+use crate::statedir::control;
 use crate::statedir::lock::{LockError, StateLock};
-use crate::statedir::status::{self, BackoffView, ControllerStatus, HeldRevocation};
+use crate::statedir::status::ControllerStatus;
 use crate::store::{Store, StoreError};
 
 /// How `keyfleet run` runs.
@@ -144,64 +147,6 @@ pub enum ControllerError {
         /// The panic's message.
         message: String,
     },
-}
-
-/// State shared by the loop, the control socket and the HTTP endpoint.
-pub struct Shared {
-    store: Arc<Store>,
-    status: Mutex<ControllerStatus>,
-    metrics: Metrics,
-    triggers: Triggers,
-    approvals_lock: Arc<Mutex<()>>,
-    /// The revocations the valve holds, published by the pass as soon as it has split its
-    /// plan (before it runs anything), so that `approve` never sees a list that the pass in
-    /// flight has already acted on.
-    held: Arc<Mutex<Vec<HeldRevocation>>>,
-    state_dir: PathBuf,
-    ready: AtomicBool,
-    sources: sources::SourceStates,
-    /// The audit log (operator calls through the control socket are written to it).
-    audit: Arc<crate::audit::AuditLog>,
-}
-
-impl Shared {
-    /// True once the first pass completed.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-    }
-
-    fn status(&self) -> ControllerStatus {
-        let mut status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
-        if let Ok(sources) = self.sources.lock() {
-            status.sources = sources.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        }
-        if let Ok(held) = self.held.lock() {
-            status.held = held.clone();
-        }
-        status
-    }
-
-    /// Approves every revocation the valve holds now; returns them.
-    fn approve(&self, actor: &str) -> Result<Vec<HeldRevocation>, valve::ApprovalError> {
-        let held = self.status().held;
-        if held.is_empty() {
-            return Ok(held);
-        }
-        {
-            let _guard = self.approvals_lock.lock();
-            valve::log_approval(&self.audit, actor, &held)?;
-            let mut ids = valve::load_approvals(&self.state_dir)?;
-            ids.extend(held.iter().map(|h| h.id.clone()));
-            valve::save_approvals(&self.state_dir, &ids)?;
-        }
-        tracing::warn!(
-            actor,
-            count = held.len(),
-            "held revocations approved; they run in the next pass"
-        );
-        self.triggers.fire(Trigger::Approved);
-        Ok(held)
-    }
 }
 
 /// Runs the controller until SIGTERM or SIGINT. Builds its own tokio runtime.
@@ -553,244 +498,6 @@ fn reload(
     }
 }
 
-/// Publishes a pass's outcome to metrics, status and the log; returns the next timer.
-fn record(
-    shared: &Shared,
-    state: &PassState,
-    out: &PassOutcome,
-    resync: Duration,
-) -> (OffsetDateTime, &'static str) {
-    let now = OffsetDateTime::now_utc();
-    let s = &out.summary;
-    let m = &shared.metrics;
-    m.count_pass(s.error.is_none(), s.duration_ms as f64 / 1000.0);
-    for ((kind, outcome), n) in &out.counts {
-        m.count_actions(kind, outcome, *n);
-    }
-    m.pending_card_actions
-        .set(out.summary.waiting_for_card as i64);
-    m.pending_holder_actions
-        .set(out.summary.waiting_for_holder as i64);
-    m.suspect_cards.set(out.summary.suspect_cards as i64);
-    let (entries, checkpointed) = state.audit.head();
-    m.audit_log(entries, checkpointed);
-    let at = now.unix_timestamp_nanos() as f64 / 1e9;
-    for name in &out.observed_ok {
-        m.observed(&format!("directory/{name}"), at);
-    }
-    m.expiring_30d.set(out.expiring_30d);
-    m.held_revocations.set(out.held.len() as i64);
-    m.backoff_objects.set(state.backoff.entries().len() as i64);
-    if s.valve_tripped {
-        m.valve_trips.inc();
-        tracing::warn!(
-            held = out.held.len(),
-            "safety valve tripped: revocations are held until `keyfleet approve` or the plan shrinks under the limits"
-        );
-    }
-    if let Some(r) = &out.recovery
-        && r.finished + r.abandoned > 0
-    {
-        tracing::info!(
-            finished = r.finished,
-            abandoned = r.abandoned,
-            recovered = r.recovered_certificates.len(),
-            "recovered interrupted work from the journal"
-        );
-    }
-    match &s.error {
-        Some(e) => tracing::error!(pass = s.number, "pass failed: {e}"),
-        None => tracing::info!(
-            pass = s.number,
-            duration_ms = s.duration_ms,
-            triggers = ?s.triggers,
-            planned = s.planned,
-            done = s.done,
-            failed = s.failed,
-            waiting_for_card = s.waiting_for_card,
-            in_backoff = s.in_backoff,
-            held = s.held,
-            duration_us = s.duration_us,
-            apdus = s.apdus,
-            card_io_us = s.card_io_us,
-            ca_us = s.ca_us,
-            apply_us = s.apply_us,
-            apply_card_io_us = s.apply_card_io_us,
-            "pass complete"
-        ),
-    }
-    if s.error.is_none() && !out.interrupted {
-        shared.ready.store(true, Ordering::SeqCst);
-        m.ready.set(1);
-    }
-
-    let crl_views = record_crl(shared, out);
-
-    let retry = state.backoff.next_due(now);
-    let resync_at = now + resync;
-    let mut wake = (resync_at, "resync");
-    if let Some(r) = out.next_renewal
-        && r < wake.0
-    {
-        wake = (r, "renewal");
-    }
-    if let Some(r) = retry
-        && r < wake.0
-    {
-        wake = (r, "retry");
-    }
-    if let Some(r) = out.crl.iter().map(|c| c.next_refresh).min()
-        && r < wake.0
-    {
-        wake = (r, "crl");
-    }
-
-    let mut waiting = vec![format!(
-        "a change of the policy in {}",
-        shared.status().policy_dir
-    )];
-    for (name, d) in &state.env.policy.directories {
-        if let DirectorySpec::File(f) = &d.spec
-            && !state.env.policy_data.contains(name)
-        {
-            waiting.push(format!(
-                "a change of directory {name} ({})",
-                d.resolve_path(&f.path).display()
-            ));
-        }
-    }
-    for (name, d) in &state.env.policy.directories {
-        if let DirectorySpec::Ldap(l) = &d.spec {
-            waiting.push(format!(
-                "a change of LDAP directory {name} (change token polled every {})",
-                l.poll_interval.map_or_else(
-                    || {
-                        crate::policy::duration::Duration::from_secs(
-                            sources::DEFAULT_POLL.as_secs(),
-                        )
-                        .to_string()
-                    },
-                    |p| p.to_string()
-                )
-            ));
-        }
-    }
-    if !out.pending.is_empty() {
-        waiting.push(format!(
-            "cards to be presented for {} pending action(s)",
-            out.pending.len()
-        ));
-    }
-    if !out.held.is_empty() {
-        waiting.push(format!(
-            "`keyfleet approve` for {} held revocation(s)",
-            out.held.len()
-        ));
-    }
-    if let Some(r) = out.next_renewal {
-        waiting.push(format!("the next renewal point at {}", rfc3339(r)));
-    }
-    if let Some(r) = retry {
-        waiting.push(format!("the next retry at {}", rfc3339(r)));
-    }
-    for c in &out.crl {
-        waiting.push(format!(
-            "the next CRL {} of CA {} at {}",
-            if c.error.is_some() {
-                "publication attempt"
-            } else {
-                "refresh"
-            },
-            c.ca,
-            rfc3339(c.next_refresh)
-        ));
-    }
-    waiting.push(format!("the periodic resync at {}", rfc3339(resync_at)));
-
-    if let Ok(mut st) = shared.status.lock() {
-        st.ready = shared.is_ready();
-        st.last_pass = Some(s.clone());
-        st.pending = out.pending.clone();
-        st.held = out.held.clone();
-        st.backoff = state
-            .backoff
-            .entries()
-            .iter()
-            .map(|(id, e)| BackoffView {
-                id: id.clone(),
-                kind: e.kind.clone(),
-                user: e.user.clone(),
-                attempts: e.attempts,
-                last_error: e.last_error.clone(),
-                permanent: e.class == backoff::ErrorClass::Permanent,
-                retry_at: e.retry_at,
-            })
-            .collect();
-        st.waiting_for = waiting;
-        st.crl = crl_views;
-    }
-    wake
-}
-
-/// Logs and counts a pass's CRL publication; returns the status views (keeping when each CA's
-/// CRL was last written).
-fn record_crl(shared: &Shared, out: &PassOutcome) -> Vec<status::CrlView> {
-    let now = OffsetDateTime::now_utc();
-    let before = shared.status().crl;
-    let mut samples = Vec::new();
-    let mut views = Vec::new();
-    for c in &out.crl {
-        let next_update = c.current.as_ref().and_then(|i| i.next_update);
-        let number = c.current.as_ref().and_then(|i| i.number);
-        match (&c.error, &c.published) {
-            (Some(e), _) => tracing::error!(
-                ca = %c.ca,
-                path = %c.path.display(),
-                retry_at = %rfc3339(c.next_refresh),
-                "cannot publish the CRL (the revocations stand): {e}"
-            ),
-            (None, Some(reason)) => tracing::info!(
-                ca = %c.ca,
-                path = %c.path.display(),
-                number,
-                next_update = %next_update.map(rfc3339).unwrap_or_default(),
-                "CRL published: {reason}"
-            ),
-            (None, None) => {}
-        }
-        samples.push((
-            c.ca.as_str(),
-            next_update.map(|t| t.unix_timestamp_nanos() as f64 / 1e9),
-            c.published.is_some(),
-            c.error.is_some(),
-        ));
-        let last_published = if c.published.is_some() {
-            Some(now)
-        } else {
-            before
-                .iter()
-                .find(|v| v.ca == c.ca)
-                .and_then(|v| v.last_published)
-        };
-        views.push(status::CrlView {
-            ca: c.ca.clone(),
-            path: c.path.display().to_string(),
-            number,
-            next_update,
-            next_refresh: Some(c.next_refresh),
-            last_published,
-            error: c.error.as_ref().map(ToString::to_string),
-        });
-    }
-    shared.metrics.crl(&samples);
-    views
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 fn install_signals(
     shutdown: watch::Sender<bool>,
     triggers: Triggers,
@@ -809,135 +516,4 @@ fn install_signals(
         }
     });
     Ok(())
-}
-
-/// Binds the control socket with mode 0600: bound under a temporary name, restricted, then
-/// renamed into place, so that it is never reachable with looser permissions.
-fn bind_socket(state_dir: &Path) -> Result<UnixListener, ControllerError> {
-    let path = control::socket_path(state_dir);
-    let tmp = state_dir.join(format!("{}.{}", control::SOCKET_FILE, std::process::id()));
-    let err = |source| ControllerError::Socket {
-        path: path.clone(),
-        source,
-    };
-    // We hold the state lock: any socket file here is left over from a crash.
-    let _ = std::fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp).map_err(err)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)?;
-    Ok(listener)
-}
-
-async fn serve_control(listener: UnixListener, shared: Arc<Shared>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(handle_control(stream, shared.clone()));
-            }
-            Err(e) => {
-                tracing::warn!("control socket accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-/// Largest request accepted on the control socket.
-const MAX_REQUEST: u64 = 64 * 1024;
-
-async fn handle_control(stream: UnixStream, shared: Arc<Shared>) {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let read_result = BufReader::new(read.take(MAX_REQUEST))
-        .read_line(&mut line)
-        .await;
-    let response = match read_result {
-        Err(e) => Response::Error {
-            message: format!("cannot read the request: {e}"),
-        },
-        Ok(_) => match serde_json::from_str::<Request>(&line) {
-            Err(e) => Response::Error {
-                message: format!("invalid request: {e}"),
-            },
-            Ok(req) => answer(req, &shared).await,
-        },
-    };
-    let shared2 = shared.clone();
-    let bytes = tokio::task::spawn_blocking(move || {
-        drop(shared2);
-        let mut v = serde_json::to_vec(&response).unwrap_or_default();
-        v.push(b'\n');
-        v
-    })
-    .await
-    .unwrap_or_default();
-    if let Err(e) = write.write_all(&bytes).await {
-        tracing::debug!("control socket client went away: {e}");
-    }
-    let _ = write.shutdown().await;
-}
-
-async fn answer(req: Request, shared: &Arc<Shared>) -> Response {
-    let store = shared.store.clone();
-    match req {
-        Request::Inventory => tokio::task::spawn_blocking(move || store.inventory())
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_or_else(
-                |message| Response::Error { message },
-                |inventory| Response::Inventory { inventory },
-            ),
-        Request::History => tokio::task::spawn_blocking(move || store.history())
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_or_else(
-                |message| Response::Error { message },
-                |entries| Response::History { entries },
-            ),
-        Request::Status => Response::Status {
-            status: Box::new(shared.status()),
-        },
-        Request::Approve { actor } => match shared.approve(&actor) {
-            Ok(approved) => Response::Approved { approved },
-            Err(e) => Response::Error {
-                message: e.to_string(),
-            },
-        },
-    }
-}
-
-/// `keyfleet approve` with no controller running: takes the state lock, plans, and approves
-/// every revocation the valve would hold, for the next `keyfleet run` to apply.
-pub fn approve_offline(
-    env: &Environment,
-    actor: &str,
-) -> Result<Vec<HeldRevocation>, ControllerError> {
-    let _lock = StateLock::acquire(&env.state_dir, "approve")?;
-    let inventory = if env.state_dir.join("store").exists() {
-        Store::open(&env.state_dir)?.inventory()?
-    } else {
-        crate::inventory::Inventory::default()
-    };
-    let cards = runtime::cards(env, &inventory);
-    let pass = runtime::plan_pass_cards(
-        env,
-        inventory,
-        &cards,
-        OffsetDateTime::now_utc(),
-        false,
-        None,
-    )
-    .map_err(ControllerError::Pass)?;
-    let mut ids = valve::load_approvals(&env.state_dir)?;
-    let (_, held) = valve::hold_revocations(&pass.plan, &ids);
-    if !held.is_empty() {
-        let master = runtime::master_key_for(env).map_err(ControllerError::Pass)?;
-        let audit = runtime::audit_log(env, &master).map_err(ControllerError::Pass)?;
-        valve::log_approval(&audit, actor, &held)?;
-        ids.extend(held.iter().map(|h| h.id.clone()));
-        valve::save_approvals(&env.state_dir, &ids)?;
-    }
-    Ok(held)
 }
