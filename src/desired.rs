@@ -74,6 +74,9 @@ pub struct DesiredCredential {
     pub puk_length: u8,
     /// Management key policy.
     pub management_key: ManagementKeyPolicy,
+    /// PIN and PUK tries set on the card at personalisation, when its type can
+    /// ([`crate::policy::model::CardTemplateSpec::settable_retries`]).
+    pub retries: Option<(u8, u8)>,
 }
 
 /// What the policy says about a template, kept for credentials that are no longer desired.
@@ -791,6 +794,7 @@ fn credential_for(
         pin_length: spec.pin_policy.length,
         puk_length: spec.puk_policy.length,
         management_key: spec.management_key,
+        retries: spec.settable_retries(),
     })
 }
 

@@ -422,3 +422,60 @@ fn template_without_stock_is_a_warning() {
         d.file("piv.yaml")
     ));
 }
+
+#[test]
+fn retries_are_refused_at_their_line_where_the_card_type_cannot_set_them() {
+    // Issue 14, point 10c: PKCS#11 tokens and PIV cards without `vendor: yubico` keep their
+    // own counters, so retries other than the default there are refused at the field's line.
+    let d = PolicyDir::valid();
+    let head = |name: &str, card_type: &str, extra: &str| {
+        TEMPLATE_HEAD
+            .replace("name: broken", &format!("name: {name}"))
+            .replace(
+                "  cardType: virtual\n",
+                &format!("  cardType: {card_type}\n{extra}"),
+            )
+    };
+    let docs = [
+        head(
+            "token",
+            "pkcs11",
+            "  pinPolicy: {length: 6, retries: 5}\n  vendor: yubico\n",
+        ),
+        head(
+            "plain-piv",
+            "piv",
+            "  pinPolicy:\n    length: 6\n    retries: 3\n  pukPolicy:\n    retries: 6\n",
+        ),
+        head(
+            "yubikey",
+            "piv",
+            "  vendor: yubico\n  pinPolicy: {retries: 5}\n  pukPolicy: {retries: 4}\n",
+        ),
+        head("soft", "virtual", "  pinPolicy: {retries: 7}\n"),
+    ]
+    .map(|h| format!("{h}{}", cert("9A", "")));
+    d.write("bad.yaml", &docs.join("---\n"));
+    let f = d.file("bad.yaml");
+    let r = d.validate(&[]);
+    r.expect_code(1)
+        .stderr_has(&format!(
+            "{f}:7: CardTemplate/token: spec.pinPolicy.retries: pinPolicy.retries 5 cannot be set on pkcs11 cards"
+        ))
+        .stderr_has(&format!(
+            "{f}:8: CardTemplate/token: spec.vendor: `vendor` is a PIV card option"
+        ))
+        .stderr_has(&format!(
+            "{f}:27: CardTemplate/plain-piv: spec.pukPolicy.retries: pukPolicy.retries 6 cannot be set on piv cards"
+        ))
+        .stderr_has("add `vendor: yubico`");
+    // The default written out, a YubiKey template and a virtual one are accepted.
+    assert!(
+        !r.stderr.contains("plain-piv: spec.pinPolicy"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("yubikey: spec.p"), "{}", r.stderr);
+    assert!(!r.stderr.contains("soft: spec.p"), "{}", r.stderr);
+    assert!(r.stderr.contains("(3 errors"), "{}", r.stderr);
+}

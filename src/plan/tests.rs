@@ -57,6 +57,7 @@ fn credential(user: &str, slots: &[Slot]) -> DesiredCredential {
         stock: Some("virtual".into()),
         pin_length: 6,
         puk_length: 8,
+        retries: None,
         management_key: crate::policy::model::ManagementKeyPolicy::default(),
     }
 }

@@ -121,6 +121,78 @@ fn wants_diversified(ctx: &Context<'_>, card: &str) -> Result<bool, ApplyError> 
         .is_none_or(|c| c.management_key.diversified))
 }
 
+/// The PIN and PUK tries the template of the card's credential sets at personalisation, if
+/// its card type can set them (the virtual card; PIV with the `yubico` vendor option).
+fn wanted_retries(ctx: &Context<'_>, card: &str) -> Result<Option<(u8, u8)>, ApplyError> {
+    let record = ctx.store.card(card)?;
+    Ok(record
+        .and_then(|r| Some((r.user?, r.template?)))
+        .and_then(|key| ctx.desired.credentials.get(&key))
+        .and_then(|c| c.retries))
+}
+
+impl PivCard {
+    /// Sets the PIN and PUK tries (Yubico SET PIN RETRIES, which needs the management key,
+    /// authenticated by [`CardSession::prepare`], and the PIN). The card then has its factory
+    /// PIN and PUK again, so this runs before they are set; returns whether it did. In
+    /// recovery (`fresh` false) nothing is sent when the counters are already right (the
+    /// command ran, and the PIN and PUK set after it must stay), and the PIN is only tried
+    /// where a wrong try leaves one at least: the factory PIN (what the card has until the
+    /// PIN is set), else Keyfleet's `pin`.
+    fn set_retries(
+        &mut self,
+        pin_tries: u8,
+        puk_tries: u8,
+        pin: &str,
+        fresh: bool,
+    ) -> Result<bool, ApplyError> {
+        let err = self.err();
+        let mut session = self.client.borrow_mut();
+        if fresh {
+            session.verify_pin(FACTORY_PIN).map_err(&err)?;
+        } else {
+            let pin_meta = session.pin_metadata(0x80).map_err(&err)?;
+            let puk_meta = session.pin_metadata(0x81).map_err(&err)?;
+            if let (Some(p), Some(u)) = (pin_meta, puk_meta)
+                && (p.total, u.total) == (pin_tries, puk_tries)
+            {
+                return Ok(false);
+            }
+            let candidates: &[&str] = match pin_meta {
+                Some(m) if m.is_default => &[FACTORY_PIN],
+                Some(_) => &[pin],
+                None => &[FACTORY_PIN, pin],
+            };
+            let mut verified = false;
+            for candidate in candidates {
+                match session.verify_pin_guarded(candidate, 1).map_err(&err)? {
+                    PinCheck::Verified => {
+                        verified = true;
+                        break;
+                    }
+                    PinCheck::Refused { .. } => continue,
+                    PinCheck::TooFewTries { retries_left } => {
+                        return Err(err(PivError::WrongPin { retries_left }));
+                    }
+                }
+            }
+            if !verified {
+                return Err(err(PivError::WrongPin {
+                    retries_left: session
+                        .pin_metadata(0x80)
+                        .ok()
+                        .flatten()
+                        .map_or(0, |m| m.left),
+                }));
+            }
+        }
+        session
+            .set_pin_retries(pin_tries, puk_tries)
+            .map_err(&err)?;
+        Ok(true)
+    }
+}
+
 impl CardSession for PivCard {
     fn select(&mut self) -> Result<(), ApplyError> {
         let card = self.card.clone();
@@ -257,12 +329,18 @@ impl CardSession for PivCard {
 
     fn set_pins(
         &mut self,
-        _ctx: &Context<'_>,
+        ctx: &Context<'_>,
         pin: &str,
         puk: &str,
         fresh: bool,
     ) -> Result<(), ApplyError> {
         let card = self.card.clone();
+        // The retry counters first: setting them puts PIN and PUK back to factory values.
+        let reset = match wanted_retries(ctx, &card)? {
+            Some((pin_tries, puk_tries)) => self.set_retries(pin_tries, puk_tries, pin, fresh)?,
+            None => false,
+        };
+        let fresh = fresh || reset;
         let err = |source| ApplyError::Card {
             card: card.clone(),
             source,
