@@ -87,6 +87,11 @@ pub struct TemplateRules {
     pub on_entitlement_loss: OnEntitlementLoss,
     /// Behaviour when the account is disabled.
     pub on_user_disabled: OnUserDisabled,
+    /// Management key policy (personalisation, and its recovery, which has no credentials).
+    pub management_key: ManagementKeyPolicy,
+    /// PIN and PUK tries set at personalisation, when the card type can
+    /// ([`crate::policy::model::CardTemplateSpec::settable_retries`]).
+    pub retries: Option<(u8, u8)>,
 }
 
 /// A card stock as the planner needs it.
@@ -687,6 +692,8 @@ pub fn from_policy(policy: &PolicySet) -> Desired {
             TemplateRules {
                 on_entitlement_loss: t.spec.on_entitlement_loss,
                 on_user_disabled: t.spec.on_user_disabled,
+                management_key: t.spec.management_key,
+                retries: t.spec.settable_retries(),
             },
         );
     }

@@ -651,3 +651,106 @@ fn a_card_showing_a_known_guid_but_taking_the_factory_key_is_suspect_and_gets_no
         history.stdout
     );
 }
+
+/// Everything OpenSC printed after its last "Received" line (the status and the data).
+fn apdu_answer(pcscd: &Pcscd, apdu: &str) -> String {
+    let r = pcscd.tool("opensc-tool", &["-s", "00A4040005A000000308", "-s", apdu]);
+    let at = r.stdout.rfind("Received").unwrap_or(r.stdout.len());
+    r.stdout[at..].to_string()
+}
+
+#[test]
+fn a_yubico_template_sets_the_pin_and_puk_retries_it_asks_for() {
+    // Issue 14, point 10c: `vendor: yubico` lets Keyfleet send SET PIN RETRIES at
+    // personalisation, before it sets the PIN and the PUK (the command resets both).
+    let mut pcscd = Pcscd::start();
+    let card = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let policy = yubico_policy(work.path());
+    let _served = pcscd.vcard(card.path(), &[]);
+    pcscd.wait_card(true);
+    kfp(&pcscd, &policy, state.path(), &["apply", "--yes"])
+        .expect_code(0)
+        .stdout_has("done    issue alice");
+
+    // Read back over PC/SC: VERIFY without data shows 5 PIN tries; GET METADATA of the PUK
+    // (Yubico `00 F7 00 81`) shows 4 tries of 4, and neither secret is the factory one.
+    let tries = pin_tries(&pcscd);
+    assert!(tries.contains("SW1=0x63, SW2=0xC5"), "{tries}");
+    let puk = apdu_answer(&pcscd, "00F7008100");
+    assert!(puk.contains("SW1=0x90, SW2=0x00"), "{puk}");
+    assert!(puk.contains("05 01 00 06 02 04 04"), "{puk}");
+    let pin = apdu_answer(&pcscd, "00F7008000");
+    assert!(pin.contains("05 01 00 06 02 05 05"), "{pin}");
+    // The PIN the mailer gives is the card's (set after the retries command).
+    let verified = send_apdu(
+        &pcscd,
+        &format!("0020008008{}", pin_hex(&mailer_pin(state.path()))),
+    );
+    assert!(verified.contains("SW1=0x90, SW2=0x00"), "{verified}");
+    kfp(&pcscd, &policy, state.path(), &["apply", "--yes"])
+        .expect_code(0)
+        .stdout_has("No changes");
+}
+
+/// `examples/piv` in `dir` with `vendor: yubico`, 5 PIN tries and 4 PUK tries.
+fn yubico_policy(dir: &Path) -> std::path::PathBuf {
+    let policy = policy_copy(dir);
+    let template = policy.join("template.yaml");
+    let text = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(
+        &template,
+        text.replace(
+            "  pinPolicy: {length: 6, retries: 3}\n",
+            "  vendor: yubico\n  pinPolicy: {length: 6, retries: 5}\n  pukPolicy: {retries: 4}\n",
+        ),
+    )
+    .unwrap();
+    policy
+}
+
+#[test]
+fn a_yubico_personalisation_pulled_at_any_apdu_ends_with_the_retries_and_the_mailed_pin() {
+    // The card is pulled after its n-th APDU, from the start of personalisation (n = 21:
+    // `keyfleet cards` and apply's observation come first) to the first slot: before, between
+    // and after SET PIN RETRIES and the PIN and PUK changes. When it is back, apply finishes
+    // it: the counters are the policy's, and the mailed PIN is the card's. (A card pulled
+    // earlier, while apply connects to it, stays bound without a PIN: see the report.)
+    let mut pcscd = Pcscd::start();
+    let work = tempfile::tempdir().unwrap();
+    let policy = yubico_policy(work.path());
+    for n in 21..=33 {
+        let card = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let eject = n.to_string();
+        let mut served = pcscd.vcard(
+            card.path(),
+            &[("KEYFLEET_VCARD_EJECT_AFTER_APDUS", eject.as_str())],
+        );
+        pcscd.wait_card(true);
+        let first = kfp(&pcscd, &policy, state.path(), &["apply", "--yes"]);
+        served.wait_exit(Duration::from_secs(10));
+        pcscd.wait_card(false);
+        pcscd.restart();
+        let _back = pcscd.vcard(card.path(), &[]);
+        pcscd.wait_card(true);
+        let again = kfp(&pcscd, &policy, state.path(), &["apply", "--yes"]);
+        assert_eq!(again.code, Some(0), "n={n}: {first:?}\n{again:?}");
+        let plan = kfp(&pcscd, &policy, state.path(), &["plan"]);
+        assert!(
+            plan.code == Some(0) && plan.stdout.contains("No changes"),
+            "n={n}: {first:?}\n{again:?}\n{plan:?}"
+        );
+        let puk = apdu_answer(&pcscd, "00F7008100");
+        assert!(puk.contains("05 01 00 06 02 04 04"), "n={n}: {puk}");
+        let tries = pin_tries(&pcscd);
+        assert!(tries.contains("SW1=0x63, SW2=0xC5"), "n={n}: {tries}");
+        let pin = mailer_pin(state.path());
+        let verified = send_apdu(&pcscd, &format!("0020008008{}", pin_hex(&pin)));
+        assert!(verified.contains("SW1=0x90, SW2=0x00"), "n={n}: {verified}");
+        drop(_back);
+        pcscd.wait_card(false);
+        pcscd.restart();
+    }
+}

@@ -74,6 +74,8 @@ fn desired(creds: Vec<DesiredCredential>, users: &[&str]) -> Desired {
             TemplateRules {
                 on_entitlement_loss: OnEntitlementLoss::Revoke,
                 on_user_disabled: OnUserDisabled::Suspend,
+                management_key: crate::policy::model::ManagementKeyPolicy::default(),
+                retries: None,
             },
         )]
         .into(),

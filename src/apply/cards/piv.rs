@@ -8,7 +8,7 @@ use crate::apply::{ApplyError, Context, FACTORY_PIN, FACTORY_PUK, open_secret};
 use crate::card::keys::{KeyAlg, ManagementKey, MgmtAlg, PrivateKeyMaterial, PublicKey};
 use crate::card::piv::{PinCheck, PivError};
 use crate::card::signer::CardSigner;
-use crate::desired::DesiredCredential;
+use crate::desired::{DesiredCredential, TemplateRules};
 use crate::inventory::HolderPinCause;
 use crate::policy::model::{ManagementKeyAlgorithm, Slot};
 
@@ -111,24 +111,13 @@ fn stored_management_key(ctx: &Context<'_>, card: &str) -> Result<ManagementKey,
     }
 }
 
-/// Whether the template of the card's credential asks for a diversified management key
-/// (the default) rather than a random stored one.
-fn wants_diversified(ctx: &Context<'_>, card: &str) -> Result<bool, ApplyError> {
+/// What the policy says of the template the card is bound to (also in recovery, which has
+/// the templates but no credentials); `None` if unbound or the template is gone.
+fn template_rules(ctx: &Context<'_>, card: &str) -> Result<Option<TemplateRules>, ApplyError> {
     let record = ctx.store.card(card)?;
     Ok(record
-        .and_then(|r| Some((r.user?, r.template?)))
-        .and_then(|key| ctx.desired.credentials.get(&key))
-        .is_none_or(|c| c.management_key.diversified))
-}
-
-/// The PIN and PUK tries the template of the card's credential sets at personalisation, if
-/// its card type can set them (the virtual card; PIV with the `yubico` vendor option).
-fn wanted_retries(ctx: &Context<'_>, card: &str) -> Result<Option<(u8, u8)>, ApplyError> {
-    let record = ctx.store.card(card)?;
-    Ok(record
-        .and_then(|r| Some((r.user?, r.template?)))
-        .and_then(|key| ctx.desired.credentials.get(&key))
-        .and_then(|c| c.retries))
+        .and_then(|r| r.template)
+        .and_then(|t| ctx.desired.templates.get(&t).copied()))
 }
 
 impl PivCard {
@@ -263,27 +252,27 @@ impl CardSession for PivCard {
         };
         // Authenticate: factory key on a fresh card, else whichever key the card has.
         // `diversified: false`: a random key, sealed and durable before the card takes it (and
-        // the same one again when recovery repeats this).
-        let diversified = if wants_diversified(ctx, &card)? {
-            management_key(ctx, &card, mgmt_alg)?
-        } else {
-            match stored_random_key(ctx, &card, mgmt_alg)? {
-                Some(key) => key,
-                None => {
-                    let mut bytes = vec![0u8; piv_mgmt_alg(mgmt_alg).key_len()];
-                    rand::fill(&mut bytes[..]);
-                    let name = random_key_name(&card);
-                    let sealed = ctx
-                        .master
-                        .seal(name.as_bytes(), hex::encode(&bytes).as_bytes());
-                    ctx.store.put_secret(&name, &sealed)?;
-                    ManagementKey::new(piv_mgmt_alg(mgmt_alg), bytes).map_err(|e| {
-                        ApplyError::ManagementKey {
-                            card: card.clone(),
-                            message: e.to_string(),
-                        }
-                    })?
-                }
+        // the same one again when recovery repeats this, which finds it sealed: a sealed
+        // random key is always the one the card gets, as `stored_management_key` proves it).
+        let wants_diversified =
+            template_rules(ctx, &card)?.is_none_or(|t| t.management_key.diversified);
+        let diversified = match stored_random_key(ctx, &card, mgmt_alg)? {
+            Some(key) => key,
+            None if wants_diversified => management_key(ctx, &card, mgmt_alg)?,
+            None => {
+                let mut bytes = vec![0u8; piv_mgmt_alg(mgmt_alg).key_len()];
+                rand::fill(&mut bytes[..]);
+                let name = random_key_name(&card);
+                let sealed = ctx
+                    .master
+                    .seal(name.as_bytes(), hex::encode(&bytes).as_bytes());
+                ctx.store.put_secret(&name, &sealed)?;
+                ManagementKey::new(piv_mgmt_alg(mgmt_alg), bytes).map_err(|e| {
+                    ApplyError::ManagementKey {
+                        card: card.clone(),
+                        message: e.to_string(),
+                    }
+                })?
             }
         };
         let session = self.client();
@@ -336,7 +325,7 @@ impl CardSession for PivCard {
     ) -> Result<(), ApplyError> {
         let card = self.card.clone();
         // The retry counters first: setting them puts PIN and PUK back to factory values.
-        let reset = match wanted_retries(ctx, &card)? {
+        let reset = match template_rules(ctx, &card)?.and_then(|t| t.retries) {
             Some((pin_tries, puk_tries)) => self.set_retries(pin_tries, puk_tries, pin, fresh)?,
             None => false,
         };
