@@ -27,3 +27,5 @@ mod pkcs11;
 mod policy;
 /// The reconcile spine end to end on examples/quickstart (local CA, virtual cards).
 mod spine;
+/// The holder's PIN on virtual cards: a changed PIN waits for the holder, no slot touched.
+mod virtual_holder;
