@@ -479,3 +479,88 @@ fn retries_are_refused_at_their_line_where_the_card_type_cannot_set_them() {
     assert!(!r.stderr.contains("soft: spec.p"), "{}", r.stderr);
     assert!(r.stderr.contains("(3 errors"), "{}", r.stderr);
 }
+
+#[test]
+fn a_local_ca_changed_after_it_exists_is_a_warning_in_validate_and_plan() {
+    // Issue 14, point 10e: subject, keyAlgorithm and validity only shape a new local CA.
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("policy");
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(policy.join("templates")).unwrap();
+    let src = crate::harness::repo_root().join("examples/quickstart");
+    for f in [
+        "assignments.yaml",
+        "authority.yaml",
+        "directory.yaml",
+        "people.yaml",
+        "settings.yaml",
+        "stock.yaml",
+        "templates/contractor-virtual.yaml",
+        "templates/employee-virtual.yaml",
+    ] {
+        std::fs::copy(src.join(f), policy.join(f)).unwrap();
+    }
+    let (p, s) = (policy.display().to_string(), state.display().to_string());
+    let kf = |args: &[&str]| {
+        let mut all = vec!["-C", p.as_str(), "--state-dir", s.as_str()];
+        all.extend_from_slice(args);
+        keyfleet(&all)
+    };
+    // No CA yet: nothing to warn about.
+    let r = kf(&["validate"]);
+    r.expect_code(0);
+    assert!(!r.stderr.contains("applies to a new CA"), "{}", r.stderr);
+    kf(&["apply", "--yes"]).expect_code(0);
+    let r = kf(&["validate"]);
+    r.expect_code(0);
+    assert!(
+        !r.stderr.contains("only applies to a new CA"),
+        "{}",
+        r.stderr
+    );
+
+    let authority = policy.join("authority.yaml");
+    let text = std::fs::read_to_string(&authority).unwrap();
+    std::fs::write(
+        &authority,
+        text.replace(
+            "CN=Keyfleet Quickstart CA,O=Example",
+            "CN=Renamed CA,O=Example",
+        )
+        .replace("validity: 10y", "validity: 5y"),
+    )
+    .unwrap();
+    let file = authority.display().to_string();
+    let o = "CertificateAuthority/quickstart-ca";
+    kf(&["validate"])
+        .expect_code(0)
+        .stderr_has(&format!(
+            "{file}:10: {o}: spec.local.subject: warning: the local CA `quickstart-ca` exists with subject CN=Keyfleet Quickstart CA,O=Example; the subject CN=Renamed CA,O=Example only applies to a new CA"
+        ))
+        .stderr_has(&format!(
+            "{file}:12: {o}: spec.local.validity: warning: the local CA `quickstart-ca` exists with validity 10y; the validity 5y only applies to a new CA"
+        ))
+        .stdout_has("2 warnings");
+    let r = kf(&["validate"]);
+    assert!(!r.stderr.contains("keyAlgorithm"), "{}", r.stderr);
+    // plan warns the same (and the CA keeps its certificate: nothing to reissue).
+    kf(&["plan"])
+        .expect_code(0)
+        .stderr_has(&format!(
+            "{o}: spec.local.subject: warning: the local CA `quickstart-ca`"
+        ))
+        .stderr_has("spec.local.validity: warning:");
+    let json = kf(&["validate", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let codes: Vec<&str> = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["code"].as_str())
+        .collect();
+    assert_eq!(
+        codes,
+        ["applies-to-new-ca", "applies-to-new-ca"],
+        "{report}"
+    );
+}

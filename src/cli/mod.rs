@@ -10,6 +10,7 @@ pub mod apply;
 pub mod approve;
 pub mod audit;
 pub mod ca;
+mod ca_warnings;
 pub mod cards;
 pub mod directory;
 pub mod inventory;
