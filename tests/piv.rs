@@ -719,17 +719,17 @@ fn yubico_policy(dir: &Path, random_key: bool) -> std::path::PathBuf {
 }
 
 #[test]
-fn a_yubico_personalisation_pulled_at_any_apdu_ends_with_the_retries_and_the_mailed_pin() {
-    // The card is pulled after its n-th APDU, from the start of personalisation (n = 21:
-    // `keyfleet cards` and apply's observation come first) to the first slot: before, between
+fn a_card_pulled_at_any_apdu_of_its_issuance_ends_with_the_retries_the_pin_and_the_key() {
+    // The card is pulled after its n-th APDU, from apply's observation (`keyfleet cards`
+    // comes first) through connecting and personalisation to the first slot: before, between
     // and after SET PIN RETRIES and the PIN and PUK changes. When it is back, apply finishes
     // it: the counters are the policy's, the mailed PIN is the card's, and so is the random
-    // management key sealed for it. (A card pulled earlier, while apply connects to it, stays
-    // bound without a PIN: see the report.)
+    // management key sealed for it. A card pulled while apply connects to it goes back to its
+    // stock and is issued afresh (it used to stay bound, without a PIN, waiting for a holder).
     let mut pcscd = Pcscd::start();
     let work = tempfile::tempdir().unwrap();
     let policy = yubico_policy(work.path(), true);
-    for n in 21..=33 {
+    for n in 12..=33 {
         let card = tempfile::tempdir().unwrap();
         let state = tempfile::tempdir().unwrap();
         let eject = n.to_string();
