@@ -21,6 +21,8 @@ mod ldap;
 mod ldap_gaps;
 /// PIV cards over pcscd + vpcd: issuance, OpenSC, PIN blocking, unblock, removal, garbage.
 mod piv;
+/// PIV personalisation over pcscd + vpcd: retries, random management keys, pulled cards.
+mod piv_personalise;
 /// PKCS#11 tokens on SoftHSM2: issuance, interoperability, PINs, recovery, HSM-held keys.
 mod pkcs11;
 /// Policy loading and validation through `keyfleet validate` / `keyfleet schema`.
