@@ -1175,6 +1175,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retries_are_settable_on_virtual_cards_and_yubico_piv_only() {
+        let spec = |head: &str| -> CardTemplateSpec {
+            serde_yaml::from_str(&format!(
+                "{head}\npinPolicy: {{retries: 5}}\npukPolicy: {{retries: 4}}\ncertificates:\n- {{name: auth, slot: 9A, authority: lab, profile: piv-auth, keyAlgorithm: ecc-p256, subject: 'CN=x'}}\n"
+            ))
+            .unwrap()
+        };
+        assert_eq!(spec("cardType: virtual").settable_retries(), Some((5, 4)));
+        assert_eq!(
+            spec("cardType: piv\nvendor: yubico").settable_retries(),
+            Some((5, 4))
+        );
+        assert_eq!(spec("cardType: piv").settable_retries(), None);
+        assert_eq!(spec("cardType: pkcs11").settable_retries(), None);
+        assert!(
+            serde_yaml::from_str::<CardTemplateSpec>(
+                "cardType: piv\nvendor: acme\ncertificates: []\n"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn card_template_defaults() {
         let t: CardTemplateSpec = serde_yaml::from_str(
             "cardType: virtual\ncertificates:\n- {name: auth, slot: 9A, authority: lab, profile: piv-auth, keyAlgorithm: ecc-p256, subject: 'CN=${user.cn}'}\n",
