@@ -29,5 +29,5 @@ mod pkcs11;
 mod policy;
 /// The reconcile spine end to end on examples/quickstart (local CA, virtual cards).
 mod spine;
-/// The holder's PIN on virtual cards: a changed PIN waits for the holder, no slot touched.
+/// Virtual cards: a changed holder PIN waits for the holder, no slot touched; retries set.
 mod virtual_holder;

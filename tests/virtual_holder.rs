@@ -1,6 +1,7 @@
 //! The holder's PIN on Keyfleet's virtual cards (card type `virtual`, files in the state
 //! directory): a PIN the holder changed is tried once at most, the work then waits for the
-//! holder, and no slot is touched (issue 14, point 1).
+//! holder, and no slot is touched (issue 14, point 1); the template's PIN and PUK retries are
+//! the card's (point 10c).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -153,4 +154,59 @@ fn a_pin_the_holder_changed_on_a_virtual_card_waits_for_the_holder_and_touches_n
         .filter(|a| a["card"] != card.as_str())
         .count();
     assert_eq!(others, 0, "{plan}");
+}
+
+#[test]
+fn a_virtual_card_gets_the_pin_and_puk_retries_of_its_template() {
+    // Issue 14, point 10c: the virtual card takes SET PIN RETRIES at personalisation.
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("policy");
+    let state = tmp.path().join("state");
+    copy_dir(&repo_root().join("examples/quickstart"), &policy);
+    let template = policy.join("templates/employee-virtual.yaml");
+    let text = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(
+        &template,
+        text.replace(
+            "pinPolicy: {length: 6, retries: 3}",
+            "pinPolicy: {length: 6, retries: 7}\n  pukPolicy: {retries: 2}",
+        ),
+    )
+    .unwrap();
+    keyfleet(&policy, &state, &["apply", "--yes"]).expect_code(0);
+    let inv: Value =
+        serde_json::from_str(&keyfleet(&policy, &state, &["inventory", "--format", "json"]).stdout)
+            .expect("inventory JSON");
+    let cards: Vec<(String, String)> = inv["cards"]
+        .as_array()
+        .expect("cards")
+        .iter()
+        .filter_map(|c| Some((c["id"].as_str()?.into(), c["template"].as_str()?.into())))
+        .collect();
+    assert!(cards.iter().any(|(_, t)| t == "employee-virtual"), "{inv}");
+    for (card, template) in cards {
+        let file = state.join(format!("cards/{card}.json"));
+        let mut c = session(&file);
+        let (pin, puk) = (
+            c.pin_metadata(0x80).unwrap().unwrap(),
+            c.pin_metadata(0x81).unwrap().unwrap(),
+        );
+        let want = if template == "employee-virtual" {
+            (7, 2)
+        } else {
+            (3, 3)
+        };
+        assert_eq!((pin.total, puk.total), want, "{card} ({template})");
+        assert_eq!(
+            c.pin_retries().unwrap(),
+            PinStatus::NotVerified {
+                retries_left: want.0
+            },
+            "{card}"
+        );
+        assert!(
+            !pin.is_default && !puk.is_default,
+            "{card}: factory PIN or PUK left"
+        );
+    }
 }
