@@ -74,6 +74,9 @@ pub struct DesiredCredential {
     pub puk_length: u8,
     /// Management key policy.
     pub management_key: ManagementKeyPolicy,
+    /// PIN and PUK tries set on the card at personalisation, when its type can
+    /// ([`crate::policy::model::CardTemplateSpec::settable_retries`]).
+    pub retries: Option<(u8, u8)>,
 }
 
 /// What the policy says about a template, kept for credentials that are no longer desired.
@@ -84,6 +87,11 @@ pub struct TemplateRules {
     pub on_entitlement_loss: OnEntitlementLoss,
     /// Behaviour when the account is disabled.
     pub on_user_disabled: OnUserDisabled,
+    /// Management key policy (personalisation, and its recovery, which has no credentials).
+    pub management_key: ManagementKeyPolicy,
+    /// PIN and PUK tries set at personalisation, when the card type can
+    /// ([`crate::policy::model::CardTemplateSpec::settable_retries`]).
+    pub retries: Option<(u8, u8)>,
 }
 
 /// A card stock as the planner needs it.
@@ -684,6 +692,8 @@ pub fn from_policy(policy: &PolicySet) -> Desired {
             TemplateRules {
                 on_entitlement_loss: t.spec.on_entitlement_loss,
                 on_user_disabled: t.spec.on_user_disabled,
+                management_key: t.spec.management_key,
+                retries: t.spec.settable_retries(),
             },
         );
     }
@@ -791,6 +801,7 @@ fn credential_for(
         pin_length: spec.pin_policy.length,
         puk_length: spec.puk_policy.length,
         management_key: spec.management_key,
+        retries: spec.settable_retries(),
     })
 }
 

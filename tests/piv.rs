@@ -24,7 +24,7 @@ fn kf(pcscd: &Pcscd, state: &Path, args: &[&str]) -> crate::harness::Run {
 }
 
 /// The PIN in the (only) PIN mailer of a state directory.
-fn mailer_pin(state: &Path) -> String {
+pub(crate) fn mailer_pin(state: &Path) -> String {
     let dir = state.join("pin-mailer");
     let entry = std::fs::read_dir(&dir)
         .expect("PIN mailer directory")
@@ -446,7 +446,7 @@ fn crash_at_any_journal_step_of_a_pcsc_issuance_recovers_without_duplicates() {
 }
 
 /// A copy of the `examples/piv` policy in `dir`, to edit.
-fn policy_copy(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn policy_copy(dir: &Path) -> std::path::PathBuf {
     let to = dir.join("policy");
     std::fs::create_dir_all(&to).unwrap();
     for entry in std::fs::read_dir(repo_root().join("examples/piv")).unwrap() {
@@ -457,7 +457,12 @@ fn policy_copy(dir: &Path) -> std::path::PathBuf {
 }
 
 /// `keyfleet` with the policy in `policy` and the state in `state`.
-fn kfp(pcscd: &Pcscd, policy: &Path, state: &Path, args: &[&str]) -> crate::harness::Run {
+pub(crate) fn kfp(
+    pcscd: &Pcscd,
+    policy: &Path,
+    state: &Path,
+    args: &[&str],
+) -> crate::harness::Run {
     let (policy, state) = (policy.display().to_string(), state.display().to_string());
     let mut all = vec!["-C", policy.as_str(), "--state-dir", state.as_str()];
     all.extend_from_slice(args);
@@ -472,14 +477,14 @@ fn change_subject(policy: &Path) {
 }
 
 /// A PIN or PUK as the card wants it: ASCII, padded with FF to 8 bytes, in hex.
-fn pin_hex(pin: &str) -> String {
+pub(crate) fn pin_hex(pin: &str) -> String {
     let mut b = pin.as_bytes().to_vec();
     b.resize(8, 0xFF);
     hex::encode_upper(b)
 }
 
 /// Sends `apdu` (hex) to the card after selecting PIV; returns OpenSC's last "Received" line.
-fn send_apdu(pcscd: &Pcscd, apdu: &str) -> String {
+pub(crate) fn send_apdu(pcscd: &Pcscd, apdu: &str) -> String {
     let r = pcscd.tool("opensc-tool", &["-s", "00A4040005A000000308", "-s", apdu]);
     r.stdout
         .lines()
@@ -489,7 +494,7 @@ fn send_apdu(pcscd: &Pcscd, apdu: &str) -> String {
 }
 
 /// The VERIFY status form: how many PIN tries the card has left, as OpenSC printed it.
-fn pin_tries(pcscd: &Pcscd) -> String {
+pub(crate) fn pin_tries(pcscd: &Pcscd) -> String {
     send_apdu(pcscd, "00200080")
 }
 

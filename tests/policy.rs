@@ -422,3 +422,145 @@ fn template_without_stock_is_a_warning() {
         d.file("piv.yaml")
     ));
 }
+
+#[test]
+fn retries_are_refused_at_their_line_where_the_card_type_cannot_set_them() {
+    // Issue 14, point 10c: PKCS#11 tokens and PIV cards without `vendor: yubico` keep their
+    // own counters, so retries other than the default there are refused at the field's line.
+    let d = PolicyDir::valid();
+    let head = |name: &str, card_type: &str, extra: &str| {
+        TEMPLATE_HEAD
+            .replace("name: broken", &format!("name: {name}"))
+            .replace(
+                "  cardType: virtual\n",
+                &format!("  cardType: {card_type}\n{extra}"),
+            )
+    };
+    let docs = [
+        head(
+            "token",
+            "pkcs11",
+            "  pinPolicy: {length: 6, retries: 5}\n  vendor: yubico\n",
+        ),
+        head(
+            "plain-piv",
+            "piv",
+            "  pinPolicy:\n    length: 6\n    retries: 3\n  pukPolicy:\n    retries: 6\n",
+        ),
+        head(
+            "yubikey",
+            "piv",
+            "  vendor: yubico\n  pinPolicy: {retries: 5}\n  pukPolicy: {retries: 4}\n",
+        ),
+        head("soft", "virtual", "  pinPolicy: {retries: 7}\n"),
+    ]
+    .map(|h| format!("{h}{}", cert("9A", "")));
+    d.write("bad.yaml", &docs.join("---\n"));
+    let f = d.file("bad.yaml");
+    let r = d.validate(&[]);
+    r.expect_code(1)
+        .stderr_has(&format!(
+            "{f}:7: CardTemplate/token: spec.pinPolicy.retries: pinPolicy.retries 5 cannot be set on pkcs11 cards"
+        ))
+        .stderr_has(&format!(
+            "{f}:8: CardTemplate/token: spec.vendor: `vendor` is a PIV card option"
+        ))
+        .stderr_has(&format!(
+            "{f}:27: CardTemplate/plain-piv: spec.pukPolicy.retries: pukPolicy.retries 6 cannot be set on piv cards"
+        ))
+        .stderr_has("add `vendor: yubico`");
+    // The default written out, a YubiKey template and a virtual one are accepted.
+    assert!(
+        !r.stderr.contains("plain-piv: spec.pinPolicy"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("yubikey: spec.p"), "{}", r.stderr);
+    assert!(!r.stderr.contains("soft: spec.p"), "{}", r.stderr);
+    assert!(r.stderr.contains("(3 errors"), "{}", r.stderr);
+}
+
+#[test]
+fn a_local_ca_changed_after_it_exists_is_a_warning_in_validate_and_plan() {
+    // Issue 14, point 10e: subject, keyAlgorithm and validity only shape a new local CA.
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("policy");
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(policy.join("templates")).unwrap();
+    let src = crate::harness::repo_root().join("examples/quickstart");
+    for f in [
+        "assignments.yaml",
+        "authority.yaml",
+        "directory.yaml",
+        "people.yaml",
+        "settings.yaml",
+        "stock.yaml",
+        "templates/contractor-virtual.yaml",
+        "templates/employee-virtual.yaml",
+    ] {
+        std::fs::copy(src.join(f), policy.join(f)).unwrap();
+    }
+    let (p, s) = (policy.display().to_string(), state.display().to_string());
+    let kf = |args: &[&str]| {
+        let mut all = vec!["-C", p.as_str(), "--state-dir", s.as_str()];
+        all.extend_from_slice(args);
+        keyfleet(&all)
+    };
+    // No CA yet: nothing to warn about.
+    let r = kf(&["validate"]);
+    r.expect_code(0);
+    assert!(!r.stderr.contains("applies to a new CA"), "{}", r.stderr);
+    kf(&["apply", "--yes"]).expect_code(0);
+    let r = kf(&["validate"]);
+    r.expect_code(0);
+    assert!(
+        !r.stderr.contains("only applies to a new CA"),
+        "{}",
+        r.stderr
+    );
+
+    let authority = policy.join("authority.yaml");
+    let text = std::fs::read_to_string(&authority).unwrap();
+    std::fs::write(
+        &authority,
+        text.replace(
+            "CN=Keyfleet Quickstart CA,O=Example",
+            "CN=Renamed CA,O=Example",
+        )
+        .replace("validity: 10y", "validity: 5y"),
+    )
+    .unwrap();
+    let file = authority.display().to_string();
+    let o = "CertificateAuthority/quickstart-ca";
+    kf(&["validate"])
+        .expect_code(0)
+        .stderr_has(&format!(
+            "{file}:10: {o}: spec.local.subject: warning: the local CA `quickstart-ca` exists with subject CN=Keyfleet Quickstart CA,O=Example; the subject CN=Renamed CA,O=Example only applies to a new CA"
+        ))
+        .stderr_has(&format!(
+            "{file}:12: {o}: spec.local.validity: warning: the local CA `quickstart-ca` exists with validity 10y; the validity 5y only applies to a new CA"
+        ))
+        .stdout_has("2 warnings");
+    let r = kf(&["validate"]);
+    assert!(!r.stderr.contains("keyAlgorithm"), "{}", r.stderr);
+    // plan warns the same (and the CA keeps its certificate: nothing to reissue).
+    kf(&["plan"])
+        .expect_code(0)
+        .stderr_has(&format!(
+            "{o}: spec.local.subject: warning: the local CA `quickstart-ca`"
+        ))
+        .stderr_has("spec.local.validity: warning:");
+    let json = kf(&["validate", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let codes: Vec<&str> = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["code"].as_str())
+        .collect();
+    assert_eq!(
+        codes,
+        ["applies-to-new-ca", "applies-to-new-ca"],
+        "{report}"
+    );
+}

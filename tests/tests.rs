@@ -25,9 +25,13 @@ mod ldap;
 mod ldap_gaps;
 /// PIV cards over pcscd + vpcd: issuance, OpenSC, PIN blocking, unblock, removal, garbage.
 mod piv;
+/// PIV personalisation over pcscd + vpcd: retries, random management keys, pulled cards.
+mod piv_personalise;
 /// PKCS#11 tokens on SoftHSM2: issuance, interoperability, PINs, recovery, HSM-held keys.
 mod pkcs11;
 /// Policy loading and validation through `keyfleet validate` / `keyfleet schema`.
 mod policy;
 /// The reconcile spine end to end on examples/quickstart (local CA, virtual cards).
 mod spine;
+/// Virtual cards: a changed holder PIN waits for the holder, no slot touched; retries set.
+mod virtual_holder;

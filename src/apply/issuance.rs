@@ -87,7 +87,16 @@ pub(crate) fn issue(
         let mut session = match session {
             Ok(session) => session,
             Err(e) => {
-                // Nothing happened to the card: the intent must not wait for it in recovery.
+                // Nothing happened to the card: the intent must not wait for it in recovery,
+                // and the card goes back to its stock (bound, it would look issued without a
+                // PIN, and its slots would wait for a holder who never got one).
+                if let Some(mut record) = ctx.store.card(&card)? {
+                    record.user = None;
+                    record.template = None;
+                    record.status = CardStatus::Blank;
+                    record.updated_at = now;
+                    ctx.store.put_card(&record)?;
+                }
                 journal_close(
                     ctx,
                     &mut entry,

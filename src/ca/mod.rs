@@ -22,6 +22,7 @@ pub mod crl_read;
 pub mod csr;
 pub mod entrust;
 pub mod local;
+pub mod local_facts;
 pub mod remote;
 
 pub use local::{CaKeyAlgorithm, LocalCa, LocalCaConfig};

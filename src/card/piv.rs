@@ -124,6 +124,17 @@ pub enum PinCheck {
     },
 }
 
+/// What GET METADATA (Yubico `00 F7`) tells of the PIN or the PUK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinMetadata {
+    /// Whether it still has its factory value.
+    pub is_default: bool,
+    /// The tries it is set to (what a correct try restores).
+    pub total: u8,
+    /// The tries left now.
+    pub left: u8,
+}
+
 /// The parts of a CHUID Keyfleet uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chuid {
@@ -464,6 +475,28 @@ impl<T: Transport> PivClient<T> {
         self.ok(0xFA, pin_tries, puk_tries, &[], false).map(|_| ())
     }
 
+    /// GET METADATA (Yubico `00 F7`, YubiKey 5.3 and later) of the PIN (`0x80`) or the PUK
+    /// (`0x81`) as an optional probe: `None` if the card does not know the command.
+    pub fn pin_metadata(&mut self, reference: u8) -> Result<Option<PinMetadata>, PivError> {
+        if !matches!(reference, 0x80 | 0x81) {
+            return Err(PivError::InvalidArgument("metadata of a PIN or PUK only"));
+        }
+        let r = self.exchange(0xF7, 0x00, reference, &[], true)?;
+        if r.sw != 0x9000 {
+            return Ok(None);
+        }
+        let default = tlv::find(&r.data, 0x05).map_err(malformed_tlv("PIN metadata"))?;
+        let tries = tlv::find(&r.data, 0x06).map_err(malformed_tlv("PIN metadata"))?;
+        match (default, tries) {
+            (Some([d]), Some([total, left])) => Ok(Some(PinMetadata {
+                is_default: *d != 0,
+                total: *total,
+                left: *left,
+            })),
+            _ => Err(malformed("PIN metadata")),
+        }
+    }
+
     /// CHANGE REFERENCE DATA for the PIN.
     pub fn change_pin(&mut self, old: &str, new: &str) -> Result<(), PivError> {
         let data = [encode_pin(old)?, encode_pin(new)?].concat();
@@ -778,6 +811,15 @@ mod tests {
             Err(PivError::WrongPuk { retries_left: 3 })
         ));
         c.change_puk("12345678", "11223344").unwrap();
+        // GET METADATA shows the counters set and whether each secret is the factory one.
+        let pin = c.pin_metadata(0x80).unwrap().unwrap();
+        assert_eq!((pin.is_default, pin.total, pin.left), (true, 5, 5));
+        let puk = c.pin_metadata(0x81).unwrap().unwrap();
+        assert_eq!((puk.is_default, puk.total, puk.left), (false, 4, 4));
+        assert!(matches!(
+            c.pin_metadata(0x9A),
+            Err(PivError::InvalidArgument(_))
+        ));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod approve;
 pub mod audit;
 pub mod audit_log;
 pub mod ca;
+mod ca_warnings;
 pub mod cards;
 pub mod directory;
 pub mod inventory;

@@ -222,6 +222,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let Some(env) = super::load_env(global)? else {
         return Ok(ExitCode::from(EXIT_FAILURE));
     };
+    // A local CA that exists keeps its subject, key algorithm and validity: say so.
+    for w in super::ca_warnings::local_ca_warnings(&env.policy, None, &env.state_dir) {
+        eprintln!("keyfleet: {w}");
+    }
     let pass = runtime::plan_readonly(
         &env,
         time::OffsetDateTime::now_utc(),

@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
-use crate::policy::{Diagnostic, check_online, load_policy_set};
+use crate::policy::load::load_with_locations;
+use crate::policy::{Diagnostic, check_online};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,7 +28,9 @@ pub const LONG_ABOUT: &str = "Check the policy set in the policy directory (-C):
 JSON schema of every kind, unique names, references between objects, slots and key \
 algorithms, subject/SAN templates (expanded for a sample user) and durations. Every problem is \
 reported, each as `file:line: kind/name: path: message`.\n\nWorks offline and resolves no \
-secret unless --online is given (then it also binds to every LDAP directory).\n\nExit codes: 0 valid, 1 invalid.";
+secret unless --online is given (then it also binds to every LDAP directory).\n\nA local CA \
+that exists already in the state directory keeps its subject, key algorithm and validity: a \
+change to them is a warning (it only applies to a new CA).\n\nExit codes: 0 valid, 1 invalid.";
 
 /// Arguments of `keyfleet validate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -98,9 +101,17 @@ fn check_directories_online(set: &crate::policy::PolicySet) -> Vec<Diagnostic> {
 /// Runs `keyfleet validate`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let dir = &global.policy_dir;
-    let (diagnostics, objects) = match load_policy_set(dir) {
-        Ok(set) => {
+    let (diagnostics, objects) = match load_with_locations(dir) {
+        Ok((set, locations)) => {
             let mut diags = set.warnings.clone();
+            // A local CA that exists keeps its subject, key algorithm and validity.
+            let state_dir =
+                super::ca_warnings::state_dir_of(&set, dir, global.state_dir.as_deref());
+            diags.extend(super::ca_warnings::local_ca_warnings(
+                &set,
+                Some(&locations),
+                &state_dir,
+            ));
             if args.online {
                 diags.extend(check_online(&set));
                 diags.extend(crate::ca::connect::check_online(&set));

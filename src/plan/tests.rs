@@ -57,6 +57,7 @@ fn credential(user: &str, slots: &[Slot]) -> DesiredCredential {
         stock: Some("virtual".into()),
         pin_length: 6,
         puk_length: 8,
+        retries: None,
         management_key: crate::policy::model::ManagementKeyPolicy::default(),
     }
 }
@@ -73,6 +74,8 @@ fn desired(creds: Vec<DesiredCredential>, users: &[&str]) -> Desired {
             TemplateRules {
                 on_entitlement_loss: OnEntitlementLoss::Revoke,
                 on_user_disabled: OnUserDisabled::Suspend,
+                management_key: crate::policy::model::ManagementKeyPolicy::default(),
+                retries: None,
             },
         )]
         .into(),

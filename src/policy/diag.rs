@@ -94,6 +94,12 @@ pub mod codes {
     pub const SUSPICIOUS: &str = "suspicious";
     /// A plain `ldap://` directory without StartTLS and without `allowCleartextBind: true`.
     pub const CLEARTEXT_BIND: &str = "cleartext-bind";
+    /// PIN or PUK retries other than the default on a card type that cannot set them, or a
+    /// vendor option on a card type it does not apply to.
+    pub const RETRIES_NOT_SETTABLE: &str = "retries-not-settable";
+    /// A local CA's `subject`, `keyAlgorithm` or `validity` differs from the CA that exists:
+    /// it only applies to a new CA (warning).
+    pub const APPLIES_TO_NEW_CA: &str = "applies-to-new-ca";
 }
 
 /// One problem, located.

@@ -9,6 +9,7 @@
 //! This module owns parsing and validation only. It never contacts a directory, CA or card,
 //! never reads secrets unless asked to (`validate --online`), and knows nothing of plans.
 
+pub mod ca_changes;
 pub mod diag;
 pub mod duration;
 pub mod load;

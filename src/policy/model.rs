@@ -480,6 +480,12 @@ pub struct CardTemplateSpec {
     /// Management key policy.
     #[serde(default)]
     pub management_key: ManagementKeyPolicy,
+    /// Vendor extensions the PIV cards of this template speak (`piv` cards only; the virtual
+    /// card speaks Yubico's). `yubico`: SET PIN RETRIES, so `pinPolicy.retries` and
+    /// `pukPolicy.retries` are set at personalisation. Without it a `piv` template keeps the
+    /// card's own counters, and retries other than the default are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<PivVendor>,
     /// The certificates on the card, one per slot.
     #[schemars(length(min = 1))]
     pub certificates: Vec<CertificateSpec>,
@@ -515,6 +521,32 @@ impl CardType {
         }
     }
 }
+
+/// Vendor extensions of PIV cards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PivVendor {
+    /// Yubico's PIV extensions (YubiKey 4 and 5): SET PIN RETRIES (`00 FA`), which needs the
+    /// management key and the PIN and puts PIN and PUK back to their factory values.
+    Yubico,
+}
+
+impl CardTemplateSpec {
+    /// The PIN and PUK tries to set on the card at personalisation, when its type can:
+    /// the virtual card, or a PIV card with the `yubico` vendor option. `None`: the card
+    /// keeps its own counters (`validate` refuses retries other than the default then).
+    pub fn settable_retries(&self) -> Option<(u8, u8)> {
+        let can = match self.card_type {
+            CardType::Virtual => true,
+            CardType::Piv => self.vendor == Some(PivVendor::Yubico),
+            CardType::Pkcs11 => false,
+        };
+        can.then_some((self.pin_policy.retries, self.puk_policy.retries))
+    }
+}
+
+/// The PIN and PUK tries a template gets when it does not say (the PIV factory value).
+pub const DEFAULT_RETRIES: u8 = 3;
 
 /// PIN policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -569,7 +601,7 @@ fn default_puk_length() -> u8 {
     8
 }
 fn default_retries() -> u8 {
-    3
+    DEFAULT_RETRIES
 }
 
 /// How the card's management key is chosen.
@@ -1141,6 +1173,29 @@ fn default_max_revocation_percent() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_are_settable_on_virtual_cards_and_yubico_piv_only() {
+        let spec = |head: &str| -> CardTemplateSpec {
+            serde_yaml::from_str(&format!(
+                "{head}\npinPolicy: {{retries: 5}}\npukPolicy: {{retries: 4}}\ncertificates:\n- {{name: auth, slot: 9A, authority: lab, profile: piv-auth, keyAlgorithm: ecc-p256, subject: 'CN=x'}}\n"
+            ))
+            .unwrap()
+        };
+        assert_eq!(spec("cardType: virtual").settable_retries(), Some((5, 4)));
+        assert_eq!(
+            spec("cardType: piv\nvendor: yubico").settable_retries(),
+            Some((5, 4))
+        );
+        assert_eq!(spec("cardType: piv").settable_retries(), None);
+        assert_eq!(spec("cardType: pkcs11").settable_retries(), None);
+        assert!(
+            serde_yaml::from_str::<CardTemplateSpec>(
+                "cardType: piv\nvendor: acme\ncertificates: []\n"
+            )
+            .is_err()
+        );
+    }
 
     #[test]
     fn card_template_defaults() {

@@ -13,8 +13,8 @@ use super::duration::Duration;
 use super::load::Locations;
 use super::model::{
     CardType, CertificateAuthoritySpec, CertificateSpec, CfsslSpec, ClientCertificate,
-    CrlPublishSpec, DirectorySpec, KeyAlgorithm, KeyGeneration, Kind, OnUserDisabled, SanTemplate,
-    Slot, StockSelector,
+    CrlPublishSpec, DEFAULT_RETRIES, DirectorySpec, KeyAlgorithm, KeyGeneration, Kind,
+    OnUserDisabled, SanTemplate, Slot, StockSelector,
 };
 use super::secret::SecretRef;
 use super::template::{TextTemplate, Var};
@@ -590,6 +590,7 @@ fn check_templates(c: &mut Checker<'_>) {
                 );
             }
         }
+        check_retries(c, t);
         if !stock_types.contains(&t.spec.card_type) {
             c.warn(
                 kind,
@@ -599,6 +600,49 @@ fn check_templates(c: &mut Checker<'_>) {
                 format!(
                     "no CardStock holds {} cards, so this template cannot be issued",
                     t.spec.card_type.as_str()
+                ),
+            );
+        }
+    }
+}
+
+/// `pinPolicy.retries` / `pukPolicy.retries` are set on the card at personalisation where its
+/// type can (the virtual card; PIV with `vendor: yubico`); elsewhere a value other than the
+/// default would be accepted and ignored, so it is refused at its line. A vendor option on a
+/// PKCS#11 template is refused too.
+fn check_retries(c: &mut Checker<'_>, t: &Object<super::CardTemplateSpec>) {
+    let kind = Kind::CardTemplate;
+    let spec = &t.spec;
+    if spec.card_type == CardType::Pkcs11 && spec.vendor.is_some() {
+        c.push(
+            kind,
+            t,
+            "/spec/vendor",
+            codes::RETRIES_NOT_SETTABLE,
+            "`vendor` is a PIV card option; a pkcs11 template cannot have one".into(),
+        );
+    }
+    if spec.settable_retries().is_some() {
+        return;
+    }
+    let why = match spec.card_type {
+        CardType::Pkcs11 => "a PKCS#11 token keeps its own PIN counter".to_string(),
+        _ => "this PIV card keeps its own counters: add `vendor: yubico` if the cards are YubiKeys (SET PIN RETRIES)"
+            .to_string(),
+    };
+    for (field, retries) in [
+        ("pinPolicy", spec.pin_policy.retries),
+        ("pukPolicy", spec.puk_policy.retries),
+    ] {
+        if retries != DEFAULT_RETRIES {
+            c.push(
+                kind,
+                t,
+                &format!("/spec/{field}/retries"),
+                codes::RETRIES_NOT_SETTABLE,
+                format!(
+                    "{field}.retries {retries} cannot be set on {} cards ({why}); remove it or write the default {DEFAULT_RETRIES}",
+                    spec.card_type.as_str()
                 ),
             );
         }

@@ -8,7 +8,7 @@ use crate::apply::{ApplyError, Context, FACTORY_PIN, FACTORY_PUK, open_secret};
 use crate::card::keys::{KeyAlg, ManagementKey, MgmtAlg, PrivateKeyMaterial, PublicKey};
 use crate::card::piv::{PinCheck, PivError};
 use crate::card::signer::CardSigner;
-use crate::desired::DesiredCredential;
+use crate::desired::{DesiredCredential, TemplateRules};
 use crate::inventory::HolderPinCause;
 use crate::policy::model::{ManagementKeyAlgorithm, Slot};
 
@@ -111,14 +111,75 @@ fn stored_management_key(ctx: &Context<'_>, card: &str) -> Result<ManagementKey,
     }
 }
 
-/// Whether the template of the card's credential asks for a diversified management key
-/// (the default) rather than a random stored one.
-fn wants_diversified(ctx: &Context<'_>, card: &str) -> Result<bool, ApplyError> {
+/// What the policy says of the template the card is bound to (also in recovery, which has
+/// the templates but no credentials); `None` if unbound or the template is gone.
+fn template_rules(ctx: &Context<'_>, card: &str) -> Result<Option<TemplateRules>, ApplyError> {
     let record = ctx.store.card(card)?;
     Ok(record
-        .and_then(|r| Some((r.user?, r.template?)))
-        .and_then(|key| ctx.desired.credentials.get(&key))
-        .is_none_or(|c| c.management_key.diversified))
+        .and_then(|r| r.template)
+        .and_then(|t| ctx.desired.templates.get(&t).copied()))
+}
+
+impl PivCard {
+    /// Sets the PIN and PUK tries (Yubico SET PIN RETRIES, which needs the management key,
+    /// authenticated by [`CardSession::prepare`], and the PIN). The card then has its factory
+    /// PIN and PUK again, so this runs before they are set; returns whether it did. In
+    /// recovery (`fresh` false) nothing is sent when the counters are already right (the
+    /// command ran, and the PIN and PUK set after it must stay), and the PIN is only tried
+    /// where a wrong try leaves one at least: the factory PIN (what the card has until the
+    /// PIN is set), else Keyfleet's `pin`.
+    fn set_retries(
+        &mut self,
+        pin_tries: u8,
+        puk_tries: u8,
+        pin: &str,
+        fresh: bool,
+    ) -> Result<bool, ApplyError> {
+        let err = self.err();
+        let mut session = self.client.borrow_mut();
+        if fresh {
+            session.verify_pin(FACTORY_PIN).map_err(&err)?;
+        } else {
+            let pin_meta = session.pin_metadata(0x80).map_err(&err)?;
+            let puk_meta = session.pin_metadata(0x81).map_err(&err)?;
+            if let (Some(p), Some(u)) = (pin_meta, puk_meta)
+                && (p.total, u.total) == (pin_tries, puk_tries)
+            {
+                return Ok(false);
+            }
+            let candidates: &[&str] = match pin_meta {
+                Some(m) if m.is_default => &[FACTORY_PIN],
+                Some(_) => &[pin],
+                None => &[FACTORY_PIN, pin],
+            };
+            let mut verified = false;
+            for candidate in candidates {
+                match session.verify_pin_guarded(candidate, 1).map_err(&err)? {
+                    PinCheck::Verified => {
+                        verified = true;
+                        break;
+                    }
+                    PinCheck::Refused { .. } => continue,
+                    PinCheck::TooFewTries { retries_left } => {
+                        return Err(err(PivError::WrongPin { retries_left }));
+                    }
+                }
+            }
+            if !verified {
+                return Err(err(PivError::WrongPin {
+                    retries_left: session
+                        .pin_metadata(0x80)
+                        .ok()
+                        .flatten()
+                        .map_or(0, |m| m.left),
+                }));
+            }
+        }
+        session
+            .set_pin_retries(pin_tries, puk_tries)
+            .map_err(&err)?;
+        Ok(true)
+    }
 }
 
 impl CardSession for PivCard {
@@ -191,27 +252,27 @@ impl CardSession for PivCard {
         };
         // Authenticate: factory key on a fresh card, else whichever key the card has.
         // `diversified: false`: a random key, sealed and durable before the card takes it (and
-        // the same one again when recovery repeats this).
-        let diversified = if wants_diversified(ctx, &card)? {
-            management_key(ctx, &card, mgmt_alg)?
-        } else {
-            match stored_random_key(ctx, &card, mgmt_alg)? {
-                Some(key) => key,
-                None => {
-                    let mut bytes = vec![0u8; piv_mgmt_alg(mgmt_alg).key_len()];
-                    rand::fill(&mut bytes[..]);
-                    let name = random_key_name(&card);
-                    let sealed = ctx
-                        .master
-                        .seal(name.as_bytes(), hex::encode(&bytes).as_bytes());
-                    ctx.store.put_secret(&name, &sealed)?;
-                    ManagementKey::new(piv_mgmt_alg(mgmt_alg), bytes).map_err(|e| {
-                        ApplyError::ManagementKey {
-                            card: card.clone(),
-                            message: e.to_string(),
-                        }
-                    })?
-                }
+        // the same one again when recovery repeats this, which finds it sealed: a sealed
+        // random key is always the one the card gets, as `stored_management_key` proves it).
+        let wants_diversified =
+            template_rules(ctx, &card)?.is_none_or(|t| t.management_key.diversified);
+        let diversified = match stored_random_key(ctx, &card, mgmt_alg)? {
+            Some(key) => key,
+            None if wants_diversified => management_key(ctx, &card, mgmt_alg)?,
+            None => {
+                let mut bytes = vec![0u8; piv_mgmt_alg(mgmt_alg).key_len()];
+                rand::fill(&mut bytes[..]);
+                let name = random_key_name(&card);
+                let sealed = ctx
+                    .master
+                    .seal(name.as_bytes(), hex::encode(&bytes).as_bytes());
+                ctx.store.put_secret(&name, &sealed)?;
+                ManagementKey::new(piv_mgmt_alg(mgmt_alg), bytes).map_err(|e| {
+                    ApplyError::ManagementKey {
+                        card: card.clone(),
+                        message: e.to_string(),
+                    }
+                })?
             }
         };
         let session = self.client();
@@ -257,12 +318,18 @@ impl CardSession for PivCard {
 
     fn set_pins(
         &mut self,
-        _ctx: &Context<'_>,
+        ctx: &Context<'_>,
         pin: &str,
         puk: &str,
         fresh: bool,
     ) -> Result<(), ApplyError> {
         let card = self.card.clone();
+        // The retry counters first: setting them puts PIN and PUK back to factory values.
+        let reset = match template_rules(ctx, &card)?.and_then(|t| t.retries) {
+            Some((pin_tries, puk_tries)) => self.set_retries(pin_tries, puk_tries, pin, fresh)?,
+            None => false,
+        };
+        let fresh = fresh || reset;
         let err = |source| ApplyError::Card {
             card: card.clone(),
             source,
