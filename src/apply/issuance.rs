@@ -3,6 +3,7 @@
 //! records), then install the certificates and supersede the slots' older ones.
 
 use super::*;
+use crate::store::{JournalSecret, SealBinding};
 
 pub(crate) fn issue(
     ctx: &Context<'_>,
@@ -57,12 +58,23 @@ pub(crate) fn issue(
     let puk = generate_puk(cred.puk_length);
     let personalize_started = std::time::Instant::now();
     let action_id = action.id();
-    let step = JournalStep::Personalize {
-        card: card.clone(),
-        user: cred.user.clone(),
-        sealed_pin: hex::encode(ctx.master.seal(b"journal-pin", pin.as_bytes())),
-        sealed_puk: hex::encode(ctx.master.seal(b"journal-puk", puk.as_bytes())),
-        management_key: cred.management_key.algorithm,
+    // The PIN and PUK are sealed for recovery, bound to the card and to the entry.
+    let step = |entry: u64| {
+        let binding = SealBinding::CardAndEntry;
+        let seal = |secret: JournalSecret, value: &str| {
+            hex::encode(
+                ctx.master
+                    .seal(&binding.aad(secret, &card, entry), value.as_bytes()),
+            )
+        };
+        JournalStep::Personalize {
+            card: card.clone(),
+            user: cred.user.clone(),
+            sealed_pin: Some(seal(JournalSecret::Pin, &pin)),
+            sealed_puk: Some(seal(JournalSecret::Puk, &puk)),
+            sealed_for: binding,
+            management_key: cred.management_key.algorithm,
+        }
     };
     // One thread beside the card's for the whole issuance: the card, the slow part, waits
     // for no flush, no file and no CA call it can go on without. Not for a virtual card: its
@@ -80,7 +92,7 @@ pub(crate) fn issue(
         // before both are done.
         let intent = beside.run(|| {
             bind(ctx, action, cred, &card, now)?;
-            journal_open(ctx, &action_id, step)
+            journal_open_with(ctx, &action_id, step)
         });
         let session = connect(ctx, &card);
         let mut entry = beside.wait(intent)?;

@@ -449,6 +449,19 @@ fn journal_open(
     Ok(e)
 }
 
+/// Like [`journal_open`], the step made from the entry's id: see [`Store::journal_open_with`].
+fn journal_open_with(
+    ctx: &Context<'_>,
+    action_id: &str,
+    step: impl FnOnce(u64) -> JournalStep,
+) -> Result<JournalEntry, ApplyError> {
+    let e = ctx
+        .store
+        .journal_open_with(action_id, (ctx.clock)(), step)?;
+    ctx.crash.tick();
+    Ok(e)
+}
+
 /// Like [`journal_open`], not flushed: see [`Store::journal_note`].
 fn journal_note(
     ctx: &Context<'_>,

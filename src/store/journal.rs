@@ -40,16 +40,25 @@ pub enum JournalStep {
         card_type: CardType,
     },
     /// A card gets its management key, PIN and PUK (sealed here for recovery; never plain).
+    /// The sealed PIN and PUK are needed only while the entry is open: they are dropped when
+    /// it closes (see [`JournalStep::drop_secrets`]).
     #[serde(rename_all = "camelCase")]
     Personalize {
         /// Card.
         card: String,
         /// Its holder (for the PIN mailer).
         user: String,
-        /// The new PIN, sealed with the master key (aad `journal-pin`), hex.
-        sealed_pin: String,
-        /// The new PUK, sealed (aad `journal-puk`), hex.
-        sealed_puk: String,
+        /// The new PIN, sealed with the master key (aad: [`SealBinding::aad`]), hex; `None`
+        /// once the entry is closed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sealed_pin: Option<String>,
+        /// The new PUK, sealed like the PIN, hex; `None` once the entry is closed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sealed_puk: Option<String>,
+        /// What the seals are bound to (absent in entries written before the binding: the
+        /// fixed tag).
+        #[serde(default)]
+        sealed_for: SealBinding,
         /// Management key algorithm.
         management_key: ManagementKeyAlgorithm,
     },
@@ -105,6 +114,72 @@ pub enum JournalStep {
         /// Card.
         card: String,
     },
+}
+
+/// A secret a journal entry holds sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalSecret {
+    /// The card's new PIN.
+    Pin,
+    /// The card's new PUK.
+    Puk,
+}
+
+impl JournalSecret {
+    /// Its name (`pin`, `puk`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            JournalSecret::Pin => "pin",
+            JournalSecret::Puk => "puk",
+        }
+    }
+}
+
+/// What a journal entry's sealed secrets are bound to (the AEAD associated data).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SealBinding {
+    /// Sealed by an older Keyfleet under a fixed tag (`journal-pin`, `journal-puk`): a blob
+    /// opens in any entry. Read only to recover an entry that is still open.
+    #[default]
+    FixedTag,
+    /// Bound to the card and the journal entry: a blob moved to another entry or card does
+    /// not open.
+    CardAndEntry,
+}
+
+impl SealBinding {
+    /// The associated data `secret` of journal entry `entry` for `card` is sealed under.
+    pub fn aad(self, secret: JournalSecret, card: &str, entry: u64) -> Vec<u8> {
+        match self {
+            SealBinding::FixedTag => format!("journal-{}", secret.name()).into_bytes(),
+            // The entry id is digits and comes before the card id: no two (entry, card)
+            // pairs give the same bytes.
+            SealBinding::CardAndEntry => {
+                format!("keyfleet-journal-{}:{entry}:{card}", secret.name()).into_bytes()
+            }
+        }
+    }
+}
+
+impl JournalStep {
+    /// Drops the secret material the step holds (the sealed PIN and PUK of a
+    /// personalisation), keeping the facts. Returns whether there was any.
+    pub fn drop_secrets(&mut self) -> bool {
+        match self {
+            JournalStep::Personalize {
+                sealed_pin,
+                sealed_puk,
+                ..
+            } => {
+                let had = sealed_pin.is_some() || sealed_puk.is_some();
+                *sealed_pin = None;
+                *sealed_puk = None;
+                had
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Where a journal entry is.

@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use journal::{HistoryEntry, HistoryResult, JournalEntry, JournalState, JournalStep};
+pub use journal::{
+    HistoryEntry, HistoryResult, JournalEntry, JournalSecret, JournalState, JournalStep,
+    SealBinding,
+};
 
 use crate::inventory::{CardFacts, CardRecord, CertRecord, Inventory};
 
@@ -81,6 +84,10 @@ fn card_index_key(card: &str, serial: &str) -> Vec<u8> {
     key.extend_from_slice(serial.as_bytes());
     key
 }
+
+/// Key in the default tree marking that no closed journal entry holds secret material (set
+/// once every entry written before closings dropped their secrets has been cleaned).
+const CLOSED_SECRETS_DROPPED: &[u8] = b"journal-closed-secrets-dropped";
 
 /// The store's page cache. sled's default (1 GiB) lets a long-running controller keep every
 /// page it ever wrote; the inventory's hot set is small, and reads that miss go to the page
@@ -150,6 +157,10 @@ impl Store {
             // A store written before the index existed (or interrupted while indexing).
             store.reindex()?;
         }
+        if !store.db.contains_key(CLOSED_SECRETS_DROPPED)? {
+            // A store written before closed entries dropped their secrets.
+            store.drop_closed_secrets()?;
+        }
         Ok(store)
     }
 
@@ -170,6 +181,25 @@ impl Store {
         }
         // The marker last: an interrupted rebuild is done again at the next open.
         self.certs_by_card.insert([], &[])?;
+        self.sync()?;
+        Ok(n)
+    }
+
+    /// Drops the secret material (sealed PINs and PUKs) of every closed journal entry, as
+    /// closing does since it was made to; the facts stay. Run at open on a store an older
+    /// Keyfleet wrote. Returns the number of entries cleaned.
+    pub fn drop_closed_secrets(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.journal.iter() {
+            let (k, v) = item?;
+            let mut e: JournalEntry = decode("journal", &k, &v)?;
+            if e.state != JournalState::Open && e.step.drop_secrets() {
+                self.journal.insert(k, encode(&e))?;
+                n += 1;
+            }
+        }
+        // The marker last: an interrupted cleaning is done again at the next open.
+        self.db.insert(CLOSED_SECRETS_DROPPED, &[])?;
         self.sync()?;
         Ok(n)
     }
@@ -337,11 +367,33 @@ impl Store {
         step: JournalStep,
         at: time::OffsetDateTime,
     ) -> Result<JournalEntry, StoreError> {
+        self.journal_note_with(action_id, at, |_| step)
+    }
+
+    /// Like [`Store::journal_open`], the step made from the entry's id (to bind sealed
+    /// secrets to the entry they belong to: [`SealBinding::CardAndEntry`]).
+    pub fn journal_open_with(
+        &self,
+        action_id: &str,
+        at: time::OffsetDateTime,
+        step: impl FnOnce(u64) -> JournalStep,
+    ) -> Result<JournalEntry, StoreError> {
+        let entry = self.journal_note_with(action_id, at, step)?;
+        self.sync()?;
+        Ok(entry)
+    }
+
+    fn journal_note_with(
+        &self,
+        action_id: &str,
+        at: time::OffsetDateTime,
+        step: impl FnOnce(u64) -> JournalStep,
+    ) -> Result<JournalEntry, StoreError> {
         let id = self.db.generate_id()?;
         let entry = JournalEntry {
             id,
             action_id: action_id.to_string(),
-            step,
+            step: step(id),
             state: JournalState::Open,
             opened_at: at,
             closed_at: None,
@@ -351,7 +403,8 @@ impl Store {
         Ok(entry)
     }
 
-    /// Closes a journal entry with its final state. Not flushed: an intent must be on disk
+    /// Closes a journal entry with its final state, dropping the secret material it held (the
+    /// facts stay: what, when, which card, the outcome). Not flushed: an intent must be on disk
     /// before its effect (see [`Store::journal_open`]), but its closing may be lost in a crash
     /// like any effect whose record was not yet written, and recovery resolves the entry
     /// again from what the card and the CA hold. The next intent or [`Store::sync`] makes it
@@ -366,6 +419,9 @@ impl Store {
         entry.state = state;
         entry.closed_at = Some(at);
         entry.message = message;
+        if state != JournalState::Open {
+            entry.step.drop_secrets();
+        }
         self.journal
             .insert(entry.id.to_be_bytes(), encode(&*entry))?;
         Ok(())
@@ -476,6 +532,99 @@ mod tests {
         let open = s.open_intents().unwrap();
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].action_id, "b");
+    }
+
+    fn personalize_step(card: &str) -> JournalStep {
+        JournalStep::Personalize {
+            card: card.into(),
+            user: "alice".into(),
+            sealed_pin: Some("01aa".into()),
+            sealed_puk: Some("02bb".into()),
+            sealed_for: SealBinding::CardAndEntry,
+            management_key: crate::policy::model::ManagementKeyAlgorithm::Aes192,
+        }
+    }
+
+    fn stored_journal(s: &Store) -> Vec<String> {
+        s.journal
+            .iter()
+            .map(|i| String::from_utf8(i.unwrap().1.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_closed_journal_entry_keeps_the_facts_and_drops_its_sealed_pin_and_puk() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let mut done = s.journal_open("a", personalize_step("vc-1"), now).unwrap();
+            s.journal_open("b", personalize_step("vc-2"), now).unwrap();
+            s.journal_close(&mut done, JournalState::Done, None, now)
+                .unwrap();
+            s.sync().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let stored = stored_journal(&s);
+        assert_eq!(stored.len(), 2);
+        assert!(
+            !stored[0].contains("sealedPin") && !stored[0].contains("sealedPuk"),
+            "closed entry still holds secrets: {}",
+            stored[0]
+        );
+        assert!(
+            stored[0].contains("\"card\":\"vc-1\"") && stored[0].contains("\"state\":\"done\""),
+            "the facts stay: {}",
+            stored[0]
+        );
+        // The open entry keeps what its recovery needs.
+        let open = s.open_intents().unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].step, personalize_step("vc-2"));
+    }
+
+    /// A journal entry as Keyfleet wrote it before closed entries dropped their secrets (and
+    /// before the seals were bound to the card and the entry).
+    const OLD_CLOSED_PERSONALIZE: &str = r#"{"id":7,"actionId":"issue:alice:staff","step":{"step":"personalize","card":"vc-1","user":"alice","sealedPin":"01aa","sealedPuk":"02bb","managementKey":"aes-192"},"state":"done","openedAt":"2026-01-01T10:00:00Z","closedAt":"2026-01-01T10:00:01Z","message":null}"#;
+    const OLD_OPEN_PERSONALIZE: &str = r#"{"id":8,"actionId":"issue:bob:staff","step":{"step":"personalize","card":"vc-2","user":"bob","sealedPin":"03cc","sealedPuk":"04dd","managementKey":"aes-192"},"state":"open","openedAt":"2026-01-01T10:00:02Z","closedAt":null,"message":null}"#;
+
+    #[test]
+    fn opening_a_store_written_the_old_way_strips_the_secrets_of_closed_entries_only() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            // As an older Keyfleet left it: secrets in closed entries, no marker.
+            s.journal
+                .insert(7u64.to_be_bytes(), OLD_CLOSED_PERSONALIZE.as_bytes())
+                .unwrap();
+            s.journal
+                .insert(8u64.to_be_bytes(), OLD_OPEN_PERSONALIZE.as_bytes())
+                .unwrap();
+            s.db.remove(CLOSED_SECRETS_DROPPED).unwrap();
+            s.sync().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let stored = stored_journal(&s);
+        assert!(
+            !stored[0].contains("sealedPin") && !stored[0].contains("01aa"),
+            "closed entry still holds secrets after open: {}",
+            stored[0]
+        );
+        assert!(stored[0].contains("\"card\":\"vc-1\""));
+        assert!(stored[0].contains("\"closedAt\":\"2026-01-01T10:00:01Z\""));
+        // The open entry is untouched, and says its blobs were sealed under the fixed tag.
+        let open = s.open_intents().unwrap();
+        assert_eq!(open.len(), 1);
+        let JournalStep::Personalize {
+            sealed_pin,
+            sealed_for,
+            ..
+        } = &open[0].step
+        else {
+            panic!("not a personalisation: {:?}", open[0].step);
+        };
+        assert_eq!(sealed_pin.as_deref(), Some("03cc"));
+        assert_eq!(*sealed_for, SealBinding::FixedTag);
     }
 
     fn cert(serial: &str, card: &str) -> CertRecord {
