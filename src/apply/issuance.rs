@@ -32,7 +32,7 @@ pub(crate) fn issue(
                 },
             )?;
             let id = ctx.cards.create_virtual()?;
-            ctx.store.put_card(&CardRecord {
+            let record = CardRecord {
                 id: id.clone(),
                 card_type: cred.card_type,
                 stock: action.stock.clone(),
@@ -41,8 +41,14 @@ pub(crate) fn issue(
                 status: CardStatus::Blank,
                 created_at: now,
                 updated_at: now,
-            })?;
-            journal_close(ctx, &mut entry, JournalState::Done, Some(id.clone()))?;
+            };
+            journal_close_recording(
+                ctx,
+                &mut entry,
+                JournalState::Done,
+                Some(id.clone()),
+                Recorded::Card(&record),
+            )?;
             id
         }
     };
@@ -537,8 +543,13 @@ pub(crate) fn enroll_slot(
         (ctx.clock)(),
     )
     .ok_or_else(|| ApplyError::Stale("journal step is not an enrolment".into()))?;
-    ctx.store.put_cert(&record)?;
-    journal_close(ctx, &mut entry, JournalState::Done, Some(issued.serial))?;
+    journal_close_recording(
+        ctx,
+        &mut entry,
+        JournalState::Done,
+        Some(issued.serial),
+        Recorded::Cert(&record),
+    )?;
     Ok(record)
 }
 
@@ -717,8 +728,13 @@ pub(crate) fn record_installed(
 ) -> Result<(), ApplyError> {
     cert.installed = true;
     cert.updated_at = (ctx.clock)();
-    ctx.store.put_cert(&cert)?;
-    journal_close(ctx, &mut entry, JournalState::Done, None)?;
+    journal_close_recording(
+        ctx,
+        &mut entry,
+        JournalState::Done,
+        None,
+        Recorded::Cert(&cert),
+    )?;
     let older: Vec<String> = ctx
         .store
         .certs_of_card(&cert.card)?

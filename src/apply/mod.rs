@@ -64,7 +64,8 @@ use crate::policy::model::{CardType, KeyAlgorithm, KeyGeneration, ManagementKeyA
 use crate::secrets::{MasterKey, SecretError, generate_pin, generate_puk};
 use crate::store::journal::CaOp;
 use crate::store::{
-    HistoryEntry, HistoryResult, JournalEntry, JournalState, JournalStep, Store, StoreError,
+    HistoryEntry, HistoryResult, JournalEntry, JournalState, JournalStep, Recorded, Store,
+    StoreError,
 };
 
 /// Factory PIN, PUK of a blank PIV card.
@@ -481,6 +482,21 @@ fn journal_close(
 ) -> Result<(), ApplyError> {
     ctx.store
         .journal_close(entry, state, message, (ctx.clock)())?;
+    ctx.crash.tick();
+    Ok(())
+}
+
+/// Like [`journal_close`], with the record the effect led to written in the same
+/// transaction: see [`Store::journal_close_recording`].
+fn journal_close_recording(
+    ctx: &Context<'_>,
+    entry: &mut JournalEntry,
+    state: JournalState,
+    message: Option<String>,
+    record: Recorded<'_>,
+) -> Result<(), ApplyError> {
+    ctx.store
+        .journal_close_recording(entry, state, message, (ctx.clock)(), record)?;
     ctx.crash.tick();
     Ok(())
 }

@@ -7,10 +7,11 @@
 use zeroize::Zeroizing;
 
 use crate::secrets::{MasterKey, SecretError};
-use crate::store::{JournalEntry, JournalSecret, JournalState, JournalStep};
+use crate::store::{JournalEntry, JournalSecret, JournalState, JournalStep, Recorded};
 
 use super::{
-    ApplyError, Context, ca, ca_status, cert_record, connect, journal_close, personalize, wipe,
+    ApplyError, Context, ca, ca_status, cert_record, connect, journal_close,
+    journal_close_recording, personalize, wipe,
 };
 use crate::inventory::{CardRecord, CardStatus};
 
@@ -74,6 +75,8 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
     let mut report = RecoveryReport::default();
     for mut entry in ctx.store.open_intents()? {
         let id = entry.action_id.clone();
+        // A certificate the CA signed that the entry's closing records.
+        let mut recorded = None;
         let result: Result<JournalState, ApplyError> = match &entry.step {
             JournalStep::CreateCard { .. } => {
                 // The card file may exist without a record: recorded as blank, it returns to
@@ -124,8 +127,8 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
                                 (ctx.clock)(),
                             )
                             .ok_or_else(|| ApplyError::Stale("not an enrolment".into()))?;
-                            ctx.store.put_cert(&record)?;
                             report.recovered_certificates.push(issued.serial);
+                            recorded = Some(record);
                         }
                         Ok(JournalState::Done)
                     }
@@ -152,7 +155,17 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
                 } else {
                     report.abandoned += 1;
                 }
-                journal_close(ctx, &mut entry, state, Some("resolved by recovery".into()))?;
+                let message = Some("resolved by recovery".into());
+                match &recorded {
+                    Some(cert) => journal_close_recording(
+                        ctx,
+                        &mut entry,
+                        state,
+                        message,
+                        Recorded::Cert(cert),
+                    )?,
+                    None => journal_close(ctx, &mut entry, state, message)?,
+                }
             }
             Err(e) => report
                 .unresolved

@@ -16,6 +16,7 @@ use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Serialize, de::DeserializeOwned};
+use sled::Transactional as _;
 
 pub use journal::{
     HistoryEntry, HistoryResult, JournalEntry, JournalSecret, JournalState, JournalStep,
@@ -47,6 +48,10 @@ pub enum StoreError {
     /// sled failed.
     #[error("state store error: {0}")]
     Sled(#[from] sled::Error),
+    /// A journal entry to close together with its record is not open in the store (closed
+    /// already, or never written): neither is written.
+    #[error("journal entry {0} is not open in the state store")]
+    NotOpen(u64),
     /// A stored record does not decode (corruption or a newer format).
     #[error("state store record {tree}/{key} does not decode: {source}")]
     Decode {
@@ -58,6 +63,25 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
+    fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        }
+    }
+}
+
+/// The inventory record a journal entry's closing leads to, written with the closing in one
+/// transaction ([`Store::journal_close_recording`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Recorded<'a> {
+    /// A certificate (and its certificates-by-card index entry).
+    Cert(&'a CertRecord),
+    /// A card.
+    Card(&'a CardRecord),
 }
 
 /// An open store.
@@ -211,7 +235,8 @@ impl Store {
         for item in self.certs_by_card.scan_prefix(&prefix) {
             let (k, _) = item?;
             let serial = String::from_utf8_lossy(&k[prefix.len()..]);
-            // The index entry is written first: a crash may leave one without its record.
+            // Written with its record in one transaction; a store an older Keyfleet wrote
+            // (index entry first) may hold one without its record.
             if let Some(cert) = self.cert(&serial)? {
                 out.push(cert);
             }
@@ -305,11 +330,17 @@ impl Store {
     }
 
     /// Writes a certificate record; durable like [`Store::put_card`].
+    /// The record and its index entry are written in one transaction: no crash leaves one
+    /// without the other.
     pub fn put_cert(&self, cert: &CertRecord) -> Result<(), StoreError> {
-        // A certificate's card never changes: the index entry only ever needs adding.
-        self.certs_by_card
-            .insert(card_index_key(&cert.card, &cert.serial), &[])?;
-        self.certs.insert(cert.serial.as_bytes(), encode(cert))?;
+        let value = encode(cert);
+        let index = card_index_key(&cert.card, &cert.serial);
+        (&self.certs, &self.certs_by_card).transaction(|(certs, by_card)| {
+            // A certificate's card never changes: the index entry only ever needs adding.
+            by_card.insert(index.as_slice(), &[])?;
+            certs.insert(cert.serial.as_bytes(), value.as_slice())?;
+            Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
+        })?;
         self.changed();
         Ok(())
     }
@@ -424,6 +455,66 @@ impl Store {
         }
         self.journal
             .insert(entry.id.to_be_bytes(), encode(&*entry))?;
+        Ok(())
+    }
+
+    /// Closes a journal entry like [`Store::journal_close`] and writes the record its effect
+    /// led to, in one transaction: no crash leaves the entry closed without the record, or the
+    /// record without the closing. Refused ([`StoreError::NotOpen`]), writing neither, when
+    /// the entry is not open in the store. Not flushed, like [`Store::journal_close`].
+    pub fn journal_close_recording(
+        &self,
+        entry: &mut JournalEntry,
+        state: JournalState,
+        message: Option<String>,
+        at: time::OffsetDateTime,
+        record: Recorded<'_>,
+    ) -> Result<(), StoreError> {
+        use sled::transaction::{ConflictableTransactionError, abort};
+        let mut closed = entry.clone();
+        closed.state = state;
+        closed.closed_at = Some(at);
+        closed.message = message;
+        if state != JournalState::Open {
+            closed.step.drop_secrets();
+        }
+        let key = closed.id.to_be_bytes();
+        let value = encode(&closed);
+        let (record_key, record_value, index) = match record {
+            Recorded::Cert(c) => (
+                c.serial.as_bytes(),
+                encode(c),
+                Some(card_index_key(&c.card, &c.serial)),
+            ),
+            Recorded::Card(c) => (c.id.as_bytes(), encode(c), None),
+        };
+        (&self.journal, &self.certs, &self.certs_by_card, &self.cards).transaction(
+            |(journal, certs, by_card, cards)| {
+                let open = match journal.get(key)? {
+                    Some(v) => decode::<JournalEntry>("journal", &key, &v)
+                        .map(|e| e.state == JournalState::Open),
+                    None => Ok(false),
+                };
+                match open {
+                    Ok(true) => {}
+                    Ok(false) => return abort(StoreError::NotOpen(closed.id)),
+                    Err(e) => return abort(e),
+                }
+                match &index {
+                    Some(index) => {
+                        by_card.insert(index.as_slice(), &[])?;
+                        certs.insert(record_key, record_value.as_slice())?;
+                    }
+                    None => {
+                        cards.insert(record_key, record_value.as_slice())?;
+                    }
+                }
+                journal.insert(&key, value.as_slice())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            },
+        )?;
+        *entry = closed;
+        self.changed();
         Ok(())
     }
 
@@ -696,6 +787,118 @@ mod tests {
             .map(|c| c.serial)
             .collect();
         assert_eq!(found, ["01", "03", "05"]);
+    }
+
+    fn enroll_step(card: &str) -> JournalStep {
+        JournalStep::Enroll {
+            request_id: "kf-1".into(),
+            ca: "ca".into(),
+            card: card.into(),
+            user: "alice".into(),
+            template: "t".into(),
+            name: "auth".into(),
+            slot: crate::policy::model::Slot::PivAuthentication,
+            profile: "p".into(),
+            key_algorithm: crate::policy::model::KeyAlgorithm::EccP256,
+            subject: "CN=alice".into(),
+            sans: Vec::new(),
+            revision: "r".into(),
+        }
+    }
+
+    #[test]
+    fn a_journal_closing_and_the_record_it_leads_to_are_written_both_or_neither() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let s = Store::open(dir.path()).unwrap();
+        let mut entry = s.journal_open("a", enroll_step("vc-1"), now).unwrap();
+        let g = s.inventory_generation();
+        s.journal_close_recording(
+            &mut entry,
+            JournalState::Done,
+            Some("01".into()),
+            now,
+            Recorded::Cert(&cert("01", "vc-1")),
+        )
+        .unwrap();
+        assert_ne!(s.inventory_generation(), g);
+        assert_eq!(entry.state, JournalState::Done);
+        assert!(s.open_intents().unwrap().is_empty());
+        assert_eq!(s.certs_of_card("vc-1").unwrap()[0].serial, "01");
+
+        // The entry is closed already: the transaction aborts, and neither the certificate
+        // nor its index entry nor a second closing is written.
+        let before = stored_journal(&s);
+        let mut again = entry.clone();
+        assert!(matches!(
+            s.journal_close_recording(
+                &mut again,
+                JournalState::Failed,
+                None,
+                now,
+                Recorded::Cert(&cert("02", "vc-2")),
+            ),
+            Err(StoreError::NotOpen(id)) if id == entry.id
+        ));
+        assert_eq!(again, entry, "the caller's entry is left as it was");
+        assert!(s.cert("02").unwrap().is_none());
+        assert!(s.certs_of_card("vc-2").unwrap().is_empty());
+        assert!(
+            !s.certs_by_card
+                .contains_key(card_index_key("vc-2", "02"))
+                .unwrap()
+        );
+        assert_eq!(stored_journal(&s), before);
+
+        // An entry the store never held: neither the card record nor a journal entry.
+        let mut unknown = entry.clone();
+        unknown.id = entry.id + 1000;
+        unknown.state = JournalState::Open;
+        let card = CardRecord {
+            id: "vc-9".into(),
+            card_type: CardType::Virtual,
+            stock: None,
+            user: None,
+            template: None,
+            status: CardStatus::Blank,
+            created_at: now,
+            updated_at: now,
+        };
+        assert!(matches!(
+            s.journal_close_recording(
+                &mut unknown,
+                JournalState::Done,
+                None,
+                now,
+                Recorded::Card(&card)
+            ),
+            Err(StoreError::NotOpen(_))
+        ));
+        assert!(s.card("vc-9").unwrap().is_none());
+        assert_eq!(stored_journal(&s), before);
+
+        // An open entry: the card record and the closing together.
+        let mut create = s
+            .journal_open(
+                "b",
+                JournalStep::CreateCard {
+                    card: "pending:b".into(),
+                    stock: None,
+                    card_type: CardType::Virtual,
+                },
+                now,
+            )
+            .unwrap();
+        s.journal_close_recording(
+            &mut create,
+            JournalState::Done,
+            Some("vc-9".into()),
+            now,
+            Recorded::Card(&card),
+        )
+        .unwrap();
+        assert_eq!(s.card("vc-9").unwrap(), Some(card));
+        assert!(s.open_intents().unwrap().is_empty());
     }
 
     #[test]
