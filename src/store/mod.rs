@@ -10,6 +10,8 @@
 //! `certs-by-card` (index: length-prefixed card id ++ serial → nothing; the empty key marks
 //! the index complete, and a store without it is indexed when opened).
 
+#[cfg(test)]
+mod format_tests;
 pub mod journal;
 
 use std::os::unix::fs::DirBuilderExt as _;
@@ -216,9 +218,9 @@ impl Store {
         let mut n = 0;
         for item in self.journal.iter() {
             let (k, v) = item?;
-            let mut e: JournalEntry = decode("journal", &k, &v)?;
+            let mut e = decode_entry(&k, &v)?;
             if e.state != JournalState::Open && e.step.drop_secrets() {
-                self.journal.insert(k, encode(&e))?;
+                self.journal.insert(k, encode_entry(&e))?;
                 n += 1;
             }
         }
@@ -430,7 +432,8 @@ impl Store {
             closed_at: None,
             message: None,
         };
-        self.journal.insert(id.to_be_bytes(), encode(&entry))?;
+        self.journal
+            .insert(id.to_be_bytes(), encode_entry(&entry))?;
         Ok(entry)
     }
 
@@ -454,7 +457,7 @@ impl Store {
             entry.step.drop_secrets();
         }
         self.journal
-            .insert(entry.id.to_be_bytes(), encode(&*entry))?;
+            .insert(entry.id.to_be_bytes(), encode_entry(entry))?;
         Ok(())
     }
 
@@ -479,7 +482,7 @@ impl Store {
             closed.step.drop_secrets();
         }
         let key = closed.id.to_be_bytes();
-        let value = encode(&closed);
+        let value = encode_entry(&closed);
         let (record_key, record_value, index) = match record {
             Recorded::Cert(c) => (
                 c.serial.as_bytes(),
@@ -491,8 +494,7 @@ impl Store {
         (&self.journal, &self.certs, &self.certs_by_card, &self.cards).transaction(
             |(journal, certs, by_card, cards)| {
                 let open = match journal.get(key)? {
-                    Some(v) => decode::<JournalEntry>("journal", &key, &v)
-                        .map(|e| e.state == JournalState::Open),
+                    Some(v) => decode_entry(&key, &v).map(|e| e.state == JournalState::Open),
                     None => Ok(false),
                 };
                 match open {
@@ -523,7 +525,7 @@ impl Store {
         let mut out = Vec::new();
         for item in self.journal.iter() {
             let (k, v) = item?;
-            let e: JournalEntry = decode("journal", &k, &v)?;
+            let e = decode_entry(&k, &v)?;
             if e.state == JournalState::Open {
                 out.push(e);
             }
@@ -534,7 +536,8 @@ impl Store {
     /// Appends to the history; durable with the [`Store::sync`] that ends the action.
     pub fn append_history(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
         let id = self.db.generate_id()?;
-        self.history.insert(id.to_be_bytes(), encode(entry))?;
+        self.history
+            .insert(id.to_be_bytes(), encode_history(entry))?;
         Ok(())
     }
 
@@ -544,10 +547,26 @@ impl Store {
             .iter()
             .map(|item| {
                 let (k, v) = item?;
-                decode("history", &k, &v)
+                decode_history(&k, &v)
             })
             .collect()
     }
+}
+
+fn encode_entry(entry: &JournalEntry) -> Vec<u8> {
+    encode(entry)
+}
+
+fn decode_entry(key: &[u8], value: &[u8]) -> Result<JournalEntry, StoreError> {
+    decode("journal", key, value)
+}
+
+fn encode_history(entry: &HistoryEntry) -> Vec<u8> {
+    encode(entry)
+}
+
+fn decode_history(key: &[u8], value: &[u8]) -> Result<HistoryEntry, StoreError> {
+    decode("history", key, value)
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
