@@ -259,7 +259,7 @@ mod tests {
             // The PIN's blob in the PUK's place.
             entry(5, "vc-1", pin.clone(), pin.clone(), b),
             // Claimed to be sealed the old way.
-            entry(5, "vc-1", pin.clone(), puk.clone(), SealBinding::FixedTag),
+            entry(5, "vc-1", pin, puk, SealBinding::FixedTag),
         ] {
             assert!(
                 matches!(

@@ -3,6 +3,10 @@
 //! The journal holds one entry per effect: written as `open` before the effect happens and
 //! closed after, so that a crash leaves an open entry that recovery resolves. The history is
 //! the append-only record of applied actions that operators read.
+//!
+//! These are the values Keyfleet works with; how they are stored is [`super::stored`]'s
+//! business (the journal's types have no serde of their own, so they cannot be stored by
+//! mistake in a format tied to them).
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -12,8 +16,7 @@ use crate::plan::{ActionKind, Reason};
 use crate::policy::model::{CardType, KeyAlgorithm, ManagementKeyAlgorithm, Slot};
 
 /// A status change asked of a CA.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "op")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaOp {
     /// Revoke with a reason (RFC 5280 reason name).
     Revoke {
@@ -27,8 +30,7 @@ pub enum CaOp {
 }
 
 /// One effect, with what recovery needs to finish or undo it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "step")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JournalStep {
     /// A new card is created (virtual) or taken from stock.
     CreateCard {
@@ -42,7 +44,6 @@ pub enum JournalStep {
     /// A card gets its management key, PIN and PUK (sealed here for recovery; never plain).
     /// The sealed PIN and PUK are needed only while the entry is open: they are dropped when
     /// it closes (see [`JournalStep::drop_secrets`]).
-    #[serde(rename_all = "camelCase")]
     Personalize {
         /// Card.
         card: String,
@@ -50,20 +51,15 @@ pub enum JournalStep {
         user: String,
         /// The new PIN, sealed with the master key (aad: [`SealBinding::aad`]), hex; `None`
         /// once the entry is closed.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         sealed_pin: Option<String>,
         /// The new PUK, sealed like the PIN, hex; `None` once the entry is closed.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         sealed_puk: Option<String>,
-        /// What the seals are bound to (absent in entries written before the binding: the
-        /// fixed tag).
-        #[serde(default)]
+        /// What the seals are bound to (the fixed tag in entries written before the binding).
         sealed_for: SealBinding,
         /// Management key algorithm.
         management_key: ManagementKeyAlgorithm,
     },
     /// A CSR is sent to a CA under an idempotency key.
-    #[serde(rename_all = "camelCase")]
     Enroll {
         /// Idempotency key the CA knows the request by.
         request_id: String,
@@ -106,7 +102,6 @@ pub enum JournalStep {
         /// Authority name.
         ca: String,
         /// The change.
-        #[serde(flatten)]
         op: CaOp,
     },
     /// A card is wiped.
@@ -136,12 +131,10 @@ impl JournalSecret {
 }
 
 /// What a journal entry's sealed secrets are bound to (the AEAD associated data).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealBinding {
     /// Sealed by an older Keyfleet under a fixed tag (`journal-pin`, `journal-puk`): a blob
     /// opens in any entry. Read only to recover an entry that is still open.
-    #[default]
     FixedTag,
     /// Bound to the card and the journal entry: a blob moved to another entry or card does
     /// not open.
@@ -183,8 +176,7 @@ impl JournalStep {
 }
 
 /// Where a journal entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JournalState {
     /// Recorded, effect not known to be complete.
     Open,
@@ -197,8 +189,7 @@ pub enum JournalState {
 }
 
 /// One journal entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalEntry {
     /// Monotonic id.
     pub id: u64,
@@ -209,13 +200,10 @@ pub struct JournalEntry {
     /// Its state.
     pub state: JournalState,
     /// When it was opened.
-    #[serde(with = "time::serde::rfc3339")]
     pub opened_at: OffsetDateTime,
     /// When it was closed.
-    #[serde(with = "time::serde::rfc3339::option", default)]
     pub closed_at: Option<OffsetDateTime>,
     /// Error or note.
-    #[serde(default)]
     pub message: Option<String>,
 }
 

@@ -13,6 +13,7 @@
 #[cfg(test)]
 mod format_tests;
 pub mod journal;
+mod stored;
 
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
@@ -553,20 +554,22 @@ impl Store {
     }
 }
 
+/// A journal entry in its stored format ([`stored`]).
 fn encode_entry(entry: &JournalEntry) -> Vec<u8> {
-    encode(entry)
+    encode(&stored::StoredJournalEntry::from(entry))
 }
 
 fn decode_entry(key: &[u8], value: &[u8]) -> Result<JournalEntry, StoreError> {
-    decode("journal", key, value)
+    decode::<stored::StoredJournalEntry>("journal", key, value).map(Into::into)
 }
 
+/// A history entry in its stored format ([`stored`]).
 fn encode_history(entry: &HistoryEntry) -> Vec<u8> {
-    encode(entry)
+    encode(&stored::StoredHistoryEntry::from(entry))
 }
 
 fn decode_history(key: &[u8], value: &[u8]) -> Result<HistoryEntry, StoreError> {
-    decode("history", key, value)
+    decode::<stored::StoredHistoryEntry>("history", key, value).map(Into::into)
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
