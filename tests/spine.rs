@@ -701,3 +701,85 @@ fn a_ca_failing_in_the_middle_of_an_issuance_keeps_what_was_issued() {
         .collect();
     assert_eq!(db_serials(&db), tracked);
 }
+
+/// The certificate in a virtual card's slot, if any.
+fn slot_certificate(q: &Quickstart, card: &str, slot: u8) -> Option<Vec<u8>> {
+    use keyfleet::card::piv::PivClient;
+    use keyfleet::card::transport::InProcess;
+    use keyfleet::card::vcard::VirtualCard;
+    let vc = VirtualCard::open(q.state.join("cards").join(format!("{card}.json"))).expect("card");
+    let mut piv = PivClient::new(InProcess::new(vc));
+    piv.select().expect("select");
+    piv.read_certificate(slot).expect("read")
+}
+
+#[test]
+fn a_ca_failing_after_a_slots_key_is_replaced_leaves_no_stale_certificate_in_the_slot() {
+    // Issue 14 point 1: the reissue makes the signature slot's new key, then its CA fails.
+    // The slot must not keep the old certificate (which no longer matches its key).
+    use der::{Decode as _, DecodePem as _, Encode as _};
+    let q = Quickstart::new();
+    q.run(&["apply", "--yes", "--target", "user=alice"])
+        .expect_code(0);
+    let old: Vec<Value> = certs(&q.inventory())
+        .into_iter()
+        .filter(|c| c["user"] == "alice" && c["slot"] == "9C")
+        .collect();
+    assert_eq!(old.len(), 1, "{old:?}");
+    let card = old[0]["card"].as_str().unwrap().to_string();
+    let old_der = x509_cert::Certificate::from_pem(old[0]["pem"].as_str().unwrap().as_bytes())
+        .unwrap()
+        .to_der()
+        .unwrap();
+    assert_eq!(slot_certificate(&q, &card, 0x9C), Some(old_der.clone()));
+
+    std::fs::write(
+        q.policy.join("dead-ca.yaml"),
+        "apiVersion: keyfleet.dev/v1\nkind: CertificateAuthority\nmetadata:\n  name: dead-ca\n\
+         spec:\n  cfssl:\n    url: http://127.0.0.1:9\n    authKey: {file: dead-key.txt}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        q.policy.join("dead-key.txt"),
+        "00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
+    let signature = "      profile: piv-signature";
+    let to_dead = (
+        format!("      authority: quickstart-ca\n{signature}"),
+        format!("      authority: dead-ca\n{signature}"),
+    );
+    q.edit("templates/employee-virtual.yaml", &to_dead.0, &to_dead.1);
+    q.run(&["apply", "--yes", "--target", "user=alice"])
+        .expect_code(1)
+        .stdout_has("dead-ca");
+    assert_ne!(
+        slot_certificate(&q, &card, 0x9C),
+        Some(old_der),
+        "the old certificate stays in the slot whose key was replaced"
+    );
+    assert_eq!(slot_certificate(&q, &card, 0x9C), None);
+
+    // The CA back, the subject changed too (a reissue still asked for): the next pass
+    // reissues the slot, and the card holds the new certificate.
+    q.edit("templates/employee-virtual.yaml", &to_dead.1, &to_dead.0);
+    q.edit(
+        "templates/employee-virtual.yaml",
+        &format!("{signature}\n      keyAlgorithm: ecc-p256\n      subject: \"CN=${{user.cn}},OU=Employees,"),
+        &format!("{signature}\n      keyAlgorithm: ecc-p256\n      subject: \"CN=${{user.cn}},OU=Signers,"),
+    );
+    q.run(&["apply", "--yes", "--target", "user=alice"])
+        .expect_code(0);
+    let live: Vec<Value> = active(&q.inventory())
+        .into_iter()
+        .filter(|c| c["user"] == "alice" && c["slot"] == "9C")
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_ne!(live[0]["serial"], old[0]["serial"]);
+    let new_der = x509_cert::Certificate::from_pem(live[0]["pem"].as_str().unwrap().as_bytes())
+        .unwrap()
+        .to_der()
+        .unwrap();
+    assert_eq!(slot_certificate(&q, &card, 0x9C), Some(new_der.clone()));
+    let _ = x509_cert::Certificate::from_der(&new_der).unwrap();
+}

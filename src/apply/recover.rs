@@ -11,7 +11,7 @@ use crate::store::{JournalEntry, JournalSecret, JournalState, JournalStep, Recor
 
 use super::{
     ApplyError, Context, ca, ca_status, cert_record, connect, journal_close,
-    journal_close_recording, personalize, wipe,
+    journal_close_recording, pem_to_der, personalize, wipe,
 };
 use crate::inventory::{CardRecord, CardStatus};
 
@@ -134,6 +134,29 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
                     }
                     None => Ok(JournalState::Abandoned),
                 }
+            })(),
+            JournalStep::ReplaceKey {
+                card,
+                slot,
+                replaced,
+            } => (|| {
+                // The slot's key was being replaced: a certificate still in it that is one of
+                // those it replaced does not match the key, and is removed (the plan issues
+                // the slot again or installs its recorded certificate). Any other (none, or
+                // the new one) is left.
+                let mut session = connect(ctx, card)?;
+                let Some(der) = session.read_certificate(*slot)? else {
+                    return Ok(JournalState::Done);
+                };
+                for serial in replaced {
+                    let old = ctx.store.cert(serial)?;
+                    if old.and_then(|c| pem_to_der(&c.pem)).as_deref() == Some(der.as_slice()) {
+                        session.admin_login(ctx, None)?;
+                        session.delete_certificate(*slot)?;
+                        break;
+                    }
+                }
+                Ok(JournalState::Done)
             })(),
             // The certificate is recorded as not installed: the next plan installs it.
             JournalStep::InstallCert { .. } => Ok(JournalState::Abandoned),

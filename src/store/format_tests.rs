@@ -21,6 +21,7 @@ const JOURNAL: &[&str] = &[
     r#"{"id":7,"actionId":"suspend:alice:staff","step":{"step":"ca-status","serial":"0A1C","ca":"corp","op":"hold"},"state":"done","openedAt":"2026-01-01T10:00:10Z","closedAt":"2026-01-01T10:00:11Z","message":null}"#,
     r#"{"id":8,"actionId":"resume:alice:staff","step":{"step":"ca-status","serial":"0A1C","ca":"corp","op":"unhold"},"state":"done","openedAt":"2026-01-01T10:00:12Z","closedAt":"2026-01-01T10:00:13Z","message":null}"#,
     r#"{"id":9,"actionId":"retire:alice:staff","step":{"step":"wipe-card","card":"vc-0a1b"},"state":"open","openedAt":"2026-01-01T10:00:14Z","closedAt":null,"message":null}"#,
+    r#"{"id":10,"actionId":"reissue:alice:staff","step":{"step":"replace-key","card":"vc-0a1b","slot":"9E","replaced":["0A1B","0A1C"]},"state":"open","openedAt":"2026-01-01T10:00:16Z","closedAt":null,"message":null}"#,
 ];
 
 fn entry(
@@ -179,6 +180,19 @@ fn journal_values() -> Vec<JournalEntry> {
             },
             JournalState::Open,
             datetime!(2026-01-01 10:00:14 UTC),
+            None,
+            None,
+        ),
+        entry(
+            10,
+            "reissue:alice:staff",
+            JournalStep::ReplaceKey {
+                card: "vc-0a1b".into(),
+                slot: Slot::CardAuthentication,
+                replaced: vec!["0A1B".into(), "0A1C".into()],
+            },
+            JournalState::Open,
+            datetime!(2026-01-01 10:00:16 UTC),
             None,
             None,
         ),

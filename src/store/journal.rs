@@ -59,6 +59,19 @@ pub enum JournalStep {
         /// Management key algorithm.
         management_key: ManagementKeyAlgorithm,
     },
+    /// A slot's key is about to be replaced: from here until its new certificate is written,
+    /// the certificate in the slot no longer matches its key. Closed once the new
+    /// certificate is written or the stale one removed; recovery removes a certificate still
+    /// in the slot that is one of those it replaced.
+    ReplaceKey {
+        /// Card.
+        card: String,
+        /// Slot.
+        slot: Slot,
+        /// Serials of the certificates recorded for the card's slot before the new key (the
+        /// ones that cannot match it).
+        replaced: Vec<String>,
+    },
     /// A CSR is sent to a CA under an idempotency key.
     Enroll {
         /// Idempotency key the CA knows the request by.

@@ -299,6 +299,16 @@ pub(super) enum StoredStep {
         /// Management key algorithm.
         management_key: StoredManagementKey,
     },
+    /// A slot's key about to be replaced.
+    #[serde(rename = "replace-key")]
+    ReplaceKey {
+        /// Card.
+        card: String,
+        /// Slot.
+        slot: StoredSlot,
+        /// Serials recorded for the slot before.
+        replaced: Vec<String>,
+    },
     /// A CSR sent to a CA.
     #[serde(rename = "enroll", rename_all = "camelCase")]
     Enroll {
@@ -383,6 +393,15 @@ impl From<&JournalStep> for StoredStep {
                 sealed_for: sealed_for.into(),
                 management_key: management_key.into(),
             },
+            JournalStep::ReplaceKey {
+                card,
+                slot,
+                replaced,
+            } => StoredStep::ReplaceKey {
+                card,
+                slot: slot.into(),
+                replaced,
+            },
             JournalStep::Enroll {
                 request_id,
                 ca,
@@ -455,6 +474,15 @@ impl From<StoredStep> for JournalStep {
                 sealed_puk,
                 sealed_for: sealed_for.into(),
                 management_key: management_key.into(),
+            },
+            StoredStep::ReplaceKey {
+                card,
+                slot,
+                replaced,
+            } => JournalStep::ReplaceKey {
+                card,
+                slot: slot.into(),
+                replaced,
             },
             StoredStep::Enroll {
                 request_id,
