@@ -302,7 +302,10 @@ pub(crate) fn issue_slots<'s>(
     let stale = |slot: Slot, key_entry: &mut JournalEntry| match connect(ctx, card) {
         Ok(mut s) => remove_stale_certificate(ctx, s.as_mut(), card, slot, key_entry),
         // The card is gone: the open entry has recovery remove it.
-        Err(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(card, slot = %slot, "cannot remove the stale certificate now (recovery will): {e}");
+            Ok(())
+        }
     };
     for (enrolled, card_time, slot, mut key_entry) in enrolments {
         let (record, mut note) = match beside.wait(enrolled) {
