@@ -283,9 +283,10 @@ fn a_token_pulled_out_during_issuance_resumes_from_the_journal() {
     .unwrap();
     let state = hsm.path().join("state");
     let args = ["apply", "-C", s(&policy), "--state-dir", s(&state), "--yes"];
-    // Journal writes: personalise open(1)/close(2), enrol open(3)/close(4): the certificate
-    // is signed and recorded but not yet on the token when the process dies.
-    let run = hsm.keyfleet(&args, &[("KEYFLEET_CRASH_AFTER_STEP", "4")]);
+    // Journal writes: personalise open(1)/close(2), the slot's key replacement open(3),
+    // enrol open(4)/close(5): the certificate is signed and recorded but not yet on the token
+    // when the process dies.
+    let run = hsm.keyfleet(&args, &[("KEYFLEET_CRASH_AFTER_STEP", "5")]);
     assert!(run.crashed_at_crash_point(), "{run:?}");
     let serial = hsm.serial_of("alice").expect("token personalised");
 

@@ -707,3 +707,126 @@ fn a_ca_failing_in_the_middle_of_an_issuance_keeps_what_was_issued() {
         .collect();
     assert_eq!(db_serials(&db), tracked);
 }
+
+/// The certificate in a virtual card's slot, if any.
+fn slot_certificate(q: &Quickstart, card: &str, slot: u8) -> Option<Vec<u8>> {
+    use keyfleet::card::piv::PivClient;
+    use keyfleet::card::transport::InProcess;
+    use keyfleet::card::vcard::VirtualCard;
+    let vc = VirtualCard::open(q.state.join("cards").join(format!("{card}.json"))).expect("card");
+    let mut piv = PivClient::new(InProcess::new(vc));
+    piv.select().expect("select");
+    piv.read_certificate(slot).expect("read")
+}
+
+/// Alice issued; then her signature slot moved to a CA nobody answers for (a reissue).
+/// Returns her card, her 9C certificate's DER and record, and the (from, to) of the edit.
+fn alice_issued_then_9c_on_a_dead_ca(q: &Quickstart) -> (String, Vec<u8>, Value, (String, String)) {
+    use der::{DecodePem as _, Encode as _};
+    q.run(&["apply", "--yes", "--target", "user=alice"])
+        .expect_code(0);
+    let old: Vec<Value> = certs(&q.inventory())
+        .into_iter()
+        .filter(|c| c["user"] == "alice" && c["slot"] == "9C")
+        .collect();
+    assert_eq!(old.len(), 1, "{old:?}");
+    let card = old[0]["card"].as_str().unwrap().to_string();
+    let old_der = x509_cert::Certificate::from_pem(old[0]["pem"].as_str().unwrap().as_bytes())
+        .unwrap()
+        .to_der()
+        .unwrap();
+    assert_eq!(slot_certificate(q, &card, 0x9C), Some(old_der.clone()));
+    std::fs::write(
+        q.policy.join("dead-ca.yaml"),
+        "apiVersion: keyfleet.dev/v1\nkind: CertificateAuthority\nmetadata:\n  name: dead-ca\n\
+         spec:\n  cfssl:\n    url: http://127.0.0.1:9\n    authKey: {file: dead-key.txt}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        q.policy.join("dead-key.txt"),
+        "00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
+    let signature = "      profile: piv-signature";
+    let to_dead = (
+        format!("      authority: quickstart-ca\n{signature}"),
+        format!("      authority: dead-ca\n{signature}"),
+    );
+    q.edit("templates/employee-virtual.yaml", &to_dead.0, &to_dead.1);
+    (card, old_der, old[0].clone(), to_dead)
+}
+
+#[test]
+fn a_slot_key_replacement_a_crash_interrupted_is_finished_by_recovery() {
+    // Issue 14 point 1: the process dies after the signature slot's new key is made and its
+    // enrolment intent written (journal writes: key replacement 1, enrolment 2). The slot
+    // holds the old certificate over the new key until the next run's recovery removes it.
+    let q = Quickstart::new();
+    let (card, old_der, _, to_dead) = alice_issued_then_9c_on_a_dead_ca(&q);
+    let crashed = q.run_env(
+        &["apply", "--yes", "--target", "user=alice"],
+        &[("KEYFLEET_CRASH_AFTER_STEP", "2")],
+    );
+    assert!(crashed.crashed_at_crash_point(), "{crashed:?}");
+    assert_eq!(
+        slot_certificate(&q, &card, 0x9C),
+        Some(old_der.clone()),
+        "interrupted between the new key and its certificate"
+    );
+    // The old CA back in the template: nothing is reissued, only recovery acts on the slot.
+    q.edit("templates/employee-virtual.yaml", &to_dead.1, &to_dead.0);
+    let r = q.run(&["apply", "--yes", "--target", "user=alice"]);
+    assert!(
+        r.stdout.contains("1 interrupted step(s) finished"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_ne!(
+        slot_certificate(&q, &card, 0x9C),
+        Some(old_der),
+        "recovery left the certificate whose key was replaced in the slot"
+    );
+}
+
+#[test]
+fn a_ca_failing_after_a_slots_key_is_replaced_leaves_no_stale_certificate_in_the_slot() {
+    // Issue 14 point 1: the reissue makes the signature slot's new key, then its CA fails.
+    // The slot must not keep the old certificate (which no longer matches its key).
+    use der::{Decode as _, DecodePem as _, Encode as _};
+    let q = Quickstart::new();
+    let (card, old_der, old, to_dead) = alice_issued_then_9c_on_a_dead_ca(&q);
+    let signature = "      profile: piv-signature";
+    q.run(&["apply", "--yes", "--target", "user=alice"])
+        .expect_code(1)
+        .stdout_has("dead-ca");
+    assert_ne!(
+        slot_certificate(&q, &card, 0x9C),
+        Some(old_der),
+        "the old certificate stays in the slot whose key was replaced"
+    );
+    assert_eq!(slot_certificate(&q, &card, 0x9C), None);
+
+    // The CA back, the subject changed too (a reissue still asked for): the next pass
+    // reissues the slot, and the card holds the new certificate.
+    q.edit("templates/employee-virtual.yaml", &to_dead.1, &to_dead.0);
+    q.edit(
+        "templates/employee-virtual.yaml",
+        &format!("{signature}\n      keyAlgorithm: ecc-p256\n      subject: \"CN=${{user.cn}},OU=Employees,"),
+        &format!("{signature}\n      keyAlgorithm: ecc-p256\n      subject: \"CN=${{user.cn}},OU=Signers,"),
+    );
+    q.run(&["apply", "--yes", "--target", "user=alice"])
+        .expect_code(0);
+    let live: Vec<Value> = active(&q.inventory())
+        .into_iter()
+        .filter(|c| c["user"] == "alice" && c["slot"] == "9C")
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_ne!(live[0]["serial"], old["serial"]);
+    let new_der = x509_cert::Certificate::from_pem(live[0]["pem"].as_str().unwrap().as_bytes())
+        .unwrap()
+        .to_der()
+        .unwrap();
+    assert_eq!(slot_certificate(&q, &card, 0x9C), Some(new_der.clone()));
+    let _ = x509_cert::Certificate::from_der(&new_der).unwrap();
+}

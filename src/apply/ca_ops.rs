@@ -107,6 +107,11 @@ pub(crate) fn ca_status(
     }
     cert.status = status;
     cert.updated_at = (ctx.clock)();
-    ctx.store.put_cert(&cert)?;
-    journal_close(ctx, &mut entry, JournalState::Done, None)
+    journal_close_recording(
+        ctx,
+        &mut entry,
+        JournalState::Done,
+        None,
+        Recorded::Cert(&cert),
+    )
 }

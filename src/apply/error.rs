@@ -78,6 +78,13 @@ pub enum ApplyError {
         #[source]
         source: SecretError,
     },
+    /// An open journal entry no longer holds the sealed secret its recovery needs (a store
+    /// edited by hand: closed entries drop them, open ones keep them).
+    #[error("journal entry {entry} holds no sealed PIN or PUK to finish the personalisation")]
+    JournalSecretGone {
+        /// The journal entry id.
+        entry: u64,
+    },
     /// The PIN mailer could not be written.
     #[error("PIN mailer {path}: {source}")]
     PinMailer {
@@ -212,7 +219,8 @@ impl ApplyError {
             | ApplyError::Suspect { .. }
             | ApplyError::ManagementKey { .. }
             | ApplyError::TokenPin { .. }
-            | ApplyError::SoPin { .. } => true,
+            | ApplyError::SoPin { .. }
+            | ApplyError::JournalSecretGone { .. } => true,
             ApplyError::Store(_)
             | ApplyError::Audit(_)
             | ApplyError::Token { .. }

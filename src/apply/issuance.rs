@@ -3,6 +3,7 @@
 //! records), then install the certificates and supersede the slots' older ones.
 
 use super::*;
+use crate::store::{JournalSecret, SealBinding};
 
 pub(crate) fn issue(
     ctx: &Context<'_>,
@@ -31,7 +32,7 @@ pub(crate) fn issue(
                 },
             )?;
             let id = ctx.cards.create_virtual()?;
-            ctx.store.put_card(&CardRecord {
+            let record = CardRecord {
                 id: id.clone(),
                 card_type: cred.card_type,
                 stock: action.stock.clone(),
@@ -40,8 +41,14 @@ pub(crate) fn issue(
                 status: CardStatus::Blank,
                 created_at: now,
                 updated_at: now,
-            })?;
-            journal_close(ctx, &mut entry, JournalState::Done, Some(id.clone()))?;
+            };
+            journal_close_recording(
+                ctx,
+                &mut entry,
+                JournalState::Done,
+                Some(id.clone()),
+                Recorded::Card(&record),
+            )?;
             id
         }
     };
@@ -57,12 +64,23 @@ pub(crate) fn issue(
     let puk = generate_puk(cred.puk_length);
     let personalize_started = std::time::Instant::now();
     let action_id = action.id();
-    let step = JournalStep::Personalize {
-        card: card.clone(),
-        user: cred.user.clone(),
-        sealed_pin: hex::encode(ctx.master.seal(b"journal-pin", pin.as_bytes())),
-        sealed_puk: hex::encode(ctx.master.seal(b"journal-puk", puk.as_bytes())),
-        management_key: cred.management_key.algorithm,
+    // The PIN and PUK are sealed for recovery, bound to the card and to the entry.
+    let step = |entry: u64| {
+        let binding = SealBinding::CardAndEntry;
+        let seal = |secret: JournalSecret, value: &str| {
+            hex::encode(
+                ctx.master
+                    .seal(&binding.aad(secret, &card, entry), value.as_bytes()),
+            )
+        };
+        JournalStep::Personalize {
+            card: card.clone(),
+            user: cred.user.clone(),
+            sealed_pin: Some(seal(JournalSecret::Pin, &pin)),
+            sealed_puk: Some(seal(JournalSecret::Puk, &puk)),
+            sealed_for: binding,
+            management_key: cred.management_key.algorithm,
+        }
     };
     // One thread beside the card's for the whole issuance: the card, the slow part, waits
     // for no flush, no file and no CA call it can go on without. Not for a virtual card: its
@@ -80,7 +98,7 @@ pub(crate) fn issue(
         // before both are done.
         let intent = beside.run(|| {
             bind(ctx, action, cred, &card, now)?;
-            journal_open(ctx, &action_id, step)
+            journal_open_with(ctx, &action_id, step)
         });
         let session = connect(ctx, &card);
         let mut entry = beside.wait(intent)?;
@@ -256,9 +274,9 @@ pub(crate) fn issue_slots<'s>(
             Some(s) => Ok(s),
             None => connect(ctx, card),
         }
-        .and_then(|mut current| slot_request(ctx, current.as_mut(), card, cred, *slot));
+        .and_then(|mut current| slot_request(ctx, current.as_mut(), action_id, card, cred, *slot));
         match request {
-            Ok(request) => {
+            Ok((request, key_entry)) => {
                 let card_time = request.card_time;
                 let failed = ca_failed.clone();
                 let enrolled = beside.run(move || {
@@ -272,7 +290,7 @@ pub(crate) fn issue_slots<'s>(
                     }
                     enrolled.map(|(note, record)| (record, note))
                 });
-                enrolments.push((enrolled, card_time));
+                enrolments.push((enrolled, card_time, *slot, key_entry));
             }
             Err(e) => {
                 card_error = Some(e);
@@ -289,11 +307,21 @@ pub(crate) fn issue_slots<'s>(
     let mut first_error = card_error;
     // Unlike one slot after the other, a card failing at slot k leaves the slots before it
     // signed and recorded but not installed (the next plan installs them).
-    for (enrolled, card_time) in enrolments {
+    // A slot whose new key gets no certificate loses the stale one it holds.
+    let stale = |slot: Slot, key_entry: &mut JournalEntry| match connect(ctx, card) {
+        Ok(mut s) => remove_stale_certificate(ctx, s.as_mut(), card, slot, key_entry),
+        // The card is gone: the open entry has recovery remove it.
+        Err(e) => {
+            tracing::warn!(card, slot = %slot, "cannot remove the stale certificate now (recovery will): {e}");
+            Ok(())
+        }
+    };
+    for (enrolled, card_time, slot, mut key_entry) in enrolments {
         let (record, mut note) = match beside.wait(enrolled) {
             Ok(r) => r,
             Err(e) => {
                 first_error.get_or_insert(e);
+                stale(slot, &mut key_entry)?;
                 continue;
             }
         };
@@ -301,17 +329,20 @@ pub(crate) fn issue_slots<'s>(
             // Not written: the installation's note says so (the record stays not installed).
             let why = format!("not installed: {e}");
             journal_close(ctx, &mut note, JournalState::Abandoned, Some(why))?;
+            stale(slot, &mut key_entry)?;
             continue;
         }
-        let slot = record.slot;
         let install_started = std::time::Instant::now();
         let written =
             connect(ctx, card).and_then(|mut s| write_installed(ctx, s.as_mut(), &record));
         if let Err(e) = written {
             journal_close(ctx, &mut note, JournalState::Failed, Some(e.to_string()))?;
             first_error = Some(e);
+            stale(slot, &mut key_entry)?;
             continue;
         }
+        // The slot's key has its certificate.
+        journal_close(ctx, &mut key_entry, JournalState::Done, None)?;
         // Where an issuance spends its time (KEYFLEET_LOG=keyfleet::timing=debug): the card's
         // key generation and CSR signature, and the certificate write.
         tracing::debug!(
@@ -398,14 +429,16 @@ pub(crate) struct SlotRequest {
 }
 
 /// The card's part of a slot's issuance: a new key (on the card, or made here and imported)
-/// and the CSR the card signs with it.
+/// and the CSR the card signs with it, and the open journal entry of the key's replacement
+/// (closed when the slot's new certificate is written, see [`remove_stale_certificate`]).
 pub(crate) fn slot_request(
     ctx: &Context<'_>,
     session: &mut dyn CardSession,
+    action_id: &str,
     card: &str,
     cred: &DesiredCredential,
     slot: Slot,
-) -> Result<SlotRequest, ApplyError> {
+) -> Result<(SlotRequest, JournalEntry), ApplyError> {
     let want = desired_cert(cred, slot)?;
     // An unusable CA fails the slot before the card makes a key for it.
     ca(ctx, &want.authority)?;
@@ -434,26 +467,87 @@ pub(crate) fn slot_request(
     })?;
     session.admin_login(ctx, Some(cred))?;
     session.check_pin(ctx, &pin)?;
+    // From the new key until its certificate is written, the certificate in the slot does
+    // not match the key: the journal knows it (flushed before the key is made), so that a
+    // failure or a crash in between ends with the stale certificate removed.
+    let replaced = ctx
+        .store
+        .certs_of_card(card)?
+        .into_iter()
+        .filter(|c| c.slot == slot)
+        .map(|c| c.serial)
+        .collect();
+    let mut key_entry = journal_open(
+        ctx,
+        action_id,
+        JournalStep::ReplaceKey {
+            card: card.to_string(),
+            slot,
+            replaced,
+        },
+    )?;
     let public = match want.key_generation {
-        KeyGeneration::OnCard => session.generate_key(slot, key_alg(want.key_algorithm))?,
-        KeyGeneration::Server => server_key(ctx, session, card, want)?,
+        KeyGeneration::OnCard => session.generate_key(slot, key_alg(want.key_algorithm)),
+        KeyGeneration::Server => server_key(ctx, session, card, want),
+    };
+    let public = match public {
+        Ok(public) => public,
+        Err(e) => {
+            // The card refused to make (or take) the key: the slot is as it was.
+            journal_close(
+                ctx,
+                &mut key_entry,
+                JournalState::Abandoned,
+                Some(e.to_string()),
+            )?;
+            return Err(e);
+        }
     };
     let csr_der = match build_csr(session, card, slot, public, &pin, want) {
         Ok(csr) => csr,
         Err(e) => {
             // The slot's key is new: its old certificate no longer matches it. The next pass
             // makes the slot again (the plan still asks for it).
-            if let Err(d) = session.delete_certificate(slot) {
-                tracing::warn!(card, slot = %slot, "cannot remove the stale certificate: {d}");
-            }
+            remove_stale_certificate(ctx, session, card, slot, &mut key_entry)?;
             return Err(e);
         }
     };
-    Ok(SlotRequest {
-        slot,
-        csr_der,
-        card_time: started.elapsed(),
-    })
+    Ok((
+        SlotRequest {
+            slot,
+            csr_der,
+            card_time: started.elapsed(),
+        },
+        key_entry,
+    ))
+}
+
+/// A slot whose key was replaced but whose new certificate was not written: the certificate
+/// still in it no longer matches the key, and is removed (the next pass issues the slot
+/// again, or installs its recorded certificate). The key's journal entry closes once it is
+/// removed; when it cannot be, the entry stays open and recovery removes it.
+pub(crate) fn remove_stale_certificate(
+    ctx: &Context<'_>,
+    session: &mut dyn CardSession,
+    card: &str,
+    slot: Slot,
+    key_entry: &mut JournalEntry,
+) -> Result<(), ApplyError> {
+    match session
+        .admin_login(ctx, None)
+        .and_then(|_| session.delete_certificate(slot))
+    {
+        Ok(()) => journal_close(
+            ctx,
+            key_entry,
+            JournalState::Done,
+            Some("the new key's certificate was not written: the stale one is removed".into()),
+        ),
+        Err(e) => {
+            tracing::warn!(card, slot = %slot, "cannot remove the stale certificate now (recovery will): {e}");
+            Ok(())
+        }
+    }
 }
 
 pub(crate) fn desired_cert(
@@ -535,8 +629,13 @@ pub(crate) fn enroll_slot(
         (ctx.clock)(),
     )
     .ok_or_else(|| ApplyError::Stale("journal step is not an enrolment".into()))?;
-    ctx.store.put_cert(&record)?;
-    journal_close(ctx, &mut entry, JournalState::Done, Some(issued.serial))?;
+    journal_close_recording(
+        ctx,
+        &mut entry,
+        JournalState::Done,
+        Some(issued.serial),
+        Recorded::Cert(&record),
+    )?;
     Ok(record)
 }
 
@@ -718,8 +817,13 @@ pub(crate) fn record_installed(
 ) -> Result<(), ApplyError> {
     cert.installed = true;
     cert.updated_at = (ctx.clock)();
-    ctx.store.put_cert(&cert)?;
-    journal_close(ctx, &mut entry, JournalState::Done, None)?;
+    journal_close_recording(
+        ctx,
+        &mut entry,
+        JournalState::Done,
+        None,
+        Recorded::Cert(&cert),
+    )?;
     let older: Vec<String> = ctx
         .store
         .certs_of_card(&cert.card)?

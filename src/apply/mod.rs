@@ -64,7 +64,8 @@ use crate::policy::model::{CardType, KeyAlgorithm, KeyGeneration, ManagementKeyA
 use crate::secrets::{MasterKey, SecretError, generate_pin, generate_puk};
 use crate::store::journal::CaOp;
 use crate::store::{
-    HistoryEntry, HistoryResult, JournalEntry, JournalState, JournalStep, Store, StoreError,
+    HistoryEntry, HistoryResult, JournalEntry, JournalState, JournalStep, Recorded, Store,
+    StoreError,
 };
 
 /// Factory PIN, PUK of a blank PIV card.
@@ -508,6 +509,19 @@ fn journal_open(
     Ok(e)
 }
 
+/// Like [`journal_open`], the step made from the entry's id: see [`Store::journal_open_with`].
+fn journal_open_with(
+    ctx: &Context<'_>,
+    action_id: &str,
+    step: impl FnOnce(u64) -> JournalStep,
+) -> Result<JournalEntry, ApplyError> {
+    let e = ctx
+        .store
+        .journal_open_with(action_id, (ctx.clock)(), step)?;
+    ctx.crash.tick();
+    Ok(e)
+}
+
 /// Like [`journal_open`], not flushed: see [`Store::journal_note`].
 fn journal_note(
     ctx: &Context<'_>,
@@ -527,6 +541,21 @@ fn journal_close(
 ) -> Result<(), ApplyError> {
     ctx.store
         .journal_close(entry, state, message, (ctx.clock)())?;
+    ctx.crash.tick();
+    Ok(())
+}
+
+/// Like [`journal_close`], with the record the effect led to written in the same
+/// transaction: see [`Store::journal_close_recording`].
+fn journal_close_recording(
+    ctx: &Context<'_>,
+    entry: &mut JournalEntry,
+    state: JournalState,
+    message: Option<String>,
+    record: Recorded<'_>,
+) -> Result<(), ApplyError> {
+    ctx.store
+        .journal_close_recording(entry, state, message, (ctx.clock)(), record)?;
     ctx.crash.tick();
     Ok(())
 }

@@ -4,11 +4,14 @@
 //! never happened). An open enrolment is asked of the CA by its request id, so a certificate
 //! the CA signed is always recorded and never signed twice.
 
-use crate::store::JournalState;
-use crate::store::JournalStep;
+use zeroize::Zeroizing;
+
+use crate::secrets::{MasterKey, SecretError};
+use crate::store::{JournalEntry, JournalSecret, JournalState, JournalStep, Recorded};
 
 use super::{
-    ApplyError, Context, ca, ca_status, cert_record, connect, journal_close, personalize, wipe,
+    ApplyError, Context, ca, ca_status, cert_record, connect, journal_close,
+    journal_close_recording, pem_to_der, personalize, wipe,
 };
 use crate::inventory::{CardRecord, CardStatus};
 
@@ -25,12 +28,55 @@ pub struct RecoveryReport {
     pub unresolved: Vec<String>,
 }
 
+/// The PIN and PUK an open personalisation entry holds sealed, opened with the associated
+/// data the entry says they were sealed under: bound to the card and the entry, or (an entry
+/// an older Keyfleet left open) the fixed tag. A blob moved from another entry or card does
+/// not open.
+fn journal_secrets(
+    master: &MasterKey,
+    entry: &JournalEntry,
+) -> Result<(Zeroizing<String>, Zeroizing<String>), ApplyError> {
+    let JournalStep::Personalize {
+        card,
+        sealed_pin,
+        sealed_puk,
+        sealed_for,
+        ..
+    } = &entry.step
+    else {
+        return Err(ApplyError::Stale(format!(
+            "journal entry {} is not a personalisation",
+            entry.id
+        )));
+    };
+    let open = |secret: JournalSecret, hexed: &Option<String>| {
+        let name = format!("journal/{}/{}", entry.id, secret.name());
+        let Some(hexed) = hexed else {
+            return Err(ApplyError::JournalSecretGone { entry: entry.id });
+        };
+        let sealed = hex::decode(hexed).map_err(|_| ApplyError::Secret {
+            name: name.clone(),
+            source: SecretError::SealedFormat,
+        })?;
+        let plain = master
+            .open(&sealed_for.aad(secret, card, entry.id), &sealed)
+            .map_err(|source| ApplyError::Secret { name, source })?;
+        Ok(Zeroizing::new(String::from_utf8_lossy(&plain).into_owned()))
+    };
+    Ok((
+        open(JournalSecret::Pin, sealed_pin)?,
+        open(JournalSecret::Puk, sealed_puk)?,
+    ))
+}
+
 /// Resolves every open journal entry. Entries that cannot be resolved now stay open and are
 /// reported; everything else proceeds.
 pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
     let mut report = RecoveryReport::default();
     for mut entry in ctx.store.open_intents()? {
         let id = entry.action_id.clone();
+        // A certificate the CA signed that the entry's closing records.
+        let mut recorded = None;
         let result: Result<JournalState, ApplyError> = match &entry.step {
             JournalStep::CreateCard { .. } => {
                 // The card file may exist without a record: recorded as blank, it returns to
@@ -40,23 +86,10 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
             JournalStep::Personalize {
                 card,
                 user,
-                sealed_pin,
-                sealed_puk,
                 management_key,
+                ..
             } => (|| {
-                let open = |aad: &[u8], hexed: &str| -> Result<String, ApplyError> {
-                    let sealed = hex::decode(hexed).unwrap_or_default();
-                    let plain =
-                        ctx.master
-                            .open(aad, &sealed)
-                            .map_err(|source| ApplyError::Secret {
-                                name: format!("journal/{}", entry.id),
-                                source,
-                            })?;
-                    Ok(String::from_utf8_lossy(&plain).into_owned())
-                };
-                let pin = open(b"journal-pin", sealed_pin)?;
-                let puk = open(b"journal-puk", sealed_puk)?;
+                let (pin, puk) = journal_secrets(ctx.master, &entry)?;
                 let mut session = connect(ctx, card)?;
                 personalize(
                     ctx,
@@ -95,13 +128,36 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
                                 (ctx.clock)(),
                             )
                             .ok_or_else(|| ApplyError::Stale("not an enrolment".into()))?;
-                            ctx.store.put_cert(&record)?;
                             report.recovered_certificates.push(issued.serial);
+                            recorded = Some(record);
                         }
                         Ok(JournalState::Done)
                     }
                     None => Ok(JournalState::Abandoned),
                 }
+            })(),
+            JournalStep::ReplaceKey {
+                card,
+                slot,
+                replaced,
+            } => (|| {
+                // The slot's key was being replaced: a certificate still in it that is one of
+                // those it replaced does not match the key, and is removed (the plan issues
+                // the slot again or installs its recorded certificate). Any other (none, or
+                // the new one) is left.
+                let mut session = connect(ctx, card)?;
+                let Some(der) = session.read_certificate(*slot)? else {
+                    return Ok(JournalState::Done);
+                };
+                for serial in replaced {
+                    let old = ctx.store.cert(serial)?;
+                    if old.and_then(|c| pem_to_der(&c.pem)).as_deref() == Some(der.as_slice()) {
+                        session.admin_login(ctx, None)?;
+                        session.delete_certificate(*slot)?;
+                        break;
+                    }
+                }
+                Ok(JournalState::Done)
             })(),
             // The certificate is recorded as not installed: the next plan installs it.
             JournalStep::InstallCert { .. } => Ok(JournalState::Abandoned),
@@ -123,7 +179,17 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
                 } else {
                     report.abandoned += 1;
                 }
-                journal_close(ctx, &mut entry, state, Some("resolved by recovery".into()))?;
+                let message = Some("resolved by recovery".into());
+                match &recorded {
+                    Some(cert) => journal_close_recording(
+                        ctx,
+                        &mut entry,
+                        state,
+                        message,
+                        Recorded::Cert(cert),
+                    )?,
+                    None => journal_close(ctx, &mut entry, state, message)?,
+                }
             }
             Err(e) => report
                 .unresolved
@@ -157,4 +223,92 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
     // Records written and entries closed by recovery: durable before the plan that follows.
     ctx.store.sync()?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::model::ManagementKeyAlgorithm;
+    use crate::store::SealBinding;
+
+    fn entry(
+        id: u64,
+        card: &str,
+        pin: Vec<u8>,
+        puk: Vec<u8>,
+        binding: SealBinding,
+    ) -> JournalEntry {
+        JournalEntry {
+            id,
+            action_id: "issue:alice:staff".into(),
+            step: JournalStep::Personalize {
+                card: card.into(),
+                user: "alice".into(),
+                sealed_pin: Some(hex::encode(pin)),
+                sealed_puk: Some(hex::encode(puk)),
+                sealed_for: binding,
+                management_key: ManagementKeyAlgorithm::Aes192,
+            },
+            state: JournalState::Open,
+            opened_at: time::OffsetDateTime::UNIX_EPOCH,
+            closed_at: None,
+            message: None,
+        }
+    }
+
+    fn sealed(
+        master: &MasterKey,
+        b: SealBinding,
+        s: JournalSecret,
+        card: &str,
+        id: u64,
+        v: &str,
+    ) -> Vec<u8> {
+        master.seal(&b.aad(s, card, id), v.as_bytes())
+    }
+
+    #[test]
+    fn a_sealed_pin_opens_only_in_the_entry_and_for_the_card_it_was_sealed_for() {
+        let master = MasterKey::from_bytes([7; 32]);
+        let b = SealBinding::CardAndEntry;
+        let pin = sealed(&master, b, JournalSecret::Pin, "vc-1", 5, "123987");
+        let puk = sealed(&master, b, JournalSecret::Puk, "vc-1", 5, "87654321");
+        let (p, k) =
+            journal_secrets(&master, &entry(5, "vc-1", pin.clone(), puk.clone(), b)).unwrap();
+        assert_eq!((p.as_str(), k.as_str()), ("123987", "87654321"));
+        // Moved to another entry, or to an entry of another card: refused.
+        for moved in [
+            entry(6, "vc-1", pin.clone(), puk.clone(), b),
+            entry(5, "vc-2", pin.clone(), puk.clone(), b),
+            // The PIN's blob in the PUK's place.
+            entry(5, "vc-1", pin.clone(), pin.clone(), b),
+            // Claimed to be sealed the old way.
+            entry(5, "vc-1", pin, puk, SealBinding::FixedTag),
+        ] {
+            assert!(
+                matches!(
+                    journal_secrets(&master, &moved),
+                    Err(ApplyError::Secret { .. })
+                ),
+                "{moved:?} opened"
+            );
+        }
+    }
+
+    #[test]
+    fn an_entry_an_older_keyfleet_left_open_is_still_read_and_one_without_secrets_is_an_error() {
+        let master = MasterKey::from_bytes([7; 32]);
+        let pin = master.seal(b"journal-pin", b"123987");
+        let puk = master.seal(b"journal-puk", b"87654321");
+        let old = entry(9, "vc-3", pin, puk, SealBinding::FixedTag);
+        let (p, k) = journal_secrets(&master, &old).unwrap();
+        assert_eq!((p.as_str(), k.as_str()), ("123987", "87654321"));
+
+        let mut gone = old;
+        gone.step.drop_secrets();
+        assert!(matches!(
+            journal_secrets(&master, &gone),
+            Err(ApplyError::JournalSecretGone { entry: 9 })
+        ));
+    }
 }

@@ -3,6 +3,10 @@
 //! The journal holds one entry per effect: written as `open` before the effect happens and
 //! closed after, so that a crash leaves an open entry that recovery resolves. The history is
 //! the append-only record of applied actions that operators read.
+//!
+//! These are the values Keyfleet works with; how they are stored is [`super::stored`]'s
+//! business (the journal's types have no serde of their own, so they cannot be stored by
+//! mistake in a format tied to them).
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -12,8 +16,7 @@ use crate::plan::{ActionKind, Reason};
 use crate::policy::model::{CardType, KeyAlgorithm, ManagementKeyAlgorithm, Slot};
 
 /// A status change asked of a CA.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "op")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaOp {
     /// Revoke with a reason (RFC 5280 reason name).
     Revoke {
@@ -27,8 +30,7 @@ pub enum CaOp {
 }
 
 /// One effect, with what recovery needs to finish or undo it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "step")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JournalStep {
     /// A new card is created (virtual) or taken from stock.
     CreateCard {
@@ -40,21 +42,37 @@ pub enum JournalStep {
         card_type: CardType,
     },
     /// A card gets its management key, PIN and PUK (sealed here for recovery; never plain).
-    #[serde(rename_all = "camelCase")]
+    /// The sealed PIN and PUK are needed only while the entry is open: they are dropped when
+    /// it closes (see [`JournalStep::drop_secrets`]).
     Personalize {
         /// Card.
         card: String,
         /// Its holder (for the PIN mailer).
         user: String,
-        /// The new PIN, sealed with the master key (aad `journal-pin`), hex.
-        sealed_pin: String,
-        /// The new PUK, sealed (aad `journal-puk`), hex.
-        sealed_puk: String,
+        /// The new PIN, sealed with the master key (aad: [`SealBinding::aad`]), hex; `None`
+        /// once the entry is closed.
+        sealed_pin: Option<String>,
+        /// The new PUK, sealed like the PIN, hex; `None` once the entry is closed.
+        sealed_puk: Option<String>,
+        /// What the seals are bound to (the fixed tag in entries written before the binding).
+        sealed_for: SealBinding,
         /// Management key algorithm.
         management_key: ManagementKeyAlgorithm,
     },
+    /// A slot's key is about to be replaced: from here until its new certificate is written,
+    /// the certificate in the slot no longer matches its key. Closed once the new
+    /// certificate is written or the stale one removed; recovery removes a certificate still
+    /// in the slot that is one of those it replaced.
+    ReplaceKey {
+        /// Card.
+        card: String,
+        /// Slot.
+        slot: Slot,
+        /// Serials of the certificates recorded for the card's slot before the new key (the
+        /// ones that cannot match it).
+        replaced: Vec<String>,
+    },
     /// A CSR is sent to a CA under an idempotency key.
-    #[serde(rename_all = "camelCase")]
     Enroll {
         /// Idempotency key the CA knows the request by.
         request_id: String,
@@ -97,7 +115,6 @@ pub enum JournalStep {
         /// Authority name.
         ca: String,
         /// The change.
-        #[serde(flatten)]
         op: CaOp,
     },
     /// A card is wiped.
@@ -107,9 +124,72 @@ pub enum JournalStep {
     },
 }
 
+/// A secret a journal entry holds sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalSecret {
+    /// The card's new PIN.
+    Pin,
+    /// The card's new PUK.
+    Puk,
+}
+
+impl JournalSecret {
+    /// Its name (`pin`, `puk`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            JournalSecret::Pin => "pin",
+            JournalSecret::Puk => "puk",
+        }
+    }
+}
+
+/// What a journal entry's sealed secrets are bound to (the AEAD associated data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealBinding {
+    /// Sealed by an older Keyfleet under a fixed tag (`journal-pin`, `journal-puk`): a blob
+    /// opens in any entry. Read only to recover an entry that is still open.
+    FixedTag,
+    /// Bound to the card and the journal entry: a blob moved to another entry or card does
+    /// not open.
+    CardAndEntry,
+}
+
+impl SealBinding {
+    /// The associated data `secret` of journal entry `entry` for `card` is sealed under.
+    pub fn aad(self, secret: JournalSecret, card: &str, entry: u64) -> Vec<u8> {
+        match self {
+            SealBinding::FixedTag => format!("journal-{}", secret.name()).into_bytes(),
+            // The entry id is digits and comes before the card id: no two (entry, card)
+            // pairs give the same bytes.
+            SealBinding::CardAndEntry => {
+                format!("keyfleet-journal-{}:{entry}:{card}", secret.name()).into_bytes()
+            }
+        }
+    }
+}
+
+impl JournalStep {
+    /// Drops the secret material the step holds (the sealed PIN and PUK of a
+    /// personalisation), keeping the facts. Returns whether there was any.
+    pub fn drop_secrets(&mut self) -> bool {
+        match self {
+            JournalStep::Personalize {
+                sealed_pin,
+                sealed_puk,
+                ..
+            } => {
+                let had = sealed_pin.is_some() || sealed_puk.is_some();
+                *sealed_pin = None;
+                *sealed_puk = None;
+                had
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Where a journal entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JournalState {
     /// Recorded, effect not known to be complete.
     Open,
@@ -122,8 +202,7 @@ pub enum JournalState {
 }
 
 /// One journal entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalEntry {
     /// Monotonic id.
     pub id: u64,
@@ -134,13 +213,10 @@ pub struct JournalEntry {
     /// Its state.
     pub state: JournalState,
     /// When it was opened.
-    #[serde(with = "time::serde::rfc3339")]
     pub opened_at: OffsetDateTime,
     /// When it was closed.
-    #[serde(with = "time::serde::rfc3339::option", default)]
     pub closed_at: Option<OffsetDateTime>,
     /// Error or note.
-    #[serde(default)]
     pub message: Option<String>,
 }
 

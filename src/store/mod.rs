@@ -10,14 +10,21 @@
 //! `certs-by-card` (index: length-prefixed card id ++ serial → nothing; the empty key marks
 //! the index complete, and a store without it is indexed when opened).
 
+#[cfg(test)]
+mod format_tests;
 pub mod journal;
+mod stored;
 
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Serialize, de::DeserializeOwned};
+use sled::Transactional as _;
 
-pub use journal::{HistoryEntry, HistoryResult, JournalEntry, JournalState, JournalStep};
+pub use journal::{
+    HistoryEntry, HistoryResult, JournalEntry, JournalSecret, JournalState, JournalStep,
+    SealBinding,
+};
 
 use crate::inventory::{CardFacts, CardRecord, CertRecord, Inventory};
 
@@ -44,6 +51,10 @@ pub enum StoreError {
     /// sled failed.
     #[error("state store error: {0}")]
     Sled(#[from] sled::Error),
+    /// A journal entry to close together with its record is not open in the store (closed
+    /// already, or never written): neither is written.
+    #[error("journal entry {0} is not open in the state store")]
+    NotOpen(u64),
     /// A stored record does not decode (corruption or a newer format).
     #[error("state store record {tree}/{key} does not decode: {source}")]
     Decode {
@@ -55,6 +66,25 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
+    fn from(e: sled::transaction::TransactionError<StoreError>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+        }
+    }
+}
+
+/// The inventory record a journal entry's closing leads to, written with the closing in one
+/// transaction ([`Store::journal_close_recording`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Recorded<'a> {
+    /// A certificate (and its certificates-by-card index entry).
+    Cert(&'a CertRecord),
+    /// A card.
+    Card(&'a CardRecord),
 }
 
 /// An open store.
@@ -81,6 +111,10 @@ fn card_index_key(card: &str, serial: &str) -> Vec<u8> {
     key.extend_from_slice(serial.as_bytes());
     key
 }
+
+/// Key in the default tree marking that no closed journal entry holds secret material (set
+/// once every entry written before closings dropped their secrets has been cleaned).
+const CLOSED_SECRETS_DROPPED: &[u8] = b"journal-closed-secrets-dropped";
 
 /// The store's page cache. sled's default (1 GiB) lets a long-running controller keep every
 /// page it ever wrote; the inventory's hot set is small, and reads that miss go to the page
@@ -150,6 +184,10 @@ impl Store {
             // A store written before the index existed (or interrupted while indexing).
             store.reindex()?;
         }
+        if !store.db.contains_key(CLOSED_SECRETS_DROPPED)? {
+            // A store written before closed entries dropped their secrets.
+            store.drop_closed_secrets()?;
+        }
         Ok(store)
     }
 
@@ -174,6 +212,25 @@ impl Store {
         Ok(n)
     }
 
+    /// Drops the secret material (sealed PINs and PUKs) of every closed journal entry, as
+    /// closing does since it was made to; the facts stay. Run at open on a store an older
+    /// Keyfleet wrote. Returns the number of entries cleaned.
+    pub fn drop_closed_secrets(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.journal.iter() {
+            let (k, v) = item?;
+            let mut e = decode_entry(&k, &v)?;
+            if e.state != JournalState::Open && e.step.drop_secrets() {
+                self.journal.insert(k, encode_entry(&e))?;
+                n += 1;
+            }
+        }
+        // The marker last: an interrupted cleaning is done again at the next open.
+        self.db.insert(CLOSED_SECRETS_DROPPED, &[])?;
+        self.sync()?;
+        Ok(n)
+    }
+
     /// Every certificate recorded for `card`, whatever its status, ordered by serial.
     pub fn certs_of_card(&self, card: &str) -> Result<Vec<CertRecord>, StoreError> {
         let prefix = card_index_key(card, "");
@@ -181,7 +238,8 @@ impl Store {
         for item in self.certs_by_card.scan_prefix(&prefix) {
             let (k, _) = item?;
             let serial = String::from_utf8_lossy(&k[prefix.len()..]);
-            // The index entry is written first: a crash may leave one without its record.
+            // Written with its record in one transaction; a store an older Keyfleet wrote
+            // (index entry first) may hold one without its record.
             if let Some(cert) = self.cert(&serial)? {
                 out.push(cert);
             }
@@ -275,11 +333,17 @@ impl Store {
     }
 
     /// Writes a certificate record; durable like [`Store::put_card`].
+    /// The record and its index entry are written in one transaction: no crash leaves one
+    /// without the other.
     pub fn put_cert(&self, cert: &CertRecord) -> Result<(), StoreError> {
-        // A certificate's card never changes: the index entry only ever needs adding.
-        self.certs_by_card
-            .insert(card_index_key(&cert.card, &cert.serial), &[])?;
-        self.certs.insert(cert.serial.as_bytes(), encode(cert))?;
+        let value = encode(cert);
+        let index = card_index_key(&cert.card, &cert.serial);
+        (&self.certs, &self.certs_by_card).transaction(|(certs, by_card)| {
+            // A certificate's card never changes: the index entry only ever needs adding.
+            by_card.insert(index.as_slice(), &[])?;
+            certs.insert(cert.serial.as_bytes(), value.as_slice())?;
+            Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
+        })?;
         self.changed();
         Ok(())
     }
@@ -337,21 +401,45 @@ impl Store {
         step: JournalStep,
         at: time::OffsetDateTime,
     ) -> Result<JournalEntry, StoreError> {
+        self.journal_note_with(action_id, at, |_| step)
+    }
+
+    /// Like [`Store::journal_open`], the step made from the entry's id (to bind sealed
+    /// secrets to the entry they belong to: [`SealBinding::CardAndEntry`]).
+    pub fn journal_open_with(
+        &self,
+        action_id: &str,
+        at: time::OffsetDateTime,
+        step: impl FnOnce(u64) -> JournalStep,
+    ) -> Result<JournalEntry, StoreError> {
+        let entry = self.journal_note_with(action_id, at, step)?;
+        self.sync()?;
+        Ok(entry)
+    }
+
+    fn journal_note_with(
+        &self,
+        action_id: &str,
+        at: time::OffsetDateTime,
+        step: impl FnOnce(u64) -> JournalStep,
+    ) -> Result<JournalEntry, StoreError> {
         let id = self.db.generate_id()?;
         let entry = JournalEntry {
             id,
             action_id: action_id.to_string(),
-            step,
+            step: step(id),
             state: JournalState::Open,
             opened_at: at,
             closed_at: None,
             message: None,
         };
-        self.journal.insert(id.to_be_bytes(), encode(&entry))?;
+        self.journal
+            .insert(id.to_be_bytes(), encode_entry(&entry))?;
         Ok(entry)
     }
 
-    /// Closes a journal entry with its final state. Not flushed: an intent must be on disk
+    /// Closes a journal entry with its final state, dropping the secret material it held (the
+    /// facts stay: what, when, which card, the outcome). Not flushed: an intent must be on disk
     /// before its effect (see [`Store::journal_open`]), but its closing may be lost in a crash
     /// like any effect whose record was not yet written, and recovery resolves the entry
     /// again from what the card and the CA hold. The next intent or [`Store::sync`] makes it
@@ -366,8 +454,70 @@ impl Store {
         entry.state = state;
         entry.closed_at = Some(at);
         entry.message = message;
+        if state != JournalState::Open {
+            entry.step.drop_secrets();
+        }
         self.journal
-            .insert(entry.id.to_be_bytes(), encode(&*entry))?;
+            .insert(entry.id.to_be_bytes(), encode_entry(entry))?;
+        Ok(())
+    }
+
+    /// Closes a journal entry like [`Store::journal_close`] and writes the record its effect
+    /// led to, in one transaction: no crash leaves the entry closed without the record, or the
+    /// record without the closing. Refused ([`StoreError::NotOpen`]), writing neither, when
+    /// the entry is not open in the store. Not flushed, like [`Store::journal_close`].
+    pub fn journal_close_recording(
+        &self,
+        entry: &mut JournalEntry,
+        state: JournalState,
+        message: Option<String>,
+        at: time::OffsetDateTime,
+        record: Recorded<'_>,
+    ) -> Result<(), StoreError> {
+        use sled::transaction::{ConflictableTransactionError, abort};
+        let mut closed = entry.clone();
+        closed.state = state;
+        closed.closed_at = Some(at);
+        closed.message = message;
+        if state != JournalState::Open {
+            closed.step.drop_secrets();
+        }
+        let key = closed.id.to_be_bytes();
+        let value = encode_entry(&closed);
+        let (record_key, record_value, index) = match record {
+            Recorded::Cert(c) => (
+                c.serial.as_bytes(),
+                encode(c),
+                Some(card_index_key(&c.card, &c.serial)),
+            ),
+            Recorded::Card(c) => (c.id.as_bytes(), encode(c), None),
+        };
+        (&self.journal, &self.certs, &self.certs_by_card, &self.cards).transaction(
+            |(journal, certs, by_card, cards)| {
+                let open = match journal.get(key)? {
+                    Some(v) => decode_entry(&key, &v).map(|e| e.state == JournalState::Open),
+                    None => Ok(false),
+                };
+                match open {
+                    Ok(true) => {}
+                    Ok(false) => return abort(StoreError::NotOpen(closed.id)),
+                    Err(e) => return abort(e),
+                }
+                match &index {
+                    Some(index) => {
+                        by_card.insert(index.as_slice(), &[])?;
+                        certs.insert(record_key, record_value.as_slice())?;
+                    }
+                    None => {
+                        cards.insert(record_key, record_value.as_slice())?;
+                    }
+                }
+                journal.insert(&key, value.as_slice())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            },
+        )?;
+        *entry = closed;
+        self.changed();
         Ok(())
     }
 
@@ -376,7 +526,7 @@ impl Store {
         let mut out = Vec::new();
         for item in self.journal.iter() {
             let (k, v) = item?;
-            let e: JournalEntry = decode("journal", &k, &v)?;
+            let e = decode_entry(&k, &v)?;
             if e.state == JournalState::Open {
                 out.push(e);
             }
@@ -387,7 +537,8 @@ impl Store {
     /// Appends to the history; durable with the [`Store::sync`] that ends the action.
     pub fn append_history(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
         let id = self.db.generate_id()?;
-        self.history.insert(id.to_be_bytes(), encode(entry))?;
+        self.history
+            .insert(id.to_be_bytes(), encode_history(entry))?;
         Ok(())
     }
 
@@ -397,10 +548,28 @@ impl Store {
             .iter()
             .map(|item| {
                 let (k, v) = item?;
-                decode("history", &k, &v)
+                decode_history(&k, &v)
             })
             .collect()
     }
+}
+
+/// A journal entry in its stored format ([`stored`]).
+fn encode_entry(entry: &JournalEntry) -> Vec<u8> {
+    encode(&stored::StoredJournalEntry::from(entry))
+}
+
+fn decode_entry(key: &[u8], value: &[u8]) -> Result<JournalEntry, StoreError> {
+    decode::<stored::StoredJournalEntry>("journal", key, value).map(Into::into)
+}
+
+/// A history entry in its stored format ([`stored`]).
+fn encode_history(entry: &HistoryEntry) -> Vec<u8> {
+    encode(&stored::StoredHistoryEntry::from(entry))
+}
+
+fn decode_history(key: &[u8], value: &[u8]) -> Result<HistoryEntry, StoreError> {
+    decode::<stored::StoredHistoryEntry>("history", key, value).map(Into::into)
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -422,185 +591,4 @@ fn decode<T: DeserializeOwned>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::inventory::CardStatus;
-    use crate::policy::model::CardType;
-
-    #[test]
-    fn records_survive_reopen_and_the_store_is_exclusive() {
-        let dir = tempfile::tempdir().unwrap();
-        let now = time::OffsetDateTime::now_utc();
-        {
-            let s = Store::open(dir.path()).unwrap();
-            s.put_card(&CardRecord {
-                id: "vc-1".into(),
-                card_type: CardType::Virtual,
-                stock: None,
-                user: Some("alice".into()),
-                template: None,
-                status: CardStatus::Active,
-                created_at: now,
-                updated_at: now,
-            })
-            .unwrap();
-            let mut e = s
-                .journal_open(
-                    "a",
-                    JournalStep::WipeCard {
-                        card: "vc-1".into(),
-                    },
-                    now,
-                )
-                .unwrap();
-            s.journal_open(
-                "b",
-                JournalStep::WipeCard {
-                    card: "vc-2".into(),
-                },
-                now,
-            )
-            .unwrap();
-            s.journal_close(&mut e, JournalState::Done, None, now)
-                .unwrap();
-            assert!(matches!(
-                Store::open(dir.path()),
-                Err(StoreError::Locked(_))
-            ));
-        }
-        let s = Store::open(dir.path()).unwrap();
-        assert_eq!(
-            s.inventory().unwrap().cards["vc-1"].user.as_deref(),
-            Some("alice")
-        );
-        let open = s.open_intents().unwrap();
-        assert_eq!(open.len(), 1);
-        assert_eq!(open[0].action_id, "b");
-    }
-
-    fn cert(serial: &str, card: &str) -> CertRecord {
-        let now = time::OffsetDateTime::now_utc();
-        CertRecord {
-            serial: serial.into(),
-            user: "alice".into(),
-            card: card.into(),
-            template: "t".into(),
-            name: "auth".into(),
-            slot: crate::policy::model::Slot::PivAuthentication,
-            ca: "ca".into(),
-            profile: "p".into(),
-            key_algorithm: crate::policy::model::KeyAlgorithm::EccP256,
-            subject: "CN=alice".into(),
-            sans: Vec::new(),
-            not_before: now,
-            not_after: now,
-            revision: "r".into(),
-            status: crate::inventory::CertStatus::Active,
-            installed: false,
-            request_id: "kf-1".into(),
-            enrolment: 0,
-            updated_at: now,
-            pem: String::new(),
-        }
-    }
-
-    #[test]
-    fn certificates_are_found_by_card_also_in_a_store_written_before_the_index() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = Store::open(dir.path()).unwrap();
-            // Card ids that are prefixes of each other must not mix.
-            for (serial, card) in [("01", "vc-1"), ("02", "vc-12"), ("03", "vc-1"), ("04", "v")] {
-                s.put_cert(&cert(serial, card)).unwrap();
-            }
-            let serials = |card: &str| -> Vec<String> {
-                s.certs_of_card(card)
-                    .unwrap()
-                    .into_iter()
-                    .map(|c| c.serial)
-                    .collect()
-            };
-            assert_eq!(serials("vc-1"), ["01", "03"]);
-            assert_eq!(serials("vc-12"), ["02"]);
-            assert!(serials("vc-").is_empty());
-            // As an older Keyfleet left it: records, no index.
-            s.certs_by_card.clear().unwrap();
-            s.sync().unwrap();
-        }
-        let s = Store::open(dir.path()).unwrap();
-        let found: Vec<String> = s
-            .certs_of_card("vc-1")
-            .unwrap()
-            .into_iter()
-            .map(|c| c.serial)
-            .collect();
-        assert_eq!(found, ["01", "03"]);
-        assert_eq!(s.certs_of_card("v").unwrap()[0].serial, "04");
-
-        // An older Keyfleet wrote a certificate without indexing it: `reindex` finds it.
-        s.certs.insert("05", encode(&cert("05", "vc-1"))).unwrap();
-        assert_eq!(s.certs_of_card("vc-1").unwrap().len(), 2);
-        assert_eq!(s.reindex().unwrap(), 5);
-        let found: Vec<String> = s
-            .certs_of_card("vc-1")
-            .unwrap()
-            .into_iter()
-            .map(|c| c.serial)
-            .collect();
-        assert_eq!(found, ["01", "03", "05"]);
-    }
-
-    #[test]
-    fn the_inventory_generation_moves_with_every_card_or_certificate_write_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let now = time::OffsetDateTime::now_utc();
-        let g0 = s.inventory_generation();
-        s.put_cert(&cert("01", "vc-1")).unwrap();
-        let g1 = s.inventory_generation();
-        assert_ne!(g0, g1);
-        s.journal_open(
-            "a",
-            JournalStep::WipeCard {
-                card: "vc-1".into(),
-            },
-            now,
-        )
-        .unwrap();
-        s.put_secret("pin/vc-1", b"x").unwrap();
-        s.append_history(&HistoryEntry {
-            at: now,
-            actor: "t".into(),
-            kind: crate::plan::ActionKind::Issue,
-            user: "alice".into(),
-            template: None,
-            card: None,
-            slots: Vec::new(),
-            serials: Vec::new(),
-            reason: crate::plan::Reason {
-                code: crate::plan::ReasonCode::NotIssued,
-                message: "test".into(),
-            },
-            result: HistoryResult::Ok,
-            message: None,
-        })
-        .unwrap();
-        assert_eq!(
-            s.inventory_generation(),
-            g1,
-            "no record of the inventory changed"
-        );
-        s.put_card(&CardRecord {
-            id: "vc-1".into(),
-            card_type: CardType::Virtual,
-            stock: None,
-            user: None,
-            template: None,
-            status: CardStatus::Blank,
-            created_at: now,
-            updated_at: now,
-        })
-        .unwrap();
-        assert_ne!(s.inventory_generation(), g1);
-    }
-}
+mod tests;
