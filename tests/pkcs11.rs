@@ -396,7 +396,24 @@ fn keyfleet_keys_on_a_token_sign_and_seal_and_are_needed() {
         "{out}"
     );
     assert!(out.contains("label:      kf-ca"), "{out}");
-    assert_eq!(out.matches("never extractable").count(), 2, "{out}");
+    // The audit key lives next to the master key, labelled after it.
+    assert!(out.contains("label:      kf-master-audit"), "{out}");
+    assert!(!state.join("audit/signing.key").exists());
+    assert_eq!(out.matches("never extractable").count(), 3, "{out}");
+    // ...and signed the checkpoint of the apply's entries.
+    hsm.keyfleet(
+        &[
+            "audit-log",
+            "verify",
+            "-C",
+            s(&policy),
+            "--state-dir",
+            s(&state),
+        ],
+        &env,
+    )
+    .expect_code(0)
+    .stdout_has("signed up to seq 2");
 
     // The CA on the token signed a certificate openssl accepts.
     let cert_der = hsm.path().join("alice.der");
