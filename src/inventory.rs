@@ -171,12 +171,17 @@ pub struct CardFacts {
     /// written on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspect: Option<Suspicion>,
+    /// Slots whose key was replaced while their certificate could not follow: the old
+    /// certificates listed (serials) were removed from the card, since they no longer match
+    /// its key. The slot is issued again; the fact goes when its new certificate is written.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub emptied_slots: BTreeMap<Slot, Vec<String>>,
 }
 
 impl CardFacts {
     /// True when no fact is recorded.
     pub fn is_empty(&self) -> bool {
-        self.holder_pin.is_none() && self.suspect.is_none()
+        self.holder_pin.is_none() && self.suspect.is_none() && self.emptied_slots.is_empty()
     }
 }
 

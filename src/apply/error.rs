@@ -165,7 +165,7 @@ impl ApplyError {
                     cause,
                     tries_left,
                 }),
-                suspect: None,
+                ..CardFacts::default()
             };
             Some((card.to_string(), facts))
         };
@@ -185,6 +185,7 @@ impl ApplyError {
                         since: now,
                         reason: reason.clone(),
                     }),
+                    ..CardFacts::default()
                 },
             )),
             _ => None,

@@ -537,17 +537,40 @@ pub(crate) fn remove_stale_certificate(
         .admin_login(ctx, None)
         .and_then(|_| session.delete_certificate(slot))
     {
-        Ok(()) => journal_close(
-            ctx,
-            key_entry,
-            JournalState::Done,
-            Some("the new key's certificate was not written: the stale one is removed".into()),
-        ),
+        Ok(()) => {
+            if let JournalStep::ReplaceKey { replaced, .. } = &key_entry.step {
+                note_emptied_slot(ctx, card, slot, replaced)?;
+            }
+            journal_close(
+                ctx,
+                key_entry,
+                JournalState::Done,
+                Some("the new key's certificate was not written: the stale one is removed".into()),
+            )
+        }
         Err(e) => {
             tracing::warn!(card, slot = %slot, "cannot remove the stale certificate now (recovery will): {e}");
             Ok(())
         }
     }
+}
+
+/// Records that `card`'s `slot` lost the certificates `replaced` (removed under a new key):
+/// the planner issues the slot again until a new certificate is written there
+/// ([`crate::inventory::CardFacts::emptied_slots`]).
+pub(crate) fn note_emptied_slot(
+    ctx: &Context<'_>,
+    card: &str,
+    slot: Slot,
+    replaced: &[String],
+) -> Result<(), ApplyError> {
+    if replaced.is_empty() {
+        return Ok(());
+    }
+    let mut facts = ctx.store.card_facts(card)?;
+    facts.emptied_slots.insert(slot, replaced.to_vec());
+    ctx.store.put_card_facts(card, &facts)?;
+    Ok(())
 }
 
 pub(crate) fn desired_cert(
@@ -824,6 +847,11 @@ pub(crate) fn record_installed(
         None,
         Recorded::Cert(&cert),
     )?;
+    // The slot holds a certificate again.
+    let mut facts = ctx.store.card_facts(&cert.card)?;
+    if facts.emptied_slots.remove(&cert.slot).is_some() {
+        ctx.store.put_card_facts(&cert.card, &facts)?;
+    }
     let older: Vec<String> = ctx
         .store
         .certs_of_card(&cert.card)?

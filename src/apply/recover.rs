@@ -11,7 +11,7 @@ use crate::store::{JournalEntry, JournalSecret, JournalState, JournalStep, Recor
 
 use super::{
     ApplyError, Context, ca, ca_status, cert_record, connect, journal_close,
-    journal_close_recording, pem_to_der, personalize, wipe,
+    journal_close_recording, note_emptied_slot, pem_to_der, personalize, wipe,
 };
 use crate::inventory::{CardRecord, CardStatus};
 
@@ -145,8 +145,11 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
                 // those it replaced does not match the key, and is removed (the plan issues
                 // the slot again or installs its recorded certificate). Any other (none, or
                 // the new one) is left.
+                // Either way, a slot left without a certificate is issued again (the planner
+                // learns it from the card's facts), unless a newer one is recorded for it.
                 let mut session = connect(ctx, card)?;
                 let Some(der) = session.read_certificate(*slot)? else {
+                    note_emptied_slot(ctx, card, *slot, replaced)?;
                     return Ok(JournalState::Done);
                 };
                 for serial in replaced {
@@ -154,6 +157,7 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
                     if old.and_then(|c| pem_to_der(&c.pem)).as_deref() == Some(der.as_slice()) {
                         session.admin_login(ctx, None)?;
                         session.delete_certificate(*slot)?;
+                        note_emptied_slot(ctx, card, *slot, replaced)?;
                         break;
                     }
                 }

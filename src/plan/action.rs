@@ -86,6 +86,10 @@ pub enum ReasonCode {
     /// The card could not prove the management key Keyfleet set on it (reset or cloned):
     /// nothing is sent to it or written on it.
     CardSuspect,
+    /// The slot's key was replaced and its new certificate never came (the CA failed, the
+    /// write failed): the old certificate, which no longer matches the key, was removed from
+    /// the card, and the slot is issued again.
+    KeyReplaced,
 }
 
 /// A reason code with a human message naming the facts.

@@ -234,6 +234,17 @@ impl Ctx<'_> {
                     ),
                     vec![have.serial.clone()],
                 ),
+                Some(have) if self.emptied(&card.id, *slot, &have.serial) => (
+                    ActionKind::Reissue,
+                    ReasonCode::KeyReplaced,
+                    format!(
+                        "slot {} holds a new key that certificate {} does not match (its \
+                         replacement was interrupted; the certificate was removed from the card)",
+                        slot.hex(),
+                        have.serial
+                    ),
+                    vec![have.serial.clone()],
+                ),
                 Some(have) if have.revision != want.revision => (
                     ActionKind::Reissue,
                     ReasonCode::TemplateChanged,
@@ -281,6 +292,16 @@ impl Ctx<'_> {
                 );
             }
         }
+    }
+
+    /// Whether `serial`, the newest live certificate of `card`'s `slot`, was removed from the
+    /// card because a new key replaced its own ([`crate::inventory::CardFacts::emptied_slots`]).
+    fn emptied(&self, card: &str, slot: Slot, serial: &str) -> bool {
+        self.inventory
+            .facts
+            .get(card)
+            .and_then(|f| f.emptied_slots.get(&slot))
+            .is_some_and(|serials| serials.iter().any(|s| s == serial))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -1189,7 +1189,7 @@ fn an_unknown_holder_pin_holds_reissues_and_a_suspect_card_holds_everything_on_i
                 cause: HolderPinCause::Refused,
                 tries_left: Some(2),
             }),
-            suspect: None,
+            ..CardFacts::default()
         },
     );
     // Level-triggered: the reissues stay in every plan, held for the holder, never run.
@@ -1231,5 +1231,52 @@ fn an_unknown_holder_pin_holds_reissues_and_a_suspect_card_holds_everything_on_i
     // Once the facts are gone, the reissues run.
     inv.facts.clear();
     converge(&d, &mut inv, &mut presence);
+    assert!(plan(&d, &inv, &presence, &opts()).is_empty());
+}
+
+/// Issue 14 point 1: a slot whose key was replaced and whose certificate did not follow had
+/// its stale certificate removed; the old record still said active and installed, so a plan
+/// with nothing else to do (the template changed back) said converged over an empty slot.
+#[test]
+fn a_slot_whose_certificate_was_removed_under_a_new_key_is_issued_again() {
+    use crate::inventory::CardFacts;
+    let d = desired(
+        vec![credential(
+            "alice",
+            &[Slot::PivAuthentication, Slot::DigitalSignature],
+        )],
+        &["alice"],
+    );
+    let mut inv = Inventory::default();
+    let mut presence = Presence::default();
+    converge(&d, &mut inv, &mut presence);
+    let card = inv.cards.keys().next().unwrap().clone();
+    let old = inv
+        .certs
+        .values()
+        .find(|c| c.slot == Slot::DigitalSignature)
+        .unwrap()
+        .serial
+        .clone();
+    assert!(plan(&d, &inv, &presence, &opts()).is_empty());
+    let mut facts = CardFacts::default();
+    facts
+        .emptied_slots
+        .insert(Slot::DigitalSignature, vec![old.clone()]);
+    inv.facts.insert(card.clone(), facts);
+    let p = plan(&d, &inv, &presence, &opts());
+    assert_eq!(
+        kinds(&p),
+        [(ActionKind::Reissue, ReasonCode::KeyReplaced, "alice".into())]
+    );
+    assert_eq!(p.actions[0].slot, Some(Slot::DigitalSignature));
+    assert_eq!(p.actions[0].serials, std::slice::from_ref(&old));
+    assert!(p.actions[0].reason.message.contains(&old));
+    // The fact names a certificate the slot no longer holds as its newest: nothing to do.
+    inv.facts
+        .get_mut(&card)
+        .unwrap()
+        .emptied_slots
+        .insert(Slot::DigitalSignature, vec!["0BSOLETE".into()]);
     assert!(plan(&d, &inv, &presence, &opts()).is_empty());
 }

@@ -193,6 +193,8 @@ stored_enum! {
         HolderPinUnknown = "holder-pin-unknown",
         /// Card suspect.
         CardSuspect = "card-suspect",
+        /// Slot key replaced, certificate removed.
+        KeyReplaced = "key-replaced",
     }
 }
 
