@@ -3,8 +3,13 @@
 //!
 //! The lifecycle decisions are the planner's; this only carries out a status change it asked for.
 
-use super::*;
+use std::collections::BTreeMap;
 
+use super::{ApplyError, Context, journal_close, journal_close_recording, journal_open};
+use crate::ca::{CertificateAuthority, RevocationReason};
+use crate::inventory::CertStatus;
+use crate::store::journal::CaOp;
+use crate::store::{JournalState, JournalStep, Recorded};
 /// Certificate authorities by policy name; a name maps to an error when its connector cannot
 /// be built (so that actions that need it fail clearly and the rest proceed).
 pub type CaRegistry = BTreeMap<String, Result<Box<dyn CertificateAuthority>, String>>;

@@ -1,7 +1,16 @@
 //! How an action fails: [`ApplyError`], and which failures are permanent.
 
-use super::*;
+use std::path::PathBuf;
 
+use time::OffsetDateTime;
+
+use super::CardAccessError;
+use crate::ca::CaError;
+use crate::card::piv::PivError;
+use crate::card::pkcs11::P11Error;
+use crate::inventory::{CardFacts, HolderPin, HolderPinCause, Suspicion};
+use crate::secrets::SecretError;
+use crate::store::StoreError;
 /// An action failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {

@@ -2,8 +2,25 @@
 //! makes keys and CSRs while a thread beside it has the CA sign them and writes the
 //! records), then install the certificates and supersede the slots' older ones.
 
-use super::*;
-use crate::store::{JournalSecret, SealBinding};
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+
+use super::ca_ops::{ca, count_ca_time, revoke_all};
+use super::pin_mailer::write_pin_mailer;
+use super::{
+    ApplyError, CardSession, Context, connect, credential, journal_close, journal_close_recording,
+    journal_note, journal_open, journal_open_with, open_secret, stage_secret,
+};
+use crate::ca::EnrollRequest;
+use crate::card::keys::{KeyAlg, PublicKey};
+use crate::desired::{DesiredCert, DesiredCredential};
+use crate::inventory::{CardRecord, CardStatus, CertRecord, CertStatus, HolderPinCause};
+use crate::names::SanValue;
+use crate::plan::Action;
+use crate::policy::model::{CardType, KeyAlgorithm, KeyGeneration, ManagementKeyAlgorithm, Slot};
+use crate::secrets::{generate_pin, generate_puk};
+use crate::store::{JournalEntry, JournalSecret, JournalState, JournalStep, Recorded, SealBinding};
 
 pub(crate) fn issue(
     ctx: &Context<'_>,

@@ -32,7 +32,7 @@ mod recover;
 mod unblock;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use time::OffsetDateTime;
 
@@ -46,26 +46,17 @@ pub use pin_mailer::pin_mailer_name;
 pub use recover::{RecoveryReport, recover};
 pub use unblock::{UnblockReport, unblock};
 
-use ca_ops::*;
-use issuance::*;
-use pin_mailer::*;
+use ca_ops::{ca, ca_status, revoke_all};
+use issuance::{Beside, install, issue, issue_slots};
 
-use crate::ca::{CaError, CertificateAuthority, EnrollRequest, RevocationReason};
-use crate::card::keys::{KeyAlg, PublicKey};
-use crate::card::piv::PivError;
-use crate::card::pkcs11::P11Error;
-use crate::desired::{Desired, DesiredCert, DesiredCredential};
-use crate::inventory::{
-    CardFacts, CardRecord, CardStatus, CertRecord, CertStatus, HolderPin, HolderPinCause, Suspicion,
-};
-use crate::names::SanValue;
+use crate::ca::CaError;
+use crate::desired::{Desired, DesiredCredential};
+use crate::inventory::{CardFacts, CardStatus};
 use crate::plan::{Action, ActionKind, Plan, ReasonCode};
-use crate::policy::model::{CardType, KeyAlgorithm, KeyGeneration, ManagementKeyAlgorithm, Slot};
-use crate::secrets::{MasterKey, SecretError, generate_pin, generate_puk};
+use crate::secrets::MasterKey;
 use crate::store::journal::CaOp;
 use crate::store::{
     HistoryEntry, HistoryResult, JournalEntry, JournalState, JournalStep, Recorded, Store,
-    StoreError,
 };
 
 /// Factory PIN, PUK of a blank PIV card.

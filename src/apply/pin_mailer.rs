@@ -2,8 +2,9 @@
 //! no uid can turn into a path.
 
 use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
 
-use super::*;
+use super::ApplyError;
 
 /// The file name of a PIN mailer: `<uid>-<card>.txt`, with every byte outside
 /// `[A-Za-z0-9._-]` hex-escaped as `%XX`, so no uid can climb directories or hide the file.

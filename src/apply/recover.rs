@@ -9,10 +9,9 @@ use zeroize::Zeroizing;
 use crate::secrets::{MasterKey, SecretError};
 use crate::store::{JournalEntry, JournalSecret, JournalState, JournalStep, Recorded};
 
-use super::{
-    ApplyError, Context, ca, ca_status, cert_record, connect, journal_close,
-    journal_close_recording, note_emptied_slot, pem_to_der, personalize, wipe,
-};
+use super::ca_ops::{ca, ca_status};
+use super::issuance::{cert_record, note_emptied_slot, pem_to_der, personalize};
+use super::{ApplyError, Context, connect, journal_close, journal_close_recording, wipe};
 use crate::inventory::{CardRecord, CardStatus};
 
 /// What recovery did.

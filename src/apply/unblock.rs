@@ -10,7 +10,8 @@
 
 use crate::secrets::generate_pin;
 
-use super::{ApplyError, Context, connect, open_secret, seal_secret, write_pin_mailer};
+use super::pin_mailer::write_pin_mailer;
+use super::{ApplyError, Context, connect, open_secret, seal_secret};
 
 /// What an unblock did.
 #[derive(Debug, Clone, PartialEq, Eq)]
