@@ -24,11 +24,13 @@
 
 mod ca_ops;
 pub mod cards;
+mod certificate;
 pub mod crl;
 mod error;
 mod issuance;
 mod pin_mailer;
 mod recover;
+mod slot;
 mod unblock;
 
 use std::collections::BTreeMap;
@@ -47,7 +49,8 @@ pub use recover::{RecoveryReport, recover};
 pub use unblock::{UnblockReport, unblock};
 
 use ca_ops::{ca, ca_status, revoke_all};
-use issuance::{Beside, install, issue, issue_slots};
+use certificate::install;
+use issuance::{Beside, issue, issue_slots};
 
 use crate::ca::CaError;
 use crate::desired::{Desired, DesiredCredential};

@@ -10,7 +10,9 @@ use crate::secrets::{MasterKey, SecretError};
 use crate::store::{JournalEntry, JournalSecret, JournalState, JournalStep, Recorded};
 
 use super::ca_ops::{ca, ca_status};
-use super::issuance::{cert_record, note_emptied_slot, pem_to_der, personalize};
+use super::certificate::{cert_record, pem_to_der};
+use super::issuance::personalize;
+use super::slot::note_emptied_slot;
 use super::{ApplyError, Context, connect, journal_close, journal_close_recording, wipe};
 use crate::inventory::{CardRecord, CardStatus};
 
