@@ -54,7 +54,7 @@ use issuance::{Beside, issue, issue_slots};
 
 use crate::ca::CaError;
 use crate::desired::{Desired, DesiredCredential};
-use crate::inventory::{CardFacts, CardStatus};
+use crate::inventory::{CardFacts, CardRecord, CardStatus};
 use crate::plan::{Action, ActionKind, Plan, ReasonCode};
 use crate::secrets::MasterKey;
 use crate::store::journal::CaOp;
@@ -460,8 +460,15 @@ fn run_action(
                 &action.id(),
                 JournalStep::WipeCard { card: card.into() },
             )?;
-            wipe(ctx, card)?;
-            journal_close(ctx, &mut entry, JournalState::Done, None)?;
+            let blank = wipe(ctx, card)?;
+            journal_close_recording(
+                ctx,
+                &mut entry,
+                JournalState::Done,
+                None,
+                Recorded::Card(&blank),
+            )?;
+            forget_card(ctx, card)?;
             Ok(Vec::new())
         }
     }
@@ -584,7 +591,9 @@ pub(crate) fn open_secret(ctx: &Context<'_>, name: &str) -> Result<Option<String
 /// Wipes a card: new keys over every slot it used, certificates deleted, PIN, PUK and
 /// management key back to the factory values, and the card back in its stock as blank.
 /// Re-entrant.
-pub(crate) fn wipe(ctx: &Context<'_>, card: &str) -> Result<(), ApplyError> {
+/// Wipes the card and returns its record as blank, for the caller to write with the wipe's
+/// journal closing (one transaction); [`forget_card`] then drops its secrets and facts.
+pub(crate) fn wipe(ctx: &Context<'_>, card: &str) -> Result<CardRecord, ApplyError> {
     let mut session = connect(ctx, card)?;
     session.wipe(ctx)?;
     let mut record = ctx
@@ -595,7 +604,13 @@ pub(crate) fn wipe(ctx: &Context<'_>, card: &str) -> Result<(), ApplyError> {
     record.user = None;
     record.template = None;
     record.updated_at = (ctx.clock)();
-    ctx.store.put_card(&record)?;
+    Ok(record)
+}
+
+/// Drops the secrets Keyfleet held for a wiped card and what it learned about it. After the
+/// blank record is written: a crash before leaves secrets that the next personalisation
+/// replaces, never a card recorded as personalised without them.
+pub(crate) fn forget_card(ctx: &Context<'_>, card: &str) -> Result<(), ApplyError> {
     for name in ["pin", "puk", "mgmt-alg", "mgmt-key"] {
         ctx.store.remove_secret(&format!("{name}/{card}"))?;
     }

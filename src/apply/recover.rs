@@ -78,6 +78,7 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
         let id = entry.action_id.clone();
         // A certificate the CA signed that the entry's closing records.
         let mut recorded = None;
+        let mut wiped = None;
         let result: Result<JournalState, ApplyError> = match &entry.step {
             JournalStep::CreateCard { .. } => {
                 // The card file may exist without a record: recorded as blank, it returns to
@@ -171,7 +172,10 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
             }
             JournalStep::WipeCard { card } => {
                 if ctx.cards.exists(card) {
-                    wipe(ctx, card).map(|()| JournalState::Done)
+                    wipe(ctx, card).map(|blank| {
+                        wiped = Some(blank);
+                        JournalState::Done
+                    })
                 } else {
                     Ok(JournalState::Abandoned)
                 }
@@ -193,7 +197,19 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
                         message,
                         Recorded::Cert(cert),
                     )?,
-                    None => journal_close(ctx, &mut entry, state, message)?,
+                    None => match &wiped {
+                        Some(card) => {
+                            journal_close_recording(
+                                ctx,
+                                &mut entry,
+                                state,
+                                message,
+                                Recorded::Card(card),
+                            )?;
+                            super::forget_card(ctx, &card.id)?;
+                        }
+                        None => journal_close(ctx, &mut entry, state, message)?,
+                    },
                 }
             }
             Err(e) => report
