@@ -4,10 +4,12 @@
 
 use serde::Deserialize;
 
-use super::{
-    Inner, WireCa, WireCertificate, WireEnrollment, WireEvents, WireProfile,
-    decode_certificate_text, pem_of, profile_of, summary, wire_status,
+use super::client::Inner;
+use super::wire::{
+    WireCa, WireCertificate, WireEnrollment, WireEvents, WireProfile, pem_of, profile_of, summary,
+    wire_status,
 };
+use crate::ca::remote::decode_certificate_text;
 
 /// Decodes `body` as each answer the gateway gives (error body, certificate, enrolment,
 /// certificate events, CA, CA list, profile, profile list) the way the connector does, and
