@@ -7,6 +7,7 @@
 //! arm to [`run`].
 
 pub mod apply;
+mod apply_saved;
 pub mod approve;
 pub mod audit;
 pub mod audit_log;
@@ -14,6 +15,7 @@ pub mod ca;
 pub mod cards;
 pub mod directory;
 pub mod inventory;
+pub mod markdown;
 pub mod plan;
 pub mod reindex;
 pub mod run;
