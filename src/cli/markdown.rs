@@ -30,7 +30,6 @@ pub fn text(value: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
             '\r' => {
                 if chars.peek() == Some(&'\n') {
                     chars.next();

@@ -1230,3 +1230,5 @@ fn an_unknown_holder_pin_holds_reissues_and_a_suspect_card_holds_everything_on_i
     converge(&d, &mut inv, &mut presence);
     assert!(plan(&d, &inv, &presence, &opts()).is_empty());
 }
+
+mod markdown_fixture;
