@@ -75,16 +75,24 @@ impl Report {
         }
     }
 
-    /// Appends `s` when it fits (keeping [`RESERVE`] for the end); otherwise counts it as
-    /// left out and writes nothing more.
+    /// Appends `s` when it fits (keeping [`RESERVE`] for the end); otherwise writes nothing
+    /// more.
     fn push(&mut self, s: &str) -> bool {
         if self.cut || self.out.len() + s.len() > MAX_CHARS - RESERVE {
             self.cut = true;
-            self.left_out += 1;
             return false;
         }
         self.out.push_str(s);
         true
+    }
+
+    /// Appends one row or warning line; counts it as left out when it does not fit.
+    fn line(&mut self, s: &str) -> bool {
+        let written = self.push(s);
+        if !written {
+            self.left_out += 1;
+        }
+        written
     }
 
     /// Writes one table: a heading, the header row, the rows; folded when long.
@@ -99,11 +107,11 @@ impl Report {
         let _ = writeln!(head, "| {} |", headers.join(" | "));
         let _ = writeln!(head, "|{}", "---|".repeat(headers.len()));
         if !self.push(&head) {
-            self.left_out += rows.len().saturating_sub(1);
+            self.left_out += rows.len();
             return;
         }
         for (i, row) in rows.iter().enumerate() {
-            if !self.push(&format!("| {} |\n", row.join(" | "))) {
+            if !self.line(&format!("| {} |\n", row.join(" | "))) {
                 self.left_out += rows.len() - i - 1;
                 break;
             }
@@ -250,7 +258,7 @@ pub fn plan_markdown(plan: &Plan, observation_errors: &[String]) -> String {
     if !warnings.is_empty() {
         r.push("#### Warnings\n\n");
         for w in &warnings {
-            r.push(&format!("- {w}\n"));
+            r.line(&format!("- {w}\n"));
         }
         r.push("\n");
     }
@@ -278,7 +286,7 @@ pub fn plan_markdown(plan: &Plan, observation_errors: &[String]) -> String {
             &rows,
         );
     }
-    r.finish("rows", "keyfleet plan")
+    r.finish("rows or warnings", "keyfleet plan")
 }
 
 /// The audit's findings as a Markdown report: a table per finding kind. `complete` is
@@ -320,7 +328,7 @@ pub fn audit_markdown(
     if !warnings.is_empty() {
         r.push("#### Warnings\n\n");
         for w in &warnings {
-            r.push(&format!("- {w}\n"));
+            r.line(&format!("- {w}\n"));
         }
         r.push("\n");
     }
@@ -342,7 +350,7 @@ pub fn audit_markdown(
             &rows,
         );
     }
-    r.finish("rows", "keyfleet audit")
+    r.finish("rows or warnings", "keyfleet audit")
 }
 
 #[cfg(test)]
@@ -494,13 +502,33 @@ mod tests {
         let shown = table_rows(&md).len();
         assert!(shown > 100 && shown < n, "{shown}");
         let note = format!(
-            "**Cut at 60000 characters:** {} more rows not shown; run `keyfleet plan` for all of them.",
+            "**Cut at 60000 characters:** {} more rows or warnings not shown; run `keyfleet plan` for all of them.",
             n - shown
         );
         assert!(md.contains(&note), "{}", &md[md.len() - 400..]);
         assert_eq!(
             md.matches("<details>").count(),
             md.matches("</details>").count()
+        );
+
+        // Warnings beyond the room are counted with the rows after them.
+        let errors: Vec<String> = (0..2_000)
+            .map(|i| format!("directory d{i:04}: {}", "unreachable ".repeat(8)))
+            .collect();
+        let many = plan_markdown(&plan_of(vec![issue("alice", "r")]), &errors);
+        assert!(many.len() <= MAX_CHARS);
+        let shown = many
+            .lines()
+            .filter(|l| l.starts_with("- Observation error"))
+            .count();
+        assert!(shown > 100 && shown < errors.len(), "{shown}");
+        assert!(
+            many.contains(&format!(
+                "{} more rows or warnings not shown",
+                errors.len() - shown + 1
+            )),
+            "{}",
+            &many[many.len() - 300..]
         );
         assert!(
             md.starts_with("### Keyfleet plan\n\n**5000 action(s):** 5000 issue;"),
