@@ -236,6 +236,17 @@ pub struct Inventory {
 }
 
 impl Inventory {
+    /// Which version of the inventory this is, for a saved plan (`crate::saved_plan`):
+    /// `sha256:` and the hex SHA-256 of its JSON form (cards, certificates and card facts,
+    /// each sorted by key). Every card, certificate or fact written that changes a record
+    /// changes it, whichever process wrote it: unlike [`crate::store::Store::inventory_generation`],
+    /// which counts the writes of one open store only, it can be compared across runs.
+    pub fn generation(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        format!("sha256:{}", hex::encode(Sha256::digest(&json)))
+    }
+
     /// Whether the card is suspect (see [`CardFacts::suspect`]).
     pub fn is_suspect(&self, card: &str) -> bool {
         self.facts.get(card).is_some_and(|f| f.suspect.is_some())

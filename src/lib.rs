@@ -43,6 +43,7 @@ pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod runtime;
+pub mod saved_plan;
 pub mod secrets;
 pub mod statedir;
 pub mod store;

@@ -9,7 +9,8 @@ use keyfleet::cli::{Cli, Command, EXIT_FAILURE, run};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Terraform's `plan -out FILE` works as written.
+    let cli = Cli::parse_from(keyfleet::cli::plan::terraform_style_out(std::env::args_os()));
     match &cli.command {
         // The controller logs at info unless KEYFLEET_LOG says otherwise, as text or JSON.
         Command::Run(args) => {

@@ -80,6 +80,8 @@ pub struct Environment {
     /// ([`policy_set::load_set`]): their directories are observed from these, never from
     /// the files again.
     pub policy_data: policy_set::PolicyData,
+    /// The content hash of the policy set as loaded (policy files and in-policy data files).
+    pub policy_hash: policy_set::PolicyHash,
 }
 
 /// Loads and validates the policy set and resolves the state directory: `override_dir`
@@ -87,10 +89,11 @@ pub struct Environment {
 /// to the Settings file), which wins over `<policy dir>/.keyfleet`. The data files inside the
 /// policy directory are read with the policy files, as one version of the set.
 pub fn load(policy_dir: &Path, override_dir: Option<&Path>) -> Result<Environment, PassError> {
-    let (policy, policy_data) = policy_set::load_set(policy_dir).map_err(|e| match e {
-        policy_set::LoadSetError::Invalid(d) => PassError::Policy(d),
-        changing => PassError::PolicySet(changing),
-    })?;
+    let (policy, policy_data, policy_hash) =
+        policy_set::load_set_hashed(policy_dir).map_err(|e| match e {
+            policy_set::LoadSetError::Invalid(d) => PassError::Policy(d),
+            changing => PassError::PolicySet(changing),
+        })?;
     let state_dir = match (override_dir, &policy.settings.spec.state_dir) {
         (Some(dir), _) => dir.to_path_buf(),
         (None, Some(dir)) => policy.settings.resolve_path(dir),
@@ -100,6 +103,7 @@ pub fn load(policy_dir: &Path, override_dir: Option<&Path>) -> Result<Environmen
         policy,
         state_dir,
         policy_data,
+        policy_hash,
     })
 }
 

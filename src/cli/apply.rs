@@ -31,6 +31,11 @@ Afterwards, every local CA with `crlPublish` gets a fresh CRL file when its revo
 suspensions or resumptions changed, when none is published yet, or when the published one's \
 nextUpdate is within refreshBefore. A CRL that cannot be written is reported and fails the run; \
 the revocations stand and the next apply or controller pass publishes them.\n\n\
+With PLANFILE (written by `keyfleet plan -out PLANFILE`), apply carries out exactly the saved \
+actions after recovery, or refuses, naming what changed (policy, inventory, directory NAME), \
+when what the plan was computed from is no longer what it saw (recovery that changed the \
+inventory makes the plan stale too). The safety valve and the confirmation apply as for any \
+apply.\n\n\
 Exit codes: 0 done (pending card actions do not count as failures), 1 failure or refusal."
 )]
 pub struct Args {
@@ -48,8 +53,12 @@ pub struct Args {
     pub operator: Option<String>,
     /// After applying, wait up to DURATION (e.g. `5m`) for the cards that pending actions need
     /// (PC/SC insertions) and apply again as each appears.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", conflicts_with = "plan_file")]
     pub wait_for_cards: Option<String>,
+    /// A plan saved by `keyfleet plan -out FILE`: apply exactly its actions, or refuse when
+    /// the policy, the inventory or a directory changed since it was made.
+    #[arg(value_name = "PLANFILE", conflicts_with = "target")]
+    pub plan_file: Option<std::path::PathBuf>,
 }
 
 struct Progress {
@@ -92,7 +101,7 @@ impl ApplySink for Progress {
 }
 
 /// The OS user: `$USER`, `$LOGNAME`, else the passwd entry of the process's uid.
-fn os_user() -> String {
+pub(super) fn os_user() -> String {
     if let Some(u) = ["USER", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
@@ -116,16 +125,16 @@ fn os_user() -> String {
 }
 
 /// How one pass ended.
-struct PassOutcome {
+pub(super) struct PassOutcome {
     /// Stop with this exit code now (refusal, declined, nothing to do is not a stop).
-    stop: Option<u8>,
+    pub(super) stop: Option<u8>,
     /// The operator declined the plan (or gave no --yes without a terminal): nothing at all
     /// is written, not even a CRL refresh.
-    declined: bool,
+    pub(super) declined: bool,
     /// Actions that failed in this pass.
-    failed: usize,
+    pub(super) failed: usize,
     /// Actions left waiting for a card.
-    pending: usize,
+    pub(super) pending: usize,
 }
 
 /// Runs `keyfleet apply`.
@@ -163,6 +172,24 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
+    if let Some(file) = &args.plan_file {
+        let ctx = super::apply_saved::Connected {
+            env: &env,
+            store: &store,
+            master: &master,
+            audit: &audit,
+            cas: &cas,
+            cards: &cards,
+        };
+        let outcome = super::apply_saved::run(&ctx, file, &args)?;
+        let code = outcome.stop.unwrap_or(if outcome.failed == 0 {
+            EXIT_OK
+        } else {
+            EXIT_FAILURE
+        });
+        let crl_ok = outcome.declined || publish_crls(&env, &cas);
+        return Ok(ExitCode::from(if crl_ok { code } else { EXIT_FAILURE }));
+    }
     let mut waited = std::time::Duration::ZERO;
     let mut outcome = one_pass(
         &env,
@@ -295,7 +322,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
 
 /// Brings the published CRL of every local CA with `crlPublish` up to date; prints what it
 /// did. Returns false when one could not be published.
-fn publish_crls(env: &runtime::Environment, cas: &apply::CaRegistry) -> bool {
+pub(super) fn publish_crls(env: &runtime::Environment, cas: &apply::CaRegistry) -> bool {
     let mut ok = true;
     for s in apply::crl::publish_all(&env.policy, cas, time::OffsetDateTime::now_utc()) {
         let info = s.current.as_ref().map(|c| {
@@ -330,6 +357,23 @@ fn publish_crls(env: &runtime::Environment, cas: &apply::CaRegistry) -> bool {
     ok
 }
 
+/// Finishes or abandons the work a crash interrupted (from the journal) and says what it did.
+pub(super) fn recover(ctx: &Context<'_>) -> anyhow::Result<()> {
+    let recovered = apply::recover(ctx)?;
+    if recovered.finished + recovered.abandoned > 0 {
+        println!(
+            "Recovery: {} interrupted step(s) finished, {} abandoned, {} certificate(s) recorded from the CA.",
+            recovered.finished,
+            recovered.abandoned,
+            recovered.recovered_certificates.len()
+        );
+    }
+    for u in &recovered.unresolved {
+        eprintln!("Recovery could not finish: {u}");
+    }
+    Ok(())
+}
+
 /// Recovery, plan, confirmation and apply, once.
 fn one_pass(
     env: &runtime::Environment,
@@ -358,18 +402,7 @@ fn one_pass(
         crash: CrashPoint::from_env(),
         audit,
     };
-    let recovered = apply::recover(&ctx)?;
-    if recovered.finished + recovered.abandoned > 0 {
-        println!(
-            "Recovery: {} interrupted step(s) finished, {} abandoned, {} certificate(s) recorded from the CA.",
-            recovered.finished,
-            recovered.abandoned,
-            recovered.recovered_certificates.len()
-        );
-    }
-    for u in &recovered.unresolved {
-        eprintln!("Recovery could not finish: {u}");
-    }
+    recover(&ctx)?;
 
     let pass = runtime::plan_pass_cards(
         env,
@@ -399,7 +432,19 @@ fn one_pass(
             pending,
         });
     }
-    let runnable = pass.plan.runnable().count();
+    confirm_and_apply(ctx, &pass.desired, &pass.plan, args.yes, pending)
+}
+
+/// Asks for confirmation (unless `yes`), then applies the runnable actions of `plan` with the
+/// desired state they were planned from. `ctx` is the recovery context.
+pub(super) fn confirm_and_apply(
+    ctx: Context<'_>,
+    desired: &crate::desired::Desired,
+    plan: &crate::plan::Plan,
+    yes: bool,
+    pending: usize,
+) -> anyhow::Result<PassOutcome> {
+    let runnable = plan.runnable().count();
     if runnable == 0 {
         return Ok(PassOutcome {
             stop: None,
@@ -408,7 +453,7 @@ fn one_pass(
             pending,
         });
     }
-    if !args.yes {
+    if !yes {
         if !std::io::stdin().is_terminal() {
             eprintln!("Not applying: standard input is not a terminal; pass --yes to apply.");
             return Ok(PassOutcome {
@@ -432,12 +477,9 @@ fn one_pass(
             });
         }
     }
-    let ctx = Context {
-        desired: &pass.desired,
-        ..ctx
-    };
-    let bar = (pass.plan.actions.len() > 3 && std::io::stderr().is_terminal()).then(|| {
-        let bar = ProgressBar::new(pass.plan.actions.len() as u64);
+    let ctx = Context { desired, ..ctx };
+    let bar = (plan.actions.len() > 3 && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(plan.actions.len() as u64);
         bar.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -445,7 +487,7 @@ fn one_pass(
         bar
     });
     let mut sink = Progress { bar };
-    let report = apply::apply(&ctx, &pass.plan, &mut sink);
+    let report = apply::apply(&ctx, plan, &mut sink);
     if let Some(bar) = &sink.bar {
         bar.finish_and_clear();
     }

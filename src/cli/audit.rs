@@ -21,6 +21,9 @@ pub enum Format {
     Text,
     /// JSON for scripts.
     Json,
+    /// Markdown for a merge-request comment: a summary, a table per finding kind and the
+    /// warnings; folded when long, at most 60,000 characters.
+    Markdown,
 }
 
 /// Arguments of `keyfleet audit`.
@@ -186,6 +189,14 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     match args.format {
+        Format::Markdown => print!(
+            "{}",
+            super::markdown::audit_markdown(
+                &findings,
+                pass.plan.complete,
+                &pass.desired.observation_errors
+            )
+        ),
         Format::Json => println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({

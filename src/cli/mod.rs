@@ -7,6 +7,7 @@
 //! arm to [`run`].
 
 pub mod apply;
+mod apply_saved;
 pub mod approve;
 pub mod audit;
 pub mod audit_log;
@@ -15,6 +16,7 @@ mod ca_warnings;
 pub mod cards;
 pub mod directory;
 pub mod inventory;
+pub mod markdown;
 pub mod plan;
 pub mod reindex;
 pub mod run;

@@ -23,6 +23,9 @@ pub enum Format {
     Text,
     /// JSON for scripts.
     Json,
+    /// Markdown for a merge-request comment: a summary, a table per action kind, the safety
+    /// valve and the warnings; folded when long, at most 60,000 characters.
+    Markdown,
 }
 
 /// Arguments of `keyfleet plan`.
@@ -30,6 +33,9 @@ pub enum Format {
 #[command(
     long_about = "Show what `keyfleet apply` would do: observe the directory, cards and \
 inventory, compute the desired state and print the plan, each action with its reason.\n\n\
+With `-out FILE` (or `--out FILE`) the plan is also saved, with the content hash of the \
+policy set, the inventory's generation, the content hash of each directory snapshot and the \
+time: `keyfleet apply FILE` applies exactly those actions, or refuses if any of them changed.\n\n\
 Exit codes: 0 nothing to do, 2 changes pending (including actions waiting for a card or for \
 the holder), 1 error."
 )]
@@ -43,6 +49,33 @@ pub struct Args {
     /// Plan as if the operator allowed revocations over the safety limits.
     #[arg(long)]
     pub allow_mass_revocation: bool,
+    /// Also save the plan to FILE (mode 0600), with the hashes of the policy, the inventory
+    /// and each directory it was computed from, for `keyfleet apply FILE` (also `-out FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// The command line with Terraform's single-dash `-out` spelled as clap reads it: every
+/// `-out` / `-out=FILE` before a `--` becomes `--out` / `--out=FILE` (no Keyfleet command has
+/// the short options `-o`, `-u`, `-t` it would otherwise read as).
+pub fn terraform_style_out<I>(args: I) -> Vec<std::ffi::OsString>
+where
+    I: IntoIterator<Item = std::ffi::OsString>,
+{
+    let mut out = Vec::new();
+    let mut options = true;
+    for arg in args {
+        if options && arg == "--" {
+            options = false;
+        }
+        let rewritten = match arg.to_str() {
+            Some("-out") if options => Some("--out".to_string()),
+            Some(s) if options && s.starts_with("-out=") => Some(format!("-{s}")),
+            _ => None,
+        };
+        out.push(rewritten.map_or(arg, Into::into));
+    }
+    out
 }
 
 /// Parses `--target user=UID` values.
@@ -226,13 +259,34 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     for w in super::ca_warnings::local_ca_warnings(&env.policy, None, &env.state_dir) {
         eprintln!("keyfleet: {w}");
     }
-    let pass = runtime::plan_readonly(
+    let now = time::OffsetDateTime::now_utc();
+    // From the store, or through the control socket while the controller holds it.
+    let inventory = crate::statedir::control::read_inventory(&env.state_dir)?;
+    let cards = runtime::cards(&env, &inventory);
+    let observed = runtime::observe_environment(&env);
+    let basis = crate::saved_plan::Basis::of(&env, &observed, &inventory);
+    let pass = runtime::plan_observed(
         &env,
-        time::OffsetDateTime::now_utc(),
+        &observed,
+        inventory,
+        &cards,
+        now,
         args.allow_mass_revocation,
-        targets,
+        targets.clone(),
     )?;
+    if let Some(out) = &args.out {
+        crate::saved_plan::SavedPlan::new(&pass.plan, basis, now, targets).write(out)?;
+        eprintln!(
+            "Plan saved to {}; apply exactly these actions with `keyfleet apply {}`.",
+            out.display(),
+            out.display()
+        );
+    }
     match args.format {
+        Format::Markdown => print!(
+            "{}",
+            super::markdown::plan_markdown(&pass.plan, &pass.desired.observation_errors)
+        ),
         Format::Json => {
             let mut json = plan_json(&pass.plan);
             json["observationErrors"] = serde_json::json!(pass.desired.observation_errors);
@@ -252,4 +306,51 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         EXIT_OK
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser as _;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        let argv = terraform_style_out(args.iter().map(std::ffi::OsString::from));
+        match Cli::try_parse_from(argv)?.command {
+            Command::Plan(a) => Ok(a),
+            other => panic!("not plan: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn out_is_spelled_terraform_style_or_gnu_style() {
+        for argv in [
+            &["keyfleet", "plan", "-out", "p.json"][..],
+            &["keyfleet", "plan", "--out", "p.json"],
+            &["keyfleet", "plan", "-out=p.json"],
+            &[
+                "keyfleet", "-C", "x", "plan", "--format", "markdown", "-out", "p.json",
+            ],
+        ] {
+            let a = parse(argv).unwrap();
+            assert_eq!(
+                a.out.as_deref(),
+                Some(std::path::Path::new("p.json")),
+                "{argv:?}"
+            );
+        }
+        assert_eq!(
+            parse(&["keyfleet", "plan", "--format", "markdown"])
+                .unwrap()
+                .format,
+            Format::Markdown
+        );
+        assert!(
+            parse(&["keyfleet", "plan", "-out"]).is_err(),
+            "FILE is required"
+        );
+        // After `--` nothing is rewritten.
+        let argv = terraform_style_out(["keyfleet", "--", "-out"].map(std::ffi::OsString::from));
+        assert_eq!(argv.last().unwrap(), "-out");
+    }
 }

@@ -153,6 +153,15 @@ impl Serialize for DirectorySnapshot {
 }
 
 impl DirectorySnapshot {
+    /// A stable content hash: `sha256:` and the hex SHA-256 of the snapshot's JSON form
+    /// (users by uid, groups by name, members as uids; every map sorted). Two observations
+    /// that saw the same users, attributes, groups and completeness have the same hash.
+    pub fn content_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        format!("sha256:{}", hex::encode(Sha256::digest(&json)))
+    }
+
     /// A complete snapshot of owned users and of groups given by member uids and subgroup
     /// names; members who are not among the users are left out. For tests and benchmarks:
     /// readers build their snapshots with [`UsersBuilder`].

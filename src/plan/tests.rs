@@ -1280,3 +1280,5 @@ fn a_slot_whose_certificate_was_removed_under_a_new_key_is_issued_again() {
         .insert(Slot::DigitalSignature, vec!["0BSOLETE".into()]);
     assert!(plan(&d, &inv, &presence, &opts()).is_empty());
 }
+
+mod markdown_fixture;

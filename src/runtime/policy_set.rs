@@ -198,10 +198,52 @@ impl PolicyData {
     }
 }
 
+/// The content hash of one version of a policy set: `sha256:` and the hex SHA-256 over every
+/// policy file the loader reads (its path relative to the policy directory and its bytes) and
+/// the text of every in-policy data file (by directory name). A saved plan records it
+/// (`crate::saved_plan`): any edit to the set, a comment included, changes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyHash(pub String);
+
+impl PolicyHash {
+    fn of(dir: &Path, files: &[(PathBuf, FileStamp)], data: &PolicyData) -> PolicyHash {
+        let mut h = Sha256::new();
+        // Length-prefixed fields: no two different sets feed the same bytes.
+        let mut field = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        field(b"keyfleet-policy-set-v1");
+        for (path, _) in files {
+            let rel = path.strip_prefix(dir).unwrap_or(path);
+            field(b"file");
+            field(rel.as_os_str().as_encoded_bytes());
+            match std::fs::read(path) {
+                Ok(bytes) => field(&bytes),
+                Err(e) => field(format!("unreadable: {}", e.kind()).as_bytes()),
+            }
+        }
+        for (name, f) in &data.files {
+            field(b"data");
+            field(name.as_bytes());
+            match &f.text {
+                Ok((text, _)) => field(text.as_bytes()),
+                Err(e) => field(format!("unreadable: {e}").as_bytes()),
+            }
+        }
+        PolicyHash(format!("sha256:{}", hex::encode(h.finalize())))
+    }
+}
+
 /// Loads and validates the policy set in `dir` with the texts of its in-policy data files,
 /// as one consistent version: when a policy file or such a data file changed while they were
 /// read, it reads them again (up to [`ATTEMPTS`] times).
 pub fn load_set(dir: &Path) -> Result<(PolicySet, PolicyData), LoadSetError> {
+    load_set_hashed(dir).map(|(policy, data, _)| (policy, data))
+}
+
+/// [`load_set`], with the [`PolicyHash`] of the version it loaded.
+pub fn load_set_hashed(dir: &Path) -> Result<(PolicySet, PolicyData, PolicyHash), LoadSetError> {
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             std::thread::sleep(RETRY_PAUSE);
@@ -209,8 +251,10 @@ pub fn load_set(dir: &Path) -> Result<(PolicySet, PolicyData), LoadSetError> {
         let before = stamp_set(dir);
         let policy = policy::load_policy_set(dir).map_err(LoadSetError::Invalid)?;
         let data = PolicyData::read(&policy);
+        // Read between the two stamps: when they agree, these are the bytes loaded.
+        let hash = PolicyHash::of(dir, &before, &data);
         if stamp_set(dir) == before && data.unchanged() {
-            return Ok((policy, data));
+            return Ok((policy, data, hash));
         }
         tracing::info!(dir = %dir.display(), "the policy set changed while it was read; reading it again");
     }
@@ -332,6 +376,34 @@ mod tests {
         // A new file.
         std::fs::write(tmp.path().join("more.yaml"), "x: 1\n").unwrap();
         assert_ne!(stamp_set(tmp.path()), replaced);
+    }
+
+    #[test]
+    fn the_policy_hash_follows_policy_files_and_in_policy_data() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("directory.yaml"), DIRECTORY).unwrap();
+        std::fs::write(tmp.path().join("people.yaml"), people(&["alice"])).unwrap();
+        let hash = |dir: &Path| load_set_hashed(dir).unwrap().2;
+        let first = hash(tmp.path());
+        assert!(first.0.starts_with("sha256:"), "{first:?}");
+        assert_eq!(hash(tmp.path()), first, "nothing changed");
+        // A comment in a policy file.
+        std::fs::write(
+            tmp.path().join("directory.yaml"),
+            format!("# reviewed\n{DIRECTORY}"),
+        )
+        .unwrap();
+        let commented = hash(tmp.path());
+        assert_ne!(commented, first);
+        // The in-policy data file.
+        std::fs::write(tmp.path().join("people.yaml"), people(&["alice", "bob"])).unwrap();
+        assert_ne!(hash(tmp.path()), commented);
+        // The same bytes under another directory give the same hash.
+        let other = tempfile::tempdir().unwrap();
+        for f in ["directory.yaml", "people.yaml"] {
+            std::fs::copy(tmp.path().join(f), other.path().join(f)).unwrap();
+        }
+        assert_eq!(hash(other.path()), hash(tmp.path()));
     }
 
     #[test]

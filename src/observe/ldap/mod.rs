@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ldap3::Scope;
-use sha2::{Digest, Sha256};
 
 use self::build::{Builder, Profile};
 pub use self::client::{Client, ConnectConfig, LdapError};
@@ -516,8 +515,7 @@ pub fn cleartext_bind(spec: &LdapDirectorySpec) -> bool {
 
 /// The content-hash change token of a snapshot.
 pub fn content_token(snapshot: &DirectorySnapshot) -> String {
-    let json = serde_json::to_vec(snapshot).unwrap_or_default();
-    format!("sha256:{}", hex::encode(Sha256::digest(&json)))
+    snapshot.content_hash()
 }
 
 /// Runs an LDAP future to completion on a private current-thread runtime, for sync callers
