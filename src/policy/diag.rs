@@ -94,6 +94,10 @@ pub mod codes {
     pub const SUSPICIOUS: &str = "suspicious";
     /// A plain `ldap://` directory without StartTLS and without `allowCleartextBind: true`.
     pub const CLEARTEXT_BIND: &str = "cleartext-bind";
+    /// A `PolicyTest` outside the policy directory's `tests/` folder (tests are not policy).
+    pub const POLICY_TEST_OUTSIDE_TESTS: &str = "policy-test-outside-tests";
+    /// A document under `tests/` that is not a `PolicyTest` nor a fixture file of one.
+    pub const NOT_A_POLICY_TEST: &str = "not-a-policy-test";
 }
 
 /// One problem, located.
