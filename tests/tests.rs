@@ -15,6 +15,8 @@ mod controller_policy_set;
 mod controller_watchers;
 /// CRL publication by `apply` and the controller (crlPublish on a local CA).
 mod crl;
+/// `keyfleet test` (PolicyTests, JUnit), completions, man, alerts, dashboard (issue 19).
+mod gitops_test;
 /// Helpers: run the built binary, build throwaway policy directories.
 mod harness;
 /// scripts/install-deps against a fake apt: policy-rc.d is put back as it was.
