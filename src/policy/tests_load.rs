@@ -180,3 +180,98 @@ pub fn load_policy_tests(root: &Path) -> LoadedTests {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::load::{Overlay, load_policy_set, load_with_overlay};
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    const CA: &str = "apiVersion: keyfleet.dev/v1\nkind: CertificateAuthority\nmetadata:\n  name: lab\nspec:\n  local:\n    subject: CN=Lab CA,O=Example\n";
+
+    const TEST: &str = "apiVersion: keyfleet.dev/v1\nkind: PolicyTest\nmetadata: {name: t}\nspec:\n  now: 2026-01-01T00:00:00Z\n  directory: {file: data/people.yaml}\n  expect: {plan: {actions: []}}\n";
+
+    #[test]
+    fn tests_folder_is_not_policy_and_its_tests_load() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "ca.yaml", CA);
+        write(dir.path(), "tests/t.yaml", TEST);
+        // A fixture file is data, not a stray document.
+        write(
+            dir.path(),
+            "tests/data/people.yaml",
+            "users: []\ngroups: []\n",
+        );
+        let set = load_policy_set(dir.path()).unwrap();
+        assert_eq!(set.object_count(), 1);
+        let loaded = load_policy_tests(dir.path());
+        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+        assert_eq!(loaded.tests.len(), 1);
+        assert_eq!(loaded.tests[0].test.name, "t");
+        assert_eq!(loaded.tests[0].test.line, 1);
+    }
+
+    #[test]
+    fn policy_test_outside_tests_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "ca.yaml", CA);
+        write(dir.path(), "sub/t.yaml", TEST);
+        let err = load_policy_set(dir.path()).unwrap_err();
+        let d = err.errors().next().unwrap();
+        assert_eq!(d.code, codes::POLICY_TEST_OUTSIDE_TESTS);
+        assert_eq!(d.line, 1);
+        assert!(d.file.ends_with("sub/t.yaml"));
+    }
+
+    #[test]
+    fn stray_and_invalid_documents_under_tests_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "ca.yaml", CA);
+        write(dir.path(), "tests/ca.yaml", CA);
+        write(
+            dir.path(),
+            "tests/bad.yaml",
+            "apiVersion: keyfleet.dev/v1\nkind: PolicyTest\nmetadata: {name: bad}\nspec:\n  now: x\n  expect: {plan: {}, validationErrors: []}\n",
+        );
+        let loaded = load_policy_tests(dir.path());
+        assert!(loaded.tests.is_empty());
+        let codes: Vec<&str> = loaded.problems.iter().map(|d| d.code).collect();
+        assert!(codes.contains(&codes::NOT_A_POLICY_TEST), "{codes:?}");
+        // Both plan and validationErrors: the schema's oneOf refuses it.
+        assert!(
+            loaded
+                .problems
+                .iter()
+                .any(|d| d.file.ends_with("bad.yaml") && d.line == 6),
+            "{:?}",
+            loaded.problems
+        );
+    }
+
+    #[test]
+    fn overlay_replaces_same_kind_and_name_and_adds_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "ca.yaml", CA);
+        let overlay = Overlay {
+            file: dir.path().join("tests/t.yaml"),
+            text: format!(
+                "---\n{}---\n{}",
+                CA.replace("CN=Lab CA", "CN=New CA"),
+                CA.replace("name: lab", "name: other")
+            ),
+        };
+        let set = load_with_overlay(dir.path(), &overlay).unwrap();
+        assert_eq!(set.authorities.len(), 2);
+        let lab = &set.authorities["lab"];
+        assert!(lab.file.ends_with("tests/t.yaml"));
+        assert!(format!("{:?}", lab.spec).contains("CN=New CA"));
+        // Without the overlay, the set is as written.
+        let plain = load_policy_set(dir.path()).unwrap();
+        assert!(format!("{:?}", plain.authorities["lab"].spec).contains("CN=Lab CA"));
+    }
+}

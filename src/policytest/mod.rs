@@ -366,6 +366,98 @@ mod tests {
     use crate::plan::{ActionKind, ReasonCode};
     use crate::policy::test_model::{ExpectedKind, ExpectedReason};
 
+    fn quickstart() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart")
+    }
+
+    fn test_from(yaml: &str) -> LoadedTest {
+        let spec: PolicyTestSpec = serde_yaml::from_str(yaml).unwrap();
+        LoadedTest {
+            test: Object {
+                name: "t".into(),
+                file: quickstart().join("tests/t.yaml"),
+                line: 1,
+                spec,
+            },
+            policy_lines: vec![],
+        }
+    }
+
+    fn outcome(yaml: &str) -> Outcome {
+        let root = quickstart();
+        let base = load_policy_set(&root);
+        run_one(&root, &base, &test_from(yaml))
+    }
+
+    const DIR: &str = "directory:\n  users: [{uid: alice, cn: Alice, mail: a@example.com}]\n  groups: [{name: engineering, members: [alice]}]\n";
+
+    #[test]
+    fn each_expected_action_needs_its_own_planned_action() {
+        // alice holds both slots, expired: two renewals. Three expected renewals fail.
+        let inv = "inventory: [{user: alice, template: employee-virtual, card: c, notAfter: 2026-01-01T00:00:00Z}]\n";
+        let renew = "    - {kind: renew, user: alice, reason: expired}\n";
+        let two = format!(
+            "now: 2026-03-01T00:00:00Z\n{DIR}{inv}expect:\n  plan:\n    exactly: true\n    actions:\n{renew}{renew}"
+        );
+        assert_eq!(outcome(&two), Outcome::Pass);
+        let three = format!("{two}{renew}");
+        let Outcome::Fail(lines) = outcome(&three) else {
+            panic!("three renewals cannot match two")
+        };
+        assert_eq!(lines[0], "expected, not planned: renew alice (expired)");
+        // Only one expected and not exactly: the other renewal is allowed.
+        let one =
+            format!("now: 2026-03-01T00:00:00Z\n{DIR}{inv}expect:\n  plan:\n    actions:\n{renew}");
+        assert_eq!(outcome(&one), Outcome::Pass);
+        let exact_one = one.replace("    actions:", "    exactly: true\n    actions:");
+        let Outcome::Fail(lines) = outcome(&exact_one) else {
+            panic!("exactly refuses the extra renewal")
+        };
+        assert!(
+            lines[0].starts_with("planned, not expected: renew alice employee-virtual (expired:"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn fixture_and_expectation_mistakes_fail_the_test() {
+        let fail = |yaml: &str| match outcome(yaml) {
+            Outcome::Fail(lines) => lines.join("\n"),
+            Outcome::Pass => panic!("passed: {yaml}"),
+        };
+        let expect = "expect: {plan: {actions: []}}\n";
+        assert!(fail(&format!("now: yesterday\n{expect}")).contains("not an RFC 3339 time"));
+        assert!(
+            fail(&format!("now: 2026-03-01T00:00:00Z\n{DIR}inventory: [{{user: alice, template: nope, card: c}}]\n{expect}"))
+                .contains("no CardTemplate named `nope`")
+        );
+        assert!(
+            fail(&format!(
+                "now: 2026-03-01T00:00:00Z\ndirectory: {{name: ldap, users: []}}\n{expect}"
+            ))
+            .contains("no Directory named `ldap`")
+        );
+        assert!(
+            fail(&format!("now: 2026-03-01T00:00:00Z\ndirectory: {{file: x.yaml, users: [{{uid: a, cn: A}}]}}\n{expect}"))
+                .contains("either `file` or `users`")
+        );
+        assert!(
+            fail("now: 2026-03-01T00:00:00Z\nexpect: {}\n")
+                .contains("exactly one of plan, validationErrors")
+        );
+        // The inline directory goes through the file directory reader and its checks.
+        assert!(
+            fail(&format!("now: 2026-03-01T00:00:00Z\ndirectory: {{groups: [{{name: g, members: [ghost]}}]}}\n{expect}"))
+                .contains("ghost")
+        );
+        assert!(
+            fail(&format!(
+                "now: 2026-03-01T00:00:00Z\n{DIR}expect: {{plan: {{safetyValveTripped: true}}}}\n"
+            ))
+            .contains("the safety valve did not trip")
+        );
+    }
+
     /// The test model spells every action kind and reason code as the planner does, and no
     /// other.
     #[test]
