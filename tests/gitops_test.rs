@@ -326,6 +326,15 @@ fn the_prometheus_alerts_pass_promtool_and_use_exported_metrics() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("SUCCESS"), "{text}");
+    // The alerts fire on the series of alerts_test.yaml, and only when they should.
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(repo_root().join("deploy/prometheus/alerts_test.yaml"))
+        .output()
+        .expect("promtool");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
     // promtool accepts any metric name: check them against the controller's.
     let yaml: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(&rules).expect("read")).expect("yaml");
