@@ -20,6 +20,7 @@
 //! - [`desired`]: desired state computed from policy and directory snapshots (pure).
 //! - [`inventory`]: the actual state Keyfleet records (plain values).
 //! - [`plan`]: the pure planner.
+//! - [`policytest`]: `PolicyTest`s run through desired state and planner with fixtures.
 //! - [`store`]: sled: inventory, journal, history, sealed secrets.
 //! - [`apply`]: executors that carry a plan out, with the journal and recovery.
 //! - [`runtime`]: one pass wired together (used by the CLI and the controller).
@@ -42,6 +43,7 @@ pub mod names;
 pub mod observe;
 pub mod plan;
 pub mod policy;
+pub mod policytest;
 pub mod runtime;
 pub mod saved_plan;
 pub mod secrets;

@@ -31,9 +31,9 @@ fn main() -> ExitCode {
             .init(),
     }
     // Everything Keyfleet creates without an explicit mode (sled's store files among them) is
-    // its owner's alone, as the systemd unit's UMask=0077 makes it; only `schema` writes
-    // files meant to be shared (into a source tree).
-    if !matches!(cli.command, Command::Schema(_)) {
+    // its owner's alone, as the systemd unit's UMask=0077 makes it; only `schema` and `man`
+    // write files meant to be shared (into a source tree, a man directory).
+    if !matches!(cli.command, Command::Schema(_) | Command::Man(_)) {
         keyfleet::fsutil::restrict_umask();
     }
     match run(cli) {

@@ -17,6 +17,8 @@ mod controller_watchers;
 mod crl;
 /// Saved plans (`plan -out`, `apply FILE`) and `--format markdown` on the quickstart.
 mod gitops_plan;
+/// `keyfleet test` (PolicyTests, JUnit), completions, man, alerts, dashboard (issue 19).
+mod gitops_test;
 /// Helpers: run the built binary, build throwaway policy directories.
 mod harness;
 /// scripts/install-deps against a fake apt: policy-rc.d is put back as it was.

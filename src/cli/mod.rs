@@ -15,6 +15,7 @@ pub mod ca;
 mod ca_warnings;
 pub mod cards;
 pub mod directory;
+pub mod docs;
 pub mod inventory;
 pub mod markdown;
 pub mod plan;
@@ -22,6 +23,7 @@ pub mod reindex;
 pub mod run;
 pub mod schema;
 pub mod status;
+pub mod test;
 pub mod validate;
 pub mod vcard;
 
@@ -116,6 +118,15 @@ pub enum Command {
     /// Rebuild the store's index of certificates by card (after running an older Keyfleet).
     #[command(long_about = reindex::LONG_ABOUT)]
     Reindex(reindex::Args),
+    /// Run the policy set's PolicyTests (tests/) with fixtures, no state or server.
+    #[command(long_about = test::LONG_ABOUT)]
+    Test(test::Args),
+    /// Print a shell completion script (bash, zsh, fish).
+    #[command(long_about = docs::COMPLETIONS_ABOUT)]
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (or write every page with --dir).
+    #[command(long_about = docs::MAN_ABOUT)]
+    Man(docs::ManArgs),
 }
 
 /// Loads the policy and resolves the state directory. An invalid policy is reported on stderr
@@ -150,6 +161,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Directory(args) => directory::run(&cli.global, args),
         Command::Reindex(args) => reindex::run(&cli.global, args),
         Command::AuditLog(args) => audit_log::run(&cli.global, args),
+        Command::Test(args) => test::run(&cli.global, args),
+        Command::Completions(args) => docs::run_completions(&cli.global, args),
+        Command::Man(args) => docs::run_man(&cli.global, args),
     }
 }
 

@@ -100,6 +100,10 @@ pub mod codes {
     /// A local CA's `subject`, `keyAlgorithm` or `validity` differs from the CA that exists:
     /// it only applies to a new CA (warning).
     pub const APPLIES_TO_NEW_CA: &str = "applies-to-new-ca";
+    /// A `PolicyTest` outside the policy directory's `tests/` folder (tests are not policy).
+    pub const POLICY_TEST_OUTSIDE_TESTS: &str = "policy-test-outside-tests";
+    /// A document under `tests/` that is not a `PolicyTest` nor a fixture file of one.
+    pub const NOT_A_POLICY_TEST: &str = "not-a-policy-test";
 }
 
 /// One problem, located.

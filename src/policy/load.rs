@@ -18,6 +18,7 @@ use serde_json::Value;
 use super::diag::{Diagnostic, Diagnostics, codes, pointer_to_path};
 use super::model::{Kind, Manifest};
 use super::schema::Validators;
+use super::test_model::TESTS_DIR;
 use super::yaml::{self, DocMap, ScanProblem};
 use super::{Object, PolicySet};
 
@@ -31,17 +32,28 @@ const MAX_DIR_DEPTH: usize = 16;
 pub type Locations = BTreeMap<(Kind, String), DocMap>;
 
 /// One parsed document, before typed deserialisation.
-struct RawDoc {
-    index: usize,
-    map: DocMap,
-    value: Value,
+pub(super) struct RawDoc {
+    pub(super) index: usize,
+    pub(super) map: DocMap,
+    pub(super) value: Value,
 }
 
 /// One file after the pre-pass and the parse into values.
-struct ParsedFile {
-    path: PathBuf,
-    text: String,
-    docs: Vec<RawDoc>,
+pub(super) struct ParsedFile {
+    pub(super) path: PathBuf,
+    pub(super) text: String,
+    pub(super) docs: Vec<RawDoc>,
+}
+
+/// Policy documents laid over a policy set (a `PolicyTest`'s `policy`): an object with the
+/// kind and name of one in the set replaces it, the others are added.
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    /// The file the documents are written in (diagnostics name it; relative paths in them
+    /// resolve against its folder).
+    pub file: PathBuf,
+    /// The documents as YAML (several, separated by `---`).
+    pub text: String,
 }
 
 /// Reads a YAML file with the same defences policy files get (size cap, UTF-8, alias/node/depth
@@ -50,7 +62,7 @@ pub fn read_checked_yaml(path: &Path) -> Result<String, Box<Diagnostic>> {
     read_checked(path).map(|(text, _)| text)
 }
 
-fn read_checked(path: &Path) -> Result<(String, Vec<DocMap>), Box<Diagnostic>> {
+pub(super) fn read_checked(path: &Path) -> Result<(String, Vec<DocMap>), Box<Diagnostic>> {
     let io =
         |e: std::io::Error| Diagnostic::error(codes::IO, path, 0, format!("cannot read file: {e}"));
     let file = std::fs::File::open(path).map_err(io)?;
@@ -73,7 +85,13 @@ fn read_checked(path: &Path) -> Result<(String, Vec<DocMap>), Box<Diagnostic>> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(Box::new(too_large(bytes.len() as u64)));
     }
-    let text = String::from_utf8(bytes).map_err(|e| {
+    let text = utf8_text(path, bytes)?;
+    let maps = scan_text(path, &text)?;
+    Ok((text, maps))
+}
+
+fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, Box<Diagnostic>> {
+    String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
         let prefix = e.as_bytes().get(..valid).unwrap_or_default();
         let line = prefix.iter().filter(|b| **b == b'\n').count() + 1;
@@ -90,8 +108,13 @@ fn read_checked(path: &Path) -> Result<(String, Vec<DocMap>), Box<Diagnostic>> {
             format!("file is not valid UTF-8 (invalid byte at line {line}, column {column})"),
         )
         .at_column(column)
-    })?;
-    let maps = yaml::scan(&text).map_err(|p| {
+        .into()
+    })
+}
+
+/// The alias/node/depth budget and the line map of a YAML text.
+fn scan_text(path: &Path, text: &str) -> Result<Vec<DocMap>, Box<Diagnostic>> {
+    yaml::scan(text).map_err(|p| {
         let pos = p.pos();
         let code = match p {
             ScanProblem::Syntax { .. } => codes::YAML_SYNTAX,
@@ -106,12 +129,11 @@ fn read_checked(path: &Path) -> Result<(String, Vec<DocMap>), Box<Diagnostic>> {
             }
             other => other.to_string(),
         };
-        Diagnostic::error(code, path, pos.line, message).at_column(pos.column)
-    })?;
-    Ok((text, maps))
+        Box::new(Diagnostic::error(code, path, pos.line, message).at_column(pos.column))
+    })
 }
 
-fn yaml_error(path: &Path, e: &serde_yaml::Error, code: &'static str) -> Diagnostic {
+pub(super) fn yaml_error(path: &Path, e: &serde_yaml::Error, code: &'static str) -> Diagnostic {
     let (line, column) = e
         .location()
         .map_or((1, None), |l| (l.line(), Some(l.column())));
@@ -139,8 +161,26 @@ fn yaml_error(path: &Path, e: &serde_yaml::Error, code: &'static str) -> Diagnos
     d
 }
 
-fn parse_file(path: &Path) -> Result<ParsedFile, Box<Diagnostic>> {
+pub(super) fn parse_file(path: &Path) -> Result<ParsedFile, Box<Diagnostic>> {
     let (text, maps) = read_checked(path)?;
+    parse_docs(path, text, &maps)
+}
+
+/// Parses YAML text that is not read from a file (an overlay) with the same defences.
+fn parse_text(path: &Path, text: String) -> Result<ParsedFile, Box<Diagnostic>> {
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(Box::new(Diagnostic::error(
+            codes::FILE_TOO_LARGE,
+            path,
+            1,
+            format!("policy documents are limited to {MAX_FILE_BYTES} bytes"),
+        )));
+    }
+    let maps = scan_text(path, &text)?;
+    parse_docs(path, text, &maps)
+}
+
+fn parse_docs(path: &Path, text: String, maps: &[DocMap]) -> Result<ParsedFile, Box<Diagnostic>> {
     let mut docs = Vec::new();
     for (index, de) in serde_yaml::Deserializer::from_str(&text).enumerate() {
         match Value::deserialize(de) {
@@ -160,7 +200,14 @@ fn parse_file(path: &Path) -> Result<ParsedFile, Box<Diagnostic>> {
     })
 }
 
-fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
+/// The YAML files under `dir`, sorted. At the top of a policy directory (`depth` 0) the
+/// `tests/` folder is left out: it holds `PolicyTest`s and their fixtures, which are not policy.
+pub(super) fn collect_files(
+    dir: &Path,
+    depth: usize,
+    out: &mut Vec<PathBuf>,
+    diags: &mut Vec<Diagnostic>,
+) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
@@ -180,7 +227,8 @@ fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, diags: &mut V
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with('.'));
-        if hidden {
+        let tests = depth == 0 && path.file_name().is_some_and(|n| n == TESTS_DIR);
+        if hidden || (tests && path.is_dir()) {
             continue;
         }
         if path.is_dir() {
@@ -198,7 +246,7 @@ fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, diags: &mut V
 }
 
 /// The YAML files the loader reads under `dir` (the policy files, and the data files of
-/// `file` directories among them), sorted; folders it cannot read are left out.
+/// `file` directories among them), sorted; folders it cannot read and `tests/` are left out.
 pub fn policy_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     collect_files(dir, 0, &mut out, &mut Vec::new());
@@ -226,12 +274,12 @@ fn data_files(files: &[Result<ParsedFile, Box<Diagnostic>>]) -> BTreeSet<PathBuf
 }
 
 /// What the loader knows about one document after its envelope was read.
-struct Envelope {
-    kind: Kind,
-    name: Option<String>,
+pub(super) struct Envelope {
+    pub(super) kind: Kind,
+    pub(super) name: Option<String>,
 }
 
-fn envelope(path: &Path, doc: &RawDoc, diags: &mut Vec<Diagnostic>) -> Option<Envelope> {
+pub(super) fn envelope(path: &Path, doc: &RawDoc, diags: &mut Vec<Diagnostic>) -> Option<Envelope> {
     let root_line = doc.map.locate("").line;
     let Some(obj) = doc.value.as_object() else {
         diags.push(Diagnostic::error(
@@ -403,6 +451,8 @@ impl Loader {
                         self.set.roles = self.insert(kind, m, o, doc_map);
                     }
                 }
+                // Refused before typed loading (see `load_impl`).
+                Kind::PolicyTest => {}
                 Kind::Settings => {
                     if let Some(o) = self.typed(path, de, kind, name, &doc_map) {
                         if let Some((first_file, first_line)) = &self.settings_seen {
@@ -440,6 +490,28 @@ pub fn load_policy_set(dir: &Path) -> Result<PolicySet, Diagnostics> {
 
 /// Like [`load_policy_set`], also returning where each object's nodes are.
 pub fn load_with_locations(dir: &Path) -> Result<(PolicySet, Locations), Diagnostics> {
+    load_impl(dir, None)
+}
+
+/// Like [`load_policy_set`], with `overlay`'s documents laid over the set: each replaces the
+/// object of its kind and name, or is added.
+pub fn load_with_overlay(dir: &Path, overlay: &Overlay) -> Result<PolicySet, Diagnostics> {
+    load_impl(dir, Some(overlay)).map(|(set, _)| set)
+}
+
+/// The (kind, name) of every document of an overlay that names both.
+fn overlay_keys(file: &ParsedFile) -> BTreeSet<(String, String)> {
+    file.docs
+        .iter()
+        .filter_map(|d| {
+            let kind = d.value.get("kind")?.as_str()?;
+            let name = d.value.pointer("/metadata/name")?.as_str()?;
+            Some((kind.to_string(), name.to_string()))
+        })
+        .collect()
+}
+
+fn load_impl(dir: &Path, overlay: Option<&Overlay>) -> Result<(PolicySet, Locations), Diagnostics> {
     let mut loader = Loader {
         set: PolicySet::empty(dir),
         locations: Locations::new(),
@@ -469,12 +541,23 @@ pub fn load_with_locations(dir: &Path) -> Result<(PolicySet, Locations), Diagnos
 
     let mut paths = Vec::new();
     collect_files(dir, 0, &mut paths, &mut loader.diags);
-    let parsed: Vec<Result<ParsedFile, Box<Diagnostic>>> =
+    let mut parsed: Vec<Result<ParsedFile, Box<Diagnostic>>> =
         paths.iter().map(|p| parse_file(p)).collect();
+    let mut replaced = BTreeSet::new();
+    if let Some(o) = overlay {
+        let file = parse_text(&o.file, o.text.clone());
+        if let Ok(f) = &file {
+            replaced = overlay_keys(f);
+        }
+        paths.push(o.file.clone());
+        parsed.push(file);
+    }
     let skip = data_files(&parsed);
+    let overlay_index = overlay.map(|_| paths.len() - 1);
 
-    for (path, file) in paths.iter().zip(parsed) {
-        if path.canonicalize().is_ok_and(|c| skip.contains(&c)) {
+    for (i, (path, file)) in paths.iter().zip(parsed).enumerate() {
+        let is_overlay = Some(i) == overlay_index;
+        if !is_overlay && path.canonicalize().is_ok_and(|c| skip.contains(&c)) {
             continue;
         }
         let file = match file {
@@ -492,6 +575,29 @@ pub fn load_with_locations(dir: &Path) -> Result<(PolicySet, Locations), Diagnos
             let Some(env) = envelope(&file.path, doc, &mut loader.diags) else {
                 continue;
             };
+            if !is_overlay
+                && env
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| replaced.contains(&(env.kind.as_str().to_string(), n.clone())))
+            {
+                continue;
+            }
+            if env.kind == Kind::PolicyTest {
+                loader.diags.push(
+                    Diagnostic::error(
+                        codes::POLICY_TEST_OUTSIDE_TESTS,
+                        &file.path,
+                        doc.map.locate("").line,
+                        format!(
+                            "a PolicyTest is not policy: put it under {TESTS_DIR}/ at the top of \
+                             the policy directory, where `keyfleet test` runs it"
+                        ),
+                    )
+                    .for_object(Some(env.kind.as_str()), env.name.as_deref()),
+                );
+                continue;
+            }
             let issues = validators.check(env.kind, &doc.value);
             if issues.is_empty() {
                 let name = env.name.unwrap_or_default();

@@ -17,6 +17,8 @@ pub mod model;
 pub mod schema;
 pub mod secret;
 pub mod template;
+pub mod test_model;
+pub mod tests_load;
 pub mod validate;
 pub mod yaml;
 

@@ -108,11 +108,13 @@ pub enum Kind {
     Role,
     /// `Settings`
     Settings,
+    /// `PolicyTest` (only under `tests/`, never part of the policy set: see `test_model`)
+    PolicyTest,
 }
 
 impl Kind {
     /// Every kind, in schema order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::CertificateAuthority,
         Kind::Directory,
         Kind::CardTemplate,
@@ -121,6 +123,7 @@ impl Kind {
         Kind::CardBinding,
         Kind::Role,
         Kind::Settings,
+        Kind::PolicyTest,
     ];
 
     /// The name as written in `kind:`.
@@ -134,6 +137,7 @@ impl Kind {
             Kind::CardBinding => "CardBinding",
             Kind::Role => "Role",
             Kind::Settings => "Settings",
+            Kind::PolicyTest => "PolicyTest",
         }
     }
 

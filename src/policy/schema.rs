@@ -99,6 +99,7 @@ pub fn kind_schema(kind: Kind) -> Value {
         Kind::CardBinding => manifest_schema::<CardBindingSpec>(kind),
         Kind::Role => manifest_schema::<RoleSpec>(kind),
         Kind::Settings => manifest_schema::<SettingsSpec>(kind),
+        Kind::PolicyTest => manifest_schema::<super::test_model::PolicyTestSpec>(kind),
     }
 }
 
