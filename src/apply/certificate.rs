@@ -9,7 +9,7 @@ use super::{
     ApplyError, CardSession, Context, journal_close, journal_close_recording, journal_note,
     journal_open,
 };
-use crate::ca::EnrollRequest;
+use crate::ca::{EnrollRequest, IssuedCertificate};
 use crate::desired::DesiredCredential;
 use crate::inventory::{CertRecord, CertStatus};
 use crate::store::{JournalEntry, JournalState, JournalStep, Recorded};
@@ -74,16 +74,7 @@ pub(crate) fn enroll_slot(
             return Err(e);
         }
     };
-    let record = cert_record(
-        &entry.step,
-        entry.id,
-        issued.serial.clone(),
-        issued.pem,
-        issued.not_before,
-        issued.not_after,
-        (ctx.clock)(),
-    )
-    .ok_or_else(|| ApplyError::Stale("journal step is not an enrolment".into()))?;
+    let record = cert_record(&entry, &issued, (ctx.clock)())?;
     journal_close_recording(
         ctx,
         &mut entry,
@@ -94,17 +85,13 @@ pub(crate) fn enroll_slot(
     Ok(record)
 }
 
-/// Builds the inventory record of an enrolled certificate from its journal step and the
-/// step's entry id.
+/// Builds the inventory record of a certificate the CA signed for the enrolment `entry`
+/// (its step says what was asked; its id orders the slot's certificates).
 pub(crate) fn cert_record(
-    step: &JournalStep,
-    enrolment: u64,
-    serial: String,
-    pem: String,
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
+    entry: &JournalEntry,
+    issued: &IssuedCertificate,
     now: OffsetDateTime,
-) -> Option<CertRecord> {
+) -> Result<CertRecord, ApplyError> {
     let JournalStep::Enroll {
         request_id,
         ca,
@@ -118,12 +105,15 @@ pub(crate) fn cert_record(
         subject,
         sans,
         revision,
-    } = step
+    } = &entry.step
     else {
-        return None;
+        return Err(ApplyError::Stale(format!(
+            "journal entry {} is not an enrolment",
+            entry.id
+        )));
     };
-    Some(CertRecord {
-        serial,
+    Ok(CertRecord {
+        serial: issued.serial.clone(),
         user: user.clone(),
         card: card.clone(),
         template: template.clone(),
@@ -134,15 +124,15 @@ pub(crate) fn cert_record(
         key_algorithm: *key_algorithm,
         subject: subject.clone(),
         sans: sans.clone(),
-        not_before,
-        not_after,
+        not_before: issued.not_before,
+        not_after: issued.not_after,
         revision: revision.clone(),
         status: CertStatus::Active,
         installed: false,
         request_id: request_id.clone(),
-        enrolment,
+        enrolment: entry.id,
         updated_at: now,
-        pem,
+        pem: issued.pem.clone(),
     })
 }
 

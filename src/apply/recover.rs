@@ -120,16 +120,7 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
                     })? {
                     Some(issued) => {
                         if ctx.store.cert(&issued.serial)?.is_none() {
-                            let record = cert_record(
-                                &entry.step,
-                                entry.id,
-                                issued.serial.clone(),
-                                issued.pem,
-                                issued.not_before,
-                                issued.not_after,
-                                (ctx.clock)(),
-                            )
-                            .ok_or_else(|| ApplyError::Stale("not an enrolment".into()))?;
+                            let record = cert_record(&entry, &issued, (ctx.clock)())?;
                             report.recovered_certificates.push(issued.serial);
                             recorded = Some(record);
                         }
