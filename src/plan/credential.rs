@@ -169,11 +169,23 @@ impl Ctx<'_> {
 
     pub(super) fn plan_held(&mut self, cred: &DesiredCredential, card: &CardRecord) {
         if cred.user_disabled {
+            // An issuance a failure interrupted is finished first unless everything is
+            // revoked: its certificate is signed for the key now in the slot (whose old
+            // certificate may already be gone from the card), and installing it supersedes
+            // the old one. Nothing new is issued to a disabled account.
+            let installing = if cred.on_user_disabled == OnUserDisabled::Revoke {
+                Vec::new()
+            } else {
+                self.finish_interrupted(cred, card)
+            };
             match cred.on_user_disabled {
                 OnUserDisabled::Suspend => {
                     // From the certificates, not only the card: a hold the CA refused (or an
                     // unhold that went half through) leaves some active on a suspended card.
-                    let serials = self.index.live_serials(&card.id, Some(CertStatus::Active));
+                    // Not those the installations supersede (they are revoked).
+                    let superseded = self.index.older_in_slots(&card.id, &installing);
+                    let mut serials = self.index.live_serials(&card.id, Some(CertStatus::Active));
+                    serials.retain(|s| !superseded.contains(&s.as_str()));
                     if card.status != CardStatus::Active && serials.is_empty() {
                         return;
                     }
@@ -292,6 +304,31 @@ impl Ctx<'_> {
                 );
             }
         }
+    }
+
+    /// Installs the certificates of `card` that were signed but not written (an issuance a
+    /// failure interrupted); returns their slots.
+    fn finish_interrupted(&mut self, cred: &DesiredCredential, card: &CardRecord) -> Vec<Slot> {
+        let live = self.index.live_by_slot(&card.id);
+        let mut slots = Vec::new();
+        for (slot, have) in live.iter() {
+            if !have.installed {
+                self.push_slot_action(
+                    ActionKind::Issue,
+                    cred,
+                    card,
+                    slot,
+                    vec![have.serial.clone()],
+                    ReasonCode::InterruptedIssuance,
+                    format!(
+                        "certificate {} was signed but not yet written to the card",
+                        have.serial
+                    ),
+                );
+                slots.push(slot);
+            }
+        }
+        slots
     }
 
     /// Whether `serial`, the newest live certificate of `card`'s `slot`, was removed from the

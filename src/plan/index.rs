@@ -208,6 +208,23 @@ impl<'a> Index<'a> {
             .unwrap_or_default()
     }
 
+    /// Serials of the live certificates of `card` in `slots` older than the newest there.
+    pub(super) fn older_in_slots(&self, card: &str, slots: &[Slot]) -> Vec<&'a str> {
+        if slots.is_empty() {
+            return Vec::new();
+        }
+        self.certs_by_card
+            .get(card)
+            .map(|c| {
+                c.older
+                    .iter()
+                    .filter(|o| slots.contains(&o.slot))
+                    .map(|o| o.serial.as_str())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Serials of the live certificates of a card the card should keep (the superseded ones
     /// are revoked on their own, see [`CardCerts::superseded`]), with `status` if given.
     pub(super) fn live_serials(&self, card: &str, status: Option<CertStatus>) -> Vec<String> {
