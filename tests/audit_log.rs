@@ -130,6 +130,16 @@ fn applied_actions_are_logged_and_tampering_is_found_at_its_seq() {
     // Put back: intact again, and the next command chains on.
     write_lines(&q, &original);
     assert_eq!(broken_seq(&q), None);
+
+    // A policy set that does not load does not stop an audit with the key kept apart.
+    std::fs::write(q.policy.join("broken.yaml"), "kind: [unclosed\n").unwrap();
+    q.run(&["validate"]).expect_code(1);
+    let verify = ["audit-log", "verify", "--public-key", pem.to_str().unwrap()];
+    q.run(&verify).expect_code(0).stdout_has("Audit log intact");
+    let mut l = original;
+    l.swap(1, 2);
+    write_lines(&q, &l);
+    q.run(&verify).expect_code(1).stdout_has("BROKEN at seq 2");
 }
 
 #[test]

@@ -56,6 +56,20 @@ pub enum AuditLogCommand {
 
 /// Runs `keyfleet audit-log`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    // A public key kept apart and the state directory are all `verify` needs: an audit is not
+    // stopped by a policy set that does not load.
+    if let (
+        AuditLogCommand::Verify {
+            public_key: Some(path),
+        },
+        Some(state),
+    ) = (&args.command, &global.state_dir)
+    {
+        return match read_public_key(path)? {
+            Some(der) => verify_dir(&state.join(audit::AUDIT_DIR), &der),
+            None => Ok(ExitCode::from(EXIT_FAILURE)),
+        };
+    }
     let Some(env) = super::load_env(global)? else {
         return Ok(ExitCode::from(EXIT_FAILURE));
     };
@@ -63,17 +77,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         AuditLogCommand::Verify { public_key } => {
             let spki = match public_key {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                    match pem_spki(&text) {
-                        Some(der) => der,
-                        None => {
-                            eprintln!("{}: not a PEM public key", path.display());
-                            return Ok(ExitCode::from(EXIT_FAILURE));
-                        }
-                    }
-                }
+                Some(path) => match read_public_key(&path)? {
+                    Some(der) => der,
+                    None => return Ok(ExitCode::from(EXIT_FAILURE)),
+                },
                 None => match state_key(&env)? {
                     Some(key) => key.spki_der(),
                     None => {
@@ -89,34 +96,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
                     }
                 },
             };
-            let read = |name: &str| -> anyhow::Result<Vec<u8>> {
-                match std::fs::read(dir.join(name)) {
-                    Ok(b) => Ok(b),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-                    Err(e) => Err(anyhow::anyhow!("{}: {e}", dir.join(name).display())),
-                }
-            };
-            let (log, checkpoints) = (read(audit::LOG_FILE)?, read(audit::CHECKPOINT_FILE)?);
-            match audit::verify(&log, &checkpoints, &spki) {
-                Ok(v) => {
-                    println!(
-                        "Audit log intact: {} entries, {} checkpoints, signed up to seq {}.",
-                        v.entries, v.checkpoints, v.last_checkpoint
-                    );
-                    if v.entries > v.last_checkpoint {
-                        println!(
-                            "Entries {} to {} are chained but not yet signed.",
-                            v.last_checkpoint + 1,
-                            v.entries
-                        );
-                    }
-                    Ok(ExitCode::from(EXIT_OK))
-                }
-                Err(broken) => {
-                    println!("Audit log BROKEN at seq {}: {}", broken.seq, broken.why);
-                    Ok(ExitCode::from(EXIT_FAILURE))
-                }
-            }
+            verify_dir(&dir, &spki)
         }
         AuditLogCommand::Show {
             since,
@@ -177,6 +157,49 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_OK))
         }
     }
+}
+
+/// Checks the log and checkpoints in the audit folder `dir` against the public key `spki`.
+fn verify_dir(dir: &std::path::Path, spki: &[u8]) -> anyhow::Result<ExitCode> {
+    let read = |name: &str| -> anyhow::Result<Vec<u8>> {
+        match std::fs::read(dir.join(name)) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(anyhow::anyhow!("{}: {e}", dir.join(name).display())),
+        }
+    };
+    let (log, checkpoints) = (read(audit::LOG_FILE)?, read(audit::CHECKPOINT_FILE)?);
+    match audit::verify(&log, &checkpoints, spki) {
+        Ok(v) => {
+            println!(
+                "Audit log intact: {} entries, {} checkpoints, signed up to seq {}.",
+                v.entries, v.checkpoints, v.last_checkpoint
+            );
+            if v.entries > v.last_checkpoint {
+                println!(
+                    "Entries {} to {} are chained but not yet signed.",
+                    v.last_checkpoint + 1,
+                    v.entries
+                );
+            }
+            Ok(ExitCode::from(EXIT_OK))
+        }
+        Err(broken) => {
+            println!("Audit log BROKEN at seq {}: {}", broken.seq, broken.why);
+            Ok(ExitCode::from(EXIT_FAILURE))
+        }
+    }
+}
+
+/// The DER of the PEM public key in `path`; `None` (said on stderr) when it holds none.
+fn read_public_key(path: &std::path::Path) -> anyhow::Result<Option<Vec<u8>>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let der = pem_spki(&text);
+    if der.is_none() {
+        eprintln!("{}: not a PEM public key", path.display());
+    }
+    Ok(der)
 }
 
 /// The state directory's audit key, if it was ever made.
