@@ -9,6 +9,21 @@ use keyfleet::cli::{Cli, Command, EXIT_FAILURE, run};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // A reader that stops early (`keyfleet inventory | head`) ends the command as SIGPIPE ends
+    // a C program: quietly, exit 141, not a panic and a backtrace on the terminal.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     // Terraform's `plan -out FILE` works as written.
     let cli = Cli::parse_from(keyfleet::cli::plan::terraform_style_out(std::env::args_os()));
     match &cli.command {
@@ -38,6 +53,15 @@ fn main() -> ExitCode {
     }
     match run(cli) {
         Ok(code) => code,
+        // The same for a command that reports the closed pipe as an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::from(141)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_FAILURE)

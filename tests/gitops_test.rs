@@ -453,3 +453,35 @@ fn the_ci_examples_run_validate_test_plan_and_apply() {
         }
     }
 }
+
+/// A reader that closes the pipe early (`keyfleet … | head`) ends the command quietly with
+/// 141, as SIGPIPE would, instead of a panic and its backtrace.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let state = tempfile::tempdir().unwrap();
+    let quickstart = repo_root().join("examples/quickstart");
+    let (policy, state) = (
+        quickstart.to_str().unwrap(),
+        state.path().to_str().unwrap().to_string(),
+    );
+    let inventory = ["inventory", "-C", policy, "--state-dir", &state];
+    for args in [&["completions", "bash"][..], &inventory[..]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keyfleet"))
+            .args(args)
+            .env_remove("KEYFLEET_STATE_DIR")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run keyfleet");
+        // Closed before the command writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            out.status.code() == Some(141),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+    }
+}
