@@ -164,3 +164,35 @@ fn nothing_is_done_when_the_audit_log_cannot_be_written() {
     );
     assert_eq!(inventory["cards"], serde_json::json!([]), "{inventory:#}");
 }
+
+#[test]
+fn signing_a_crl_by_hand_is_in_the_audit_log_and_not_done_without_it() {
+    let q = Quickstart::new();
+    let r = q.run(&["ca", "crl", "quickstart-ca"]);
+    r.expect_code(0).stdout_has("BEGIN X509 CRL");
+    let entries: Value = q.json(&["audit-log", "show", "--format", "json"]);
+    let kinds: Vec<(String, String, String)> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let f = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (f("kind"), f("target"), f("outcome"))
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("sign-crl".into(), "quickstart-ca".into(), "started".into()),
+            ("sign-crl".into(), "quickstart-ca".into(), "done".into()),
+        ]
+    );
+    // The log cannot be written: no CRL is signed.
+    let log = q.state.join("audit/log.jsonl");
+    std::fs::remove_file(&log).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    let r = q.run(&["ca", "crl", "quickstart-ca"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(!r.stdout.contains("BEGIN X509 CRL"), "{r:?}");
+    assert!(r.stderr.contains("audit log"), "{r:?}");
+}

@@ -92,24 +92,34 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         time::OffsetDateTime::now_utc(),
     )
     .map_err(|e| anyhow::anyhow!("CA {name}: {e}"))?;
-    match args.command {
+    match &args.command {
         CaCommand::Cert { .. } => {
             use crate::ca::CertificateAuthority as _;
             print!("{}", ca.ca_certificate_pem()?);
         }
-        CaCommand::Crl { out: None, .. } => print!("{}", ca.crl_pem()?),
-        CaCommand::Crl {
-            out: Some(path),
-            der,
-            ..
-        } => {
-            let bytes = if der {
-                ca.crl_der()?
-            } else {
-                ca.crl_pem()?.into_bytes()
-            };
-            crate::apply::crl::write_atomic(&path, &bytes)?;
-            eprintln!("CRL written to {}", path.display());
+        // Signing a CRL uses the CA's key: it is in the audit log.
+        CaCommand::Crl { out, der, .. } => {
+            let audit = runtime::audit_log(&env, &master)?;
+            let details = serde_json::json!({
+                "out": out.as_ref().map(|p| p.display().to_string()),
+                "der": *der,
+            });
+            super::audited(&audit, "sign-crl", name, details, || match &out {
+                None => {
+                    print!("{}", ca.crl_pem()?);
+                    Ok(())
+                }
+                Some(path) => {
+                    let bytes = if *der {
+                        ca.crl_der()?
+                    } else {
+                        ca.crl_pem()?.into_bytes()
+                    };
+                    crate::apply::crl::write_atomic(path, &bytes)?;
+                    eprintln!("CRL written to {}", path.display());
+                    Ok(())
+                }
+            })?;
         }
         CaCommand::Test { .. } | CaCommand::Instances { .. } | CaCommand::Profiles { .. } => {
             return remote(name, obj, &env.state_dir, &args.command);

@@ -142,6 +142,42 @@ pub(crate) fn load_env(global: &GlobalArgs) -> anyhow::Result<Option<crate::runt
     }
 }
 
+/// Runs an operator command's effect `f` between its two audit-log entries: `started` first
+/// (if it cannot be written, `f` does not run), then `done` or `failed` with the error. An
+/// effect whose `done` cannot be written is reported as a failure.
+pub(crate) fn audited<T>(
+    audit: &crate::audit::AuditLog,
+    kind: &str,
+    target: &str,
+    details: serde_json::Value,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let entry = |outcome: &str, details: serde_json::Value| crate::audit::NewEntry {
+        actor: apply::os_user(),
+        kind: kind.to_string(),
+        target: target.to_string(),
+        outcome: outcome.to_string(),
+        details,
+    };
+    let now = time::OffsetDateTime::now_utc;
+    audit
+        .append(entry("started", details.clone()), now())
+        .map_err(|e| anyhow::anyhow!("not done: the audit log cannot be written: {e}"))?;
+    let result = f();
+    let mut end = details;
+    let outcome = match &result {
+        Ok(_) => "done",
+        Err(e) => {
+            end["error"] = format!("{e:#}").into();
+            "failed"
+        }
+    };
+    audit
+        .append(entry(outcome, end), now())
+        .map_err(|e| anyhow::anyhow!("the audit log cannot be written: {e}"))?;
+    result
+}
+
 /// Runs the parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {

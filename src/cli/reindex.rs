@@ -32,7 +32,15 @@ pub fn run(global: &GlobalArgs, _args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let n = store.reindex()?;
+    let master = crate::runtime::master_key_for(&env)?;
+    let audit = crate::runtime::audit_log(&env, &master)?;
+    let n = super::audited(
+        &audit,
+        "reindex",
+        &env.state_dir.display().to_string(),
+        serde_json::json!({}),
+        || Ok(store.reindex()?),
+    )?;
     println!("Indexed {n} certificates by card.");
     Ok(ExitCode::from(EXIT_OK))
 }
