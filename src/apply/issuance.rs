@@ -49,16 +49,7 @@ pub(crate) fn issue(
                 },
             )?;
             let id = ctx.cards.create_virtual()?;
-            let record = CardRecord {
-                id: id.clone(),
-                card_type: cred.card_type,
-                stock: action.stock.clone(),
-                user: None,
-                template: None,
-                status: CardStatus::Blank,
-                created_at: now,
-                updated_at: now,
-            };
+            let record = blank_card(&id, action, cred, now);
             journal_close_recording(
                 ctx,
                 &mut entry,
@@ -229,6 +220,25 @@ impl<'scope> Beside<'scope> {
     }
 }
 
+/// The record of a blank card `id` of the action's stock, as first seen at `now`.
+fn blank_card(
+    id: &str,
+    action: &Action,
+    cred: &DesiredCredential,
+    now: OffsetDateTime,
+) -> CardRecord {
+    CardRecord {
+        id: id.to_string(),
+        card_type: cred.card_type,
+        stock: action.stock.clone(),
+        user: None,
+        template: None,
+        status: CardStatus::Blank,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
 /// Binds a blank card to the credential: from here on the card is the user's, even if the
 /// issuance is interrupted.
 pub(crate) fn bind(
@@ -238,16 +248,10 @@ pub(crate) fn bind(
     card: &str,
     now: OffsetDateTime,
 ) -> Result<(), ApplyError> {
-    let mut record = ctx.store.card(card)?.unwrap_or(CardRecord {
-        id: card.to_string(),
-        card_type: cred.card_type,
-        stock: action.stock.clone(),
-        user: None,
-        template: None,
-        status: CardStatus::Blank,
-        created_at: now,
-        updated_at: now,
-    });
+    let mut record = match ctx.store.card(card)? {
+        Some(record) => record,
+        None => blank_card(card, action, cred, now),
+    };
     if record.status != CardStatus::Blank {
         return Err(ApplyError::Stale(format!("card {card} is not blank")));
     }

@@ -192,35 +192,15 @@ fn unblock(env: &runtime::Environment, card: &str) -> anyhow::Result<ExitCode> {
         crash: CrashPoint::default(),
         audit: &audit,
     };
-    let log = |outcome: &str, details: serde_json::Value| {
-        audit.append(
-            crate::audit::NewEntry {
-                actor: ctx.actor.clone(),
-                kind: "unblock".into(),
-                target: card.to_string(),
-                outcome: outcome.into(),
-                details,
-            },
-            clock(),
-        )
-    };
     // Fail closed: not unblocked without its entry.
-    if let Err(e) = log("started", serde_json::json!({})) {
-        eprintln!("Cannot unblock {card}: the audit log cannot be written: {e}");
-        return Ok(ExitCode::from(EXIT_FAILURE));
-    }
-    let result = apply::unblock(&ctx, card);
-    let logged = match &result {
-        Ok(r) => log(
-            "done",
-            serde_json::json!({"retriesBefore": r.retries_before}),
-        ),
-        Err(e) => log("failed", serde_json::json!({"error": e.to_string()})),
-    };
-    if let Err(e) = logged {
-        eprintln!("Card {card}: the audit log cannot be written: {e}");
-        return Ok(ExitCode::from(EXIT_FAILURE));
-    }
+    let result = super::audited_with(
+        &audit,
+        "unblock",
+        card,
+        serde_json::json!({}),
+        || Ok(apply::unblock(&ctx, card)?),
+        |r| serde_json::json!({"retriesBefore": r.retries_before}),
+    );
     match result {
         Ok(r) => {
             println!(
@@ -231,7 +211,7 @@ fn unblock(env: &runtime::Environment, card: &str) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_OK))
         }
         Err(e) => {
-            eprintln!("Cannot unblock {card}: {e}");
+            eprintln!("Cannot unblock {card}: {e:#}");
             Ok(ExitCode::from(EXIT_FAILURE))
         }
     }

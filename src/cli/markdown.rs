@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::audit::Finding;
-use crate::plan::{Action, ActionKind, Plan, ReasonCode};
+use crate::plan::{Action, ActionKind, Plan};
 
 /// The most characters a report has (GitHub refuses comments over 65,536).
 pub const MAX_CHARS: usize = 60_000;
@@ -155,16 +155,6 @@ fn reason_cell(a: &Action) -> String {
     r
 }
 
-const KINDS: [ActionKind; 7] = [
-    ActionKind::Issue,
-    ActionKind::Renew,
-    ActionKind::Reissue,
-    ActionKind::Suspend,
-    ActionKind::Resume,
-    ActionKind::Revoke,
-    ActionKind::Retire,
-];
-
 /// The plan as a Markdown report. `observation_errors` are the directories that could not be
 /// read (the desired state's).
 pub fn plan_markdown(plan: &Plan, observation_errors: &[String]) -> String {
@@ -178,7 +168,7 @@ pub fn plan_markdown(plan: &Plan, observation_errors: &[String]) -> String {
     if plan.actions.is_empty() {
         r.push("**No changes:** every entitled user holds the credential they should.\n\n");
     } else {
-        let counts: Vec<String> = KINDS
+        let counts: Vec<String> = ActionKind::ALL
             .iter()
             .filter_map(|k| {
                 by_kind
@@ -230,19 +220,8 @@ pub fn plan_markdown(plan: &Plan, observation_errors: &[String]) -> String {
     for e in observation_errors {
         warnings.push(format!("Observation error: {}", text(e)));
     }
-    if !plan.complete {
-        let mut w = format!(
-            "Observation incomplete: no revocation planned ({} withheld).",
-            plan.withheld_revocations
-        );
-        if plan
-            .actions
-            .iter()
-            .any(|a| a.reason.code == ReasonCode::Superseded)
-        {
-            w.push_str(" Superseded certificates are still revoked: their slots hold newer ones.");
-        }
-        warnings.push(w);
+    if let Some(note) = super::plan::incomplete_observation_note(plan) {
+        warnings.push(note);
     }
     for c in &plan.conflicts {
         warnings.push(format!("Conflict: {}", text(&c.message)));
@@ -263,7 +242,7 @@ pub fn plan_markdown(plan: &Plan, observation_errors: &[String]) -> String {
         r.push("\n");
     }
 
-    for kind in KINDS {
+    for kind in ActionKind::ALL {
         let Some(actions) = by_kind.get(&kind) else {
             continue;
         };
@@ -356,7 +335,7 @@ pub fn audit_markdown(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Reason, SafetyLimits, SafetyReport};
+    use crate::plan::{Reason, ReasonCode, SafetyLimits, SafetyReport};
     use crate::policy::model::Slot;
 
     fn plan_of(actions: Vec<Action>) -> Plan {

@@ -152,6 +152,19 @@ pub(crate) fn audited<T>(
     details: serde_json::Value,
     f: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
+    audited_with(audit, kind, target, details, f, |_| serde_json::Value::Null)
+}
+
+/// [`audited`], with `done` also carrying what `outcome` says of the result (merged into the
+/// details when it is an object).
+pub(crate) fn audited_with<T>(
+    audit: &crate::audit::AuditLog,
+    kind: &str,
+    target: &str,
+    details: serde_json::Value,
+    f: impl FnOnce() -> anyhow::Result<T>,
+    outcome: impl FnOnce(&T) -> serde_json::Value,
+) -> anyhow::Result<T> {
     let entry = |outcome: &str, details: serde_json::Value| crate::audit::NewEntry {
         actor: apply::os_user(),
         kind: kind.to_string(),
@@ -165,15 +178,22 @@ pub(crate) fn audited<T>(
         .map_err(|e| anyhow::anyhow!("not done: the audit log cannot be written: {e}"))?;
     let result = f();
     let mut end = details;
-    let outcome = match &result {
-        Ok(_) => "done",
+    let state = match &result {
+        Ok(value) => {
+            if let (Some(end), serde_json::Value::Object(more)) =
+                (end.as_object_mut(), outcome(value))
+            {
+                end.extend(more);
+            }
+            "done"
+        }
         Err(e) => {
             end["error"] = format!("{e:#}").into();
             "failed"
         }
     };
     audit
-        .append(entry(outcome, end), now())
+        .append(entry(state, end), now())
         .map_err(|e| anyhow::anyhow!("the audit log cannot be written: {e}"))?;
     result
 }

@@ -202,22 +202,8 @@ pub fn plan_text(plan: &Plan) -> String {
         }
         out.push_str(".\n");
     }
-    if !plan.complete {
-        let _ = write!(
-            out,
-            "Observation incomplete: no revocation planned ({} withheld).",
-            plan.withheld_revocations
-        );
-        if plan
-            .actions
-            .iter()
-            .any(|a| a.reason.code == ReasonCode::Superseded)
-        {
-            out.push_str(
-                " Superseded certificates are still revoked: their slots hold newer ones.",
-            );
-        }
-        out.push('\n');
+    if let Some(note) = incomplete_observation_note(plan) {
+        let _ = writeln!(out, "{note}");
     }
     for c in &plan.conflicts {
         let _ = writeln!(out, "Conflict: {}", c.message);
@@ -247,6 +233,25 @@ pub fn plan_text(plan: &Plan) -> String {
         );
     }
     out
+}
+
+/// What `plan` says of an incomplete observation (in text and in Markdown), if it was.
+pub fn incomplete_observation_note(plan: &Plan) -> Option<String> {
+    if plan.complete {
+        return None;
+    }
+    let mut note = format!(
+        "Observation incomplete: no revocation planned ({} withheld).",
+        plan.withheld_revocations
+    );
+    if plan
+        .actions
+        .iter()
+        .any(|a| a.reason.code == ReasonCode::Superseded)
+    {
+        note.push_str(" Superseded certificates are still revoked: their slots hold newer ones.");
+    }
+    Some(note)
 }
 
 /// Runs `keyfleet plan`.

@@ -25,6 +25,17 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
+    /// Every kind, in plan order.
+    pub const ALL: [ActionKind; 7] = [
+        ActionKind::Issue,
+        ActionKind::Renew,
+        ActionKind::Reissue,
+        ActionKind::Suspend,
+        ActionKind::Resume,
+        ActionKind::Revoke,
+        ActionKind::Retire,
+    ];
+
     /// Whether the action needs the card to be present.
     pub fn needs_card(self) -> bool {
         matches!(

@@ -462,15 +462,7 @@ mod tests {
     /// other.
     #[test]
     fn expected_kinds_and_reasons_are_the_planners() {
-        let kinds = [
-            ActionKind::Issue,
-            ActionKind::Renew,
-            ActionKind::Reissue,
-            ActionKind::Suspend,
-            ActionKind::Resume,
-            ActionKind::Revoke,
-            ActionKind::Retire,
-        ];
+        let kinds = ActionKind::ALL;
         // A new ActionKind variant breaks this match until it is listed above.
         for k in kinds {
             match k {
