@@ -8,6 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+mod operators;
+pub use operators::GROUP_PREFIX;
+
 use super::diag::{Diagnostic, codes};
 use super::duration::Duration;
 use super::load::Locations;
@@ -155,7 +158,8 @@ pub(crate) fn check(
     check_templates(&mut c);
     check_assignments(&mut c);
     check_stocks(&mut c);
-    check_roles(&mut c);
+    operators::check_roles(&mut c);
+    operators::check_operators(&mut c);
     check_hold_capability(&mut c);
     check_pkcs11_secrets(&mut c);
     c.out
@@ -904,20 +908,6 @@ fn check_stocks(c: &mut Checker<'_>) {
                     );
                 }
             }
-        }
-    }
-}
-
-fn check_roles(c: &mut Checker<'_>) {
-    for r in c.set.roles.values() {
-        if r.spec.members.is_empty() {
-            c.warn(
-                Kind::Role,
-                r,
-                "/spec/members",
-                codes::SUSPICIOUS,
-                "role has no members".into(),
-            );
         }
     }
 }

@@ -1,6 +1,9 @@
 //! CardBinding, Role and Settings.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use crate::policy::duration::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -17,42 +20,212 @@ pub struct CardBindingSpec {
     pub card: String,
 }
 
-/// An operator role.
+/// An operator role: what its holders may do, optionally only for some templates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoleSpec {
-    /// What holders may do.
+    /// What holders may do (a fixed vocabulary).
     #[schemars(length(min = 1))]
     pub permissions: Vec<Permission>,
-    /// Who holds the role (operator identities, e.g. uids).
+    /// Who holds the role: directory users by uid (`alice`) and groups (`group:pki-admins`,
+    /// nested groups included), from the directory `Settings.spec.operators.directory` names.
     #[serde(default)]
     pub members: Vec<String>,
+    /// Limits the role to credentials of these templates (absent: every template). Reading
+    /// the audit log and approving held mass revocations are not limited by template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub templates: Option<Vec<String>>,
 }
 
-/// Runtime operations an operator may be allowed.
+/// The operations an operator role may allow (the fixed vocabulary `validate` checks).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Permission {
-    /// Unblock a PIN.
+    /// Read the inventory, cards, users and the plan.
+    ViewInventory,
+    /// Read the history of applied actions and the drift report.
+    ViewHistory,
+    /// Read the audit log.
+    ViewAuditLog,
+    /// Unblock a card's PIN.
     Unblock,
-    /// Report a card lost or damaged.
-    ReportLost,
-    /// Recover an archived key.
-    RecoverKey,
+    /// Report a card incident (lost, damaged, forgotten).
+    ReportIncident,
+    /// End a card incident.
+    ResolveIncident,
     /// Bind a card to a user.
     Bind,
-    /// Approve a plan over the safety limit.
-    ApproveMassRevocation,
-    /// Run issuance.
-    Issue,
-    /// Revoke a credential by hand.
+    /// Put a certificate on hold by hand.
+    Hold,
+    /// Revoke a certificate by hand.
     Revoke,
-    /// Read the inventory.
-    ViewInventory,
-    /// Retire a card.
-    Retire,
+    /// Recover an archived key.
+    RecoverKey,
+    /// Approve the revocations the safety valve holds.
+    ApproveMassRevocation,
+    /// Approve or deny other operators' requests.
+    Approve,
+    /// See every request and withdraw (deny) any pending one.
+    ManageRequests,
+}
+
+impl Permission {
+    /// Every permission, in vocabulary order.
+    pub const ALL: [Permission; 13] = [
+        Permission::ViewInventory,
+        Permission::ViewHistory,
+        Permission::ViewAuditLog,
+        Permission::Unblock,
+        Permission::ReportIncident,
+        Permission::ResolveIncident,
+        Permission::Bind,
+        Permission::Hold,
+        Permission::Revoke,
+        Permission::RecoverKey,
+        Permission::ApproveMassRevocation,
+        Permission::Approve,
+        Permission::ManageRequests,
+    ];
+
+    /// The permission's name in policy (`view-inventory`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::ViewInventory => "view-inventory",
+            Permission::ViewHistory => "view-history",
+            Permission::ViewAuditLog => "view-audit-log",
+            Permission::Unblock => "unblock",
+            Permission::ReportIncident => "report-incident",
+            Permission::ResolveIncident => "resolve-incident",
+            Permission::Bind => "bind",
+            Permission::Hold => "hold",
+            Permission::Revoke => "revoke",
+            Permission::RecoverKey => "recover-key",
+            Permission::ApproveMassRevocation => "approve-mass-revocation",
+            Permission::Approve => "approve",
+            Permission::ManageRequests => "manage-requests",
+        }
+    }
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The operations that can be put under approval (`Settings.spec.approvals`): each is done
+/// only once enough other operators approved it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperationKind {
+    /// Unblocking a card's PIN (target: the card).
+    Unblock,
+    /// Approving the revocations the safety valve holds (target: `held-revocations`).
+    ApproveMassRevocation,
+}
+
+impl OperationKind {
+    /// Every kind.
+    pub const ALL: [OperationKind; 2] =
+        [OperationKind::Unblock, OperationKind::ApproveMassRevocation];
+
+    /// The kind's name (`unblock`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Unblock => "unblock",
+            OperationKind::ApproveMassRevocation => "approve-mass-revocation",
+        }
+    }
+
+    /// The permission the requester (and, within their template scope, no approver) needs.
+    pub fn permission(self) -> Permission {
+        match self {
+            OperationKind::Unblock => Permission::Unblock,
+            OperationKind::ApproveMassRevocation => Permission::ApproveMassRevocation,
+        }
+    }
+}
+
+impl std::fmt::Display for OperationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who the operators are (`Settings.spec.operators`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Operators {
+    /// Templates whose certificates identify operators: a TLS client certificate Keyfleet
+    /// issued under one of these, active in the inventory, is the login of the user it was
+    /// issued to.
+    #[serde(default)]
+    pub templates: Vec<String>,
+    /// Identities for automation: a certificate from `caFile` with exactly `subject`.
+    #[serde(default)]
+    pub external: Vec<ExternalOperator>,
+    /// On the control socket: Unix user name to operator name. The state directory's owner
+    /// (and root) is the system owner, with every permission.
+    #[serde(default)]
+    pub local: BTreeMap<String, String>,
+    /// The directory whose groups `group:` role members name (needed when there are several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
+}
+
+/// An operator identified by a certificate from an outside CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalOperator {
+    /// The operator name (what roles list as a member, and what the audit log records).
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// PEM file of the CA certificate(s) that issue this identity (relative to the policy file).
+    pub ca_file: PathBuf,
+    /// The exact subject DN of the certificate (RFC 4514, e.g. `CN=ticketing,O=Example`).
+    #[schemars(length(min = 1))]
+    pub subject: String,
+}
+
+/// The operator API (`keyfleet run --api ADDR`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Api {
+    /// The server certificate and key (PEM files, relative to the policy file); absent: the
+    /// local CA of an operator template issues one for the listen address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ApiTls>,
+    /// Most calls per identity per minute (default 120); more get 429.
+    #[serde(default = "default_rate_limit")]
+    #[schemars(range(min = 1))]
+    pub rate_limit: u32,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            tls: None,
+            rate_limit: default_rate_limit(),
+        }
+    }
+}
+
+fn default_rate_limit() -> u32 {
+    120
+}
+
+/// The API server's certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiTls {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub key_file: PathBuf,
 }
 
 /// Global settings (at most one object of this kind).
@@ -76,6 +249,19 @@ pub struct SettingsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = "^(file|pkcs11:.*)$"))]
     pub key_store: Option<String>,
+    /// Who the operators are.
+    #[serde(default)]
+    pub operators: Operators,
+    /// Operations that need approval, with how many distinct approvers each needs, e.g.
+    /// `{unblock: 1, approve-mass-revocation: 2}`.
+    #[serde(default)]
+    pub approvals: BTreeMap<OperationKind, u32>,
+    /// How long a request waits for its approvals before it expires (default 24h).
+    #[serde(default = "default_approval_timeout")]
+    pub approval_timeout: Duration,
+    /// The operator API.
+    #[serde(default)]
+    pub api: Api,
 }
 
 impl Default for SettingsSpec {
@@ -86,8 +272,16 @@ impl Default for SettingsSpec {
             safety: Safety::default(),
             concurrency: default_concurrency(),
             key_store: None,
+            operators: Operators::default(),
+            approvals: BTreeMap::new(),
+            approval_timeout: default_approval_timeout(),
+            api: Api::default(),
         }
     }
+}
+
+fn default_approval_timeout() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 fn default_concurrency() -> u32 {
