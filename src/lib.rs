@@ -41,6 +41,7 @@ pub mod inventory;
 pub mod keystore;
 pub mod names;
 pub mod observe;
+pub mod operators;
 pub mod plan;
 pub mod policy;
 pub mod policytest;

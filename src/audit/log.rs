@@ -227,6 +227,11 @@ impl AuditLog {
         result
     }
 
+    /// Every entry of the log, oldest first.
+    pub fn entries(&self) -> Result<Vec<AuditEntry>, AuditError> {
+        read_entries(&self.log)
+    }
+
     /// The last entry's `seq` and the last checkpoint's (0: none), as this process knows them.
     pub fn head(&self) -> (u64, u64) {
         let guard = self.head.lock().unwrap_or_else(|p| p.into_inner());

@@ -20,6 +20,7 @@ pub mod template;
 pub mod test_model;
 pub mod tests_load;
 pub mod validate;
+pub use validate::GROUP_PREFIX;
 pub mod yaml;
 
 use std::collections::BTreeMap;

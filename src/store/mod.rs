@@ -13,6 +13,7 @@
 #[cfg(test)]
 mod format_tests;
 pub mod journal;
+mod requests;
 mod stored;
 
 use std::os::unix::fs::DirBuilderExt as _;

@@ -1,0 +1,12 @@
+//! The operator side: who an operator is ([`identity`]), what they may do ([`roles`]),
+//! operations under approval ([`requests`]), and the one module every operator call goes
+//! through ([`service`]): the control socket, the API and the CLI authorise, audit and run
+//! operations there, with the same executors `apply` uses.
+
+pub mod identity;
+pub mod requests;
+pub mod roles;
+pub mod service;
+
+#[cfg(test)]
+mod tests;

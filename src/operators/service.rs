@@ -1,0 +1,792 @@
+//! The one place operator operations are authorised, audited and put under approval: the
+//! control socket, the API and the CLI (when it holds the state directory itself) all call
+//! [`Operations`]. Effects that need the machine (a card in a reader, the safety valve of the
+//! running controller) go through the [`Host`] the caller provides, which uses the same
+//! executors `apply` uses.
+//!
+//! Every call is audited, allowed or denied, before its answer is given; when the entry cannot
+//! be written the call fails (fail closed).
+
+use std::collections::BTreeSet;
+
+use time::OffsetDateTime;
+
+use super::identity::Operator;
+use super::requests::{DecisionError, OperatorRequest, RequestState};
+use super::roles::{Denied, Grants, RoleGroups, Scope, Subject, grants};
+use crate::audit::{AuditLog, NewEntry};
+use crate::inventory::{CardRecord, CertRecord, Inventory};
+use crate::policy::PolicySet;
+use crate::policy::model::{OperationKind, Permission};
+use crate::statedir::status::HeldRevocation;
+use crate::store::Store;
+
+/// The target of a request about the revocations the safety valve holds.
+pub const HELD_REVOCATIONS: &str = "held-revocations";
+
+/// What the machine does for an operation (the controller, or a CLI holding the state lock).
+pub trait Host: Send + Sync {
+    /// Unblocks the PIN of `card` (in a reader this machine reaches) for `actor`; returns what
+    /// to record (no secret).
+    fn unblock(&self, card: &str, actor: &str) -> Result<serde_json::Value, String>;
+    /// The revocations the safety valve holds now.
+    fn held_revocations(&self) -> Result<Vec<HeldRevocation>, String>;
+    /// Approves these held revocations (they run in the next pass).
+    fn approve_held(&self, actor: &str, held: &[HeldRevocation]) -> Result<(), String>;
+}
+
+/// Why an operation was not done; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// Not permitted (403).
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// A decision on a request that cannot be taken (403 or 409).
+    #[error(transparent)]
+    Decision(#[from] DecisionError),
+    /// Nothing of this id (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The state does not allow it (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The input is not valid (422).
+    #[error("{0}")]
+    Invalid(String),
+    /// The operation ran and failed (500, the message says why).
+    #[error("{0}")]
+    Failed(String),
+    /// The audit log cannot be written: nothing was done (500).
+    #[error("not done: the audit log cannot be written: {0}")]
+    Audit(String),
+    /// The store failed (500).
+    #[error("the state store failed: {0}")]
+    Store(String),
+}
+
+impl From<crate::store::StoreError> for OpError {
+    fn from(e: crate::store::StoreError) -> Self {
+        OpError::Store(e.to_string())
+    }
+}
+
+/// What an operation under approval gave: done at once, or a request now pending.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome<T> {
+    /// Done.
+    Done(T),
+    /// Needs approvals first: this request was made.
+    Requested(Box<OperatorRequest>),
+}
+
+/// A request as `keyfleet requests list --format json` and `GET /requests` show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestView {
+    /// Its id.
+    pub id: String,
+    /// The operation.
+    pub kind: OperationKind,
+    /// What it acts on.
+    pub target: String,
+    /// Who asked.
+    pub requester: String,
+    /// Where it stands now.
+    pub state: RequestState,
+    /// Who approved it so far.
+    pub approvals: Vec<String>,
+    /// Approvals it needs.
+    pub required: u32,
+    /// Why it was asked.
+    pub reason: String,
+    /// When it was made (RFC 3339).
+    pub created: String,
+    /// When it expires unless approved (RFC 3339).
+    pub expires: String,
+    /// Who denied it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denied_by: Option<String>,
+    /// What running it gave, or why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<serde_json::Value>,
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl RequestView {
+    /// The view of `r` at `now`.
+    pub fn of(r: &OperatorRequest, now: OffsetDateTime) -> RequestView {
+        RequestView {
+            id: r.id.clone(),
+            kind: r.kind,
+            target: r.target.clone(),
+            requester: r.requester.clone(),
+            state: r.state_at(now),
+            approvals: r.approvals.iter().map(|a| a.by.clone()).collect(),
+            required: r.required,
+            reason: r.reason.clone(),
+            created: rfc3339(r.created),
+            expires: rfc3339(r.expires),
+            denied_by: r.denial.as_ref().map(|d| d.by.clone()),
+            outcome: r.outcome.clone(),
+        }
+    }
+}
+
+/// `GET /whoami`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
+pub struct WhoAmI {
+    /// The operator's name.
+    pub operator: String,
+    /// The roles they hold.
+    pub roles: Vec<String>,
+    /// Their permissions.
+    pub permissions: Vec<Permission>,
+    /// Permissions limited to templates: permission to templates.
+    #[serde(
+        rename = "templateScopes",
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
+    pub template_scopes: std::collections::BTreeMap<Permission, Vec<String>>,
+}
+
+/// A new request, as `POST /requests` takes it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewRequest {
+    /// The operation.
+    pub kind: OperationKind,
+    /// What it acts on: a card id for `unblock`; `held-revocations` for
+    /// `approve-mass-revocation`.
+    pub target: String,
+    /// Why (recorded; shown to approvers).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The operations, for one call: the policy, the store, the audit log, the directory groups
+/// roles name, and the host.
+pub struct Operations<'a> {
+    /// The policy set in force.
+    pub policy: &'a PolicySet,
+    /// The store.
+    pub store: &'a Store,
+    /// The audit log.
+    pub audit: &'a AuditLog,
+    /// Members of the groups roles name.
+    pub groups: &'a RoleGroups,
+    /// The machine's effects.
+    pub host: &'a dyn Host,
+    /// The clock.
+    pub now: OffsetDateTime,
+}
+
+impl Operations<'_> {
+    /// The grants of an authenticated operator.
+    pub fn grants(&self, operator: &Operator) -> Grants {
+        grants(operator, &self.policy.roles, self.groups)
+    }
+
+    fn log(
+        &self,
+        actor: &str,
+        kind: &str,
+        target: &str,
+        outcome: &str,
+        details: serde_json::Value,
+    ) -> Result<(), OpError> {
+        self.audit
+            .append(
+                NewEntry {
+                    actor: actor.to_string(),
+                    kind: kind.to_string(),
+                    target: target.to_string(),
+                    outcome: outcome.to_string(),
+                    details,
+                },
+                self.now,
+            )
+            .map(|_| ())
+            .map_err(|e| OpError::Audit(e.to_string()))
+    }
+
+    /// Audits a refused call and returns the refusal.
+    fn refuse<T>(&self, g: &Grants, kind: &str, target: &str, e: OpError) -> Result<T, OpError> {
+        self.log(
+            g.name(),
+            kind,
+            target,
+            outcome_of(&e),
+            serde_json::json!({"error": e.to_string()}),
+        )?;
+        Err(e)
+    }
+
+    /// Checks `permission` on `subject`, auditing a refusal.
+    fn allow(
+        &self,
+        g: &Grants,
+        permission: Permission,
+        kind: &str,
+        target: &str,
+        subject: Option<&Subject<'_>>,
+    ) -> Result<(), OpError> {
+        match g.check(permission, subject) {
+            Ok(()) => Ok(()),
+            Err(d) => self.refuse(g, kind, target, d.into()),
+        }
+    }
+
+    /// A read: checks `permission`, audits the call.
+    fn read(
+        &self,
+        g: &Grants,
+        permission: Permission,
+        kind: &str,
+        target: &str,
+    ) -> Result<(), OpError> {
+        self.allow(g, permission, kind, target, None)?;
+        self.log(g.name(), kind, target, "allowed", serde_json::Value::Null)
+    }
+
+    /// `whoami`.
+    pub fn whoami(&self, g: &Grants) -> Result<WhoAmI, OpError> {
+        self.log(
+            g.name(),
+            "whoami",
+            g.name(),
+            "allowed",
+            serde_json::json!({"via": g.operator.via}),
+        )?;
+        let template_scopes = g
+            .permissions
+            .iter()
+            .filter_map(|(p, s)| match s {
+                Scope::All => None,
+                Scope::Templates(t) => Some((*p, t.iter().cloned().collect())),
+            })
+            .collect();
+        Ok(WhoAmI {
+            operator: g.name().to_string(),
+            roles: g.roles.clone(),
+            permissions: g.permissions.keys().copied().collect(),
+            template_scopes,
+        })
+    }
+
+    /// The inventory, limited to the templates `view-inventory` reaches.
+    pub fn inventory(&self, g: &Grants) -> Result<Inventory, OpError> {
+        self.read(g, Permission::ViewInventory, "view-inventory", "inventory")?;
+        let mut inv = self.store.inventory()?;
+        if let Some(Scope::Templates(t)) = g.scope(Permission::ViewInventory) {
+            inv.cards
+                .retain(|_, c| c.template.as_ref().is_some_and(|x| t.contains(x)));
+            inv.certs.retain(|_, c| t.contains(&c.template));
+            let cards: BTreeSet<String> = inv.cards.keys().cloned().collect();
+            inv.facts.retain(|k, _| cards.contains(k));
+        }
+        Ok(inv)
+    }
+
+    /// One card and its certificates.
+    pub fn card(&self, g: &Grants, id: &str) -> Result<(CardRecord, Vec<CertRecord>), OpError> {
+        let kind = "view-inventory";
+        let Some(card) = self.store.card(id)? else {
+            self.allow(g, Permission::ViewInventory, kind, id, None)?;
+            return self.refuse(g, kind, id, OpError::NotFound(format!("no card {id}")));
+        };
+        let templates: Vec<String> = card.template.iter().cloned().collect();
+        let subject = Subject {
+            holder: None,
+            templates: &templates,
+        };
+        self.allow(g, Permission::ViewInventory, kind, id, Some(&subject))?;
+        self.log(g.name(), kind, id, "allowed", serde_json::Value::Null)?;
+        let certs = self.store.certs_of_card(id)?;
+        Ok((card, certs))
+    }
+
+    /// A user's cards and certificates (those `view-inventory` reaches).
+    pub fn user(
+        &self,
+        g: &Grants,
+        uid: &str,
+    ) -> Result<(Vec<CardRecord>, Vec<CertRecord>), OpError> {
+        self.read(g, Permission::ViewInventory, "view-inventory", uid)?;
+        let inv = self.store.inventory()?;
+        let scope = g
+            .scope(Permission::ViewInventory)
+            .cloned()
+            .unwrap_or(Scope::All);
+        let cards: Vec<CardRecord> = inv
+            .cards
+            .into_values()
+            .filter(|c| c.user.as_deref() == Some(uid))
+            .filter(|c| c.template.as_deref().is_none_or(|t| scope.allows(t)))
+            .collect();
+        let certs: Vec<CertRecord> = inv
+            .certs
+            .into_values()
+            .filter(|c| c.user == uid && scope.allows(&c.template))
+            .collect();
+        if cards.is_empty() && certs.is_empty() {
+            return Err(OpError::NotFound(format!(
+                "Keyfleet holds nothing for user {uid}"
+            )));
+        }
+        Ok((cards, certs))
+    }
+
+    /// The history of applied actions.
+    pub fn history(&self, g: &Grants) -> Result<Vec<crate::store::HistoryEntry>, OpError> {
+        self.read(g, Permission::ViewHistory, "view-history", "history")?;
+        Ok(self.store.history()?)
+    }
+
+    /// Checks a read of the plan or the drift report (`view-inventory`), audited.
+    pub fn view(&self, g: &Grants, what: &str) -> Result<(), OpError> {
+        let permission = if what == "audit" {
+            Permission::ViewHistory
+        } else {
+            Permission::ViewInventory
+        };
+        self.read(g, permission, &format!("view-{what}"), what)
+    }
+
+    /// The audit log's entries (filtered by time and actor).
+    pub fn audit_log(
+        &self,
+        g: &Grants,
+        since: Option<OffsetDateTime>,
+        actor: Option<&str>,
+    ) -> Result<Vec<crate::audit::AuditEntry>, OpError> {
+        self.read(g, Permission::ViewAuditLog, "view-audit-log", "audit-log")?;
+        let entries = self
+            .audit
+            .entries()
+            .map_err(|e| OpError::Failed(e.to_string()))?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| actor.is_none_or(|a| e.actor == a))
+            .filter(|e| {
+                since.is_none_or(|s| {
+                    OffsetDateTime::parse(&e.time, &time::format_description::well_known::Rfc3339)
+                        .is_ok_and(|t| t >= s)
+                })
+            })
+            .collect())
+    }
+
+    /// What a request of `kind` on `target` is about: the holder and templates, or 404.
+    fn subject_of(
+        &self,
+        kind: OperationKind,
+        target: &str,
+    ) -> Result<(Option<String>, Vec<String>, serde_json::Value), OpError> {
+        match kind {
+            OperationKind::Unblock => {
+                let card = self
+                    .store
+                    .card(target)?
+                    .ok_or_else(|| OpError::NotFound(format!("no card {target}")))?;
+                Ok((
+                    card.user,
+                    card.template.into_iter().collect(),
+                    serde_json::Value::Null,
+                ))
+            }
+            OperationKind::ApproveMassRevocation => {
+                if target != HELD_REVOCATIONS {
+                    return Err(OpError::Invalid(format!(
+                        "the target of approve-mass-revocation is `{HELD_REVOCATIONS}`, not {target:?}"
+                    )));
+                }
+                let held = self.host.held_revocations().map_err(OpError::Failed)?;
+                if held.is_empty() {
+                    return Err(OpError::Conflict(
+                        "the safety valve holds no revocation".into(),
+                    ));
+                }
+                let ids: Vec<&str> = held.iter().map(|h| h.id.as_str()).collect();
+                Ok((None, Vec::new(), serde_json::json!({"held": ids})))
+            }
+        }
+    }
+
+    /// Unblocks a card's PIN (`unblock`), or makes a request when `unblock` needs approval.
+    pub fn unblock(
+        &self,
+        g: &Grants,
+        card: &str,
+        reason: &str,
+    ) -> Result<Outcome<serde_json::Value>, OpError> {
+        self.operate(g, OperationKind::Unblock, card, reason)
+    }
+
+    /// Approves the revocations the safety valve holds (`approve-mass-revocation`), or makes a
+    /// request when that needs approval.
+    pub fn approve_held(
+        &self,
+        g: &Grants,
+        reason: &str,
+    ) -> Result<Outcome<serde_json::Value>, OpError> {
+        self.operate(
+            g,
+            OperationKind::ApproveMassRevocation,
+            HELD_REVOCATIONS,
+            reason,
+        )
+    }
+
+    /// `POST /requests`: the same as calling the operation (a request when it needs approval).
+    pub fn create(
+        &self,
+        g: &Grants,
+        new: &NewRequest,
+    ) -> Result<Outcome<serde_json::Value>, OpError> {
+        self.operate(g, new.kind, &new.target, &new.reason)
+    }
+
+    fn operate(
+        &self,
+        g: &Grants,
+        kind: OperationKind,
+        target: &str,
+        reason: &str,
+    ) -> Result<Outcome<serde_json::Value>, OpError> {
+        let name = kind.as_str();
+        let (holder, templates, parameters) = match self.subject_of(kind, target) {
+            Ok(s) => s,
+            Err(e) => {
+                // Unknown targets are not disclosed to those who may not act at all.
+                self.allow(g, kind.permission(), name, target, None)?;
+                return self.refuse(g, name, target, e);
+            }
+        };
+        let subject = Subject {
+            holder: holder.as_deref(),
+            templates: &templates,
+        };
+        self.allow(g, kind.permission(), name, target, Some(&subject))?;
+        match self.policy.settings.spec.approvals.get(&kind) {
+            None => {
+                let done = self.run(
+                    g.name(),
+                    kind,
+                    target,
+                    &parameters,
+                    serde_json::json!({"reason": reason}),
+                )?;
+                Ok(Outcome::Done(done))
+            }
+            Some(required) => {
+                let number = self.store.next_request_number()?;
+                let timeout = time::Duration::seconds(
+                    i64::try_from(self.policy.settings.spec.approval_timeout.as_secs())
+                        .unwrap_or(i64::MAX),
+                );
+                let request = OperatorRequest {
+                    id: format!("REQ-{number:04}"),
+                    kind,
+                    target: target.to_string(),
+                    requester: g.name().to_string(),
+                    reason: reason.to_string(),
+                    created: self.now,
+                    expires: self.now.checked_add(timeout).unwrap_or(self.now),
+                    required: *required,
+                    state: RequestState::Pending,
+                    approvals: Vec::new(),
+                    denial: None,
+                    subject_user: holder,
+                    subject_templates: templates,
+                    parameters,
+                    started: None,
+                    finished: None,
+                    outcome: None,
+                };
+                self.log(
+                    g.name(),
+                    "request",
+                    &request.id,
+                    "pending",
+                    serde_json::json!({"kind": name, "target": target, "reason": reason, "required": required}),
+                )?;
+                let bytes = encode(&request)?;
+                if !self.store.insert_request(&request.id, &bytes)? {
+                    return Err(OpError::Conflict(format!("request {} exists", request.id)));
+                }
+                Ok(Outcome::Requested(Box::new(request)))
+            }
+        }
+    }
+
+    /// Runs an operation (allowed and, if needed, approved) between its audit entries.
+    fn run(
+        &self,
+        actor: &str,
+        kind: OperationKind,
+        target: &str,
+        parameters: &serde_json::Value,
+        details: serde_json::Value,
+    ) -> Result<serde_json::Value, OpError> {
+        let name = kind.as_str();
+        self.log(actor, name, target, "started", details.clone())?;
+        let result = match kind {
+            OperationKind::Unblock => self.host.unblock(target, actor),
+            OperationKind::ApproveMassRevocation => self.approve_held_now(actor, parameters),
+        };
+        let mut end = details;
+        match &result {
+            Ok(v) => {
+                if let (Some(end), Some(more)) = (end.as_object_mut(), v.as_object()) {
+                    end.extend(more.clone());
+                }
+                self.log(actor, name, target, "done", end)?;
+            }
+            Err(e) => {
+                end["error"] = e.clone().into();
+                self.log(actor, name, target, "failed", end)?;
+            }
+        }
+        result.map_err(OpError::Failed)
+    }
+
+    /// Approves the held revocations: those a request named (still held), or all held now.
+    fn approve_held_now(
+        &self,
+        actor: &str,
+        parameters: &serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        let held = self.host.held_revocations()?;
+        let held: Vec<HeldRevocation> = match parameters.get("held").and_then(|h| h.as_array()) {
+            Some(ids) => {
+                let ids: BTreeSet<&str> = ids.iter().filter_map(|i| i.as_str()).collect();
+                held.into_iter()
+                    .filter(|h| ids.contains(h.id.as_str()))
+                    .collect()
+            }
+            None => held,
+        };
+        self.host.approve_held(actor, &held)?;
+        Ok(serde_json::json!({
+            "approved": held.iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
+        }))
+    }
+
+    fn load(&self, id: &str) -> Result<(OperatorRequest, Vec<u8>), OpError> {
+        let bytes = self
+            .store
+            .request_record(id)?
+            .ok_or_else(|| OpError::NotFound(format!("no request {id}")))?;
+        let request = serde_json::from_slice(&bytes)
+            .map_err(|e| OpError::Store(format!("request {id} does not decode: {e}")))?;
+        Ok((request, bytes))
+    }
+
+    fn save(&self, request: &OperatorRequest, old: &[u8]) -> Result<(), OpError> {
+        if !self
+            .store
+            .update_request(&request.id, old, &encode(request)?)?
+        {
+            return Err(OpError::Conflict(format!(
+                "request {} changed while this decision was taken; try again",
+                request.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// The requests `g` may see, oldest first.
+    pub fn requests(&self, g: &Grants) -> Result<Vec<OperatorRequest>, OpError> {
+        self.log(
+            g.name(),
+            "list-requests",
+            "requests",
+            "allowed",
+            serde_json::Value::Null,
+        )?;
+        let mut out: Vec<OperatorRequest> = Vec::new();
+        for (id, bytes) in self.store.request_records()? {
+            let r: OperatorRequest = serde_json::from_slice(&bytes)
+                .map_err(|e| OpError::Store(format!("request {id} does not decode: {e}")))?;
+            if r.visible_to(g) {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|r| (r.created, r.id.clone()));
+        Ok(out)
+    }
+
+    /// One request.
+    pub fn request(&self, g: &Grants, id: &str) -> Result<OperatorRequest, OpError> {
+        let (r, _) = match self.load(id) {
+            Ok(v) => v,
+            Err(e) => return self.refuse(g, "show-request", id, e),
+        };
+        if !r.visible_to(g) {
+            return self.refuse(
+                g,
+                "show-request",
+                id,
+                Denied::Missing {
+                    operator: g.name().to_string(),
+                    permission: Permission::Approve,
+                }
+                .into(),
+            );
+        }
+        self.log(
+            g.name(),
+            "show-request",
+            id,
+            "allowed",
+            serde_json::Value::Null,
+        )?;
+        Ok(r)
+    }
+
+    /// Approves request `id`; with its last approval it runs, once.
+    pub fn approve(
+        &self,
+        g: &Grants,
+        id: &str,
+        comment: Option<String>,
+    ) -> Result<OperatorRequest, OpError> {
+        let (mut r, old) = match self.load(id) {
+            Ok(v) => v,
+            Err(e) => return self.refuse(g, "approve-request", id, e),
+        };
+        if let Err(e) = r.approve(g, comment.clone(), self.now) {
+            return self.refuse(g, "approve-request", id, e.into());
+        }
+        self.log(
+            g.name(),
+            "approve-request",
+            id,
+            "approved",
+            serde_json::json!({"kind": r.kind, "target": r.target, "approvals": r.approvals.len(), "required": r.required, "comment": comment}),
+        )?;
+        self.save(&r, &old)?;
+        if r.state == RequestState::Approved {
+            self.run_request(id)?;
+            return Ok(self.load(id)?.0);
+        }
+        Ok(r)
+    }
+
+    /// Denies request `id`, which ends it.
+    pub fn deny(
+        &self,
+        g: &Grants,
+        id: &str,
+        comment: Option<String>,
+    ) -> Result<OperatorRequest, OpError> {
+        let (mut r, old) = match self.load(id) {
+            Ok(v) => v,
+            Err(e) => return self.refuse(g, "deny-request", id, e),
+        };
+        if let Err(e) = r.deny(g, comment.clone(), self.now) {
+            return self.refuse(g, "deny-request", id, e.into());
+        }
+        self.log(
+            g.name(),
+            "deny-request",
+            id,
+            "denied",
+            serde_json::json!({"kind": r.kind, "target": r.target, "comment": comment}),
+        )?;
+        self.save(&r, &old)?;
+        Ok(r)
+    }
+
+    /// Runs an approved request that has not started: marks it started first (so it never
+    /// runs twice), runs it as its requester, records done or failed.
+    fn run_request(&self, id: &str) -> Result<(), OpError> {
+        let (mut r, old) = self.load(id)?;
+        if r.state != RequestState::Approved || r.started.is_some() {
+            return Ok(());
+        }
+        r.started = Some(self.now);
+        self.save(&r, &old)?;
+        let started = encode(&r)?;
+        let approvers: Vec<&str> = r.approvals.iter().map(|a| a.by.as_str()).collect();
+        let details =
+            serde_json::json!({"request": r.id, "reason": r.reason, "approvedBy": approvers});
+        let result = self.run(&r.requester, r.kind, &r.target, &r.parameters, details);
+        r.finished = Some(self.now);
+        match result {
+            Ok(v) => {
+                r.state = RequestState::Done;
+                r.outcome = Some(v);
+            }
+            Err(e) => {
+                r.state = RequestState::Failed;
+                r.outcome = Some(serde_json::json!({"error": e.to_string()}));
+            }
+        }
+        self.save(&r, &started)
+    }
+
+    /// Level-triggered upkeep, every pass: approved requests that never started run;
+    /// requests interrupted while running are failed (never run twice); pending requests past
+    /// their expiry are recorded expired. Returns the number still pending.
+    pub fn upkeep(&self) -> Result<usize, OpError> {
+        let mut pending = 0;
+        for (id, bytes) in self.store.request_records()? {
+            let Ok(mut r) = serde_json::from_slice::<OperatorRequest>(&bytes) else {
+                continue;
+            };
+            match (r.state_at(self.now), r.started, r.finished) {
+                (RequestState::Expired, _, _) if r.state == RequestState::Pending => {
+                    self.log(
+                        "keyfleet",
+                        "request",
+                        &id,
+                        "expired",
+                        serde_json::json!({"kind": r.kind, "target": r.target}),
+                    )?;
+                    r.state = RequestState::Expired;
+                    self.save(&r, &bytes)?;
+                }
+                (RequestState::Pending, _, _) => pending += 1,
+                (RequestState::Approved, None, _) => self.run_request(&id)?,
+                (RequestState::Approved, Some(_), None) => {
+                    self.log(
+                        "keyfleet",
+                        "request",
+                        &id,
+                        "failed",
+                        serde_json::json!({"error": "interrupted while running; not run again"}),
+                    )?;
+                    r.state = RequestState::Failed;
+                    r.outcome = Some(
+                        serde_json::json!({"error": "interrupted while running; not run again"}),
+                    );
+                    self.save(&r, &bytes)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(pending)
+    }
+}
+
+fn encode(r: &OperatorRequest) -> Result<Vec<u8>, OpError> {
+    serde_json::to_vec(r).map_err(|e| OpError::Store(e.to_string()))
+}
+
+/// The audit outcome of a refusal.
+fn outcome_of(e: &OpError) -> &'static str {
+    match e {
+        OpError::Denied(_) | OpError::Decision(DecisionError::Denied(_)) => "denied",
+        OpError::Decision(
+            DecisionError::OwnRequest { .. } | DecisionError::AboutThemselves { .. },
+        ) => "denied",
+        OpError::NotFound(_) => "not-found",
+        OpError::Invalid(_) => "invalid",
+        _ => "refused",
+    }
+}
