@@ -530,6 +530,39 @@ pub fn local_ca(
     .map_err(|e| e.to_string())
 }
 
+/// Unblocks the PIN of `card` (in a reader this machine reaches) with its stored PUK, as
+/// `actor`: the executor `keyfleet cards unblock`, the control socket and the API share. The
+/// caller audits it.
+pub fn unblock_card(
+    env: &Environment,
+    store: &crate::store::Store,
+    master: &MasterKey,
+    audit: &crate::audit::AuditLog,
+    card: &str,
+    actor: &str,
+) -> Result<crate::apply::UnblockReport, String> {
+    let now = OffsetDateTime::now_utc();
+    let inventory = store.inventory().map_err(|e| e.to_string())?;
+    let cards = cards(env, &inventory);
+    let pass =
+        plan_pass_cards(env, inventory, &cards, now, false, None).map_err(|e| e.to_string())?;
+    let cas = connect_authorities(&env.policy, &env.state_dir, master, now);
+    let clock = OffsetDateTime::now_utc;
+    let ctx = crate::apply::Context {
+        store,
+        master,
+        cas: &cas,
+        cards: &cards,
+        desired: &pass.desired,
+        clock: &clock,
+        actor: actor.to_string(),
+        pin_mailer_dir: env.state_dir.join("pin-mailer"),
+        crash: crate::apply::CrashPoint::default(),
+        audit,
+    };
+    crate::apply::unblock(&ctx, card).map_err(|e| format!("{e:#}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,9 @@
 
 use std::process::ExitCode;
 
+use super::operator::call_local;
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
-use crate::statedir::control::{self, Access, Request, Response};
+use crate::statedir::control::OperatorCall;
 use crate::statedir::status::HeldRevocation;
 
 /// Arguments of `keyfleet approve`.
@@ -18,12 +19,15 @@ use crate::statedir::status::HeldRevocation;
 credentials of more users than Settings.spec.safety allows). With `keyfleet run` running, the \
 controller applies them in its next pass, right away; otherwise the approval is recorded in the \
 state directory for the next `keyfleet run`. Revocations planned later are not covered: if the \
-valve trips again, approve again.\n\nExit codes: 0 done (also when nothing was held), 1 error."
+valve trips again, approve again. Needs the `approve-mass-revocation` permission (the state \
+directory's owner has it); when Settings.spec.approvals lists approve-mass-revocation, this makes \
+a request that others approve with `keyfleet requests approve`.\n\nExit codes: 0 done (also when \
+nothing was held, or a request was made), 1 refused or failed."
 )]
 pub struct Args {
-    /// Name logged as the approver (default: the OS user).
-    #[arg(long, value_name = "NAME", env = "KEYFLEET_OPERATOR")]
-    pub operator: Option<String>,
+    /// Why (recorded in the audit log and shown to approvers).
+    #[arg(long, default_value = "")]
+    pub reason: String,
 }
 
 /// Runs `keyfleet approve`.
@@ -31,26 +35,50 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let Some(env) = super::load_env(global)? else {
         return Ok(ExitCode::from(EXIT_FAILURE));
     };
-    let actor = args.operator.unwrap_or_else(|| {
-        std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into())
-    });
-    let approved = match control::open_for_reading(&env.state_dir)? {
-        Some(Access::Controller) => {
-            match control::request(&env.state_dir, &Request::Approve { actor })? {
-                Response::Approved { approved } => approved,
-                other => return Err(control::unexpected(&env.state_dir, &other).into()),
-            }
-        }
-        Some(Access::Local(store)) => {
-            drop(store);
-            crate::controller::approve_offline(&env, &actor)?
-        }
-        None => crate::controller::approve_offline(&env, &actor)?,
+    let call = OperatorCall::ApproveHeld {
+        reason: args.reason,
     };
-    print!("{}", approved_text(&approved));
-    Ok(ExitCode::from(EXIT_OK))
+    match call_local(&env, &call)? {
+        Err(r) if r.code == "conflict" && r.message.contains("holds no revocation") => {
+            print!("{}", approved_text(&[]));
+            Ok(ExitCode::from(EXIT_OK))
+        }
+        Err(r) => super::requests::refused(&r),
+        Ok(value) => {
+            print!(
+                "{}",
+                outcome_text(&value, |result| {
+                    let held: Vec<HeldRevocation> = result
+                        .get("revocations")
+                        .cloned()
+                        .and_then(|v| serde_json::from_value(v).ok())
+                        .unwrap_or_default();
+                    approved_text(&held)
+                })
+            );
+            Ok(ExitCode::from(EXIT_OK))
+        }
+    }
+}
+
+/// The answer of an operation that may need approval, as text: `done` through `done_text`,
+/// or the request that was made.
+pub fn outcome_text(
+    value: &serde_json::Value,
+    done_text: impl FnOnce(&serde_json::Value) -> String,
+) -> String {
+    match value.get("state").and_then(|s| s.as_str()) {
+        Some("pending") => {
+            let r = &value["request"];
+            format!(
+                "Needs approval: request {} made ({} approval(s) needed; `keyfleet requests approve {}`).\n",
+                r["id"].as_str().unwrap_or(""),
+                r["required"],
+                r["id"].as_str().unwrap_or("")
+            )
+        }
+        _ => done_text(&value["result"]),
+    }
 }
 
 /// What was approved, as text.

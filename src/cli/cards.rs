@@ -10,9 +10,9 @@ use serde::Serialize;
 
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
 use crate::apply::pcsc_cards::{self, PcscCards};
-use crate::apply::{self, Cards, Context, CrashPoint};
 use crate::inventory::Inventory;
 use crate::runtime;
+use crate::statedir::control::OperatorCall;
 use crate::store::Store;
 
 /// Long help of `keyfleet cards`.
@@ -51,6 +51,9 @@ pub enum CardsCommand {
     Unblock {
         /// The card id (as `keyfleet cards` or `keyfleet inventory` show it).
         card: String,
+        /// Why (recorded in the audit log and shown to approvers).
+        #[arg(long, default_value = "")]
+        reason: String,
     },
 }
 
@@ -74,8 +77,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let Some(env) = super::load_env(global)? else {
         return Ok(ExitCode::from(EXIT_FAILURE));
     };
-    if let Some(CardsCommand::Unblock { card }) = args.command {
-        return unblock(&env, &card);
+    if let Some(CardsCommand::Unblock { card, reason }) = args.command {
+        return unblock(&env, &card, reason);
     }
     let inventory = if env.state_dir.join("store").exists() {
         Store::open(&env.state_dir)?.inventory()?
@@ -169,50 +172,26 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(EXIT_OK))
 }
 
-fn unblock(env: &runtime::Environment, card: &str) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&env.state_dir)?;
-    // The master key where the policy keeps it (a token too), and the audit log.
-    let master = runtime::master_key_for(env)?;
-    let audit = runtime::audit_log(env, &master)?;
-    let now = time::OffsetDateTime::now_utc();
-    let inventory = store.inventory()?;
-    let cards: Cards = runtime::cards(env, &inventory);
-    let pass = runtime::plan_pass_cards(env, inventory, &cards, now, false, None)?;
-    let cas = runtime::connect_authorities(&env.policy, &env.state_dir, &master, now);
-    let clock = time::OffsetDateTime::now_utc;
-    let ctx = Context {
-        store: &store,
-        master: &master,
-        cas: &cas,
-        cards: &cards,
-        desired: &pass.desired,
-        clock: &clock,
-        actor: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
-        pin_mailer_dir: env.state_dir.join("pin-mailer"),
-        crash: CrashPoint::default(),
-        audit: &audit,
+fn unblock(env: &runtime::Environment, card: &str, reason: String) -> anyhow::Result<ExitCode> {
+    let call = OperatorCall::Unblock {
+        card: card.to_string(),
+        reason,
     };
-    // Fail closed: not unblocked without its entry.
-    let result = super::audited_with(
-        &audit,
-        "unblock",
-        card,
-        serde_json::json!({}),
-        || Ok(apply::unblock(&ctx, card)?),
-        |r| serde_json::json!({"retriesBefore": r.retries_before}),
-    );
-    match result {
-        Ok(r) => {
-            println!(
-                "Card {card} unblocked (the PIN had {} tries left); new PIN in {}",
-                r.retries_before,
-                r.pin_mailer.display()
+    match super::operator::call_local(env, &call)? {
+        Err(r) => {
+            eprintln!("Cannot unblock {card}: {r}");
+            Ok(ExitCode::from(EXIT_FAILURE))
+        }
+        Ok(value) => {
+            print!(
+                "{}",
+                super::approve::outcome_text(&value, |r| format!(
+                    "Card {card} unblocked (the PIN had {} tries left); new PIN in {}\n",
+                    r["retriesBefore"],
+                    r["pinMailer"].as_str().unwrap_or("")
+                ))
             );
             Ok(ExitCode::from(EXIT_OK))
-        }
-        Err(e) => {
-            eprintln!("Cannot unblock {card}: {e:#}");
-            Ok(ExitCode::from(EXIT_FAILURE))
         }
     }
 }

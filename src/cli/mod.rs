@@ -18,8 +18,10 @@ pub mod directory;
 pub mod docs;
 pub mod inventory;
 pub mod markdown;
+pub mod operator;
 pub mod plan;
 pub mod reindex;
+pub mod requests;
 pub mod run;
 pub mod schema;
 pub mod status;
@@ -109,6 +111,9 @@ pub enum Command {
     Status(status::Args),
     /// Approve the revocations the safety valve holds.
     Approve(approve::Args),
+    /// List, show, approve or deny operator requests waiting for approval.
+    #[command(long_about = requests::LONG_ABOUT)]
+    Requests(requests::Args),
     /// Show what Keyfleet sees in a directory: one user, or a group's members.
     #[command(long_about = directory::LONG_ABOUT)]
     Directory(directory::Args),
@@ -214,6 +219,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&cli.global, args),
         Command::Status(args) => status::run(&cli.global, args),
         Command::Approve(args) => approve::run(&cli.global, args),
+        Command::Requests(args) => requests::run(&cli.global, args),
         Command::Directory(args) => directory::run(&cli.global, args),
         Command::Reindex(args) => reindex::run(&cli.global, args),
         Command::AuditLog(args) => audit_log::run(&cli.global, args),

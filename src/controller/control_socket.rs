@@ -13,10 +13,14 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::metrics::Metrics;
-use super::triggers::{Trigger, Triggers};
-use super::{ControllerError, sources, valve};
+use super::operator_host::{OfflineHost, RunningHost};
+use super::triggers::Triggers;
+use super::{ControllerError, sources};
+use crate::operators::calls;
+use crate::operators::identity::{self, IdentityError, Operator};
+use crate::operators::service::Operations;
 use crate::runtime::{self, Environment};
-use crate::statedir::control::{self, Request, Response};
+use crate::statedir::control::{self, OperatorCall, Request, Response};
 use crate::statedir::lock::StateLock;
 use crate::statedir::status::{ControllerStatus, HeldRevocation};
 use crate::store::Store;
@@ -37,6 +41,22 @@ pub struct Shared {
     pub(super) sources: sources::SourceStates,
     /// The audit log (operator calls through the control socket are written to it).
     pub(super) audit: Arc<crate::audit::AuditLog>,
+    /// Held by a pass and by operator work on cards (unblock), so they never meet on a card.
+    pub(super) card_work: Arc<Mutex<()>>,
+    /// What operator calls are decided with: the policy in force, the groups roles name
+    /// (from the last pass's snapshot), the master key.
+    pub(super) operators: Mutex<Option<OperatorContext>>,
+}
+
+/// The policy and directory groups operator calls are decided with, as of the last pass.
+#[derive(Clone)]
+pub struct OperatorContext {
+    /// The environment in force.
+    pub env: Arc<Environment>,
+    /// Members of the groups roles name.
+    pub groups: Arc<crate::operators::roles::RoleGroups>,
+    /// The master key.
+    pub master: Arc<crate::secrets::MasterKey>,
 }
 
 impl Shared {
@@ -56,26 +76,9 @@ impl Shared {
         status
     }
 
-    /// Approves every revocation the valve holds now; returns them.
-    fn approve(&self, actor: &str) -> Result<Vec<HeldRevocation>, valve::ApprovalError> {
-        let held = self.status().held;
-        if held.is_empty() {
-            return Ok(held);
-        }
-        {
-            let _guard = self.approvals_lock.lock();
-            valve::log_approval(&self.audit, actor, &held)?;
-            let mut ids = valve::load_approvals(&self.state_dir)?;
-            ids.extend(held.iter().map(|h| h.id.clone()));
-            valve::save_approvals(&self.state_dir, &ids)?;
-        }
-        tracing::warn!(
-            actor,
-            count = held.len(),
-            "held revocations approved; they run in the next pass"
-        );
-        self.triggers.fire(Trigger::Approved);
-        Ok(held)
+    /// The operator context, once the controller has one.
+    pub fn operator_context(&self) -> Option<OperatorContext> {
+        self.operators.lock().ok().and_then(|o| o.clone())
     }
 }
 
@@ -114,6 +117,7 @@ pub(super) async fn serve_control(listener: UnixListener, shared: Arc<Shared>) {
 const MAX_REQUEST: u64 = 64 * 1024;
 
 async fn handle_control(stream: UnixStream, shared: Arc<Shared>) {
+    let peer = stream.peer_cred().ok().map(|c| c.uid());
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let read_result = BufReader::new(read.take(MAX_REQUEST))
@@ -127,6 +131,14 @@ async fn handle_control(stream: UnixStream, shared: Arc<Shared>) {
             Err(e) => Response::Error {
                 message: format!("invalid request: {e}"),
             },
+            Ok(Request::Operator { call }) => {
+                let shared = shared.clone();
+                tokio::task::spawn_blocking(move || operator_call(&shared, peer, &call))
+                    .await
+                    .unwrap_or_else(|e| Response::Error {
+                        message: format!("the operator call failed internally: {e}"),
+                    })
+            }
             Ok(req) => answer(req, &shared).await,
         },
     };
@@ -167,45 +179,165 @@ async fn answer(req: Request, shared: &Arc<Shared>) -> Response {
         Request::Status => Response::Status {
             status: Box::new(shared.status()),
         },
-        Request::Approve { actor } => match shared.approve(&actor) {
-            Ok(approved) => Response::Approved { approved },
-            Err(e) => Response::Error {
-                message: e.to_string(),
-            },
+        Request::Operator { .. } => Response::Error {
+            message: "operator calls are answered apart".into(),
         },
     }
 }
 
-/// `keyfleet approve` with no controller running: takes the state lock, plans, and approves
-/// every revocation the valve would hold, for the next `keyfleet run` to apply.
-pub fn approve_offline(
-    env: &Environment,
-    actor: &str,
-) -> Result<Vec<HeldRevocation>, ControllerError> {
-    let _lock = StateLock::acquire(&env.state_dir, "approve")?;
-    let inventory = if env.state_dir.join("store").exists() {
-        Store::open(&env.state_dir)?.inventory()?
-    } else {
-        crate::inventory::Inventory::default()
+/// An operator call on the control socket, made as the peer's Unix user.
+fn operator_call(shared: &Arc<Shared>, peer: Option<u32>, call: &OperatorCall) -> Response {
+    let Some(ctx) = shared.operator_context() else {
+        return Response::Refused {
+            code: "unavailable".into(),
+            message: "the controller is starting; try again".into(),
+        };
     };
-    let cards = runtime::cards(env, &inventory);
-    let pass = runtime::plan_pass_cards(
-        env,
-        inventory,
-        &cards,
-        OffsetDateTime::now_utc(),
-        false,
-        None,
-    )
-    .map_err(ControllerError::Pass)?;
-    let mut ids = valve::load_approvals(&env.state_dir)?;
-    let (_, held) = valve::hold_revocations(&pass.plan, &ids);
-    if !held.is_empty() {
-        let master = runtime::master_key_for(env).map_err(ControllerError::Pass)?;
-        let audit = runtime::audit_log(env, &master).map_err(ControllerError::Pass)?;
-        valve::log_approval(&audit, actor, &held)?;
-        ids.extend(held.iter().map(|h| h.id.clone()));
-        valve::save_approvals(&env.state_dir, &ids)?;
+    let host = RunningHost {
+        shared: shared.clone(),
+        env: ctx.env.clone(),
+        master: ctx.master.clone(),
+    };
+    let ops = Operations {
+        policy: &ctx.env.policy,
+        store: &shared.store,
+        audit: &shared.audit,
+        groups: &ctx.groups,
+        host: &host,
+        now: OffsetDateTime::now_utc(),
+    };
+    let response = match peer_operator(&shared.state_dir, peer, &ctx.env) {
+        Err(e) => {
+            let actor = peer.map_or_else(|| "unknown".into(), |u| format!("uid:{u}"));
+            match log_unauthorized(&shared.audit, &actor, "control-socket", &e) {
+                Ok(()) => Response::Refused {
+                    code: "unauthorized".into(),
+                    message: e.to_string(),
+                },
+                Err(e) => Response::Refused {
+                    code: "audit-log".into(),
+                    message: e,
+                },
+            }
+        }
+        Ok(operator) => {
+            let grants = ops.grants(&operator);
+            match calls::dispatch(&ops, &grants, call) {
+                Ok(value) => Response::Operator { value },
+                Err(e) => Response::Refused {
+                    code: calls::error_code(&e).0.into(),
+                    message: e.to_string(),
+                },
+            }
+        }
+    };
+    let outcome = match &response {
+        Response::Refused { code, .. } => code.clone(),
+        _ => "ok".into(),
+    };
+    shared.metrics.operator_call(&outcome);
+    if let Ok(open) = ops.open_requests() {
+        shared.metrics.open_requests(open);
     }
-    Ok(held)
+    response
+}
+
+/// The operator a control-socket peer is.
+fn peer_operator(
+    state_dir: &Path,
+    peer: Option<u32>,
+    env: &Environment,
+) -> Result<Operator, IdentityError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let owner = std::fs::metadata(state_dir).map_or(u32::MAX, |m| m.uid());
+    let uid = peer.unwrap_or(u32::MAX);
+    let name = identity::unix_user_name(uid);
+    identity::from_peer(
+        uid,
+        name.as_deref(),
+        owner,
+        &env.policy.settings.spec.operators,
+    )
+}
+
+/// Audits a refused identity.
+pub fn log_unauthorized(
+    audit: &crate::audit::AuditLog,
+    actor: &str,
+    via: &str,
+    e: &IdentityError,
+) -> Result<(), String> {
+    audit
+        .append(
+            crate::audit::NewEntry {
+                actor: actor.to_string(),
+                kind: "login".into(),
+                target: via.to_string(),
+                outcome: "unauthorized".into(),
+                details: serde_json::json!({"error": e.to_string()}),
+            },
+            OffsetDateTime::now_utc(),
+        )
+        .map(|_| ())
+        .map_err(|e| format!("not done: the audit log cannot be written: {e}"))
+}
+
+/// An operator call with no controller running: the command takes the state lock and acts
+/// as the system owner (only the state directory's owner, or root, can open it), through the
+/// same operations the controller runs.
+pub fn operator_offline(
+    env: &Environment,
+    call: &OperatorCall,
+) -> Result<Response, ControllerError> {
+    let _lock = StateLock::acquire(&env.state_dir, "operator")?;
+    let store = Store::open(&env.state_dir)?;
+    let master = runtime::master_key_for(env).map_err(ControllerError::Pass)?;
+    let audit = runtime::audit_log(env, &master).map_err(ControllerError::Pass)?;
+    let host = OfflineHost {
+        env,
+        store: &store,
+        master: &master,
+        audit: &audit,
+    };
+    // Groups only matter to operators other than the system owner, who are never offline.
+    let groups = crate::operators::roles::RoleGroups::default();
+    let ops = Operations {
+        policy: &env.policy,
+        store: &store,
+        audit: &audit,
+        groups: &groups,
+        host: &host,
+        now: OffsetDateTime::now_utc(),
+    };
+    let uid = rustix::process::geteuid().as_raw();
+    let operator = match peer_operator(&env.state_dir, Some(uid), env) {
+        Ok(o) => o,
+        Err(e) => {
+            return Ok(
+                match log_unauthorized(&audit, &format!("uid:{uid}"), "local", &e) {
+                    Ok(()) => Response::Refused {
+                        code: "unauthorized".into(),
+                        message: e.to_string(),
+                    },
+                    Err(m) => Response::Refused {
+                        code: "audit-log".into(),
+                        message: m,
+                    },
+                },
+            );
+        }
+    };
+    let grants = ops.grants(&operator);
+    let response = match calls::dispatch(&ops, &grants, call) {
+        Ok(value) => Response::Operator { value },
+        Err(e) => Response::Refused {
+            code: calls::error_code(&e).0.into(),
+            message: e.to_string(),
+        },
+    };
+    // Whatever is approved and not yet run (this call's, or one interrupted) runs now.
+    if let Err(e) = ops.upkeep() {
+        tracing::warn!("requests upkeep: {e}");
+    }
+    Ok(response)
 }

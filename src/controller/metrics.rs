@@ -57,6 +57,10 @@ pub struct Metrics {
     pub audit_log_entries: Counter,
     /// The `seq` the last audit-log checkpoint signed.
     pub audit_log_checkpoint_seq: Gauge,
+    /// Operator calls (control socket and API) by outcome (`ok` or the error code).
+    pub operator_calls: Family<Labels, Counter>,
+    /// Requests waiting for approvals.
+    pub open_requests: Gauge,
 }
 
 impl Default for Metrics {
@@ -173,8 +177,22 @@ impl Metrics {
             "The seq the last audit-log checkpoint signed",
             audit_log_checkpoint_seq.clone(),
         );
+        let operator_calls = Family::<Labels, Counter>::default();
+        registry.register(
+            "operator_calls",
+            "Operator calls (control socket and API) by outcome: ok, or the error code",
+            operator_calls.clone(),
+        );
+        let open_requests = Gauge::default();
+        registry.register(
+            "open_requests",
+            "Operator requests waiting for approvals",
+            open_requests.clone(),
+        );
         Metrics {
             registry,
+            operator_calls,
+            open_requests,
             audit_log_entries,
             audit_log_checkpoint_seq,
             crl_next_update,
@@ -216,6 +234,18 @@ impl Metrics {
         }
         self.audit_log_checkpoint_seq
             .set(i64::try_from(checkpointed).unwrap_or(i64::MAX));
+    }
+
+    /// Counts an operator call with `outcome` (`ok`, or the error code).
+    pub fn operator_call(&self, outcome: &str) {
+        self.operator_calls
+            .get_or_create(&vec![("outcome".to_string(), outcome.to_string())])
+            .inc();
+    }
+
+    /// Sets the number of pending requests.
+    pub fn open_requests(&self, n: usize) {
+        self.open_requests.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Counts a pass.

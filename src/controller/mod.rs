@@ -24,6 +24,7 @@ pub mod backoff;
 mod control_socket;
 pub mod http;
 pub mod metrics;
+pub mod operator_host;
 pub mod pass;
 mod record;
 pub mod sources;
@@ -39,7 +40,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-pub use self::control_socket::{Shared, approve_offline};
+pub use self::control_socket::{OperatorContext, Shared, log_unauthorized, operator_offline};
 use self::control_socket::{bind_socket, serve_control};
 use self::metrics::Metrics;
 use self::pass::{ObservationCache, PassState};
@@ -245,6 +246,8 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         ready: AtomicBool::new(false),
         sources: sources.states(),
         audit: audit.clone(),
+        card_work: Arc::default(),
+        operators: Mutex::new(None),
     });
 
     let socket = bind_socket(&state_dir)?;
@@ -364,10 +367,12 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         let labels: Vec<String> = fired.iter().map(Trigger::label).collect();
         let stop = state.stop.clone();
         let hook = opts.pass_hook.clone();
+        let card_work = shared.card_work.clone();
         let mut handle = tokio::task::spawn_blocking(move || {
             if let Some(PassHook(hook)) = hook {
                 hook(number);
             }
+            let _cards = card_work.lock().unwrap_or_else(|p| p.into_inner());
             let out = pass::run_pass(&mut state, number, labels);
             (state, out)
         });
@@ -401,6 +406,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
             }
         };
         next_wake = record(&shared, &state, &out, opts.resync);
+        operator_upkeep(&shared, &state).await;
         let (entries, signed) = audit.head();
         let checkpoint_at = OffsetDateTime::now_utc() + crate::audit::CHECKPOINT_INTERVAL;
         if entries > signed && checkpoint_at < next_wake.0 {
@@ -426,6 +432,44 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// After a pass: the operator calls are decided with its policy and directory groups from now
+/// on, and approved requests that have not run, run (level-triggered).
+async fn operator_upkeep(shared: &Arc<Shared>, state: &PassState) {
+    let groups = crate::operators::roles::RoleGroups::resolve(
+        &state.env.policy,
+        state.cache.operator_snapshot(&state.env.policy),
+    );
+    let ctx = OperatorContext {
+        env: state.env.clone(),
+        groups: Arc::new(groups),
+        master: state.master.clone(),
+    };
+    if let Ok(mut o) = shared.operators.lock() {
+        *o = Some(ctx.clone());
+    }
+    let shared = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let host = operator_host::RunningHost {
+            shared: shared.clone(),
+            env: ctx.env.clone(),
+            master: ctx.master.clone(),
+        };
+        let ops = crate::operators::service::Operations {
+            policy: &ctx.env.policy,
+            store: &shared.store,
+            audit: &shared.audit,
+            groups: &ctx.groups,
+            host: &host,
+            now: OffsetDateTime::now_utc(),
+        };
+        match ops.upkeep() {
+            Ok(open) => shared.metrics.open_requests(open),
+            Err(e) => tracing::error!("requests upkeep failed: {e}"),
+        }
+    })
+    .await;
 }
 
 /// The inventory, when the sources need it to decide on PC/SC (a policy with PIV templates

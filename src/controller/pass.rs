@@ -82,6 +82,20 @@ impl ObservationCache {
         self.stale.insert(name.to_string());
     }
 
+    /// The snapshot of the directory whose groups roles name (`Settings.spec.operators.
+    /// directory`, or the only directory), if the last observation of it succeeded.
+    pub fn operator_snapshot(
+        &self,
+        policy: &crate::policy::PolicySet,
+    ) -> Option<&crate::observe::snapshot::DirectorySnapshot> {
+        let name = match &policy.settings.spec.operators.directory {
+            Some(d) => d.clone(),
+            None if policy.directories.len() == 1 => policy.directories.keys().next()?.clone(),
+            None => return None,
+        };
+        self.observed.get(&name)?.as_ref().ok()
+    }
+
     /// Marks every directory for re-observation.
     pub fn invalidate_all(&mut self) {
         self.stale.extend(self.observed.keys().cloned());

@@ -227,3 +227,14 @@ pub fn from_peer(
         }),
     }
 }
+
+/// The name of Unix user `uid`, from /etc/passwd (None: not listed).
+pub fn unix_user_name(uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        let _password = f.next()?;
+        (f.next()?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    })
+}

@@ -3,6 +3,7 @@
 //! through ([`service`]): the control socket, the API and the CLI authorise, audit and run
 //! operations there, with the same executors `apply` uses.
 
+pub mod calls;
 pub mod identity;
 pub mod requests;
 pub mod roles;

@@ -296,7 +296,12 @@ impl Operations<'_> {
         let kind = "view-inventory";
         let Some(card) = self.store.card(id)? else {
             self.allow(g, Permission::ViewInventory, kind, id, None)?;
-            return self.refuse(g, kind, id, OpError::NotFound(format!("no card {id}")));
+            return self.refuse(
+                g,
+                kind,
+                id,
+                OpError::NotFound(format!("card {id} is not in the inventory")),
+            );
         };
         let templates: Vec<String> = card.template.iter().cloned().collect();
         let subject = Subject {
@@ -388,10 +393,9 @@ impl Operations<'_> {
     ) -> Result<(Option<String>, Vec<String>, serde_json::Value), OpError> {
         match kind {
             OperationKind::Unblock => {
-                let card = self
-                    .store
-                    .card(target)?
-                    .ok_or_else(|| OpError::NotFound(format!("no card {target}")))?;
+                let card = self.store.card(target)?.ok_or_else(|| {
+                    OpError::NotFound(format!("card {target} is not in the inventory"))
+                })?;
                 Ok((
                     card.user,
                     card.template.into_iter().collect(),
@@ -533,6 +537,10 @@ impl Operations<'_> {
         details: serde_json::Value,
     ) -> Result<serde_json::Value, OpError> {
         let name = kind.as_str();
+        let mut details = details;
+        if let (Some(d), Some(held)) = (details.as_object_mut(), parameters.get("held")) {
+            d.insert("actions".into(), held.clone());
+        }
         self.log(actor, name, target, "started", details.clone())?;
         let result = match kind {
             OperationKind::Unblock => self.host.unblock(target, actor),
@@ -572,7 +580,9 @@ impl Operations<'_> {
         };
         self.host.approve_held(actor, &held)?;
         Ok(serde_json::json!({
-            "approved": held.iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
+            "actions": held.iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
+            "serials": held.iter().flat_map(|h| h.serials.clone()).collect::<Vec<_>>(),
+            "revocations": held,
         }))
     }
 
@@ -728,6 +738,19 @@ impl Operations<'_> {
             }
         }
         self.save(&r, &started)
+    }
+
+    /// The number of pending requests (not expired).
+    pub fn open_requests(&self) -> Result<usize, OpError> {
+        let mut n = 0;
+        for (_, bytes) in self.store.request_records()? {
+            if let Ok(r) = serde_json::from_slice::<OperatorRequest>(&bytes)
+                && r.state_at(self.now) == RequestState::Pending
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Level-triggered upkeep, every pass: approved requests that never started run;

@@ -28,6 +28,7 @@ mod action;
 mod credential;
 mod holds;
 mod index;
+pub mod json;
 
 use std::collections::{BTreeMap, BTreeSet};
 

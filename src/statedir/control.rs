@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::lock::StateLock;
-use super::status::{ControllerStatus, HeldRevocation};
+use super::status::ControllerStatus;
 use crate::inventory::Inventory;
 use crate::store::{HistoryEntry, Store, StoreError};
 
@@ -42,10 +42,65 @@ pub enum Request {
     History,
     /// The controller's status.
     Status,
-    /// Approve every revocation the safety valve holds now.
-    Approve {
-        /// Who approves (recorded in the log).
-        actor: String,
+    /// An operator call, made as the peer's Unix user (SO_PEERCRED).
+    Operator {
+        /// The call.
+        call: OperatorCall,
+    },
+}
+
+/// An operator operation over the control socket (the API's operations, same names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "kebab-case")]
+pub enum OperatorCall {
+    /// Who the caller is to the controller.
+    Whoami,
+    /// Unblock a card's PIN.
+    Unblock {
+        /// The card.
+        card: String,
+        /// Why.
+        #[serde(default)]
+        reason: String,
+    },
+    /// Approve the revocations the safety valve holds.
+    ApproveHeld {
+        /// Why.
+        #[serde(default)]
+        reason: String,
+    },
+    /// The requests the caller may see.
+    ListRequests,
+    /// One request.
+    ShowRequest {
+        /// Its id.
+        id: String,
+    },
+    /// Make a request.
+    CreateRequest {
+        /// The operation.
+        kind: crate::policy::model::OperationKind,
+        /// Its target.
+        target: String,
+        /// Why.
+        #[serde(default)]
+        reason: String,
+    },
+    /// Approve a request.
+    ApproveRequest {
+        /// Its id.
+        id: String,
+        /// A comment.
+        #[serde(default)]
+        comment: Option<String>,
+    },
+    /// Deny a request.
+    DenyRequest {
+        /// Its id.
+        id: String,
+        /// A comment.
+        #[serde(default)]
+        comment: Option<String>,
     },
 }
 
@@ -68,10 +123,18 @@ pub enum Response {
         /// It.
         status: Box<ControllerStatus>,
     },
-    /// The revocations now approved (empty: nothing was held).
-    Approved {
-        /// They.
-        approved: Vec<HeldRevocation>,
+    /// What an operator call gave.
+    Operator {
+        /// Its JSON answer.
+        value: serde_json::Value,
+    },
+    /// An operator call was refused or failed.
+    Refused {
+        /// The API's error code (`unauthorized`, `forbidden`, `not-found`, `conflict`,
+        /// `invalid`, `failed`, ...).
+        code: String,
+        /// Why.
+        message: String,
     },
     /// The request failed.
     Error {
@@ -242,11 +305,14 @@ mod tests {
     #[test]
     fn requests_and_responses_have_a_stable_wire_form() {
         assert_eq!(
-            serde_json::to_string(&Request::Approve {
-                actor: "ops".into()
+            serde_json::to_string(&Request::Operator {
+                call: OperatorCall::ApproveRequest {
+                    id: "REQ-0001".into(),
+                    comment: None
+                }
             })
             .unwrap(),
-            r#"{"op":"approve","actor":"ops"}"#
+            r#"{"op":"operator","call":{"call":"approve-request","id":"REQ-0001","comment":null}}"#
         );
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"op":"status"}"#).unwrap(),

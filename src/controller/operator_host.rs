@@ -1,0 +1,116 @@
+//! The machine's side of operator operations ([`crate::operators::service::Host`]): the
+//! running controller's (held revocations as its last pass published them; approvals wake
+//! the loop) and the one a command uses when no controller runs (it holds the state lock and
+//! plans to find what the valve would hold).
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use super::control_socket::Shared;
+use super::triggers::Trigger;
+use super::valve;
+use crate::audit::AuditLog;
+use crate::operators::service::Host;
+use crate::runtime::{self, Environment};
+use crate::secrets::MasterKey;
+use crate::statedir::status::HeldRevocation;
+use crate::store::Store;
+
+/// The running controller's host.
+pub struct RunningHost {
+    pub(super) shared: Arc<Shared>,
+    pub(super) env: Arc<Environment>,
+    pub(super) master: Arc<MasterKey>,
+}
+
+impl Host for RunningHost {
+    fn unblock(&self, card: &str, actor: &str) -> Result<serde_json::Value, String> {
+        let _cards = self
+            .shared
+            .card_work
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let r = runtime::unblock_card(
+            &self.env,
+            &self.shared.store,
+            &self.master,
+            &self.shared.audit,
+            card,
+            actor,
+        )?;
+        Ok(unblocked(&r))
+    }
+
+    fn held_revocations(&self) -> Result<Vec<HeldRevocation>, String> {
+        Ok(self.shared.status().held)
+    }
+
+    fn approve_held(&self, actor: &str, held: &[HeldRevocation]) -> Result<(), String> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        {
+            let _guard = self.shared.approvals_lock.lock();
+            let mut ids =
+                valve::load_approvals(&self.shared.state_dir).map_err(|e| e.to_string())?;
+            ids.extend(held.iter().map(|h| h.id.clone()));
+            valve::save_approvals(&self.shared.state_dir, &ids).map_err(|e| e.to_string())?;
+        }
+        tracing::warn!(
+            actor,
+            count = held.len(),
+            "held revocations approved; they run in the next pass"
+        );
+        self.shared.triggers.fire(Trigger::Approved);
+        Ok(())
+    }
+}
+
+/// The host of a command that holds the state directory itself (no controller runs).
+pub struct OfflineHost<'a> {
+    /// The environment.
+    pub env: &'a Environment,
+    /// The store.
+    pub store: &'a Store,
+    /// The master key.
+    pub master: &'a MasterKey,
+    /// The audit log.
+    pub audit: &'a AuditLog,
+}
+
+impl Host for OfflineHost<'_> {
+    fn unblock(&self, card: &str, actor: &str) -> Result<serde_json::Value, String> {
+        let r = runtime::unblock_card(self.env, self.store, self.master, self.audit, card, actor)?;
+        Ok(unblocked(&r))
+    }
+
+    fn held_revocations(&self) -> Result<Vec<HeldRevocation>, String> {
+        let inventory = self.store.inventory().map_err(|e| e.to_string())?;
+        let cards = runtime::cards(self.env, &inventory);
+        let pass = runtime::plan_pass_cards(
+            self.env,
+            inventory,
+            &cards,
+            OffsetDateTime::now_utc(),
+            false,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let ids = valve::load_approvals(&self.env.state_dir).map_err(|e| e.to_string())?;
+        Ok(valve::hold_revocations(&pass.plan, &ids).1)
+    }
+
+    fn approve_held(&self, _actor: &str, held: &[HeldRevocation]) -> Result<(), String> {
+        let mut ids = valve::load_approvals(&self.env.state_dir).map_err(|e| e.to_string())?;
+        ids.extend(held.iter().map(|h| h.id.clone()));
+        valve::save_approvals(&self.env.state_dir, &ids).map_err(|e| e.to_string())
+    }
+}
+
+fn unblocked(r: &crate::apply::UnblockReport) -> serde_json::Value {
+    serde_json::json!({
+        "retriesBefore": r.retries_before,
+        "pinMailer": r.pin_mailer.display().to_string(),
+    })
+}
