@@ -1,0 +1,168 @@
+//! Operator requests on this machine, as the state directory's owner (the system owner):
+//! an operation listed in Settings.spec.approvals becomes a request, which its requester can
+//! neither approve nor see run, can withdraw, and which expires; every decision is audited.
+//! The same calls through a running controller's control socket.
+
+use crate::harness::controller::{Site, wait_for};
+
+fn emptied(people: &str) -> String {
+    people
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("members:") {
+                format!("{}members: []", &l[..l.len() - l.trim_start().len()])
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn with_approvals(site: &Site, timeout: &str) {
+    let settings = site.read("settings.yaml");
+    let settings = settings.replace(
+        "  concurrency: 2",
+        &format!(
+            "  concurrency: 2\n  approvals: {{approve-mass-revocation: 1}}\n  approvalTimeout: {timeout}"
+        ),
+    );
+    site.write("settings.yaml", &settings);
+}
+
+fn requests(site: &Site) -> Vec<serde_json::Value> {
+    let r = site.keyfleet(&["requests", "list", "--format", "json"]);
+    r.expect_code(0);
+    serde_json::from_str::<serde_json::Value>(&r.stdout)
+        .expect("requests JSON")
+        .as_array()
+        .cloned()
+        .expect("a list")
+}
+
+fn me() -> String {
+    let out = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .expect("id -un");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn an_operation_under_approval_is_a_request_its_requester_cannot_approve() {
+    let site = Site::quickstart();
+    site.keyfleet(&["apply", "--yes"]).expect_code(0);
+    with_approvals(&site, "24h");
+    site.write("people.yaml", &emptied(&site.read("people.yaml")));
+    // The valve holds the revocations; approving them needs one other approver.
+    site.keyfleet(&["approve", "--reason", "HR ticket 7"])
+        .expect_code(0)
+        .stdout_has("Needs approval: request REQ-0001");
+    let list = requests(&site);
+    assert_eq!(list.len(), 1, "{list:#?}");
+    let r = &list[0];
+    assert_eq!(r["id"], "REQ-0001");
+    assert_eq!(r["kind"], "approve-mass-revocation");
+    assert_eq!(r["target"], "held-revocations");
+    assert_eq!(r["requester"], me().as_str());
+    assert_eq!(r["state"], "pending");
+    assert_eq!(r["approvals"], serde_json::json!([]));
+    // Nobody approves their own request, not even the system owner.
+    site.keyfleet(&["requests", "approve", "REQ-0001"])
+        .expect_code(1)
+        .stderr_has("cannot approve it")
+        .stderr_has("(forbidden)");
+    site.keyfleet(&["requests", "approve", "REQ-0404"])
+        .expect_code(1)
+        .stderr_has("(not-found)");
+    // Nothing was approved: a plan still holds every revocation, the inventory is untouched.
+    site.keyfleet(&["apply", "--yes"])
+        .stdout_has("SAFETY VALVE");
+    let inv = site.inventory();
+    assert!(
+        inv["certificates"]
+            .as_array()
+            .expect("certs")
+            .iter()
+            .all(|c| c["status"] == "active")
+    );
+    // The requester withdraws it; a withdrawn request takes no more decisions.
+    site.keyfleet(&["requests", "deny", "REQ-0001", "--comment", "wrong file"])
+        .expect_code(0)
+        .stdout_has("denied");
+    assert_eq!(requests(&site)[0]["state"], "denied");
+    site.keyfleet(&["requests", "deny", "REQ-0001"])
+        .expect_code(1)
+        .stderr_has("(conflict)");
+
+    // Every call is in the audit log, the refusal too.
+    let r = site.keyfleet(&["audit-log", "show", "--format", "json"]);
+    r.expect_code(0);
+    let entries: serde_json::Value = serde_json::from_str(&r.stdout).expect("audit JSON");
+    let entries = entries.as_array().expect("entries");
+    let find = |kind: &str, outcome: &str| {
+        entries
+            .iter()
+            .find(|e| e["kind"] == kind && e["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("no {kind} {outcome} entry: {entries:#?}"))
+    };
+    assert_eq!(
+        find("request", "pending")["details"]["reason"],
+        "HR ticket 7"
+    );
+    assert_eq!(find("approve-request", "denied")["target"], "REQ-0001");
+    assert_eq!(
+        find("deny-request", "denied")["details"]["comment"],
+        "wrong file"
+    );
+    site.keyfleet(&["audit-log", "verify"]).expect_code(0);
+}
+
+#[test]
+fn a_request_not_approved_in_time_expires_and_never_runs() {
+    let site = Site::quickstart();
+    site.keyfleet(&["apply", "--yes"]).expect_code(0);
+    with_approvals(&site, "1s");
+    site.write("people.yaml", &emptied(&site.read("people.yaml")));
+    site.keyfleet(&["approve"])
+        .expect_code(0)
+        .stdout_has("REQ-0001");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(requests(&site)[0]["state"], "expired");
+    site.keyfleet(&["requests", "approve", "REQ-0001"])
+        .expect_code(1)
+        .stderr_has("expired");
+
+    // Through a running controller's control socket: the same requests, the same rules.
+    let mut ctl = site.start(&[]);
+    wait_for("the controller to answer", || {
+        (site
+            .keyfleet(&["requests", "list", "--format", "json"])
+            .code
+            == Some(0))
+        .then_some(())
+    });
+    let list = requests(&site);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["state"], "expired");
+    wait_for("the valve to hold the revocations", || {
+        site.status()
+            .filter(|s| s["held"].as_array().is_some_and(|h| !h.is_empty()))
+    });
+    site.keyfleet(&["approve"])
+        .expect_code(0)
+        .stdout_has("REQ-0002");
+    site.keyfleet(&["requests", "approve", "REQ-0002"])
+        .expect_code(1)
+        .stderr_has("(forbidden)");
+    assert!(ctl.terminate().success(), "{}", ctl.log());
+    let inv = site.inventory();
+    assert!(
+        inv["certificates"]
+            .as_array()
+            .expect("certs")
+            .iter()
+            .all(|c| c["status"] == "active"),
+        "an expired or unapproved request never runs"
+    );
+}
