@@ -19,7 +19,7 @@ use super::{
 };
 
 /// One line of the audit log, fields in this order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     /// 1 for the first entry, one more for each next.
     pub seq: u64,

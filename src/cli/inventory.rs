@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use serde::Serialize;
-
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
-use crate::inventory::{CertRecord, CertStatus, Inventory};
+use crate::inventory::Inventory;
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,98 +38,11 @@ pub struct HistoryArgs {
     pub format: Format,
 }
 
-/// A certificate's status as printed: `expired` when active (or suspended) past notAfter.
-pub fn display_status(cert: &CertRecord, now: time::OffsetDateTime) -> &'static str {
-    match cert.status {
-        CertStatus::Active | CertStatus::Suspended if cert.not_after <= now => "expired",
-        CertStatus::Active => "active",
-        CertStatus::Suspended => "suspended",
-        CertStatus::Revoked => "revoked",
-        CertStatus::Superseded => "superseded",
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonCert<'a> {
-    serial: &'a str,
-    user: &'a str,
-    card: &'a str,
-    template: &'a str,
-    name: &'a str,
-    slot: &'a str,
-    ca: &'a str,
-    profile: &'a str,
-    status: &'a str,
-    subject: &'a str,
-    #[serde(with = "time::serde::rfc3339")]
-    not_before: time::OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    not_after: time::OffsetDateTime,
-    revision: &'a str,
-    installed: bool,
-    /// RFC 7512 URI of the private key, for certificates on PKCS#11 tokens.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key_uri: Option<String>,
-    pem: &'a str,
-}
-
-/// The RFC 7512 URI of a certificate's private key when its card is a PKCS#11 token (the
-/// token is labelled with its holder's uid at issuance).
-pub fn key_uri(cert: &CertRecord) -> Option<String> {
-    let serial = crate::card::pkcs11::serial_of(&cert.card)?;
-    Some(
-        crate::apply::tokens::slot_uri(
-            serial,
-            &cert.user,
-            cert.slot,
-            crate::card::pkcs11::uri::ObjectType::Private,
-        )
-        .to_string(),
-    )
-}
+pub use crate::views::{display_status, key_uri};
 
 /// The inventory as JSON: `{"cards": [...], "certificates": [...]}`.
 pub fn inventory_json(inv: &Inventory, now: time::OffsetDateTime) -> serde_json::Value {
-    let cards: Vec<serde_json::Value> = inv
-        .cards
-        .values()
-        .map(|c| {
-            serde_json::json!({
-                "id": c.id,
-                "type": c.card_type,
-                "user": c.user,
-                "template": c.template,
-                "stock": c.stock,
-                "status": c.status,
-                "createdAt": c.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-                "updatedAt": c.updated_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-            })
-        })
-        .collect();
-    let certs: Vec<JsonCert<'_>> = inv
-        .certs
-        .values()
-        .map(|c| JsonCert {
-            serial: &c.serial,
-            user: &c.user,
-            card: &c.card,
-            template: &c.template,
-            name: &c.name,
-            slot: c.slot.hex(),
-            ca: &c.ca,
-            profile: &c.profile,
-            status: display_status(c, now),
-            subject: &c.subject,
-            not_before: c.not_before,
-            not_after: c.not_after,
-            revision: &c.revision,
-            installed: c.installed,
-            key_uri: key_uri(c),
-            pem: &c.pem,
-        })
-        .collect();
-    serde_json::json!({ "cards": cards, "certificates": certs })
+    serde_json::to_value(crate::views::InventoryView::of(inv, now)).unwrap_or_default()
 }
 
 /// Runs `keyfleet inventory`.

@@ -46,6 +46,8 @@ pub struct Shared {
     /// What operator calls are decided with: the policy in force, the groups roles name
     /// (from the last pass's snapshot), the master key.
     pub(super) operators: Mutex<Option<OperatorContext>>,
+    /// The last pass's plan (`GET /plan`, the drift report).
+    pub(super) last_plan: Mutex<Option<Arc<crate::plan::Plan>>>,
 }
 
 /// The policy and directory groups operator calls are decided with, as of the last pass.
@@ -74,6 +76,11 @@ impl Shared {
             status.held = held.clone();
         }
         status
+    }
+
+    /// The last pass's plan, once a pass planned.
+    pub fn last_plan(&self) -> Option<Arc<crate::plan::Plan>> {
+        self.last_plan.lock().ok().and_then(|p| p.clone())
     }
 
     /// The operator context, once the controller has one.

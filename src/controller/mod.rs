@@ -248,6 +248,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         audit: audit.clone(),
         card_work: Arc::default(),
         operators: Mutex::new(None),
+        last_plan: Mutex::new(None),
     });
 
     let socket = bind_socket(&state_dir)?;

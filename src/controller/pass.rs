@@ -246,6 +246,8 @@ pub struct PassOutcome {
     /// CRL publication, one entry per local CA with `crlPublish` (empty when the pass was
     /// stopped for shutdown: the next start publishes).
     pub crl: Vec<crate::apply::crl::CrlStatus>,
+    /// The plan as `keyfleet plan` would show it (before the valve held anything).
+    pub plan: Option<Arc<crate::plan::Plan>>,
 }
 
 /// Runs one pass. Never panics on bad input; a failure to prepare the pass is reported in
@@ -388,6 +390,7 @@ fn pass_inner(
     let approvals = valve::load_approvals(&state.state_dir).map_err(|e| e.to_string())?;
     let (plan, held) = valve::hold_revocations(&pass.plan, &approvals);
     out.summary.planned = pass.plan.actions.len();
+    out.plan = Some(Arc::new(pass.plan.clone()));
     out.summary.valve_tripped = pass.plan.refused();
     out.summary.complete = pass.plan.complete;
     out.summary.held = held.len();

@@ -167,6 +167,9 @@ pub(super) fn record(
     }
     waiting.push(format!("the periodic resync at {}", rfc3339(resync_at)));
 
+    if let (Some(plan), Ok(mut last)) = (&out.plan, shared.last_plan.lock()) {
+        *last = Some(plan.clone());
+    }
     if let Ok(mut st) = shared.status.lock() {
         st.ready = shared.is_ready();
         st.last_pass = Some(s.clone());

@@ -5,7 +5,19 @@ use serde::{Deserialize, Serialize};
 use crate::policy::model::Slot;
 
 /// What an action does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ActionKind {
     /// Bind a card and enrol every slot (or finish an interrupted issuance).
@@ -59,7 +71,19 @@ impl ActionKind {
 }
 
 /// Why an action was planned: the desired or actual fact that caused it. Codes are stable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReasonCode {
     /// Entitled, but holds no credential under this template.
@@ -104,7 +128,9 @@ pub enum ReasonCode {
 }
 
 /// A reason code with a human message naming the facts.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Reason {
     /// Stable code.
     pub code: ReasonCode,

@@ -221,7 +221,7 @@ pub struct JournalEntry {
 }
 
 /// The outcome of an applied action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HistoryResult {
     /// Done.
@@ -233,11 +233,12 @@ pub enum HistoryResult {
 }
 
 /// One applied action, as operators read it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
     /// When.
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
     pub at: OffsetDateTime,
     /// Who: the OS user or the named operator.
     pub actor: String,
