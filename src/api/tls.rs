@@ -54,8 +54,8 @@ pub const ISSUE_KIND: &str = "issue-api-certificate";
 pub const REUSE_MARGIN: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 /// Lifetime requested for a generated server certificate (capped by the CA's).
 pub const SERVER_CERT_VALIDITY_SECS: u64 = 90 * 24 * 3600;
-/// What the sealed server key is bound to.
-const KEY_AAD: &[u8] = b"keyfleet-api-server-key";
+/// What the sealed server key is bound to (the associated data of `MasterKey::seal`).
+pub const SERVER_KEY_AAD: &[u8] = b"keyfleet-api-server-key";
 
 /// The API's TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -504,7 +504,7 @@ fn stored(
     let leaf = chain.first().ok_or("the stored chain is empty")?;
     let sealed = std::fs::read(key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
     let pkcs8 = master
-        .open(KEY_AAD, &sealed)
+        .open(SERVER_KEY_AAD, &sealed)
         .map_err(|e| format!("{}: {e}", key_path.display()))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec()));
     let provider = provider();
@@ -600,7 +600,7 @@ fn issue(
             message: e.to_string(),
         })
     };
-    write(key_path, &master.seal(KEY_AAD, &pkcs8))?;
+    write(key_path, &master.seal(SERVER_KEY_AAD, &pkcs8))?;
     let mut chain_pem = issued.pem.clone();
     if !chain_pem.ends_with('\n') {
         chain_pem.push('\n');
