@@ -103,9 +103,8 @@ impl Setup {
         .unwrap();
         keyfleet::fsutil::ensure_private_dir(&q.state).unwrap();
         let master = MasterKey::load_or_create(&q.state).unwrap();
-        let key =
-            AuditKey::load_or_create(&keyfleet::keystore::KeyStore::File, &q.state, &master)
-                .unwrap();
+        let key = AuditKey::load_or_create(&keyfleet::keystore::KeyStore::File, &q.state, &master)
+            .unwrap();
         let audit = AuditLog::open(&q.state, key).unwrap();
         let policy = keyfleet::policy::load_policy_set(&q.policy).unwrap();
         // The trust needs the CA's certificate: it exists only once the CA was used.
@@ -220,7 +219,11 @@ async fn start(
     setup: &Setup,
     policy: &PolicySet,
     trust: &ClientTrust,
-) -> (SocketAddr, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+) -> (
+    SocketAddr,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let tls = keyfleet::api::server_config(
@@ -272,6 +275,53 @@ async fn get_json(c: &reqwest::Client, url: &str) -> Result<(u16, Value), reqwes
     let r = c.get(url).send().await?;
     let status = r.status().as_u16();
     Ok((status, r.json().await?))
+}
+
+/// One GET over HTTP/2 (ALPN `h2`) with `identity`: status, version, JSON body.
+async fn h2_get(
+    server_ca_pem: &str,
+    identity: &(String, String),
+    addr: SocketAddr,
+    path: &str,
+) -> (u16, axum::http::Version, Value) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der_chain(server_ca_pem).remove(0)).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        der_chain(&identity.0),
+        PrivateKeyDer::from_pem_slice(identity.1.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = axum::http::Request::get(format!("https://{addr}{path}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let version = resp.version();
+    let bytes = axum::body::to_bytes(axum::body::Body::new(resp.into_body()), usize::MAX)
+        .await
+        .unwrap();
+    (status, version, serde_json::from_slice(&bytes).unwrap())
 }
 
 fn mode(p: &Path) -> u32 {
@@ -367,6 +417,12 @@ async fn clients_reach_the_handler_with_their_verified_chain_or_are_refused() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
 
+    // HTTP/2 by ALPN, with the client's chain in the request as over HTTP/1.1.
+    let (status, version, body) = h2_get(&ca_pem, &external, addr, "/whoami").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(version, axum::http::Version::HTTP_2);
+    assert_eq!(body["subject"], EXTERNAL_SUBJECT);
+
     stop.send(true).unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(15), task)
         .await
@@ -432,7 +488,10 @@ async fn the_generated_server_certificate_is_audited_sealed_and_reused() {
     assert_eq!(entries[0].actor, "keyfleet");
     assert_eq!(entries[0].target, "127.0.0.1:8443");
     assert_eq!(entries[0].details["serial"], serial_of(&leaf));
-    setup.audit.checkpoint(time::OffsetDateTime::now_utc()).unwrap();
+    setup
+        .audit
+        .checkpoint(time::OffsetDateTime::now_utc())
+        .unwrap();
     let log = std::fs::read(setup.q.state.join("audit/log.jsonl")).unwrap();
     let checkpoints = std::fs::read(setup.q.state.join("audit/checkpoints.jsonl")).unwrap();
     keyfleet::audit::verify(&log, &checkpoints, &setup.audit.key().spki_der()).unwrap();
@@ -489,7 +548,7 @@ async fn the_generated_server_certificate_is_audited_sealed_and_reused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_tls_files_are_used_when_set() {
     let setup = Setup::new();
-    // A certificate from elsewhere, SEC1... here PKCS#8 PEM from rcgen, for 127.0.0.1.
+    // A certificate from another CA, for 127.0.0.1.
     let own_ca = TestCa::new("Server CA");
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["api.example".to_string()]).unwrap();
@@ -500,7 +559,16 @@ async fn api_tls_files_are_used_when_set() {
     let issuer = rcgen::Issuer::new(own_ca.params.clone(), &own_ca.key);
     let cert = params.signed_by(&key, &issuer).unwrap();
     std::fs::write(setup.q.policy.join("api.pem"), cert.pem()).unwrap();
-    std::fs::write(setup.q.policy.join("api.key"), key.serialize_pem()).unwrap();
+    // The key as SEC1 PEM (`BEGIN EC PRIVATE KEY`), not rcgen's PKCS#8.
+    let sec1 = {
+        use p256::pkcs8::DecodePrivateKey as _;
+        p256::SecretKey::from_pkcs8_der(&key.serialize_der())
+            .unwrap()
+            .to_sec1_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap()
+    };
+    assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
+    std::fs::write(setup.q.policy.join("api.key"), sec1.as_bytes()).unwrap();
     let mut yaml = settings_yaml("    templates: [employee-virtual]\n");
     yaml.push_str("  api:\n    tls:\n      certFile: api.pem\n      keyFile: api.key\n");
     std::fs::write(setup.q.policy.join("settings.yaml"), yaml).unwrap();
@@ -547,4 +615,35 @@ async fn api_tls_files_are_used_when_set() {
         msg.contains("Settings.spec.api.tls") && msg.contains("Settings.spec.operators.templates"),
         "{msg}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_certificate_is_not_used_without_its_audit_entry() {
+    let setup = Setup::new();
+    let policy = setup.policy();
+    let trust = keyfleet::api::client_trust(&policy, &setup.q.state).unwrap();
+    let log = setup.q.state.join("audit/log.jsonl");
+    let _ = std::fs::remove_file(&log);
+    std::fs::create_dir_all(&log).unwrap();
+    let listen: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+    let config = || {
+        keyfleet::api::server_config(
+            &policy,
+            &setup.q.state,
+            &setup.master,
+            &setup.audit,
+            listen,
+            &trust,
+        )
+    };
+    let err = config().unwrap_err();
+    assert!(matches!(err, ApiSetupError::Audit(_)), "{err}");
+    assert!(err.to_string().contains("audit log"), "{err}");
+    assert!(!setup.q.state.join("api/server.pem").exists());
+    assert!(!setup.q.state.join("api/server.key.sealed").exists());
+    // Once the log can be written, a certificate is issued and audited.
+    std::fs::remove_dir(&log).unwrap();
+    config().unwrap();
+    assert_eq!(setup.issue_entries().len(), 1);
+    assert!(setup.q.state.join("api/server.pem").exists());
 }

@@ -65,7 +65,11 @@ impl ApiError {
 
     /// 405: the path exists, the method does not.
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", message)
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            message,
+        )
     }
 
     /// 409: the target's state does not allow the call (already decided, not blocked, ...).
@@ -113,7 +117,13 @@ fn retry_after_secs(d: std::time::Duration) -> u64 {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -123,10 +133,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
         if let Some(d) = self.retry_after {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_secs(d)),
-            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(d)));
         }
         response
     }
@@ -187,7 +196,12 @@ fn is_json(value: Option<&HeaderValue>) -> bool {
     let Some(v) = value.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = v
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.split_once('/') {
         Some(("application", sub)) => sub == "json" || sub.ends_with("+json"),
         _ => false,
@@ -295,13 +309,14 @@ mod tests {
 
     #[tokio::test]
     async fn too_many_requests_sets_retry_after_rounded_up() {
-        let (s, retry, json) =
-            body_of(ApiError::too_many_requests(std::time::Duration::from_millis(1500))).await;
+        let (s, retry, json) = body_of(ApiError::too_many_requests(
+            std::time::Duration::from_millis(1500),
+        ))
+        .await;
         assert_eq!(s, 429);
         assert_eq!(retry.as_deref(), Some("2"));
         assert_eq!(json["error"]["code"], "too-many-requests");
-        let (_, retry, _) =
-            body_of(ApiError::too_many_requests(std::time::Duration::ZERO)).await;
+        let (_, retry, _) = body_of(ApiError::too_many_requests(std::time::Duration::ZERO)).await;
         assert_eq!(retry.as_deref(), Some("1"));
     }
 

@@ -114,7 +114,10 @@ pub fn document(routes: &[RouteDoc], version: &str) -> Value {
     let mut paths = Map::new();
     for route in routes {
         let mut op = Map::new();
-        op.insert("operationId".into(), json!(operation_id(&route.method, route.path)));
+        op.insert(
+            "operationId".into(),
+            json!(operation_id(&route.method, route.path)),
+        );
         op.insert("summary".into(), json!(route.summary));
         op.insert("description".into(), json!(description(route)));
         if let Some(p) = route.permission {
@@ -161,7 +164,10 @@ pub fn document(routes: &[RouteDoc], version: &str) -> Value {
             .entry(route.path.to_string())
             .or_insert_with(|| Value::Object(Map::new()));
         if let Some(item) = item.as_object_mut() {
-            item.insert(route.method.as_str().to_ascii_lowercase(), Value::Object(op));
+            item.insert(
+                route.method.as_str().to_ascii_lowercase(),
+                Value::Object(op),
+            );
         }
     }
 
@@ -352,7 +358,14 @@ mod tests {
         }
         // Nested types are components too, and the error body is one.
         let schemas = doc["components"]["schemas"].as_object().unwrap();
-        for name in ["Whoami", "Card", "Outcome", "UnblockRequest", "ErrorBody", "Permission"] {
+        for name in [
+            "Whoami",
+            "Card",
+            "Outcome",
+            "UnblockRequest",
+            "ErrorBody",
+            "Permission",
+        ] {
             assert!(schemas.contains_key(name), "{name} missing: {schemas:?}");
         }
         assert!(!doc.to_string().contains("$defs"));
@@ -396,7 +409,11 @@ mod tests {
                 .unwrap()
                 .contains("Any authenticated operator")
         );
-        assert!(doc["paths"]["/api/v1/whoami"]["get"].get("requestBody").is_none());
+        assert!(
+            doc["paths"]["/api/v1/whoami"]["get"]
+                .get("requestBody")
+                .is_none()
+        );
         assert_eq!(unblock["operationId"], "post_api_v1_cards_id_unblock");
         // The error body's own shape.
         let eb = &doc["components"]["schemas"]["ErrorBody"];
@@ -435,7 +452,11 @@ mod tests {
         write_openapi(&doc, &path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.ends_with("}\n"));
-        assert!(text.starts_with("{\n  \"openapi\": \"3.1.0\""), "{}", &text[..40]);
+        assert!(
+            text.starts_with("{\n  \"openapi\": \"3.1.0\""),
+            "{}",
+            &text[..40]
+        );
         let back: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back, doc);
     }

@@ -64,13 +64,10 @@ impl RateLimiter {
         let per_sec = cap / WINDOW.as_secs_f64();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         self.sweep(&mut state, now);
-        let bucket = state
-            .buckets
-            .entry(identity.to_string())
-            .or_insert(Bucket {
-                tokens: cap,
-                at: now,
-            });
+        let bucket = state.buckets.entry(identity.to_string()).or_insert(Bucket {
+            tokens: cap,
+            at: now,
+        });
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         let tokens = (bucket.tokens + elapsed * per_sec).min(cap);
         bucket.at = bucket.at.max(now);
@@ -155,7 +152,10 @@ mod tests {
         limiter.check("alice", t0).unwrap();
         limiter.check("alice", t0).unwrap();
         let wait = limiter.check("alice", t0).unwrap_err();
-        assert!(wait.abs_diff(Duration::from_secs(30)) < Duration::from_millis(1), "{wait:?}");
+        assert!(
+            wait.abs_diff(Duration::from_secs(30)) < Duration::from_millis(1),
+            "{wait:?}"
+        );
         assert_eq!(limiter.check("bob", t0), Ok(()));
         assert_eq!(limiter.check("bob", t0), Ok(()));
         assert!(limiter.check("bob", t0).is_err());

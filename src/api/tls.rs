@@ -202,10 +202,9 @@ impl ClientTrust {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> bool {
-        self.external.get(name).is_some_and(|v| {
-            v.verify_client_cert(end_entity, intermediates, now)
-                .is_ok()
-        })
+        self.external
+            .get(name)
+            .is_some_and(|v| v.verify_client_cert(end_entity, intermediates, now).is_ok())
     }
 
     /// The TLS layer's verifier: a presented certificate must chain to a root; none at all
@@ -215,9 +214,7 @@ impl ClientTrust {
             .allow_unauthenticated()
             .build()
             .map_err(|e| match e {
-                rustls::server::VerifierBuilderError::NoRootAnchors => {
-                    ApiSetupError::NoClientTrust
-                }
+                rustls::server::VerifierBuilderError::NoRootAnchors => ApiSetupError::NoClientTrust,
                 e => ApiSetupError::Tls {
                     setting: "client certificate verifier".into(),
                     message: e.to_string(),
@@ -377,7 +374,10 @@ pub fn server_config(
             (
                 chain,
                 key,
-                format!("{}", state_dir.join(API_DIR).join(SERVER_CERT_FILE).display()),
+                format!(
+                    "{}",
+                    state_dir.join(API_DIR).join(SERVER_CERT_FILE).display()
+                ),
             )
         }
     };
@@ -421,22 +421,24 @@ fn generated_certificate(
     now: time::OffsetDateTime,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ApiSetupError> {
     let (ca_name, spec) = first_operator_ca(policy)?;
-    let ca = crate::runtime::local_ca(&ca_name, spec, state_dir, master, now).map_err(
-        |message| ApiSetupError::LocalCa {
+    let ca =
+        crate::runtime::local_ca(&ca_name, spec, state_dir, master, now).map_err(|message| {
+            ApiSetupError::LocalCa {
+                name: ca_name.clone(),
+                message,
+            }
+        })?;
+    let ca_pem = ca
+        .ca_certificate_pem()
+        .map_err(|e| ApiSetupError::LocalCa {
             name: ca_name.clone(),
-            message,
-        },
-    )?;
-    let ca_pem = ca.ca_certificate_pem().map_err(|e| ApiSetupError::LocalCa {
-        name: ca_name.clone(),
-        message: e.to_string(),
-    })?;
-    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| {
-        ApiSetupError::LocalCa {
+            message: e.to_string(),
+        })?;
+    let ca_der =
+        CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| ApiSetupError::LocalCa {
             name: ca_name.clone(),
             message: format!("ca.pem: {e}"),
-        }
-    })?;
+        })?;
     let dir = state_dir.join(API_DIR);
     crate::fsutil::ensure_private_dir(&dir).map_err(|e| ApiSetupError::Write {
         path: dir.clone(),
@@ -522,7 +524,13 @@ fn stored(
         u64::try_from(then.unix_timestamp()).unwrap_or(0),
     ));
     verifier
-        .verify_server_cert(leaf, &chain[1..], &ServerName::IpAddress(ip.into()), &[], then)
+        .verify_server_cert(
+            leaf,
+            &chain[1..],
+            &ServerName::IpAddress(ip.into()),
+            &[],
+            then,
+        )
         .map_err(|e| format!("the stored certificate is not good for {ip} in 7 days: {e}"))?;
     Ok((chain, key))
 }
