@@ -113,6 +113,8 @@ impl Setup {
             matches!(&missing, ApiSetupError::LocalCaMissing { name, .. } if name == "quickstart-ca"),
             "{missing}"
         );
+        keyfleet::api::ensure_operator_cas(&policy, &q.state, &master).unwrap();
+        assert!(q.state.join("ca/quickstart-ca/ca.pem").exists());
         let CertificateAuthoritySpec::Local(spec) = &policy.authorities["quickstart-ca"].spec
         else {
             panic!("quickstart-ca is local");
@@ -201,7 +203,9 @@ fn serial_of(der: &[u8]) -> String {
 async fn whoami(
     Extension(peer): Extension<PeerCertificates>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(plain): Extension<SocketAddr>,
 ) -> Result<Json<Value>, ApiError> {
+    assert_eq!(plain, addr);
     let leaf = peer
         .leaf()
         .ok_or_else(|| ApiError::unauthorized("no client certificate"))?;

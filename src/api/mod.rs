@@ -24,4 +24,4 @@ pub use error::{ApiError, ErrorBody, JsonBody};
 pub use openapi::{RouteDoc, document, write_openapi};
 pub use ratelimit::RateLimiter;
 pub use server::{PeerCertificates, serve};
-pub use tls::{ApiSetupError, ClientTrust, client_trust, server_config};
+pub use tls::{ApiSetupError, ClientTrust, client_trust, ensure_operator_cas, server_config};

@@ -21,7 +21,7 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::service::Service as _;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -48,7 +48,8 @@ impl PeerCertificates {
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown` turns true (or its sender is
-/// dropped). Every request carries [`PeerCertificates`] and `ConnectInfo<SocketAddr>`.
+/// dropped). Every request carries [`PeerCertificates`] and the client's address, both as
+/// `ConnectInfo<SocketAddr>` (the extractor) and as a plain `SocketAddr` extension.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -109,9 +110,13 @@ pub async fn serve(
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(peer_certs.clone());
                 req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(peer);
                 service.call(req)
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // The timer enables hyper's HTTP/1 header read timeout (30 s) and HTTP/2 timers.
+            builder.http1().timer(TokioTimer::new());
+            builder.http2().timer(TokioTimer::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, "operator API: connection ended: {e}");

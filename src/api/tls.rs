@@ -288,6 +288,22 @@ fn add_roots(
     Ok(())
 }
 
+/// Opens, creating them when new (key, certificate), the local CAs of the operator
+/// templates, so that [`client_trust`] finds their certificates (as the first `keyfleet
+/// apply` or controller pass would).
+pub fn ensure_operator_cas(
+    policy: &PolicySet,
+    state_dir: &Path,
+    master: &MasterKey,
+) -> Result<(), ApiSetupError> {
+    let now = time::OffsetDateTime::now_utc();
+    for (name, spec) in operator_cas(policy)? {
+        crate::runtime::local_ca(&name, spec, state_dir, master, now)
+            .map_err(|message| ApiSetupError::LocalCa { name, message })?;
+    }
+    Ok(())
+}
+
 /// The client trust of `policy`: the certificates of the local CAs of the operator templates
 /// (read from `<state_dir>/ca/<name>/ca.pem`, as `keyfleet ca cert NAME` prints them; the CA
 /// must exist) and every certificate of each external operator's `caFile` (relative to the
