@@ -427,8 +427,9 @@ async fn clients_reach_the_handler_with_their_verified_chain_or_are_refused() {
     assert_eq!(version, axum::http::Version::HTTP_2);
     assert_eq!(body["subject"], EXTERNAL_SUBJECT);
 
+    // Shutdown does not wait for the stalled handshake (nor the grace period).
     stop.send(true).unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(15), task)
+    tokio::time::timeout(std::time::Duration::from_secs(5), task)
         .await
         .expect("serve stops on shutdown")
         .unwrap();
@@ -650,4 +651,28 @@ async fn the_server_certificate_is_not_used_without_its_audit_entry() {
     config().unwrap();
     assert_eq!(setup.issue_entries().len(), 1);
     assert!(setup.q.state.join("api/server.pem").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_handshake_is_dropped_after_the_timeout() {
+    use tokio::io::AsyncReadExt as _;
+    let setup = Setup::new();
+    let policy = setup.policy();
+    let trust = keyfleet::api::client_trust(&policy, &setup.q.state).unwrap();
+    let (addr, stop, task) = start(&setup, &policy, &trust).await;
+    let started = std::time::Instant::now();
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    // The server closes the connection (EOF or reset) once the handshake timeout passes.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), stalled.read(&mut buf))
+        .await
+        .expect("the server closed the stalled connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= keyfleet::api::server::HANDSHAKE_TIMEOUT - std::time::Duration::from_millis(100),
+        "{waited:?}"
+    );
+    stop.send(true).unwrap();
+    task.await.unwrap();
 }

@@ -1065,6 +1065,38 @@ mod tests {
     }
 
     #[test]
+    fn tls_server_certificates_have_server_auth_and_ip_sans_and_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = open(&dir.path().join("ca"));
+        let mut req = p256_request("api/1", "ignored");
+        req.sans = vec![SanValue::Dns("localhost".into())];
+        let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let issued = ca.enroll_tls_server(&req, &[ip]).unwrap();
+        write(dir.path(), "server.pem", &issued.pem);
+        let (ok, text) = openssl(
+            dir.path(),
+            &["x509", "-in", "server.pem", "-noout", "-text"],
+        );
+        assert!(ok, "{text}");
+        assert!(text.contains("TLS Web Server Authentication"), "{text}");
+        assert!(!text.contains("TLS Web Client Authentication"), "{text}");
+        assert!(text.contains("IP Address:127.0.0.1"), "{text}");
+        assert!(text.contains("DNS:localhost"), "{text}");
+        assert!(text.contains("Digital Signature"), "{text}");
+        let records = ca.issued().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].serial, issued.serial);
+        let state = ca.read().unwrap();
+        assert_eq!(state.db.certificates[0].profile, TLS_SERVER_PROFILE);
+        drop(state);
+        // No card template reaches it through enroll.
+        assert!(matches!(
+            ca.enroll(&p256_request("api/2", TLS_SERVER_PROFILE)),
+            Err(CaError::UnknownProfile(_))
+        ));
+    }
+
+    #[test]
     fn ca_certificate_has_rfc5280_ca_extensions() {
         let dir = tempfile::tempdir().unwrap();
         let ca = open(&dir.path().join("ca"));
