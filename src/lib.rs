@@ -27,8 +27,10 @@
 //! - [`statedir`]: the state directory's lock, the control socket's protocol and client, the
 //!   controller's status values (below both the CLI and the controller).
 //! - [`controller`]: `keyfleet run`, the level-triggered reconciler, and its control socket.
+//! - [`api`]: the operator API's HTTPS transport, error shape, rate limit, OpenAPI document.
 //! - [`cli`]: the command line.
 
+pub mod api;
 pub mod apply;
 pub mod audit;
 pub mod ca;

@@ -1,6 +1,8 @@
 //! Keyfleet's integration tests: one binary, one module per area, shared helpers in
 //! `harness`.
 
+/// The operator API's transport: TLS from policy, client certificates, the server certificate.
+mod api_tls;
 /// The tamper-evident audit log through the binary on the quickstart.
 mod audit_log;
 /// The Entrust CA Gateway connector against the emulator.

@@ -99,6 +99,8 @@ pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca.key.sealed";
 /// Certificate database file name.
 pub const DB_FILE: &str = "db.json";
+/// The profile recorded for TLS server certificates ([`LocalCa::enroll_tls_server`]).
+pub const TLS_SERVER_PROFILE: &str = "tls-server";
 
 const DB_VERSION: u32 = 1;
 const UPN_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 311, 20, 2, 3];
@@ -563,6 +565,115 @@ impl LocalCa {
         })
     }
 
+    /// Issues a TLS server certificate (key usage digitalSignature, EKU serverAuth) for the
+    /// key of the CSR, with `req.sans` and an IP address SAN for each of `ips`. Recorded like
+    /// every other certificate (profile [`TLS_SERVER_PROFILE`]); `req.profile` is ignored.
+    /// Not reachable through [`CertificateAuthority::enroll`]: no card template can ask for it.
+    pub fn enroll_tls_server(
+        &self,
+        req: &EnrollRequest,
+        ips: &[std::net::IpAddr],
+    ) -> Result<IssuedCertificate, CaError> {
+        let key = verify_csr(&req.csr_der)?;
+        let usages = (
+            vec![KeyUsagePurpose::DigitalSignature],
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
+        );
+        let req = EnrollRequest {
+            profile: TLS_SERVER_PROFILE.to_string(),
+            ..req.clone()
+        };
+        let ips = ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+        self.sign_request(&req, &key, usages, ips)
+    }
+
+    /// Signs (or finds again, by request id) a certificate for the verified key of `req`.
+    fn sign_request(
+        &self,
+        req: &EnrollRequest,
+        key: &VerifiedPublicKey,
+        (key_usages, ekus): (Vec<KeyUsagePurpose>, Vec<ExtendedKeyUsagePurpose>),
+        extra_sans: Vec<SanType>,
+    ) -> Result<IssuedCertificate, CaError> {
+        let spki_sha256 = hex::encode(Sha256::digest(key.spki_der()));
+        let subject = to_rcgen_dn(&req.subject)?;
+        let mut sans = to_rcgen_sans(&req.sans)?;
+        sans.extend(extra_sans);
+
+        let now = self.now();
+        let (mut state, _lock) = self.write()?;
+        if let Some(existing) = state
+            .db
+            .certificates
+            .iter()
+            .find(|c| c.request_id == req.request_id)
+        {
+            if existing.spki_sha256 != spki_sha256 {
+                return Err(CaError::RequestIdReused(req.request_id.clone()));
+            }
+            return self.to_issued(existing);
+        }
+
+        let no_validity = CaError::NoValidity {
+            requested_secs: req.validity_secs,
+            ca_not_after: self.ca_not_after,
+        };
+        let not_after = add_secs(now, req.validity_secs)
+            .map_or(self.ca_not_after, |t| t.min(self.ca_not_after));
+        if req.validity_secs == 0 || not_after <= now {
+            return Err(no_validity);
+        }
+        let serial = loop {
+            let s = random_serial();
+            if state.db.find(&serial_hex(&s)).is_none() {
+                break s;
+            }
+        };
+
+        let mut params = CertificateParams::default();
+        params.distinguished_name = subject;
+        params.subject_alt_names = sans;
+        params.not_before = now;
+        params.not_after = not_after;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = key_usages;
+        params.extended_key_usages = ekus;
+        params.use_authority_key_identifier_extension = true;
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        if let Some(url) = &self.crl_distribution_point {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![url.clone()],
+            }];
+        }
+        let cert = params
+            .signed_by(key, &self.issuer(&state.db)?)
+            .map_err(|e| CaError::Signing(e.to_string()))?;
+
+        let record = CertRecord {
+            serial: serial_hex(&serial),
+            request_id: req.request_id.clone(),
+            profile: req.profile.clone(),
+            subject: req.subject.to_string(),
+            not_before: now,
+            not_after,
+            spki_sha256,
+            status: RecordStatus::Active,
+            pem: cert.pem(),
+        };
+        let mut next = state.db.clone();
+        next.certificates.push(record.clone());
+        self.commit(&mut state, next)?;
+        Ok(IssuedCertificate {
+            serial: record.serial,
+            der: cert.der().to_vec(),
+            pem: record.pem,
+            not_before: now,
+            not_after,
+            request_id: record.request_id,
+        })
+    }
+
     /// Replaces the clock used by trait methods (enrol, revoke, CRL); the default is the system
     /// clock.
     pub fn with_clock(mut self, clock: Clock) -> Self {
@@ -781,83 +892,8 @@ impl CertificateAuthority for LocalCa {
 
     fn enroll(&self, req: &EnrollRequest) -> Result<IssuedCertificate, CaError> {
         let key = verify_csr(&req.csr_der)?;
-        let spki_sha256 = hex::encode(Sha256::digest(key.spki_der()));
-        let (key_usages, ekus) = profile_usages(&req.profile, &key)?;
-        let subject = to_rcgen_dn(&req.subject)?;
-        let sans = to_rcgen_sans(&req.sans)?;
-
-        let now = self.now();
-        let (mut state, _lock) = self.write()?;
-        if let Some(existing) = state
-            .db
-            .certificates
-            .iter()
-            .find(|c| c.request_id == req.request_id)
-        {
-            if existing.spki_sha256 != spki_sha256 {
-                return Err(CaError::RequestIdReused(req.request_id.clone()));
-            }
-            return self.to_issued(existing);
-        }
-
-        let no_validity = CaError::NoValidity {
-            requested_secs: req.validity_secs,
-            ca_not_after: self.ca_not_after,
-        };
-        let not_after = add_secs(now, req.validity_secs)
-            .map_or(self.ca_not_after, |t| t.min(self.ca_not_after));
-        if req.validity_secs == 0 || not_after <= now {
-            return Err(no_validity);
-        }
-        let serial = loop {
-            let s = random_serial();
-            if state.db.find(&serial_hex(&s)).is_none() {
-                break s;
-            }
-        };
-
-        let mut params = CertificateParams::default();
-        params.distinguished_name = subject;
-        params.subject_alt_names = sans;
-        params.not_before = now;
-        params.not_after = not_after;
-        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = key_usages;
-        params.extended_key_usages = ekus;
-        params.use_authority_key_identifier_extension = true;
-        params.key_identifier_method = KeyIdMethod::Sha256;
-        if let Some(url) = &self.crl_distribution_point {
-            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
-                uris: vec![url.clone()],
-            }];
-        }
-        let cert = params
-            .signed_by(&key, &self.issuer(&state.db)?)
-            .map_err(|e| CaError::Signing(e.to_string()))?;
-
-        let record = CertRecord {
-            serial: serial_hex(&serial),
-            request_id: req.request_id.clone(),
-            profile: req.profile.clone(),
-            subject: req.subject.to_string(),
-            not_before: now,
-            not_after,
-            spki_sha256,
-            status: RecordStatus::Active,
-            pem: cert.pem(),
-        };
-        let mut next = state.db.clone();
-        next.certificates.push(record.clone());
-        self.commit(&mut state, next)?;
-        Ok(IssuedCertificate {
-            serial: record.serial,
-            der: cert.der().to_vec(),
-            pem: record.pem,
-            not_before: now,
-            not_after,
-            request_id: record.request_id,
-        })
+        let usages = profile_usages(&req.profile, &key)?;
+        self.sign_request(req, &key, usages, Vec::new())
     }
 
     fn find_by_request_id(&self, request_id: &str) -> Result<Option<IssuedCertificate>, CaError> {
@@ -1026,6 +1062,38 @@ mod tests {
         // Every concurrent enrolment reached db.json.
         let reopened = open(&dir.path().join("ca"));
         assert_eq!(reopened.issued().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn tls_server_certificates_have_server_auth_and_ip_sans_and_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = open(&dir.path().join("ca"));
+        let mut req = p256_request("api/1", "ignored");
+        req.sans = vec![SanValue::Dns("localhost".into())];
+        let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let issued = ca.enroll_tls_server(&req, &[ip]).unwrap();
+        write(dir.path(), "server.pem", &issued.pem);
+        let (ok, text) = openssl(
+            dir.path(),
+            &["x509", "-in", "server.pem", "-noout", "-text"],
+        );
+        assert!(ok, "{text}");
+        assert!(text.contains("TLS Web Server Authentication"), "{text}");
+        assert!(!text.contains("TLS Web Client Authentication"), "{text}");
+        assert!(text.contains("IP Address:127.0.0.1"), "{text}");
+        assert!(text.contains("DNS:localhost"), "{text}");
+        assert!(text.contains("Digital Signature"), "{text}");
+        let records = ca.issued().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].serial, issued.serial);
+        let state = ca.read().unwrap();
+        assert_eq!(state.db.certificates[0].profile, TLS_SERVER_PROFILE);
+        drop(state);
+        // No card template reaches it through enroll.
+        assert!(matches!(
+            ca.enroll(&p256_request("api/2", TLS_SERVER_PROFILE)),
+            Err(CaError::UnknownProfile(_))
+        ));
     }
 
     #[test]
