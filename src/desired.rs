@@ -111,7 +111,7 @@ pub struct StockInfo {
 }
 
 /// A user entitled to two templates that cannot both be honoured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Conflict {
     /// The uid.
@@ -124,7 +124,7 @@ pub struct Conflict {
 
 /// A user whose credential could not be computed (a template variable the user lacks, a
 /// subject that does not form a valid DN).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExpansionError {
     /// The uid.

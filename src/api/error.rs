@@ -41,6 +41,12 @@ impl ApiError {
         }
     }
 
+    /// An error of any status with its code (what an operator service refusal maps to).
+    pub fn of(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError::new(status, code, message)
+    }
+
     /// 401: the call carries no identity, or one Keyfleet does not know.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)

@@ -11,12 +11,15 @@
 //!   error::ApiError / JsonBody   ratelimit::RateLimiter   openapi::document
 //! ```
 //!
-//! This module does not authenticate operators, authorise or audit calls, nor hold any
-//! route: it carries verified certificates to the handlers and renders their errors.
+//! The routes ([`routes`]) identify the caller from the verified certificate and hand every
+//! call to the operator service, which authorises, audits and does it; the controller is
+//! reached through [`backend::Backend`].
 
+pub mod backend;
 pub mod error;
 pub mod openapi;
 pub mod ratelimit;
+pub mod routes;
 pub mod server;
 pub mod tls;
 

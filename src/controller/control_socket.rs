@@ -267,27 +267,7 @@ fn peer_operator(
     )
 }
 
-/// Audits a refused identity.
-pub fn log_unauthorized(
-    audit: &crate::audit::AuditLog,
-    actor: &str,
-    via: &str,
-    e: &IdentityError,
-) -> Result<(), String> {
-    audit
-        .append(
-            crate::audit::NewEntry {
-                actor: actor.to_string(),
-                kind: "login".into(),
-                target: via.to_string(),
-                outcome: "unauthorized".into(),
-                details: serde_json::json!({"error": e.to_string()}),
-            },
-            OffsetDateTime::now_utc(),
-        )
-        .map(|_| ())
-        .map_err(|e| format!("not done: the audit log cannot be written: {e}"))
-}
+pub use crate::operators::service::log_unauthorized;
 
 /// An operator call with no controller running: the command takes the state lock and acts
 /// as the system owner (only the state directory's owner, or root, can open it), through the

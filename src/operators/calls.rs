@@ -9,15 +9,41 @@ use super::roles::Grants;
 use super::service::{NewRequest, OpError, Operations, Outcome, RequestView};
 use crate::statedir::control::OperatorCall;
 
-/// The answer of an operation that may need approval: `{"state": "done", "result": ...}`, or
-/// `{"state": "pending", "request": ...}` when a request was made.
-pub fn outcome_json(outcome: Outcome<Value>, now: time::OffsetDateTime) -> Value {
-    match outcome {
-        Outcome::Done(result) => serde_json::json!({"state": "done", "result": result}),
-        Outcome::Requested(r) => {
-            serde_json::json!({"state": "pending", "request": RequestView::of(&r, now)})
+/// The answer of an operation that may need approval: done (with its result), or pending
+/// (a request was made, with the request).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
+pub struct OperationOutcome {
+    /// `done` or `pending`.
+    pub state: String,
+    /// What the operation gave, when done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The request made, when pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestView>,
+}
+
+impl OperationOutcome {
+    /// The outcome of an operation at `now`.
+    pub fn of(outcome: Outcome<Value>, now: time::OffsetDateTime) -> OperationOutcome {
+        match outcome {
+            Outcome::Done(result) => OperationOutcome {
+                state: "done".into(),
+                result: Some(result),
+                request: None,
+            },
+            Outcome::Requested(r) => OperationOutcome {
+                state: "pending".into(),
+                result: None,
+                request: Some(RequestView::of(&r, now)),
+            },
         }
     }
+}
+
+/// [`OperationOutcome`] as JSON.
+pub fn outcome_json(outcome: Outcome<Value>, now: time::OffsetDateTime) -> Value {
+    json(&OperationOutcome::of(outcome, now))
 }
 
 /// Runs `call` as `g`.

@@ -813,3 +813,26 @@ fn outcome_of(e: &OpError) -> &'static str {
         _ => "refused",
     }
 }
+
+/// Audits a refused identity (`login`, outcome `unauthorized`); an error when the entry cannot
+/// be written.
+pub fn log_unauthorized(
+    audit: &AuditLog,
+    actor: &str,
+    via: &str,
+    e: &super::identity::IdentityError,
+) -> Result<(), String> {
+    audit
+        .append(
+            NewEntry {
+                actor: actor.to_string(),
+                kind: "login".into(),
+                target: via.to_string(),
+                outcome: "unauthorized".into(),
+                details: serde_json::json!({"error": e.to_string()}),
+            },
+            OffsetDateTime::now_utc(),
+        )
+        .map(|_| ())
+        .map_err(|e| format!("not done: the audit log cannot be written: {e}"))
+}

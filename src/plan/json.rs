@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::{Action, Plan};
 
 /// An action as `plan --format json` prints it.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JsonAction<'a> {
     kind: &'a str,
@@ -43,14 +43,39 @@ impl<'a> From<&'a Action> for JsonAction<'a> {
     }
 }
 
+/// The plan as `plan --format json` prints it.
+#[derive(Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanJson<'a> {
+    /// Whether every directory was observed completely (otherwise no revocation is planned).
+    pub complete: bool,
+    /// The actions, in order.
+    pub actions: Vec<JsonAction<'a>>,
+    /// The safety valve.
+    pub safety_valve: &'a super::SafetyReport,
+    /// Revocations not planned because the observation was incomplete.
+    pub withheld_revocations: usize,
+    /// Users with conflicting entitlements, left alone.
+    pub conflicts: &'a [crate::desired::Conflict],
+    /// Users whose credentials could not be expanded, left alone.
+    pub errors: &'a [crate::desired::ExpansionError],
+}
+
+impl<'a> PlanJson<'a> {
+    /// The view of `plan`.
+    pub fn of(plan: &'a Plan) -> PlanJson<'a> {
+        PlanJson {
+            complete: plan.complete,
+            actions: plan.actions.iter().map(JsonAction::from).collect(),
+            safety_valve: &plan.safety_valve,
+            withheld_revocations: plan.withheld_revocations,
+            conflicts: &plan.conflicts,
+            errors: &plan.errors,
+        }
+    }
+}
+
 /// The plan as JSON.
 pub fn plan_json(plan: &Plan) -> serde_json::Value {
-    serde_json::json!({
-        "complete": plan.complete,
-        "actions": plan.actions.iter().map(JsonAction::from).collect::<Vec<_>>(),
-        "safetyValve": plan.safety_valve,
-        "withheldRevocations": plan.withheld_revocations,
-        "conflicts": plan.conflicts,
-        "errors": plan.errors,
-    })
+    serde_json::to_value(PlanJson::of(plan)).unwrap_or_default()
 }

@@ -66,7 +66,7 @@ pub struct Presence {
 }
 
 /// The revocation limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SafetyLimits {
     /// Most users whose credentials one plan may revoke.
@@ -98,7 +98,7 @@ pub struct PlanOptions {
 }
 
 /// The safety valve's verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SafetyReport {
     /// The plan revokes more than the limits allow.
