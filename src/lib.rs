@@ -27,6 +27,7 @@
 //! - [`statedir`]: the state directory's lock, the control socket's protocol and client, the
 //!   controller's status values (below both the CLI and the controller).
 //! - [`controller`]: `keyfleet run`, the level-triggered reconciler, and its control socket.
+//! - [`client`]: the operator client of a remote controller's API (TLS identity on a card).
 //! - [`cli`]: the command line.
 
 pub mod apply;
@@ -34,6 +35,7 @@ pub mod audit;
 pub mod ca;
 pub mod card;
 pub mod cli;
+pub mod client;
 pub mod controller;
 pub mod desired;
 pub mod fsutil;
