@@ -20,12 +20,14 @@ pub mod inventory;
 pub mod markdown;
 pub mod plan;
 pub mod reindex;
+pub mod remote;
 pub mod run;
 pub mod schema;
 pub mod status;
 pub mod test;
 pub mod validate;
 pub mod vcard;
+pub mod whoami;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -109,6 +111,8 @@ pub enum Command {
     Status(status::Args),
     /// Approve the revocations the safety valve holds.
     Approve(approve::Args),
+    /// Ask a controller's operator API who you are (operator, roles, permissions).
+    Whoami(whoami::Args),
     /// Show what Keyfleet sees in a directory: one user, or a group's members.
     #[command(long_about = directory::LONG_ABOUT)]
     Directory(directory::Args),
@@ -214,6 +218,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&cli.global, args),
         Command::Status(args) => status::run(&cli.global, args),
         Command::Approve(args) => approve::run(&cli.global, args),
+        Command::Whoami(args) => whoami::run(&cli.global, args),
         Command::Directory(args) => directory::run(&cli.global, args),
         Command::Reindex(args) => reindex::run(&cli.global, args),
         Command::AuditLog(args) => audit_log::run(&cli.global, args),

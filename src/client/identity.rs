@@ -46,9 +46,11 @@ impl Identity {
 pub enum IdentityError {
     /// The `--identity` URI does not parse.
     #[error("--identity: {0}")]
-    Uri(#[source] UriError),
+    Uri(UriError),
     /// The URI names no module.
-    #[error("--identity {0}: the URI has no module-path (e.g. ?module-path=/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so)")]
+    #[error(
+        "--identity {0}: the URI has no module-path (e.g. ?module-path=/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so)"
+    )]
     NoModule(String),
     /// The URI's `pin-source` is not `file:PATH`, `env:NAME` or a path.
     #[error("--identity: pin-source {0:?} is not file:PATH, env:NAME or a path")]
@@ -64,13 +66,12 @@ pub enum IdentityError {
         reason: String,
     },
     /// The module or token failed (loading, finding the token, a call).
-    #[error("--identity {uri}: {source}")]
+    #[error("--identity {uri}: {error}")]
     Token {
         /// The URI (without the PIN).
         uri: String,
         /// Why.
-        #[source]
-        source: P11Error,
+        error: P11Error,
     },
     /// The token refused the PIN, or the PIN is locked.
     #[error("token {token}: login with the PIN failed ({code}): {message}")]
@@ -107,8 +108,8 @@ pub enum IdentityError {
         key: String,
     },
     /// The certificate or key files cannot be used.
-    #[error("{0}")]
-    Files(#[source] crate::ca::remote::RemoteError),
+    #[error(transparent)]
+    Files(crate::ca::remote::RemoteError),
 }
 
 /// Where the token's PIN comes from.
@@ -175,8 +176,7 @@ impl PinSource {
             }
             PinSource::Env(name) => {
                 let v = Zeroizing::new(
-                    std::env::var(name)
-                        .map_err(|e| fail(format!("${name}"), e.to_string()))?,
+                    std::env::var(name).map_err(|e| fail(format!("${name}"), e.to_string()))?,
                 );
                 Ok(first_line(&v))
             }
@@ -246,7 +246,11 @@ mod tests {
             PinSource::Env("OP_PIN".into())
         );
         assert_eq!(source("module-path=/m.so").unwrap(), PinSource::Terminal);
-        for bad in ["pin-source=file:", "pin-source=env:", "pin-source=https://x/pin"] {
+        for bad in [
+            "pin-source=file:",
+            "pin-source=env:",
+            "pin-source=https://x/pin",
+        ] {
             assert!(
                 matches!(source(bad), Err(IdentityError::PinSource(_))),
                 "{bad}"

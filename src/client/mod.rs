@@ -57,13 +57,12 @@ pub enum ClientError {
         server: String,
     },
     /// The server CA file cannot be read or holds no certificate.
-    #[error("server CA {path}: {source}")]
+    #[error("--server-ca: {error}")]
     ServerCa {
         /// The file.
         path: PathBuf,
-        /// Why.
-        #[source]
-        source: RemoteError,
+        /// Why (names the file).
+        error: RemoteError,
     },
     /// The client identity cannot be used (token, PIN, key, certificate, files).
     #[error(transparent)]
@@ -156,7 +155,7 @@ fn server_roots(
             }
         },
     };
-    remote::load_pem_certificates(&path).map_err(|source| ClientError::ServerCa { path, source })
+    remote::load_pem_certificates(&path).map_err(|error| ClientError::ServerCa { path, error })
 }
 
 /// The certified key of an identity: from the token (logging in) or from the files.
@@ -202,19 +201,23 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// Whether a rustls error is somewhere in the causes.
+/// Whether a rustls error is somewhere in the causes. `io::Error`s are looked into: their
+/// `source()` skips the error they wrap, and the TLS stream wraps rustls errors in them (twice).
 fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = cur {
-        if s.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-        {
-            return true;
+        let mut inner: &(dyn std::error::Error + 'static) = s;
+        loop {
+            if inner.downcast_ref::<rustls::Error>().is_some() {
+                return true;
+            }
+            match inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+            {
+                Some(wrapped) => inner = wrapped,
+                None => break,
+            }
         }
         cur = s.source();
     }
@@ -223,9 +226,8 @@ fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// The error an API answer with a non-success status stands for.
 pub fn api_error(status: u16, body: &[u8]) -> ClientError {
-    let parsed: Option<(String, String)> = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
+    let parsed: Option<(String, String)> =
+        serde_json::from_slice::<Value>(body).ok().and_then(|v| {
             let e = v.get("error")?;
             Some((
                 e.get("code")?.as_str()?.to_string(),
@@ -440,10 +442,19 @@ mod tests {
         let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
-        let files = Identity::Files { cert: c.clone(), key: k.clone() };
+        let files = Identity::Files {
+            cert: c.clone(),
+            key: k.clone(),
+        };
         let client = ApiClient::new("https://kf.example:8443/", &files, Some(&c)).unwrap();
-        assert_eq!(client.url("/whoami"), "https://kf.example:8443/api/v1/whoami");
-        assert_eq!(client.url("requests/7/approve"), "https://kf.example:8443/api/v1/requests/7/approve");
+        assert_eq!(
+            client.url("/whoami"),
+            "https://kf.example:8443/api/v1/whoami"
+        );
+        assert_eq!(
+            client.url("requests/7/approve"),
+            "https://kf.example:8443/api/v1/requests/7/approve"
+        );
         // A key that is not the certificate's is refused before any traffic.
         let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         std::fs::write(&k, other.serialize_pem()).unwrap();

@@ -67,7 +67,10 @@ impl KeyKind {
             return Ok(KeyKind::Rsa);
         }
         if alg.oid != EC_PUBLIC_KEY {
-            return Err(format!("the certificate's key type {} is not EC or RSA", alg.oid));
+            return Err(format!(
+                "the certificate's key type {} is not EC or RSA",
+                alg.oid
+            ));
         }
         let curve: ObjectIdentifier = alg
             .parameters
@@ -78,7 +81,9 @@ impl KeyKind {
         match curve {
             SECP256R1 => Ok(KeyKind::EcP256),
             SECP384R1 => Ok(KeyKind::EcP384),
-            other => Err(format!("the certificate's key is on curve {other}, not P-256 or P-384")),
+            other => Err(format!(
+                "the certificate's key is on curve {other}, not P-256 or P-384"
+            )),
         }
     }
 
@@ -143,7 +148,10 @@ pub fn ecdsa_raw_to_der(kind: KeyKind, raw: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// What the token is asked to sign for `scheme` over `message`: the mechanism and its input.
-pub fn token_input(scheme: SignatureScheme, message: &[u8]) -> Option<(Mechanism<'static>, Vec<u8>)> {
+pub fn token_input(
+    scheme: SignatureScheme,
+    message: &[u8],
+) -> Option<(Mechanism<'static>, Vec<u8>)> {
     let pss = |hash_alg, mgf, len: usize| {
         Mechanism::RsaPkcsPss(PkcsPssParams {
             hash_alg,
@@ -197,6 +205,15 @@ struct Shared {
     name: String,
 }
 
+impl Drop for Shared {
+    /// Logs out when the last handshake user is gone: the card is not left with its PIN
+    /// verified for whatever process talks to it next.
+    fn drop(&mut self) {
+        let token = self.token.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = token.logout();
+    }
+}
+
 /// A private key on a PKCS#11 token, as rustls uses it to sign the TLS handshake.
 #[derive(Debug, Clone)]
 pub struct Pkcs11Key {
@@ -223,9 +240,9 @@ impl Pkcs11Key {
             .module_path
             .as_deref()
             .ok_or_else(|| IdentityError::NoModule(shown.clone()))?;
-        let token_err = |source: P11Error| IdentityError::Token {
+        let token_err = |error: P11Error| IdentityError::Token {
             uri: shown.clone(),
-            source,
+            error,
         };
         let module = Module::open(module_path).map_err(token_err)?;
         let info = module.token_for(uri).map_err(token_err)?;
@@ -291,8 +308,14 @@ impl Pkcs11Key {
 /// A login failure naming the token and the PKCS#11 return code.
 fn login_error(token: &str, e: P11Error) -> IdentityError {
     let (code, message) = match &e {
-        P11Error::WrongPin { state, .. } => ("CKR_PIN_INCORRECT".to_string(), format!("wrong PIN; {state}")),
-        P11Error::PinLocked { .. } => ("CKR_PIN_LOCKED".to_string(), "the PIN is locked".to_string()),
+        P11Error::WrongPin { state, .. } => (
+            "CKR_PIN_INCORRECT".to_string(),
+            format!("wrong PIN; {state}"),
+        ),
+        P11Error::PinLocked { .. } => (
+            "CKR_PIN_LOCKED".to_string(),
+            "the PIN is locked".to_string(),
+        ),
         P11Error::FinalTry(_) => (
             "not tried".to_string(),
             "the PIN is on its final try; Keyfleet does not risk locking it".to_string(),
@@ -421,7 +444,9 @@ mod tests {
         assert_eq!(der[0], 0x30);
         assert_eq!(usize::from(der[1]), der.len() - 2);
         let back = p256::ecdsa::Signature::from_der(&der).unwrap();
-        VerifyingKey::from(&key).verify_prehash(&hash, &back).unwrap();
+        VerifyingKey::from(&key)
+            .verify_prehash(&hash, &back)
+            .unwrap();
         // A high-bit r gets a leading zero byte: r = 0x80.. is 33 bytes in DER.
         let mut high = [0u8; 64];
         high[0] = 0x80;
@@ -486,7 +511,11 @@ mod tests {
         assert!(schemes_for(KeyKind::EcP256, &[M::RSA_PKCS, M::ECDSA_SHA256]).is_empty());
         assert_eq!(
             schemes_for(KeyKind::Rsa, &[M::RSA_PKCS]),
-            vec![S::RSA_PKCS1_SHA256, S::RSA_PKCS1_SHA384, S::RSA_PKCS1_SHA512]
+            vec![
+                S::RSA_PKCS1_SHA256,
+                S::RSA_PKCS1_SHA384,
+                S::RSA_PKCS1_SHA512
+            ]
         );
         assert_eq!(
             schemes_for(KeyKind::Rsa, &[M::RSA_PKCS_PSS, M::RSA_PKCS]),

@@ -144,7 +144,10 @@ mod tests {
         assert_eq!(rv_name(RvError::PinIncorrect), "CKR_PIN_INCORRECT");
         assert_eq!(rv_name(RvError::PinLocked), "CKR_PIN_LOCKED");
         assert_eq!(
-            return_code(&CkError::Pkcs11(RvError::TokenNotPresent, cryptoki::context::Function::Login)),
+            return_code(&CkError::Pkcs11(
+                RvError::TokenNotPresent,
+                cryptoki::context::Function::Login
+            )),
             Some("CKR_TOKEN_NOT_PRESENT".to_string())
         );
         assert_eq!(return_code(&CkError::NotSupported), None);

@@ -1,0 +1,529 @@
+//! The CLI as a remote operator client (issue 15, point 5): `keyfleet whoami --server` over
+//! HTTPS with the operator's TLS client certificate, against a test server in this process
+//! that requires client certificates chained to the trusted CAs and answers with the peer
+//! certificate's CN. The card identity is Alice's PIV card, issued by `keyfleet apply` on
+//! `examples/piv`, served through pcscd + vpcd and used through OpenSC's PKCS#11 module: the
+//! card signs the TLS handshake.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum_server::tls::TlsInfo;
+use der::Decode;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::harness::pcscd::{OPENSC_MODULE, Pcscd};
+use crate::harness::{Run, repo_root};
+
+/// A test operator API on 127.0.0.1: `GET /api/v1/whoami` answers the peer's CN, `GET
+/// /api/v1/forbidden` the error shape with 403, `GET /api/v1/broken` a non-JSON 502.
+struct TestServer {
+    addr: SocketAddr,
+    handle: axum_server::Handle<SocketAddr>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The CA that issued the server's certificate (PEM), for `--server-ca`.
+    ca_pem: String,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn ca(cn: &str) -> (rcgen::CertificateParams, rcgen::KeyPair, rcgen::Certificate) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = p.self_signed(&key).expect("ca cert");
+    (p, key, cert)
+}
+
+/// The CN of a DER certificate's subject.
+fn peer_cn(der: &[u8]) -> Option<String> {
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let subject = cert.tbs_certificate().subject().to_string();
+    subject
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix("CN="))
+        .map(str::to_string)
+}
+
+async fn whoami(info: Option<axum::Extension<Arc<TlsInfo>>>) -> Response {
+    let cn =
+        info.and_then(|axum::Extension(i)| i.peer_certificates.first().and_then(|c| peer_cn(c)));
+    match cn {
+        Some(cn) => axum::Json(serde_json::json!({
+            "operator": cn,
+            "roles": [],
+            "permissions": []
+        }))
+        .into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": {"code": "unauthenticated", "message": "no client certificate"}})),
+        )
+            .into_response(),
+    }
+}
+
+impl TestServer {
+    /// Starts a server requiring client certificates chained to one of `client_cas` (DER).
+    fn start(client_cas: &[CertificateDer<'static>]) -> TestServer {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in client_cas {
+            roots.add(c.clone()).expect("client CA");
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .expect("client verifier");
+        let (ca_params, ca_key, ca_cert) = ca("Operator API Test Server CA");
+        let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+        let server_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "127.0.0.1");
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let server_cert = p.signed_by(&server_key, &issuer).expect("server cert");
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![server_cert.der().clone()],
+                PrivateKeyDer::from_pem_slice(server_key.serialize_pem().as_bytes()).expect("key"),
+            )
+            .expect("server config");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+        let app = Router::new()
+            .route("/api/v1/whoami", get(whoami))
+            .route(
+                "/api/v1/forbidden",
+                get(|| async {
+                    (
+                        StatusCode::FORBIDDEN,
+                        axum::Json(serde_json::json!({"error": {"code": "forbidden", "message": "needs permission view-audit-log"}})),
+                    )
+                }),
+            )
+            .route(
+                "/api/v1/broken",
+                get(|| async { (StatusCode::BAD_GATEWAY, "upstream fell over") }),
+            );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let handle: axum_server::Handle<SocketAddr> = axum_server::Handle::new();
+        let h = handle.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let server = axum_server::from_tcp_rustls(listener, tls)
+                    .expect("listener")
+                    .handle(h);
+                if let Err(e) = server.serve(app.into_make_service()).await {
+                    eprintln!("test operator API stopped: {e}");
+                }
+            });
+        });
+        TestServer {
+            addr,
+            handle,
+            thread: Some(thread),
+            ca_pem: ca_cert.pem(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+}
+
+/// A second client CA the server trusts, and an operator certificate and key from it in files.
+struct FileIdentity {
+    ca_der: CertificateDer<'static>,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn file_identity(dir: &Path, cn: &str) -> FileIdentity {
+    let (params, key, cert) = ca("Automation Test CA");
+    let issuer = rcgen::Issuer::new(params, &key);
+    let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf = p.signed_by(&leaf_key, &issuer).expect("leaf");
+    let (c, k) = (dir.join("op.pem"), dir.join("op-key.pem"));
+    std::fs::write(&c, leaf.pem()).unwrap();
+    std::fs::write(&k, leaf_key.serialize_pem()).unwrap();
+    FileIdentity {
+        ca_der: cert.der().clone(),
+        cert: c,
+        key: k,
+    }
+}
+
+fn pem_certs(pem: &str) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("PEM certificates")
+}
+
+/// Runs keyfleet with `env` and no inherited remote settings.
+fn kf_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keyfleet"));
+    c.args(args).current_dir(repo_root());
+    for k in [
+        "KEYFLEET_STATE_DIR",
+        "KEYFLEET_SERVER",
+        "KEYFLEET_IDENTITY",
+        "KEYFLEET_SERVER_CA",
+        "SSL_CERT_FILE",
+    ] {
+        c.env_remove(k);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run keyfleet");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The tries left on the card's PIN, from the PIV PIN's metadata (GET METADATA, tag 06:
+/// total and remaining tries): reading it neither spends a try nor depends on whether the PIN
+/// was verified in this card session.
+fn pin_tries_left(pcscd: &Pcscd) -> Option<u8> {
+    let r = pcscd.tool(
+        "opensc-tool",
+        &["-s", "00A4040005A000000308", "-s", "00F7008000"],
+    );
+    // The last answer's data: "Received (SW1=0x90, SW2=0x00):" then hex lines.
+    let answer = r.stdout.rsplit("Received (SW1=0x90, SW2=0x00):").next()?;
+    let bytes: Vec<u8> = answer
+        .lines()
+        .skip(1)
+        .flat_map(|l| l.split_whitespace().take(16).collect::<Vec<_>>())
+        .map_while(|h| u8::from_str_radix(h, 16).ok())
+        .collect();
+    // TLVs of one-byte tags and lengths: find 06 02 <max> <left>.
+    let mut i = 0;
+    while i + 1 < bytes.len() {
+        let (tag, len) = (bytes[i], usize::from(bytes[i + 1]));
+        if tag == 0x06 && len == 2 {
+            return bytes.get(i + 3).copied();
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+#[test]
+fn whoami_over_tls_signed_by_the_operator_card_through_opensc() {
+    let mut pcscd = Pcscd::start();
+    let card = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let _served = pcscd.vcard(card.path(), &[]);
+    pcscd.wait_card(true);
+    let policy = repo_root().join("examples/piv").display().to_string();
+    let state_s = state.path().display().to_string();
+    let kf = |args: &[&str]| {
+        let mut all = vec!["-C", policy.as_str(), "--state-dir", state_s.as_str()];
+        all.extend_from_slice(args);
+        pcscd.keyfleet(&all)
+    };
+    kf(&["apply", "--yes"])
+        .expect_code(0)
+        .stdout_has("done    issue alice");
+    let pin = crate::piv::mailer_pin(state.path());
+    let piv_ca = kf(&["ca", "cert", "piv-ca"]);
+    piv_ca.expect_code(0);
+
+    let server = TestServer::start(&pem_certs(&piv_ca.stdout));
+    let server_ca = work.path().join("server-ca.pem");
+    std::fs::write(&server_ca, &server.ca_pem).unwrap();
+    let server_ca = server_ca.display().to_string();
+    let url = server.url();
+    let whoami = |uri: &str| {
+        pcscd.keyfleet(&[
+            "whoami",
+            "--server",
+            &url,
+            "--identity",
+            uri,
+            "--server-ca",
+            &server_ca,
+            "--format",
+            "json",
+        ])
+    };
+
+    // pin-value: the card signs the handshake; the server saw Alice's card certificate.
+    let r = whoami(&format!(
+        "pkcs11:id=%01?module-path={OPENSC_MODULE}&pin-value={pin}"
+    ));
+    r.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("whoami JSON");
+    assert_eq!(v["operator"], "Alice Andersen", "{}", r.stdout);
+    assert_eq!(v["roles"], serde_json::json!([]));
+    assert!(
+        !r.stderr.contains(&pin),
+        "the PIN was printed: {}",
+        r.stderr
+    );
+
+    // pin-source=file: (the first line) and the text format; `object=` names the key by the
+    // certificate's label as OpenSC shows it.
+    let pin_file = work.path().join("pin");
+    std::fs::write(&pin_file, format!("{pin}\nnot the pin\n")).unwrap();
+    let r = pcscd.keyfleet(&[
+        "whoami",
+        "--server",
+        &url,
+        "--identity",
+        &format!(
+            "pkcs11:object=Certificate%20for%20PIV%20Authentication?module-path={OPENSC_MODULE}&pin-source=file:{}",
+            pin_file.display()
+        ),
+        "--server-ca",
+        &server_ca,
+    ]);
+    r.expect_code(0).stdout_has("operator:    Alice Andersen");
+
+    // A wrong PIN: exit 1 naming the PIN and the return code; exactly one try spent.
+    assert_eq!(pin_tries_left(&pcscd), Some(3));
+    let wrong = if pin == "000000" { "111111" } else { "000000" };
+    let r = whoami(&format!(
+        "pkcs11:id=%01?module-path={OPENSC_MODULE}&pin-value={wrong}"
+    ));
+    r.expect_code(1)
+        .stderr_has("PIN")
+        .stderr_has("CKR_PIN_INCORRECT");
+    assert!(
+        !r.stderr.contains(wrong),
+        "the PIN was printed: {}",
+        r.stderr
+    );
+    assert_eq!(pin_tries_left(&pcscd), Some(2), "one wrong PIN, one try");
+    // The right PIN works again (and resets the counter).
+    whoami(&format!(
+        "pkcs11:id=%01?module-path={OPENSC_MODULE}&pin-value={pin}"
+    ))
+    .expect_code(0)
+    .stdout_has("Alice Andersen");
+    assert_eq!(pin_tries_left(&pcscd), Some(3));
+
+    // No key with that id: named, exit 1.
+    whoami(&format!(
+        "pkcs11:id=%7F?module-path={OPENSC_MODULE}&pin-value={pin}"
+    ))
+    .expect_code(1)
+    .stderr_has("no private key with id 7f");
+}
+
+#[test]
+fn whoami_with_identity_files_error_shapes_and_usage_errors() {
+    let work = tempfile::tempdir().unwrap();
+    let id = file_identity(work.path(), "ci-bot");
+    let stranger = file_identity(&work.path().join("x").tap_mkdir(), "stranger");
+    let server = TestServer::start(std::slice::from_ref(&id.ca_der));
+    let server_ca = work.path().join("server-ca.pem");
+    std::fs::write(&server_ca, &server.ca_pem).unwrap();
+    let url = server.url();
+    let (cert, key, ca) = (
+        id.cert.display().to_string(),
+        id.key.display().to_string(),
+        server_ca.display().to_string(),
+    );
+    let files = [
+        "--identity-cert",
+        cert.as_str(),
+        "--identity-key",
+        key.as_str(),
+    ];
+    let with = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["whoami", "--server", url.as_str()];
+        all.extend_from_slice(&files);
+        all.extend_from_slice(extra);
+        kf_env(&all, env)
+    };
+
+    let r = with(&["--server-ca", &ca, "--format", "json"], &[]);
+    r.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(v["operator"], "ci-bot");
+    // Without --server-ca the CAs in SSL_CERT_FILE are trusted; KEYFLEET_SERVER_CA works too.
+    with(&[], &[("SSL_CERT_FILE", &ca)])
+        .expect_code(0)
+        .stdout_has("operator:    ci-bot");
+    with(&[], &[("KEYFLEET_SERVER_CA", &ca)])
+        .expect_code(0)
+        .stdout_has("ci-bot");
+    // Neither: refused before connecting, saying what to give.
+    with(&[], &[]).expect_code(1).stderr_has("--server-ca");
+    // A server CA that did not issue the server's certificate: a TLS error.
+    let other_ca = work.path().join("other-ca.pem");
+    std::fs::write(&other_ca, ca_pem_of(&stranger.ca_der)).unwrap();
+    with(&["--server-ca", &other_ca.display().to_string()], &[])
+        .expect_code(1)
+        .stderr_has("TLS with");
+    // A client certificate from a CA the server does not trust: refused by the server.
+    let r = kf_env(
+        &[
+            "whoami",
+            "--server",
+            &url,
+            "--identity-cert",
+            &stranger.cert.display().to_string(),
+            "--identity-key",
+            &stranger.key.display().to_string(),
+            "--server-ca",
+            &ca,
+        ],
+        &[],
+    );
+    r.expect_code(1).stderr_has("TLS with");
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+
+    // The error shape surfaces with its code (through the library client: whoami is the one
+    // command; other paths are the lead's commands).
+    let client = keyfleet::client::ApiClient::new(
+        &url,
+        &keyfleet::client::Identity::Files {
+            cert: id.cert.clone(),
+            key: id.key,
+        },
+        Some(&server_ca),
+    )
+    .expect("client");
+    let e = client.get("/forbidden").unwrap_err();
+    assert!(
+        matches!(&e, keyfleet::client::ClientError::Api { status: 403, code, message }
+            if code == "forbidden" && message.contains("view-audit-log")),
+        "{e:?}"
+    );
+    let e = client.get("/broken").unwrap_err();
+    assert!(
+        matches!(&e, keyfleet::client::ClientError::Api { status: 502, code, message }
+            if code == "http-502" && message == "upstream fell over"),
+        "{e:?}"
+    );
+    let e = client.get("/nothing-here").unwrap_err();
+    assert!(
+        matches!(&e, keyfleet::client::ClientError::Api { status: 404, .. }),
+        "{e:?}"
+    );
+    assert_eq!(client.get("/whoami").unwrap()["operator"], "ci-bot");
+
+    // Usage errors exit 2.
+    let uri = format!("pkcs11:id=%01?module-path={OPENSC_MODULE}");
+    for args in [
+        vec!["whoami"],
+        vec!["whoami", "--identity", uri.as_str()],
+        vec!["whoami", "--server", url.as_str()],
+        vec![
+            "whoami",
+            "--server",
+            url.as_str(),
+            "--identity-cert",
+            cert.as_str(),
+        ],
+        vec![
+            "whoami",
+            "--server",
+            url.as_str(),
+            "--identity-key",
+            key.as_str(),
+        ],
+        vec![
+            "whoami",
+            "--server",
+            url.as_str(),
+            "--identity",
+            uri.as_str(),
+            "--identity-cert",
+            cert.as_str(),
+            "--identity-key",
+            key.as_str(),
+        ],
+        vec![
+            "whoami",
+            "--server",
+            url.as_str(),
+            "--identity",
+            uri.as_str(),
+            "--format",
+            "xml",
+        ],
+    ] {
+        let r = kf_env(&args, &[]);
+        assert_eq!(r.code, Some(2), "{args:?}: {}", r.stderr);
+    }
+    // Not https, a bad URI: errors of the command (exit 1), named.
+    kf_env(
+        &["whoami", "--server", "http://127.0.0.1:1"],
+        &[("KEYFLEET_IDENTITY", &uri)],
+    )
+    .expect_code(1)
+    .stderr_has("https://");
+    kf_env(
+        &["whoami", "--server", &url, "--identity", "pkcs11:slot-id=1"],
+        &[],
+    )
+    .expect_code(1)
+    .stderr_has("slot-id");
+}
+
+fn ca_pem_of(der: &CertificateDer<'_>) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> PathBuf;
+}
+
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> PathBuf {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
