@@ -20,6 +20,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::harness::pcscd::{OPENSC_MODULE, Pcscd};
+use crate::harness::softhsm::{self, SoftHsm};
 use crate::harness::{Run, repo_root};
 
 /// A test operator API on 127.0.0.1: `GET /api/v1/whoami` answers the peer's CN, `GET
@@ -82,10 +83,53 @@ async fn whoami(info: Option<axum::Extension<Arc<TlsInfo>>>) -> Response {
     }
 }
 
+/// The TLS the test server speaks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ServerTls {
+    /// rustls defaults: TLS 1.3 and 1.2, every scheme ring verifies.
+    Default,
+    /// TLS 1.2 only, and client signatures only as RSA PKCS#1 v1.5 or ECDSA: an RSA client
+    /// key must sign rsa_pkcs1_*.
+    Tls12Pkcs1,
+}
+
 impl TestServer {
     /// Starts a server requiring client certificates chained to one of `client_cas` (DER).
     fn start(client_cas: &[CertificateDer<'static>]) -> TestServer {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Self::start_with(client_cas, ServerTls::Default)
+    }
+
+    fn start_with(client_cas: &[CertificateDer<'static>], mode: ServerTls) -> TestServer {
+        let mut provider = rustls::crypto::ring::default_provider();
+        if mode == ServerTls::Tls12Pkcs1 {
+            use rustls::SignatureScheme as S;
+            let algs = provider.signature_verification_algorithms;
+            let mapping: Vec<_> = algs
+                .mapping
+                .iter()
+                .filter(|(s, _)| {
+                    matches!(
+                        s,
+                        S::RSA_PKCS1_SHA256
+                            | S::RSA_PKCS1_SHA384
+                            | S::RSA_PKCS1_SHA512
+                            | S::ECDSA_NISTP256_SHA256
+                            | S::ECDSA_NISTP384_SHA384
+                    )
+                })
+                .copied()
+                .collect();
+            provider.signature_verification_algorithms =
+                rustls::crypto::WebPkiSupportedAlgorithms {
+                    all: algs.all,
+                    mapping: Box::leak(mapping.into_boxed_slice()),
+                };
+        }
+        let provider = Arc::new(provider);
+        let versions: &[&rustls::SupportedProtocolVersion] = match mode {
+            ServerTls::Default => rustls::DEFAULT_VERSIONS,
+            ServerTls::Tls12Pkcs1 => &[&rustls::version::TLS12],
+        };
         let mut roots = rustls::RootCertStore::empty();
         for c in client_cas {
             roots.add(c.clone()).expect("client CA");
@@ -105,7 +149,7 @@ impl TestServer {
         p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let server_cert = p.signed_by(&server_key, &issuer).expect("server cert");
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .expect("versions")
             .with_client_cert_verifier(verifier)
             .with_single_cert(
@@ -501,6 +545,192 @@ fn whoami_with_identity_files_error_shapes_and_usage_errors() {
     )
     .expect_code(1)
     .stderr_has("slot-id");
+}
+
+/// Makes a key and a client certificate for it with openssl (CA `ca`), and imports both into
+/// the SoftHSM token with CKA_ID `id`.
+fn hsm_key(hsm: &SoftHsm, dir: &Path, id: &str, keygen: &[&str], cn: &str) {
+    let p = |n: &str| dir.join(format!("{id}-{n}")).display().to_string();
+    let ossl = |args: &[&str]| softhsm::openssl(args).expect_code(0).stdout.clone();
+    let mut genpkey = vec!["genpkey"];
+    genpkey.extend_from_slice(keygen);
+    let key = p("key.pem");
+    genpkey.extend_from_slice(&["-out", &key]);
+    ossl(&genpkey);
+    ossl(&[
+        "req",
+        "-new",
+        "-key",
+        &key,
+        "-subj",
+        &format!("/CN={cn}"),
+        "-out",
+        &p("csr"),
+    ]);
+    let ext = p("ext.cnf");
+    std::fs::write(
+        &ext,
+        "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n",
+    )
+    .unwrap();
+    let ca = |n: &str| dir.join(n).display().to_string();
+    ossl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("csr"),
+        "-CA",
+        &ca("ca.pem"),
+        "-CAkey",
+        &ca("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+        "-out",
+        &p("cert.pem"),
+    ]);
+    ossl(&[
+        "x509",
+        "-in",
+        &p("cert.pem"),
+        "-outform",
+        "DER",
+        "-out",
+        &p("cert.der"),
+    ]);
+    ossl(&[
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-in",
+        &key,
+        "-outform",
+        "DER",
+        "-out",
+        &p("key.der"),
+    ]);
+    hsm.tool(&[
+        "--login",
+        "--pin",
+        HSM_PIN,
+        "--write-object",
+        &p("key.der"),
+        "--type",
+        "privkey",
+        "--id",
+        id,
+        "--label",
+        &format!("{cn} key"),
+        "--usage-sign",
+    ])
+    .expect_code(0);
+    hsm.tool(&[
+        "--login",
+        "--pin",
+        HSM_PIN,
+        "--write-object",
+        &p("cert.der"),
+        "--type",
+        "cert",
+        "--id",
+        id,
+        "--label",
+        &format!("{cn} certificate"),
+    ])
+    .expect_code(0);
+}
+
+const HSM_PIN: &str = "4321";
+
+#[test]
+fn whoami_with_rsa_pss_rsa_pkcs1_and_p384_keys_on_a_softhsm_token() {
+    let hsm = SoftHsm::new();
+    hsm.init_token("operator", HSM_PIN);
+    let dir = hsm.path().to_path_buf();
+    let ca = |n: &str| dir.join(n).display().to_string();
+    softhsm::openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &ca("ca.key"),
+        "-out",
+        &ca("ca.pem"),
+        "-subj",
+        "/CN=HSM Operator CA",
+        "-days",
+        "2",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ])
+    .expect_code(0);
+    hsm_key(
+        &hsm,
+        &dir,
+        "10",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+        "rsa-operator",
+    );
+    hsm_key(
+        &hsm,
+        &dir,
+        "11",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        "p384-operator",
+    );
+    let client_ca = pem_certs(&std::fs::read_to_string(dir.join("ca.pem")).unwrap());
+    let whoami = |server: &TestServer, uri_path: &str| {
+        let server_ca = dir.join("server-ca.pem");
+        std::fs::write(&server_ca, &server.ca_pem).unwrap();
+        hsm.keyfleet(
+            &[
+                "whoami",
+                "--server",
+                &server.url(),
+                "--identity",
+                &format!(
+                    "pkcs11:token=operator;{uri_path}?module-path={}&pin-value={HSM_PIN}",
+                    softhsm::MODULE
+                ),
+                "--server-ca",
+                &server_ca.display().to_string(),
+                "--format",
+                "json",
+            ],
+            &[],
+        )
+    };
+    let operator = |r: &Run| {
+        r.expect_code(0);
+        assert!(r.stderr.is_empty(), "{}", r.stderr);
+        serde_json::from_str::<serde_json::Value>(&r.stdout).expect("JSON")["operator"].clone()
+    };
+    // TLS 1.3: RSA signs rsa_pss_rsae_* through CKM_RSA_PKCS_PSS; P-384 through CKM_ECDSA.
+    let server = TestServer::start(&client_ca);
+    assert_eq!(operator(&whoami(&server, "id=%10")), "rsa-operator");
+    assert_eq!(operator(&whoami(&server, "id=%11")), "p384-operator");
+    // The key named by its certificate's label.
+    assert_eq!(
+        operator(&whoami(&server, "object=rsa-operator%20certificate")),
+        "rsa-operator"
+    );
+    // Two keys and no id: refused, both named.
+    whoami(&server, "type=private")
+        .expect_code(1)
+        .stderr_has("2 private keys match");
+    drop(server);
+    // TLS 1.2 with PKCS#1 v1.5 only: CKM_RSA_PKCS over a DigestInfo.
+    let server = TestServer::start_with(&client_ca, ServerTls::Tls12Pkcs1);
+    assert_eq!(operator(&whoami(&server, "id=%10")), "rsa-operator");
+    assert_eq!(operator(&whoami(&server, "id=%11")), "p384-operator");
 }
 
 fn ca_pem_of(der: &CertificateDer<'_>) -> String {

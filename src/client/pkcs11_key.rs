@@ -276,7 +276,13 @@ impl Pkcs11Key {
                 ))
             })?;
         let kind = KeyKind::of_certificate(&cert).map_err(cert_err)?;
-        let mechanisms = token.mechanisms().map_err(token_err)?;
+        let mechanisms = token
+            .supported_mechanisms(&[
+                MechanismType::ECDSA,
+                MechanismType::RSA_PKCS_PSS,
+                MechanismType::RSA_PKCS,
+            ])
+            .map_err(token_err)?;
         let schemes = schemes_for(kind, &mechanisms);
         if schemes.is_empty() {
             return Err(IdentityError::NoScheme {

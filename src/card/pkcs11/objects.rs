@@ -1,5 +1,5 @@
 //! Finding keys and certificates on a token by the URI's `id` and `object` (label), the
-//! token's mechanism list, and signing with a mechanism the caller chooses (for callers, such
+//! mechanisms a token supports, and signing with a mechanism the caller chooses (for callers, such
 //! as a TLS client key, that prepare the input themselves).
 //!
 //! Read-only sessions live here too: a card whose module marks it write-protected (OpenSC on
@@ -55,12 +55,22 @@ impl Module {
 }
 
 impl Token {
-    /// The mechanisms the token supports.
-    pub fn mechanisms(&self) -> Result<Vec<MechanismType>, P11Error> {
-        self.module
-            .context()
-            .get_mechanism_list(self.info.slot)
-            .map_err(self.call("C_GetMechanismList"))
+    /// Which of `wanted` the token supports (asked one by one with C_GetMechanismInfo: the
+    /// whole C_GetMechanismList would make cryptoki log every vendor mechanism it does not
+    /// know as an error).
+    pub fn supported_mechanisms(
+        &self,
+        wanted: &[MechanismType],
+    ) -> Result<Vec<MechanismType>, P11Error> {
+        let mut out = Vec::new();
+        for m in wanted {
+            match self.module.context().get_mechanism_info(self.info.slot, *m) {
+                Ok(_) => out.push(*m),
+                Err(CkError::Pkcs11(RvError::MechanismInvalid, _)) => {}
+                Err(e) => return Err(self.call("C_GetMechanismInfo")(e)),
+            }
+        }
+        Ok(out)
     }
 
     fn ids_and_labels(&self, found: &[ObjectHandle]) -> Result<Vec<(Vec<u8>, String)>, P11Error> {
