@@ -262,6 +262,59 @@ fn kf_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
+/// Runs `keyfleet ARGS` on a pseudo-terminal (script(1)) and types `pin` once the PIN prompt
+/// shows. Returns the exit code and everything the terminal showed.
+fn on_terminal(pcscd: &Pcscd, args: &[&str], pin: &str) -> (Option<i32>, String) {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let cmdline = std::iter::once(env!("CARGO_BIN_EXE_keyfleet"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = pcscd
+        .command("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("script(1) (util-linux)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&seen).contains("PIN for token") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => seen.extend(chunk),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no PIN prompt: {}", String::from_utf8_lossy(&seen));
+            }
+        }
+    }
+    stdin
+        .write_all(format!("{pin}\n").as_bytes())
+        .expect("type the PIN");
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(30)) {
+        seen.extend(chunk);
+    }
+    let status = child.wait().expect("script ends");
+    drop(stdin);
+    (status.code(), String::from_utf8_lossy(&seen).into_owned())
+}
+
 /// The tries left on the card's PIN, from the PIV PIN's metadata (GET METADATA, tag 06:
 /// total and remaining tries): reading it neither spends a try nor depends on whether the PIN
 /// was verified in this card session.
@@ -339,11 +392,7 @@ fn whoami_over_tls_signed_by_the_operator_card_through_opensc() {
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("whoami JSON");
     assert_eq!(v["operator"], "Alice Andersen", "{}", r.stdout);
     assert_eq!(v["roles"], serde_json::json!([]));
-    assert!(
-        !r.stderr.contains(&pin),
-        "the PIN was printed: {}",
-        r.stderr
-    );
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
 
     // pin-source=file: (the first line) and the text format; `object=` names the key by the
     // certificate's label as OpenSC shows it.
@@ -362,6 +411,24 @@ fn whoami_over_tls_signed_by_the_operator_card_through_opensc() {
         &server_ca,
     ]);
     r.expect_code(0).stdout_has("operator:    Alice Andersen");
+
+    // Neither pin-value nor pin-source: asked on the terminal, not echoed.
+    let (code, screen) = on_terminal(
+        &pcscd,
+        &[
+            "whoami",
+            "--server",
+            &url,
+            "--identity",
+            &format!("pkcs11:id=%01?module-path={OPENSC_MODULE}"),
+            "--server-ca",
+            &server_ca,
+        ],
+        &pin,
+    );
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("operator:    Alice Andersen"), "{screen}");
+    assert!(!screen.contains(&pin), "the PIN was echoed: {screen}");
 
     // A wrong PIN: exit 1 naming the PIN and the return code; exactly one try spent.
     assert_eq!(pin_tries_left(&pcscd), Some(3));
@@ -392,6 +459,24 @@ fn whoami_over_tls_signed_by_the_operator_card_through_opensc() {
     ))
     .expect_code(1)
     .stderr_has("no private key with id 7f");
+
+    // Two wrong PINs leave one try: the client does not spend it (not even with the right
+    // PIN), so a stale PIN file cannot lock the operator's card.
+    let wrong_uri = format!("pkcs11:id=%01?module-path={OPENSC_MODULE}&pin-value={wrong}");
+    whoami(&wrong_uri)
+        .expect_code(1)
+        .stderr_has("CKR_PIN_INCORRECT");
+    whoami(&wrong_uri)
+        .expect_code(1)
+        .stderr_has("CKR_PIN_INCORRECT")
+        .stderr_has("one try left");
+    assert_eq!(pin_tries_left(&pcscd), Some(1));
+    whoami(&format!(
+        "pkcs11:id=%01?module-path={OPENSC_MODULE}&pin-value={pin}"
+    ))
+    .expect_code(1)
+    .stderr_has("final try");
+    assert_eq!(pin_tries_left(&pcscd), Some(1));
 }
 
 #[test]

@@ -203,15 +203,23 @@ fn ask_terminal(token: &str) -> std::io::Result<Zeroizing<String>> {
     let mut quiet = saved.clone();
     quiet.local_modes -= LocalModes::ECHO;
     quiet.local_modes |= LocalModes::ECHONL;
-    let mut out = &tty;
-    write!(out, "PIN for token {token}: ")?;
-    out.flush()?;
+    // Echo goes off before the prompt shows (as getpass does): nothing typed after the
+    // prompt is echoed; what was typed before it is discarded.
     tcsetattr(&tty, OptionalActions::Flush, &quiet)?;
     let mut line = Zeroizing::new(String::new());
-    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    let mut out = &tty;
+    let read = write!(out, "PIN for token {token}: ")
+        .and_then(|()| out.flush())
+        .and_then(|()| std::io::BufReader::new(&tty).read_line(&mut line));
     let restored = tcsetattr(&tty, OptionalActions::Now, &saved);
     read?;
     restored?;
+    if line.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "no PIN entered (end of input)",
+        ));
+    }
     Ok(first_line(&line))
 }
 

@@ -23,7 +23,7 @@ use rustls::{SignatureAlgorithm, SignatureScheme};
 use sha2::Digest as _;
 
 use super::identity::{IdentityError, PinSource};
-use crate::card::pkcs11::{Module, P11Error, Pkcs11Uri, Token, return_code};
+use crate::card::pkcs11::{Module, P11Error, Pkcs11Uri, Token, TokenInfo, return_code};
 
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
@@ -252,7 +252,9 @@ impl Pkcs11Key {
             .open_token_read_only(&info.serial)
             .map_err(token_err)?;
         let pin = pin_source.read(&name)?;
-        token.login_user(&pin).map_err(|e| login_error(&name, e))?;
+        token
+            .login_user(&pin)
+            .map_err(|e| login_error(&name, e, module.token(&info.serial).ok()))?;
         drop(pin);
 
         let id = find_key_id(&token, uri).map_err(|e| match e {
@@ -311,20 +313,28 @@ impl Pkcs11Key {
     }
 }
 
-/// A login failure naming the token and the PKCS#11 return code.
-fn login_error(token: &str, e: P11Error) -> IdentityError {
+/// A login failure naming the token and the PKCS#11 return code; `now` is the token as it
+/// reports itself after the failure (its PIN flags).
+fn login_error(token: &str, e: P11Error, now: Option<TokenInfo>) -> IdentityError {
     let (code, message) = match &e {
-        P11Error::WrongPin { state, .. } => (
-            "CKR_PIN_INCORRECT".to_string(),
-            format!("wrong PIN; {state}"),
-        ),
+        P11Error::WrongPin { .. } => {
+            let state = match now {
+                Some(t) if t.user_pin_locked => "wrong PIN; the PIN is now locked",
+                Some(t) if t.user_pin_final_try => "wrong PIN; one try left before it locks",
+                Some(t) if t.user_pin_count_low => "wrong PIN; the token counts failed tries",
+                _ => "wrong PIN",
+            };
+            ("CKR_PIN_INCORRECT".to_string(), state.to_string())
+        }
         P11Error::PinLocked { .. } => (
             "CKR_PIN_LOCKED".to_string(),
             "the PIN is locked".to_string(),
         ),
         P11Error::FinalTry(_) => (
             "not tried".to_string(),
-            "the PIN is on its final try; Keyfleet does not risk locking it".to_string(),
+            "the PIN is on its final try; Keyfleet does not risk locking the card: unblock it \
+             with the PUK first (keyfleet cards unblock)"
+                .to_string(),
         ),
         P11Error::Call { source, .. } => (
             return_code(source).unwrap_or_else(|| "no return code".into()),
