@@ -47,6 +47,15 @@ pub enum IdentityError {
     /// The `--identity` URI does not parse.
     #[error("--identity: {0}")]
     Uri(UriError),
+    /// The URI asks for something the client cannot honour (a token by manufacturer or model,
+    /// an object type that is no key pair, several matching tokens).
+    #[error("--identity {uri}: {reason}")]
+    Unsupported {
+        /// The URI (without the PIN).
+        uri: String,
+        /// What cannot be done.
+        reason: String,
+    },
     /// The URI names no module.
     #[error(
         "--identity {0}: the URI has no module-path (e.g. ?module-path=/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so)"

@@ -23,7 +23,7 @@ use rustls::{SignatureAlgorithm, SignatureScheme};
 use sha2::Digest as _;
 
 use super::identity::{IdentityError, PinSource};
-use crate::card::pkcs11::{Module, P11Error, Pkcs11Uri, Token, TokenInfo, return_code};
+use crate::card::pkcs11::{Module, ObjectType, P11Error, Pkcs11Uri, Token, TokenInfo, return_code};
 
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
@@ -244,8 +244,9 @@ impl Pkcs11Key {
             uri: shown.clone(),
             error,
         };
+        check_attributes(uri)?;
         let module = Module::open(module_path).map_err(token_err)?;
-        let info = module.token_for(uri).map_err(token_err)?;
+        let info = one_token(module.tokens().map_err(token_err)?, uri)?;
         let name = format!("{:?} (serial {})", info.label, info.serial);
         let pin_source = PinSource::of(uri)?;
         let token = module
@@ -310,6 +311,61 @@ impl Pkcs11Key {
     /// The schemes this key offers.
     pub fn schemes(&self) -> &[SignatureScheme] {
         &self.schemes
+    }
+}
+
+/// Refuses URI attributes the client would otherwise ignore: a token named by manufacturer or
+/// model (name it by `token=` or `serial=`), and a `type` other than the key pair's.
+fn check_attributes(uri: &Pkcs11Uri) -> Result<(), IdentityError> {
+    let refuse = |reason: &str| {
+        Err(IdentityError::Unsupported {
+            uri: uri.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if uri.manufacturer.is_some() || uri.model.is_some() {
+        return refuse("name the token by token= (label) or serial=, not manufacturer= or model=");
+    }
+    match uri.object_type {
+        None | Some(ObjectType::Private) | Some(ObjectType::Cert) => Ok(()),
+        Some(other) => refuse(&format!(
+            "type={} names no key pair (use type=private or type=cert, or leave it out)",
+            other.as_str()
+        )),
+    }
+}
+
+/// The one token present that the URI's `token` (label) and `serial` match.
+fn one_token(tokens: Vec<TokenInfo>, uri: &Pkcs11Uri) -> Result<TokenInfo, IdentityError> {
+    let mut found: Vec<TokenInfo> = tokens
+        .into_iter()
+        .filter(|t| {
+            uri.serial.as_deref().is_none_or(|s| s == t.serial)
+                && uri.token.as_deref().is_none_or(|l| l == t.label)
+        })
+        .collect();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(IdentityError::Token {
+            uri: uri.to_string(),
+            error: P11Error::NotPresent(
+                uri.serial
+                    .clone()
+                    .or_else(|| uri.token.clone())
+                    .unwrap_or_else(|| "(any token)".into()),
+            ),
+        }),
+        n => Err(IdentityError::Unsupported {
+            uri: uri.to_string(),
+            reason: format!(
+                "{n} tokens match ({}): name one with token= or serial=",
+                found
+                    .iter()
+                    .map(|t| format!("{:?} serial {}", t.label, t.serial))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
     }
 }
 
@@ -545,6 +601,51 @@ mod tests {
             ]
         );
         assert!(schemes_for(KeyKind::Rsa, &[M::ECDSA]).is_empty());
+    }
+
+    fn token(serial: &str, label: &str) -> TokenInfo {
+        TokenInfo {
+            slot: cryptoki::slot::Slot::try_from(1u64).unwrap(),
+            serial: serial.into(),
+            label: label.into(),
+            user_pin_initialized: true,
+            user_pin_count_low: false,
+            user_pin_final_try: false,
+            user_pin_locked: false,
+        }
+    }
+
+    #[test]
+    fn the_uri_names_one_token_and_a_key_pair() {
+        let uri = |t: &str| Pkcs11Uri::parse(t).unwrap();
+        let two = || vec![token("01", "alice"), token("02", "bob")];
+        assert_eq!(
+            one_token(two(), &uri("pkcs11:token=bob")).unwrap().serial,
+            "02"
+        );
+        assert_eq!(
+            one_token(two(), &uri("pkcs11:serial=01")).unwrap().label,
+            "alice"
+        );
+        let e = one_token(two(), &uri("pkcs11:id=%01")).unwrap_err();
+        assert!(e.to_string().contains("2 tokens match"), "{e}");
+        let e = one_token(two(), &uri("pkcs11:token=carol")).unwrap_err();
+        assert!(e.to_string().contains("carol is not present"), "{e}");
+        assert!(check_attributes(&uri("pkcs11:id=%01;type=private")).is_ok());
+        assert!(check_attributes(&uri("pkcs11:id=%01;type=cert")).is_ok());
+        for bad in [
+            "pkcs11:type=secret-key",
+            "pkcs11:model=PIV",
+            "pkcs11:manufacturer=x",
+        ] {
+            assert!(
+                matches!(
+                    check_attributes(&uri(bad)),
+                    Err(IdentityError::Unsupported { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
