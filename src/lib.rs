@@ -28,6 +28,7 @@
 //!   controller's status values (below both the CLI and the controller).
 //! - [`controller`]: `keyfleet run`, the level-triggered reconciler, and its control socket.
 //! - [`api`]: the operator API's HTTPS transport, error shape, rate limit, OpenAPI document.
+//! - [`client`]: the operator client of a remote controller's API (TLS identity on a card).
 //! - [`cli`]: the command line.
 
 pub mod api;
@@ -36,6 +37,7 @@ pub mod audit;
 pub mod ca;
 pub mod card;
 pub mod cli;
+pub mod client;
 pub mod controller;
 pub mod desired;
 pub mod drift;

@@ -31,6 +31,8 @@ mod ldap;
 mod ldap_gaps;
 /// Operator requests on this machine: the system owner, the control socket.
 mod operators_local;
+/// The CLI as a remote operator client: `whoami --server` with the card as TLS identity.
+mod operator_client;
 /// PIV cards over pcscd + vpcd: issuance, OpenSC, PIN blocking, unblock, removal, garbage.
 mod piv;
 /// PIV personalisation over pcscd + vpcd: retries, random management keys, pulled cards.

@@ -402,7 +402,7 @@ async fn user(
     call(s, peer, addr, move |ops, g, _| {
         let (cards, certs) = ops.user(g, &uid)?;
         Ok(ok(&UserDetail {
-            uid: uid.clone(),
+            uid,
             cards: cards.iter().map(CardView::of).collect(),
             certificates: certs.iter().map(|c| CertView::of(c, ops.now)).collect(),
         }))

@@ -22,12 +22,14 @@ pub mod operator;
 pub mod plan;
 pub mod reindex;
 pub mod requests;
+pub mod remote;
 pub mod run;
 pub mod schema;
 pub mod status;
 pub mod test;
 pub mod validate;
 pub mod vcard;
+pub mod whoami;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,6 +116,8 @@ pub enum Command {
     /// List, show, approve or deny operator requests waiting for approval.
     #[command(long_about = requests::LONG_ABOUT)]
     Requests(requests::Args),
+    /// Ask a controller's operator API who you are (operator, roles, permissions).
+    Whoami(whoami::Args),
     /// Show what Keyfleet sees in a directory: one user, or a group's members.
     #[command(long_about = directory::LONG_ABOUT)]
     Directory(directory::Args),
@@ -220,6 +224,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::run(&cli.global, args),
         Command::Approve(args) => approve::run(&cli.global, args),
         Command::Requests(args) => requests::run(&cli.global, args),
+        Command::Whoami(args) => whoami::run(&cli.global, args),
         Command::Directory(args) => directory::run(&cli.global, args),
         Command::Reindex(args) => reindex::run(&cli.global, args),
         Command::AuditLog(args) => audit_log::run(&cli.global, args),

@@ -9,6 +9,8 @@ pub(crate) mod cagw_emulator;
 pub(crate) mod cfssl_server;
 /// Controller tests: a running `keyfleet run`, polling, metrics parsing.
 pub(crate) mod controller;
+/// A test operator API (HTTPS requiring client certificates) for the operator client.
+pub(crate) mod operator_api;
 pub(crate) mod samba;
 pub(crate) mod slapd;
 /// SoftHSM2 with a private configuration (PKCS#11 tests).

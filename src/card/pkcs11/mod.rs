@@ -15,6 +15,7 @@
 //! This module knows nothing of users, templates, the inventory or the journal: callers decide
 //! what goes on a token. It does not decide PINs (the executors do).
 
+mod objects;
 pub mod uri;
 pub mod watch;
 
@@ -34,6 +35,7 @@ use sha2::Digest as _;
 
 use super::keys::{KeyAlg, PrivateKeyMaterial, PublicKey};
 
+pub use objects::{return_code, rv_name};
 pub use uri::{ObjectType, Pkcs11Uri, UriError};
 
 /// Card ids of PKCS#11 tokens are this prefix and the token serial.
