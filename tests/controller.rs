@@ -424,6 +424,7 @@ fn a_pass_that_panics_stops_the_controller_with_an_internal_failure() {
         policy_dir: site.policy(),
         state_dir: Some(site.state()),
         listen: None,
+        api: None,
         resync: std::time::Duration::from_secs(600),
         shutdown_grace: std::time::Duration::from_secs(5),
         actor: "test".into(),

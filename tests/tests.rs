@@ -29,10 +29,10 @@ mod install_deps;
 mod ldap;
 /// The ldap Directory kind: timeouts, assignment filters, Active Directory primary groups.
 mod ldap_gaps;
-/// Operator requests on this machine: the system owner, the control socket.
-mod operators_local;
 /// The CLI as a remote operator client: `whoami --server` with the card as TLS identity.
 mod operator_client;
+/// Operator requests on this machine: the system owner, the control socket.
+mod operators_local;
 /// PIV cards over pcscd + vpcd: issuance, OpenSC, PIN blocking, unblock, removal, garbage.
 mod piv;
 /// PIV personalisation over pcscd + vpcd: retries, random management keys, pulled cards.

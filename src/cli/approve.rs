@@ -7,7 +7,6 @@
 
 use std::process::ExitCode;
 
-use super::operator::call_local;
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
 use crate::statedir::control::OperatorCall;
 use crate::statedir::status::HeldRevocation;
@@ -28,17 +27,20 @@ pub struct Args {
     /// Why (recorded in the audit log and shown to approvers).
     #[arg(long, default_value = "")]
     pub reason: String,
+    /// A remote controller (`--server`) and your identity.
+    #[command(flatten)]
+    pub remote: super::remote::RemoteArgs,
 }
 
 /// Runs `keyfleet approve`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let Some(env) = super::load_env(global)? else {
-        return Ok(ExitCode::from(EXIT_FAILURE));
-    };
     let call = OperatorCall::ApproveHeld {
         reason: args.reason,
     };
-    match call_local(&env, &call)? {
+    let Some(answer) = super::operator::call(global, &args.remote, &call)? else {
+        return Ok(ExitCode::from(EXIT_FAILURE));
+    };
+    match answer {
         Err(r) if r.code == "conflict" && r.message.contains("holds no revocation") => {
             print!("{}", approved_text(&[]));
             Ok(ExitCode::from(EXIT_OK))

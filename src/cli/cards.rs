@@ -11,7 +11,6 @@ use serde::Serialize;
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
 use crate::apply::pcsc_cards::{self, PcscCards};
 use crate::inventory::Inventory;
-use crate::runtime;
 use crate::statedir::control::OperatorCall;
 use crate::store::Store;
 
@@ -54,6 +53,9 @@ pub enum CardsCommand {
         /// Why (recorded in the audit log and shown to approvers).
         #[arg(long, default_value = "")]
         reason: String,
+        /// A remote controller (`--server`) and your identity.
+        #[command(flatten)]
+        remote: super::remote::RemoteArgs,
     },
 }
 
@@ -74,12 +76,17 @@ struct ReaderRow {
 
 /// Runs `keyfleet cards`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(CardsCommand::Unblock {
+        card,
+        reason,
+        remote,
+    }) = args.command
+    {
+        return unblock(global, &remote, &card, reason);
+    }
     let Some(env) = super::load_env(global)? else {
         return Ok(ExitCode::from(EXIT_FAILURE));
     };
-    if let Some(CardsCommand::Unblock { card, reason }) = args.command {
-        return unblock(&env, &card, reason);
-    }
     let inventory = if env.state_dir.join("store").exists() {
         Store::open(&env.state_dir)?.inventory()?
     } else {
@@ -172,12 +179,20 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(EXIT_OK))
 }
 
-fn unblock(env: &runtime::Environment, card: &str, reason: String) -> anyhow::Result<ExitCode> {
+fn unblock(
+    global: &GlobalArgs,
+    remote: &super::remote::RemoteArgs,
+    card: &str,
+    reason: String,
+) -> anyhow::Result<ExitCode> {
     let call = OperatorCall::Unblock {
         card: card.to_string(),
         reason,
     };
-    match super::operator::call_local(env, &call)? {
+    let Some(answer) = super::operator::call(global, remote, &call)? else {
+        return Ok(ExitCode::from(EXIT_FAILURE));
+    };
+    match answer {
         Err(r) => {
             eprintln!("Cannot unblock {card}: {r}");
             Ok(ExitCode::from(EXIT_FAILURE))

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use super::operator::{Refusal, call_local};
+use super::operator::Refusal;
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
 use crate::statedir::control::OperatorCall;
 
@@ -14,7 +14,10 @@ approve-mass-revocation) become requests when an operator asks for them: they ne
 approvals from distinct holders of the `approve` permission (within their template scope), \
 none of them the requester or the user the request is about, before they run, once. One denial \
 ends a request; one not approved within Settings.spec.approvalTimeout (default 24h) expires.\n\n\
-States: pending, approved, denied, expired, done, failed.\n\nExit codes: 0 done, 1 refused or \
+With --server URL and an identity the requests of that controller are used through its API; \
+otherwise those of this machine (through the running controller's control socket, as your Unix \
+user, or directly as the state directory's owner).\n\nStates: pending, approved, denied, expired, \
+done, failed.\n\nExit codes: 0 done, 1 refused or \
 failed.";
 
 /// Arguments of `keyfleet requests`.
@@ -23,6 +26,9 @@ pub struct Args {
     /// What to do.
     #[command(subcommand)]
     pub command: RequestsCommand,
+    /// A remote controller (`--server`) and your identity.
+    #[command(flatten)]
+    pub remote: super::remote::RemoteArgs,
 }
 
 /// Output format.
@@ -71,9 +77,6 @@ pub enum RequestsCommand {
 
 /// Runs `keyfleet requests`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let Some(env) = super::load_env(global)? else {
-        return Ok(ExitCode::from(EXIT_FAILURE));
-    };
     let (call, format) = match &args.command {
         RequestsCommand::List { format } => (OperatorCall::ListRequests, *format),
         RequestsCommand::Show { id, format } => {
@@ -94,7 +97,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             Format::Text,
         ),
     };
-    match call_local(&env, &call)? {
+    let Some(answer) = super::operator::call(global, &args.remote, &call)? else {
+        return Ok(ExitCode::from(EXIT_FAILURE));
+    };
+    match answer {
         Err(refusal) => refused(&refusal),
         Ok(value) => {
             match (&args.command, format) {

@@ -51,6 +51,10 @@ pub struct Args {
     /// Serve /healthz, /readyz and /metrics on this address (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Serve the operator API on this address (HTTPS with client certificates, `/api/v1`;
+    /// e.g. 127.0.0.1:8443).
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
     /// Run a full pass at least this often, in seconds, even if nothing was seen to change.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub resync: u64,
@@ -73,6 +77,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         policy_dir: global.policy_dir.clone(),
         state_dir: global.state_dir.clone(),
         listen: args.listen,
+        api: args.api,
         resync: Duration::from_secs(args.resync.max(1)),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         actor: args.operator,

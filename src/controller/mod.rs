@@ -20,6 +20,7 @@
 //! exactly as `keyfleet apply` does and never calls the CLI; it prints nothing (it logs with
 //! tracing).
 
+mod api_backend;
 pub mod backoff;
 mod control_socket;
 pub mod http;
@@ -63,6 +64,8 @@ pub struct RunOptions {
     pub state_dir: Option<PathBuf>,
     /// Serve HTTP (`/healthz`, `/readyz`, `/metrics`) on this address.
     pub listen: Option<SocketAddr>,
+    /// Serve the operator API (HTTPS, client certificates, `/api/v1`) on this address.
+    pub api: Option<SocketAddr>,
     /// A full pass at least this often, even when nothing was seen to change.
     pub resync: Duration,
     /// Longest wait for the action in flight at shutdown.
@@ -127,6 +130,9 @@ pub enum ControllerError {
         #[source]
         source: std::io::Error,
     },
+    /// The operator API could not be set up (its CAs, trust or server certificate).
+    #[error("the operator API: {0}")]
+    Api(#[from] crate::api::ApiSetupError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -266,6 +272,18 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
     }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    if let Some(addr) = opts.api {
+        start_api(
+            addr,
+            &env,
+            &state_dir,
+            &master,
+            &audit,
+            &shared,
+            shutdown_rx.clone(),
+        )
+        .await?;
+    }
     install_signals(shutdown_tx, triggers.clone())?;
 
     let mut watch = start_watch(watch_spec(&env, &policy_dir, &state_dir), &triggers);
@@ -433,6 +451,41 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Starts the operator API on `addr`: the local CAs of the operator templates (created when
+/// missing), the client trust, the server certificate, then the HTTPS loop until shutdown.
+async fn start_api(
+    addr: SocketAddr,
+    env: &Environment,
+    state_dir: &Path,
+    master: &Arc<crate::secrets::MasterKey>,
+    audit: &Arc<crate::audit::AuditLog>,
+    shared: &Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ControllerError> {
+    crate::api::ensure_operator_cas(&env.policy, state_dir, master)?;
+    let trust = crate::api::client_trust(&env.policy, state_dir)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ControllerError::Listen { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ControllerError::Listen { addr, source })?;
+    let tls = crate::api::server_config(&env.policy, state_dir, master, audit, local, &trust)?;
+    let state = Arc::new(crate::api::routes::ApiState {
+        backend: Arc::new(api_backend::ControllerBackend(shared.clone())),
+        trust: Arc::new(trust),
+        limiter: crate::api::RateLimiter::new(env.policy.settings.spec.api.rate_limit),
+    });
+    tracing::info!(%local, "operator API listening");
+    tokio::spawn(crate::api::serve(
+        listener,
+        tls,
+        crate::api::routes::router(state),
+        shutdown,
+    ));
+    Ok(())
 }
 
 /// After a pass: the operator calls are decided with its policy and directory groups from now
