@@ -29,6 +29,8 @@ mod install_deps;
 mod ldap;
 /// The ldap Directory kind: timeouts, assignment filters, Active Directory primary groups.
 mod ldap_gaps;
+/// The operator API end to end: card logins, roles, approvals, audit, revocation.
+mod operator_api;
 /// The CLI as a remote operator client: `whoami --server` with the card as TLS identity.
 mod operator_client;
 /// Operator requests on this machine: the system owner, the control socket.

@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use super::operator::Refusal;
+use super::remote::RemoteArgs;
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
 use crate::statedir::control::OperatorCall;
 
@@ -26,9 +27,6 @@ pub struct Args {
     /// What to do.
     #[command(subcommand)]
     pub command: RequestsCommand,
-    /// A remote controller (`--server`) and your identity.
-    #[command(flatten)]
-    pub remote: super::remote::RemoteArgs,
 }
 
 /// Output format.
@@ -48,6 +46,9 @@ pub enum RequestsCommand {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// A remote controller (`--server`) and your identity.
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// One request.
     Show {
@@ -56,6 +57,9 @@ pub enum RequestsCommand {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// A remote controller (`--server`) and your identity.
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Approve a request; with its last approval it runs.
     Approve {
@@ -64,6 +68,9 @@ pub enum RequestsCommand {
         /// A comment recorded with the approval.
         #[arg(long)]
         comment: Option<String>,
+        /// A remote controller (`--server`) and your identity.
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Deny a request, which ends it.
     Deny {
@@ -72,32 +79,47 @@ pub enum RequestsCommand {
         /// A comment recorded with the denial.
         #[arg(long)]
         comment: Option<String>,
+        /// A remote controller (`--server`) and your identity.
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
 }
 
 /// Runs `keyfleet requests`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    let (call, format) = match &args.command {
-        RequestsCommand::List { format } => (OperatorCall::ListRequests, *format),
-        RequestsCommand::Show { id, format } => {
-            (OperatorCall::ShowRequest { id: id.clone() }, *format)
-        }
-        RequestsCommand::Approve { id, comment } => (
+    let (call, format, remote) = match &args.command {
+        RequestsCommand::List { format, remote } => (OperatorCall::ListRequests, *format, remote),
+        RequestsCommand::Show { id, format, remote } => (
+            OperatorCall::ShowRequest { id: id.clone() },
+            *format,
+            remote,
+        ),
+        RequestsCommand::Approve {
+            id,
+            comment,
+            remote,
+        } => (
             OperatorCall::ApproveRequest {
                 id: id.clone(),
                 comment: comment.clone(),
             },
             Format::Text,
+            remote,
         ),
-        RequestsCommand::Deny { id, comment } => (
+        RequestsCommand::Deny {
+            id,
+            comment,
+            remote,
+        } => (
             OperatorCall::DenyRequest {
                 id: id.clone(),
                 comment: comment.clone(),
             },
             Format::Text,
+            remote,
         ),
     };
-    let Some(answer) = super::operator::call(global, &args.remote, &call)? else {
+    let Some(answer) = super::operator::call(global, remote, &call)? else {
         return Ok(ExitCode::from(EXIT_FAILURE));
     };
     match answer {
