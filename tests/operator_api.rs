@@ -4,54 +4,13 @@
 //! duties, two-of-n approval running an unblock once, a denial, the OpenAPI document, the rate
 //! limit, and an operator whose card certificate was revoked refused at once.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 
 use crate::harness::Run;
 use crate::harness::controller::{free_port, wait_for};
+use crate::harness::operator_api::Externals;
 use crate::harness::pcscd::{OPENSC_MODULE, Pcscd};
-
-/// An automation CA and one certificate per operator name, in files.
-struct Externals {
-    dir: PathBuf,
-}
-
-impl Externals {
-    fn new(dir: &Path, names: &[&str]) -> Externals {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut p = rcgen::CertificateParams::default();
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, "Automation CA");
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-        let ca = p.self_signed(&key).unwrap();
-        let ca_path = dir.join("automation-ca.pem");
-        std::fs::write(&ca_path, ca.pem()).unwrap();
-        let issuer = rcgen::Issuer::new(p, &key);
-        for name in names {
-            let k = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-            let mut lp = rcgen::CertificateParams::default();
-            lp.distinguished_name.push(rcgen::DnType::CommonName, *name);
-            lp.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-            let leaf = lp.signed_by(&k, &issuer).unwrap();
-            std::fs::write(dir.join(format!("{name}.pem")), leaf.pem()).unwrap();
-            std::fs::write(dir.join(format!("{name}.key")), k.serialize_pem()).unwrap();
-        }
-        Externals {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn args(&self, name: &str) -> Vec<String> {
-        let f = |ext: &str| self.dir.join(format!("{name}.{ext}")).display().to_string();
-        vec![
-            "--identity-cert".into(),
-            f("pem"),
-            "--identity-key".into(),
-            f("key"),
-        ]
-    }
-}
 
 const OPERATORS: &str = r#"
 apiVersion: keyfleet.dev/v1

@@ -33,6 +33,8 @@ mod ldap_gaps;
 mod operator_api;
 /// The CLI as a remote operator client: `whoami --server` with the card as TLS identity.
 mod operator_client;
+/// Roles with directory groups as members, from a real slapd (nested groups).
+mod operators_ldap;
 /// Operator requests on this machine: the system owner, the control socket.
 mod operators_local;
 /// PIV cards over pcscd + vpcd: issuance, OpenSC, PIN blocking, unblock, removal, garbage.

@@ -258,3 +258,46 @@ impl TapMkdir for PathBuf {
         self
     }
 }
+
+/// An automation CA and one certificate per operator name, in files.
+pub(crate) struct Externals {
+    dir: PathBuf,
+}
+
+impl Externals {
+    pub(crate) fn new(dir: &Path, names: &[&str]) -> Externals {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "Automation CA");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let ca = p.self_signed(&key).unwrap();
+        let ca_path = dir.join("automation-ca.pem");
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        let issuer = rcgen::Issuer::new(p, &key);
+        for name in names {
+            let k = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let mut lp = rcgen::CertificateParams::default();
+            lp.distinguished_name.push(rcgen::DnType::CommonName, *name);
+            lp.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            let leaf = lp.signed_by(&k, &issuer).unwrap();
+            std::fs::write(dir.join(format!("{name}.pem")), leaf.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), k.serialize_pem()).unwrap();
+        }
+        Externals {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The `--identity-cert/--identity-key` arguments of `name`.
+    pub(crate) fn args(&self, name: &str) -> Vec<String> {
+        let f = |ext: &str| self.dir.join(format!("{name}.{ext}")).display().to_string();
+        vec![
+            "--identity-cert".into(),
+            f("pem"),
+            "--identity-key".into(),
+            f("key"),
+        ]
+    }
+}
