@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 
 use crate::harness::Run;
-use crate::harness::controller::{free_port, wait_for};
+use crate::harness::controller::{free_port, http_get, parse_exposition, wait_for};
 use crate::harness::operator_api::Externals;
 use crate::harness::pcscd::{OPENSC_MODULE, Pcscd};
 
@@ -109,7 +109,13 @@ impl Api<'_> {
     }
 }
 
-fn start_controller(pcscd: &Pcscd, policy: &Path, state: &Path, port: u16, log: &Path) -> Child {
+fn start_controller(
+    pcscd: &Pcscd,
+    policy: &Path,
+    state: &Path,
+    (port, metrics): (u16, u16),
+    log: &Path,
+) -> Child {
     let log_file = std::fs::File::create(log).unwrap();
     pcscd
         .command(env!("CARGO_BIN_EXE_keyfleet"))
@@ -126,6 +132,7 @@ fn start_controller(pcscd: &Pcscd, policy: &Path, state: &Path, port: u16, log: 
             "--resync",
             "2",
         ])
+        .args(["--listen", &format!("127.0.0.1:{metrics}")])
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file)
@@ -166,9 +173,9 @@ fn operators_log_in_with_their_card_roles_and_approvals_are_enforced_and_audited
     let server_ca = work.path().join("piv-ca.pem");
     std::fs::write(&server_ca, &ca.stdout).unwrap();
 
-    let port = free_port();
+    let (port, metrics) = (free_port(), free_port());
     let log = work.path().join("controller.log");
-    let ctl = start_controller(&pcscd, &policy, state.path(), port, &log);
+    let ctl = start_controller(&pcscd, &policy, state.path(), (port, metrics), &log);
     let api = Api {
         pcscd: &pcscd,
         url: format!("https://127.0.0.1:{port}"),
@@ -288,6 +295,15 @@ fn operators_log_in_with_their_card_roles_and_approvals_are_enforced_and_audited
             .iter()
             .any(|e| e["kind"] == "login" && e["outcome"] == "unauthorized")
     );
+
+    // The calls are counted by outcome; no request is open any more.
+    let (_, text) = http_get(metrics, "/metrics")
+        .unwrap_or_else(|| panic!("no metrics on {metrics}: {}", log_text()));
+    let m = parse_exposition(&text).expect("exposition parses");
+    assert!(m.value("keyfleet_operator_calls_total", &[("outcome", "ok")]) >= Some(10.0));
+    assert!(m.value("keyfleet_operator_calls_total", &[("outcome", "forbidden")]) >= Some(5.0));
+    assert!(m.value("keyfleet_operator_calls_total", &[("outcome", "unauthorized")]) >= Some(1.0));
+    assert_eq!(m.value("keyfleet_open_requests", &[]), Some(0.0));
 
     // Alice loses her entitlement: the controller revokes her card's certificates (and wipes
     // the card in the reader it watches), and from that moment her card logs in no more. A
