@@ -302,7 +302,12 @@ fn operators_log_in_with_their_card_roles_and_approvals_are_enforced_and_audited
     let m = parse_exposition(&text).expect("exposition parses");
     assert!(m.value("keyfleet_operator_calls_total", &[("outcome", "ok")]) >= Some(10.0));
     assert!(m.value("keyfleet_operator_calls_total", &[("outcome", "forbidden")]) >= Some(5.0));
-    assert!(m.value("keyfleet_operator_calls_total", &[("outcome", "unauthorized")]) >= Some(1.0));
+    assert!(
+        m.value(
+            "keyfleet_operator_calls_total",
+            &[("outcome", "unauthorized")]
+        ) >= Some(1.0)
+    );
     assert_eq!(m.value("keyfleet_open_requests", &[]), Some(0.0));
 
     // Alice loses her entitlement: the controller revokes her card's certificates (and wipes

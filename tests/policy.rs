@@ -564,3 +564,70 @@ fn a_local_ca_changed_after_it_exists_is_a_warning_in_validate_and_plan() {
         "{report}"
     );
 }
+
+#[test]
+fn operator_settings_and_roles_are_checked_where_they_are_written() {
+    let d = PolicyDir::valid();
+    d.write(
+        "operators.yaml",
+        "\
+apiVersion: keyfleet.dev/v1
+kind: Settings
+metadata:
+  name: settings
+spec:
+  operators:
+    templates: [employee, missing-template]
+    external:
+      - {name: ticketing, caFile: no-such-ca.pem, subject: 'CN=ticketing,XX=1'}
+      - {name: ticketing, caFile: no-such-ca.pem, subject: CN=ticketing}
+    directory: nowhere
+  approvals: {unblock: 0}
+---
+apiVersion: keyfleet.dev/v1
+kind: Role
+metadata:
+  name: helpdesk
+spec:
+  permissions: [unblock, view-inventory]
+  members: [' alice', 'group:staff']
+  templates: [contractor]
+",
+    );
+    let r = d.validate(&[]);
+    r.expect_code(1);
+    let f = d.file("operators.yaml");
+    for line in [
+        format!(
+            "{f}:7: Settings/settings: spec.operators.templates[1]: no CardTemplate named `missing-template`"
+        ),
+        format!("{f}:9: Settings/settings: spec.operators.external[0].caFile: caFile"),
+        format!("{f}:9: Settings/settings: spec.operators.external[0].subject: subject"),
+        format!(
+            "{f}:10: Settings/settings: spec.operators.external[1].name: external operator `ticketing` is listed twice"
+        ),
+        format!(
+            "{f}:11: Settings/settings: spec.operators.directory: no Directory named `nowhere`"
+        ),
+        format!(
+            "{f}:12: Settings/settings: spec.approvals.unblock: approvals of unblock must be at least 1"
+        ),
+        format!("{f}:20: Role/helpdesk: spec.members[0]: member \" alice\""),
+        format!("{f}:21: Role/helpdesk: spec.templates[0]: no CardTemplate named `contractor`"),
+    ] {
+        r.stderr_has(&line);
+    }
+    // A permission outside the vocabulary, or an operation that cannot be put under approval.
+    let d = PolicyDir::valid();
+    d.write(
+        "roles.yaml",
+        "apiVersion: keyfleet.dev/v1\nkind: Role\nmetadata:\n  name: old\nspec:\n  permissions: [report-lost]\n  members: [alice]\n",
+    );
+    d.validate(&[]).expect_code(1).stderr_has("report-lost");
+    let d = PolicyDir::valid();
+    d.write(
+        "settings.yaml",
+        "apiVersion: keyfleet.dev/v1\nkind: Settings\nmetadata:\n  name: s\nspec:\n  approvals: {make-coffee: 1}\n",
+    );
+    d.validate(&[]).expect_code(1).stderr_has("make-coffee");
+}
