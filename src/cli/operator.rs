@@ -27,7 +27,18 @@ pub fn call_local(
     env: &crate::runtime::Environment,
     call: &OperatorCall,
 ) -> anyhow::Result<Result<serde_json::Value, Refusal>> {
-    let response = match control::open_for_reading(&env.state_dir)? {
+    // A local user other than the state directory's owner cannot open it: they reach the
+    // controller through the operator socket, if the policy has one.
+    if let Some(socket) = &env.policy.settings.spec.operators.socket
+        && !owns(&env.state_dir)
+    {
+        return answer(
+            &env.state_dir,
+            control::request_at(socket, &control::Request::Operator { call: call.clone() })?,
+        );
+    }
+    let access = control::open_for_reading(&env.state_dir)?;
+    let response = match access {
         Some(Access::Controller) => control::request(
             &env.state_dir,
             &control::Request::Operator { call: call.clone() },
@@ -38,6 +49,20 @@ pub fn call_local(
         }
         None => crate::controller::operator_offline(env, call)?,
     };
+    answer(&env.state_dir, response)
+}
+
+/// Whether this process owns `dir` (or is root).
+fn owns(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let me = rustix::process::geteuid().as_raw();
+    me == 0 || std::fs::metadata(dir).is_ok_and(|m| m.uid() == me)
+}
+
+fn answer(
+    state_dir: &std::path::Path,
+    response: Response,
+) -> anyhow::Result<Result<serde_json::Value, Refusal>> {
     Ok(match response {
         Response::Operator { value } => Ok(value),
         Response::Refused { code, message } => Err(Refusal { code, message }),
@@ -45,7 +70,7 @@ pub fn call_local(
             code: "failed".into(),
             message,
         }),
-        other => return Err(control::unexpected(&env.state_dir, &other).into()),
+        other => return Err(control::unexpected(state_dir, &other).into()),
     })
 }
 

@@ -106,6 +106,36 @@ pub(super) fn bind_socket(state_dir: &Path) -> Result<UnixListener, ControllerEr
     Ok(listener)
 }
 
+/// Binds the operator socket (`Settings.spec.operators.socket`) with mode 0666: every local
+/// user may connect; who they are is their uid (SO_PEERCRED) through
+/// `Settings.spec.operators.local`. A file in the way is replaced only when it is a socket.
+pub(super) fn bind_operator_socket(path: &Path) -> Result<UnixListener, ControllerError> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let err = |source| ControllerError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
+        Ok(_) => {
+            return Err(err(std::io::Error::other(
+                "a file that is not a socket is in the way; remove it or choose another path",
+            )));
+        }
+        Err(_) => {}
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(err)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    Ok(listener)
+}
+
 pub(super) async fn serve_control(listener: UnixListener, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
@@ -146,7 +176,22 @@ async fn handle_control(stream: UnixStream, shared: Arc<Shared>) {
                         message: format!("the operator call failed internally: {e}"),
                     })
             }
-            Ok(req) => answer(req, &shared).await,
+            Ok(req) => {
+                let check = {
+                    let (shared, req) = (shared.clone(), req.clone());
+                    tokio::task::spawn_blocking(move || may_read(&shared, peer, &req))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(Response::Error {
+                                message: format!("the check failed internally: {e}"),
+                            })
+                        })
+                };
+                match check {
+                    Ok(()) => answer(req, &shared).await,
+                    Err(refused) => refused,
+                }
+            }
         },
     };
     let shared2 = shared.clone();
@@ -247,6 +292,74 @@ fn operator_call(shared: &Arc<Shared>, peer: Option<u32>, call: &OperatorCall) -
         shared.metrics.open_requests(open);
     }
     response
+}
+
+/// Whether the peer may make a read request (inventory, history, status): the system owner
+/// always; an operator mapped by `Settings.spec.operators.local` with `view-inventory`
+/// (`view-history` for the history), audited like any operator call.
+fn may_read(shared: &Arc<Shared>, peer: Option<u32>, req: &Request) -> Result<(), Response> {
+    use std::os::unix::fs::MetadataExt as _;
+    let owner = std::fs::metadata(&shared.state_dir).map_or(u32::MAX, |m| m.uid());
+    if peer.is_some_and(|uid| uid == owner || uid == 0) {
+        return Ok(());
+    }
+    let Some(ctx) = shared.operator_context() else {
+        return Err(Response::Refused {
+            code: "unavailable".into(),
+            message: "the controller is starting; try again".into(),
+        });
+    };
+    let refuse = |code: &str, message: String| Response::Refused {
+        code: code.into(),
+        message,
+    };
+    let operator = match peer_operator(&shared.state_dir, peer, &ctx.env) {
+        Ok(o) => o,
+        Err(e) => {
+            let actor = peer.map_or_else(|| "unknown".into(), |u| format!("uid:{u}"));
+            return Err(
+                match log_unauthorized(&shared.audit, &actor, "control-socket", &e) {
+                    Ok(()) => refuse("unauthorized", e.to_string()),
+                    Err(m) => refuse("audit-log", m),
+                },
+            );
+        }
+    };
+    let (permission, kind) = match req {
+        Request::History => (
+            crate::policy::model::Permission::ViewHistory,
+            "view-history",
+        ),
+        _ => (
+            crate::policy::model::Permission::ViewInventory,
+            "view-inventory",
+        ),
+    };
+    let grants = crate::operators::roles::grants(&operator, &ctx.env.policy.roles, &ctx.groups);
+    let outcome = match grants.check(permission, None) {
+        Ok(()) => "allowed",
+        Err(_) => "denied",
+    };
+    let logged = shared.audit.append(
+        crate::audit::NewEntry {
+            actor: operator.name,
+            kind: kind.into(),
+            target: "control-socket".into(),
+            outcome: outcome.into(),
+            details: serde_json::Value::Null,
+        },
+        OffsetDateTime::now_utc(),
+    );
+    if let Err(e) = logged {
+        return Err(refuse(
+            "audit-log",
+            format!("not done: the audit log cannot be written: {e}"),
+        ));
+    }
+    match grants.check(permission, None) {
+        Ok(()) => Ok(()),
+        Err(d) => Err(refuse("forbidden", d.to_string())),
+    }
 }
 
 /// The operator a control-socket peer is.

@@ -259,6 +259,12 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
 
     let socket = bind_socket(&state_dir)?;
     tokio::spawn(serve_control(socket, shared.clone()));
+    let operator_socket = env.policy.settings.spec.operators.socket.clone();
+    if let Some(path) = &operator_socket {
+        let listener = control_socket::bind_operator_socket(path)?;
+        tracing::info!(path = %path.display(), "operator socket listening");
+        tokio::spawn(serve_control(listener, shared.clone()));
+    }
     if let Some(addr) = opts.listen {
         let (local, server) = http::bind(addr, shared.clone())
             .await
@@ -445,6 +451,9 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         tracing::error!("cannot checkpoint the audit log at shutdown: {e}");
     }
     let _ = std::fs::remove_file(control::socket_path(&state_dir));
+    if let Some(path) = &operator_socket {
+        let _ = std::fs::remove_file(path);
+    }
     tracing::info!("controller stopped");
     drop(lock);
     match failure {

@@ -197,7 +197,13 @@ pub enum ControlError {
 
 /// Sends one request to the controller of `state_dir` and returns its answer.
 pub fn request(state_dir: &Path, req: &Request) -> Result<Response, ControlError> {
-    let path = socket_path(state_dir);
+    request_at(&socket_path(state_dir), req)
+}
+
+/// Sends one request over the socket at `path` (the control socket, or the operator socket of
+/// `Settings.spec.operators.socket`).
+pub fn request_at(path: &Path, req: &Request) -> Result<Response, ControlError> {
+    let path = path.to_path_buf();
     let io = |source| ControlError::Io {
         path: path.clone(),
         source,
@@ -225,6 +231,10 @@ pub fn request(state_dir: &Path, req: &Request) -> Result<Response, ControlError
     })?;
     match resp {
         Response::Error { message } => Err(ControlError::Remote(message)),
+        // An operator call's refusal is its answer; any other request refused is an error.
+        Response::Refused { code, message } if !matches!(req, Request::Operator { .. }) => {
+            Err(ControlError::Remote(format!("{message} ({code})")))
+        }
         other => Ok(other),
     }
 }

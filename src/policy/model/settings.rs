@@ -172,6 +172,13 @@ pub struct Operators {
     /// (and root) is the system owner, with every permission.
     #[serde(default)]
     pub local: BTreeMap<String, String>,
+    /// A socket for local operators other than the state directory's owner (an absolute path
+    /// outside the state directory, e.g. `/run/keyfleet/operator.sock`): the controller makes
+    /// it reachable by every local user (mode 0666) and names each caller by their Unix uid
+    /// through `local`; unmapped users are refused. Absent: only the owner reaches the
+    /// controller, through the control socket in the state directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
     /// The directory whose groups `group:` role members name (needed when there are several).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory: Option<String>,

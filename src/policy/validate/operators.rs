@@ -176,6 +176,30 @@ pub(super) fn check_operators(c: &mut Checker<'_>) {
             );
         }
     }
+    if let Some(socket) = &ops.socket {
+        if !socket.is_absolute() || socket.parent().is_none_or(|p| !p.is_dir()) {
+            c.push(
+                Kind::Settings,
+                settings,
+                "/spec/operators/socket",
+                codes::INVALID_VALUE,
+                format!(
+                    "socket {} must be an absolute path in an existing folder",
+                    socket.display()
+                ),
+            );
+        }
+    } else if !ops.local.is_empty() {
+        c.warn(
+            Kind::Settings,
+            settings,
+            "/spec/operators/local",
+            codes::SUSPICIOUS,
+            "local operators need Settings.spec.operators.socket: the control socket in the \
+             state directory is reachable by its owner alone"
+                .into(),
+        );
+    }
     for (user, operator) in &ops.local {
         if user.is_empty() || operator.trim().is_empty() {
             c.push(
