@@ -609,6 +609,23 @@ impl Operations<'_> {
         Ok(())
     }
 
+    /// Whether a request exists is not told to those who could see none but their own: a
+    /// missing one is, to them, one they may not see.
+    fn hide_missing(&self, g: &Grants, e: OpError) -> OpError {
+        match e {
+            OpError::NotFound(_)
+                if !g.has(Permission::Approve) && !g.has(Permission::ManageRequests) =>
+            {
+                Denied::Missing {
+                    operator: g.name().to_string(),
+                    permission: Permission::Approve,
+                }
+                .into()
+            }
+            e => e,
+        }
+    }
+
     /// The requests `g` may see, oldest first.
     pub fn requests(&self, g: &Grants) -> Result<Vec<OperatorRequest>, OpError> {
         self.log(
@@ -634,7 +651,7 @@ impl Operations<'_> {
     pub fn request(&self, g: &Grants, id: &str) -> Result<OperatorRequest, OpError> {
         let (r, _) = match self.load(id) {
             Ok(v) => v,
-            Err(e) => return self.refuse(g, "show-request", id, e),
+            Err(e) => return self.refuse(g, "show-request", id, self.hide_missing(g, e)),
         };
         if !r.visible_to(g) {
             return self.refuse(
@@ -667,7 +684,7 @@ impl Operations<'_> {
     ) -> Result<OperatorRequest, OpError> {
         let (mut r, old) = match self.load(id) {
             Ok(v) => v,
-            Err(e) => return self.refuse(g, "approve-request", id, e),
+            Err(e) => return self.refuse(g, "approve-request", id, self.hide_missing(g, e)),
         };
         if let Err(e) = r.approve(g, comment.clone(), self.now) {
             return self.refuse(g, "approve-request", id, e.into());
@@ -696,7 +713,7 @@ impl Operations<'_> {
     ) -> Result<OperatorRequest, OpError> {
         let (mut r, old) = match self.load(id) {
             Ok(v) => v,
-            Err(e) => return self.refuse(g, "deny-request", id, e),
+            Err(e) => return self.refuse(g, "deny-request", id, self.hide_missing(g, e)),
         };
         if let Err(e) = r.deny(g, comment.clone(), self.now) {
             return self.refuse(g, "deny-request", id, e.into());

@@ -152,3 +152,156 @@ async fn the_document_declares_every_route_and_is_served_without_an_identity() {
         "the document has operations no route serves"
     );
 }
+
+/// A controller with a real store and audit log, whose host does nothing.
+struct Running(CallContext);
+
+struct NoHost;
+
+impl crate::operators::service::Host for NoHost {
+    fn unblock(&self, _: &str, _: &str) -> Result<Value, String> {
+        Ok(serde_json::json!({}))
+    }
+    fn held_revocations(&self) -> Result<Vec<crate::statedir::status::HeldRevocation>, String> {
+        Ok(Vec::new())
+    }
+    fn approve_held(
+        &self,
+        _: &str,
+        _: &[crate::statedir::status::HeldRevocation],
+    ) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl Backend for Running {
+    fn context(&self) -> Option<CallContext> {
+        Some(self.0.clone())
+    }
+    fn last_plan(&self) -> Option<Arc<crate::plan::Plan>> {
+        None
+    }
+    fn count_call(&self, _: &str) {}
+    fn open_requests(&self, _: usize) {}
+}
+
+#[tokio::test]
+async fn every_permission_is_required_by_its_routes_and_enough_for_them() {
+    use crate::policy::model::Permission;
+    let dir = tempfile::tempdir().unwrap();
+    let policy_dir = dir.path().join("policy");
+    std::fs::create_dir(&policy_dir).unwrap();
+    // An automation CA and one operator per permission (`p-<permission>`), plus `nobody`.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Automation");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&key).unwrap();
+    std::fs::write(policy_dir.join("ca.pem"), ca.pem()).unwrap();
+    let issuer = rcgen::Issuer::new(params, &key);
+    let mut certs = std::collections::BTreeMap::new();
+    let mut yaml = String::from(
+        "apiVersion: keyfleet.dev/v1\nkind: Settings\nmetadata: {name: s}\nspec:\n  operators:\n    external:\n",
+    );
+    let names: Vec<String> = Permission::ALL
+        .iter()
+        .map(|p| format!("p-{p}"))
+        .chain(["nobody".to_string()])
+        .collect();
+    for name in &names {
+        yaml.push_str(&format!(
+            "      - {{name: {name}, caFile: ca.pem, subject: CN={name}}}\n"
+        ));
+        let k = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut lp = rcgen::CertificateParams::default();
+        lp.distinguished_name
+            .push(rcgen::DnType::CommonName, name.as_str());
+        let leaf = lp.signed_by(&k, &issuer).unwrap();
+        certs.insert(name.clone(), leaf.der().clone());
+    }
+    for p in Permission::ALL {
+        yaml.push_str(&format!(
+            "---\napiVersion: keyfleet.dev/v1\nkind: Role\nmetadata: {{name: r-{p}}}\nspec:\n  permissions: [{p}]\n  members: [p-{p}]\n"
+        ));
+    }
+    std::fs::write(policy_dir.join("operators.yaml"), yaml).unwrap();
+    let state = dir.path().join("state");
+    crate::fsutil::ensure_private_dir(&state).unwrap();
+    let env = crate::runtime::load(&policy_dir, Some(&state)).unwrap();
+    let master = crate::secrets::MasterKey::load_or_create(&state).unwrap();
+    let audit = crate::runtime::audit_log(&env, &master).unwrap();
+    let store = crate::store::Store::open(&state).unwrap();
+    let trust = Arc::new(super::super::tls::client_trust(&env.policy, &state).unwrap());
+    let ctx = CallContext {
+        env: Arc::new(env),
+        groups: Arc::default(),
+        store: Arc::new(store),
+        audit: Arc::new(audit),
+        master: Arc::new(master),
+        host: Arc::new(NoHost),
+    };
+    let app = router(Arc::new(ApiState {
+        backend: Arc::new(Running(ctx.clone())),
+        trust,
+        limiter: RateLimiter::new(10_000),
+    }));
+    let call = |who: &str, r: &RouteDoc| {
+        let body = if r.request.is_some() {
+            Body::from("{}")
+        } else {
+            Body::empty()
+        };
+        let mut req = Request::builder()
+            .method(r.method.clone())
+            .uri(concrete(r.path))
+            .header("content-type", "application/json")
+            .body(body)
+            .unwrap();
+        req.extensions_mut()
+            .insert(PeerCertificates(Arc::new(vec![certs[who].clone()])));
+        let app = app.clone();
+        async move {
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status().as_u16();
+            let bytes = axum::body::to_bytes(res.into_body(), 1 << 22)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    let mut checked = 0;
+    for r in ROUTES.iter() {
+        let Some(p) = r.permission else {
+            continue;
+        };
+        let (status, body) = call("nobody", r).await;
+        assert_eq!(status, 403, "{} {} without {p}: {body}", r.method, r.path);
+        assert!(body.contains(&format!("`{p}`")), "{body}");
+        for q in Permission::ALL {
+            let (status, body) = call(&format!("p-{q}"), r).await;
+            if q == p {
+                assert_ne!(status, 403, "{} {} with {p}: {body}", r.method, r.path);
+                assert_ne!(status, 401, "{body}");
+            } else if p != Permission::Approve || q != Permission::ManageRequests {
+                assert_eq!(status, 403, "{} {} with only {q}: {body}", r.method, r.path);
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10);
+    // Every one of those calls is in the audit log, the refusals as `denied`.
+    let entries = ctx.audit.entries().unwrap();
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e.actor == "nobody" && e.outcome == "denied")
+            .count()
+            >= checked
+    );
+    // whoami needs no permission.
+    let (status, body) = call("nobody", &ROUTES[0]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"operator\":\"nobody\""), "{body}");
+}

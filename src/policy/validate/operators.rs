@@ -5,7 +5,18 @@
 use super::Checker;
 use crate::names::DistinguishedName;
 use crate::policy::diag::codes;
-use crate::policy::model::{CertificateAuthoritySpec, Kind};
+use crate::policy::model::{CertificateAuthoritySpec, Kind, Permission};
+
+/// Permissions of the vocabulary whose operations (incidents, binding, holds and revocations
+/// by hand, key recovery) are not built yet.
+const RESERVED: [Permission; 6] = [
+    Permission::ReportIncident,
+    Permission::ResolveIncident,
+    Permission::Bind,
+    Permission::Hold,
+    Permission::Revoke,
+    Permission::RecoverKey,
+];
 
 /// The prefix of a group member of a role (`group:pki-admins`).
 pub const GROUP_PREFIX: &str = "group:";
@@ -25,6 +36,20 @@ pub(super) fn check_roles(c: &mut Checker<'_>) {
                 codes::SUSPICIOUS,
                 "role has no members".into(),
             );
+        }
+        for (i, p) in r.spec.permissions.iter().enumerate() {
+            if RESERVED.contains(p) {
+                c.warn(
+                    Kind::Role,
+                    r,
+                    &format!("/spec/permissions/{i}"),
+                    codes::SUSPICIOUS,
+                    format!(
+                        "permission `{p}` is in the vocabulary, but no operation of this version \
+                         uses it yet: it grants nothing today"
+                    ),
+                );
+            }
         }
         for (i, m) in r.spec.members.iter().enumerate() {
             let name = m.strip_prefix(GROUP_PREFIX).unwrap_or(m);
