@@ -682,21 +682,9 @@ impl Operations<'_> {
         id: &str,
         comment: Option<String>,
     ) -> Result<OperatorRequest, OpError> {
-        let (mut r, old) = match self.load(id) {
-            Ok(v) => v,
-            Err(e) => return self.refuse(g, "approve-request", id, self.hide_missing(g, e)),
-        };
-        if let Err(e) = r.approve(g, comment.clone(), self.now) {
-            return self.refuse(g, "approve-request", id, e.into());
-        }
-        self.log(
-            g.name(),
-            "approve-request",
-            id,
-            "approved",
-            serde_json::json!({"kind": r.kind, "target": r.target, "approvals": r.approvals.len(), "required": r.required, "comment": comment}),
-        )?;
-        self.save(&r, &old)?;
+        let r = self.decide(g, id, "approve-request", "approved", comment, |r, c| {
+            r.approve(g, c, self.now)
+        })?;
         if r.state == RequestState::Approved {
             self.run_request(id)?;
             return Ok(self.load(id)?.0);
@@ -711,19 +699,35 @@ impl Operations<'_> {
         id: &str,
         comment: Option<String>,
     ) -> Result<OperatorRequest, OpError> {
+        self.decide(g, id, "deny-request", "denied", comment, |r, c| {
+            r.deny(g, c, self.now)
+        })
+    }
+
+    /// Takes one decision on request `id` (audited, refusals too) and saves it.
+    fn decide(
+        &self,
+        g: &Grants,
+        id: &str,
+        kind: &str,
+        outcome: &str,
+        comment: Option<String>,
+        take: impl FnOnce(&mut OperatorRequest, Option<String>) -> Result<(), DecisionError>,
+    ) -> Result<OperatorRequest, OpError> {
         let (mut r, old) = match self.load(id) {
             Ok(v) => v,
-            Err(e) => return self.refuse(g, "deny-request", id, self.hide_missing(g, e)),
+            Err(e) => return self.refuse(g, kind, id, self.hide_missing(g, e)),
         };
-        if let Err(e) = r.deny(g, comment.clone(), self.now) {
-            return self.refuse(g, "deny-request", id, e.into());
+        if let Err(e) = take(&mut r, comment.clone()) {
+            return self.refuse(g, kind, id, e.into());
         }
         self.log(
             g.name(),
-            "deny-request",
+            kind,
             id,
-            "denied",
-            serde_json::json!({"kind": r.kind, "target": r.target, "comment": comment}),
+            outcome,
+            serde_json::json!({"kind": r.kind, "target": r.target, "approvals": r.approvals.len(),
+                "required": r.required, "comment": comment}),
         )?;
         self.save(&r, &old)?;
         Ok(r)
