@@ -436,7 +436,7 @@ pub fn operator_offline(
         },
     };
     // Whatever is approved and not yet run (this call's, or one interrupted) runs now.
-    if let Err(e) = ops.upkeep() {
+    if let Err(e) = ops.upkeep(true) {
         tracing::warn!("requests upkeep: {e}");
     }
     Ok(response)

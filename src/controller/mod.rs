@@ -431,7 +431,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
             }
         };
         next_wake = record(&shared, &state, &out, opts.resync);
-        operator_upkeep(&shared, &state).await;
+        operator_upkeep(&shared, &state, number == 1).await;
         let (entries, signed) = audit.head();
         let checkpoint_at = OffsetDateTime::now_utc() + crate::audit::CHECKPOINT_INTERVAL;
         if entries > signed && checkpoint_at < next_wake.0 {
@@ -497,9 +497,11 @@ async fn start_api(
     Ok(())
 }
 
-/// After a pass: the operator calls are decided with its policy and directory groups from now
-/// on, and approved requests that have not run, run (level-triggered).
-async fn operator_upkeep(shared: &Arc<Shared>, state: &PassState) {
+/// After a pass: approved requests that have not run, run (level-triggered); then the
+/// operator calls are decided with this pass's policy and directory groups. The first time,
+/// no operator call has been answered yet, so a request found started and unfinished was
+/// interrupted by the last stop: it is failed, never run twice.
+async fn operator_upkeep(shared: &Arc<Shared>, state: &PassState, first: bool) {
     let groups = crate::operators::roles::RoleGroups::resolve(
         &state.env.policy,
         state.cache.operator_snapshot(&state.env.policy),
@@ -509,11 +511,10 @@ async fn operator_upkeep(shared: &Arc<Shared>, state: &PassState) {
         groups: Arc::new(groups),
         master: state.master.clone(),
     };
-    if let Ok(mut o) = shared.operators.lock() {
-        *o = Some(ctx.clone());
-    }
-    let shared = shared.clone();
+    let publish = ctx.clone();
+    let shared2 = shared.clone();
     let _ = tokio::task::spawn_blocking(move || {
+        let shared = shared2;
         let host = operator_host::RunningHost {
             shared: shared.clone(),
             env: ctx.env.clone(),
@@ -527,12 +528,15 @@ async fn operator_upkeep(shared: &Arc<Shared>, state: &PassState) {
             host: &host,
             now: OffsetDateTime::now_utc(),
         };
-        match ops.upkeep() {
+        match ops.upkeep(first) {
             Ok(open) => shared.metrics.open_requests(open),
             Err(e) => tracing::error!("requests upkeep failed: {e}"),
         }
     })
     .await;
+    if let Ok(mut o) = shared.operators.lock() {
+        *o = Some(publish);
+    }
 }
 
 /// The inventory, when the sources need it to decide on PC/SC (a policy with PIV templates

@@ -10,4 +10,6 @@ pub mod roles;
 pub mod service;
 
 #[cfg(test)]
+mod service_tests;
+#[cfg(test)]
 mod tests;

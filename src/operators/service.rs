@@ -741,7 +741,10 @@ impl Operations<'_> {
             return Ok(());
         }
         r.started = Some(self.now);
-        self.save(&r, &old)?;
+        if !self.store.update_request(&r.id, &old, &encode(&r)?)? {
+            // Another call (an approval, the controller's upkeep) took it first: it runs there.
+            return Ok(());
+        }
         let started = encode(&r)?;
         let approvers: Vec<&str> = r.approvals.iter().map(|a| a.by.as_str()).collect();
         let details =
@@ -774,44 +777,45 @@ impl Operations<'_> {
         Ok(n)
     }
 
-    /// Level-triggered upkeep, every pass: approved requests that never started run;
-    /// requests interrupted while running are failed (never run twice); pending requests past
-    /// their expiry are recorded expired. Returns the number still pending.
-    pub fn upkeep(&self) -> Result<usize, OpError> {
+    /// Level-triggered upkeep, every pass: approved requests that never started run; pending
+    /// requests past their expiry are recorded expired. With `recover_interrupted` (only when
+    /// nothing else can be running one: at the controller's start, or in a command holding the
+    /// state lock) requests that started and never finished are failed, never run twice.
+    /// A record another call changed meanwhile is left for the next upkeep. Returns the number
+    /// still pending.
+    pub fn upkeep(&self, recover_interrupted: bool) -> Result<usize, OpError> {
         let mut pending = 0;
         for (id, bytes) in self.store.request_records()? {
             let Ok(mut r) = serde_json::from_slice::<OperatorRequest>(&bytes) else {
                 continue;
             };
-            match (r.state_at(self.now), r.started, r.finished) {
+            let (outcome, details) = match (r.state_at(self.now), r.started, r.finished) {
                 (RequestState::Expired, _, _) if r.state == RequestState::Pending => {
-                    self.log(
-                        "keyfleet",
-                        "request",
-                        &id,
+                    r.state = RequestState::Expired;
+                    (
                         "expired",
                         serde_json::json!({"kind": r.kind, "target": r.target}),
-                    )?;
-                    r.state = RequestState::Expired;
-                    self.save(&r, &bytes)?;
+                    )
                 }
-                (RequestState::Pending, _, _) => pending += 1,
-                (RequestState::Approved, None, _) => self.run_request(&id)?,
-                (RequestState::Approved, Some(_), None) => {
-                    self.log(
-                        "keyfleet",
-                        "request",
-                        &id,
-                        "failed",
-                        serde_json::json!({"error": "interrupted while running; not run again"}),
-                    )?;
+                (RequestState::Pending, _, _) => {
+                    pending += 1;
+                    continue;
+                }
+                (RequestState::Approved, None, _) => {
+                    self.run_request(&id)?;
+                    continue;
+                }
+                (RequestState::Approved, Some(_), None) if recover_interrupted => {
+                    let error = "interrupted while running; not run again";
                     r.state = RequestState::Failed;
-                    r.outcome = Some(
-                        serde_json::json!({"error": "interrupted while running; not run again"}),
-                    );
-                    self.save(&r, &bytes)?;
+                    r.outcome = Some(serde_json::json!({"error": error}));
+                    ("failed", serde_json::json!({"error": error}))
                 }
-                _ => {}
+                _ => continue,
+            };
+            // The record decides (its expiry, its missing end); the entry says it was seen.
+            if self.store.update_request(&id, &bytes, &encode(&r)?)? {
+                self.log("keyfleet", "request", &id, outcome, details)?;
             }
         }
         Ok(pending)

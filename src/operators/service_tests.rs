@@ -1,0 +1,154 @@
+//! The service over a real store and audit log: a request runs once with its last approval,
+//! one found started and unfinished is failed only when nothing else can be running it, and
+//! never run again.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::identity::{Operator, Via};
+use super::requests::{OperatorRequest, RequestState};
+use super::roles::RoleGroups;
+use super::service::{Host, Operations, Outcome};
+use crate::policy::model::{OperationKind, Permission, RoleSpec};
+use crate::statedir::status::HeldRevocation;
+
+#[derive(Default)]
+struct CountingHost {
+    approved: Mutex<Vec<Vec<String>>>,
+}
+
+impl Host for CountingHost {
+    fn unblock(&self, _: &str, _: &str) -> Result<serde_json::Value, String> {
+        Err("no card here".into())
+    }
+    fn held_revocations(&self) -> Result<Vec<HeldRevocation>, String> {
+        Ok(vec![HeldRevocation {
+            id: "revoke:bob".into(),
+            user: "bob".into(),
+            card: None,
+            serials: vec!["0A".into()],
+            reason: "no-longer-entitled".into(),
+        }])
+    }
+    fn approve_held(&self, _: &str, held: &[HeldRevocation]) -> Result<(), String> {
+        self.approved
+            .lock()
+            .unwrap()
+            .push(held.iter().map(|h| h.id.clone()).collect());
+        Ok(())
+    }
+}
+
+fn op(name: &str) -> Operator {
+    Operator {
+        name: name.into(),
+        via: Via::External,
+    }
+}
+
+#[test]
+fn a_request_runs_once_and_an_interrupted_one_is_failed_only_at_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    crate::fsutil::ensure_private_dir(&state).unwrap();
+    let mut policy = crate::policy::PolicySet::empty(dir.path());
+    policy
+        .settings
+        .spec
+        .approvals
+        .insert(OperationKind::ApproveMassRevocation, 1);
+    let role = |perms: &[Permission], members: &[&str]| crate::policy::Object {
+        name: String::new(),
+        file: "r.yaml".into(),
+        line: 1,
+        spec: RoleSpec {
+            permissions: perms.to_vec(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+            templates: None,
+        },
+    };
+    policy.roles = BTreeMap::from([
+        (
+            "asker".to_string(),
+            role(&[Permission::ApproveMassRevocation], &["ann"]),
+        ),
+        (
+            "approver".to_string(),
+            role(&[Permission::Approve], &["ole"]),
+        ),
+    ]);
+    let master = crate::secrets::MasterKey::load_or_create(&state).unwrap();
+    let key = crate::audit::AuditKey::load_or_create(
+        &crate::keystore::KeyStore::parse(None).unwrap(),
+        &state,
+        &master,
+    )
+    .unwrap();
+    let audit = crate::audit::AuditLog::open(&state, key).unwrap();
+    let store = crate::store::Store::open(&state).unwrap();
+    let host = CountingHost::default();
+    let groups = RoleGroups::default();
+    let ops = Operations {
+        policy: &policy,
+        store: &store,
+        audit: &audit,
+        groups: &groups,
+        host: &host,
+        now: time::OffsetDateTime::now_utc(),
+    };
+    let (ann, ole) = (ops.grants(&op("ann")), ops.grants(&op("ole")));
+
+    // One approval: it runs at once, once.
+    let Outcome::Requested(first) = ops.approve_held(&ann, "reorg").unwrap() else {
+        panic!("approve-mass-revocation needs an approval");
+    };
+    let done = ops.approve(&ole, &first.id, None).unwrap();
+    assert_eq!(done.state, RequestState::Done);
+    assert_eq!(
+        *host.approved.lock().unwrap(),
+        vec![vec!["revoke:bob".to_string()]]
+    );
+    assert_eq!(ops.upkeep(true).unwrap(), 0);
+    assert_eq!(host.approved.lock().unwrap().len(), 1, "run once");
+
+    // A second one, found started and unfinished (a process stopped while running it).
+    let Outcome::Requested(second) = ops.approve_held(&ann, "again").unwrap() else {
+        panic!("a request");
+    };
+    let old = store.request_record(&second.id).unwrap().unwrap();
+    let mut running: OperatorRequest = serde_json::from_slice(&old).unwrap();
+    running.state = RequestState::Approved;
+    running.started = Some(ops.now);
+    assert!(
+        store
+            .update_request(&second.id, &old, &serde_json::to_vec(&running).unwrap())
+            .unwrap()
+    );
+    // While calls may be running it, upkeep leaves it alone.
+    ops.upkeep(false).unwrap();
+    let seen: OperatorRequest =
+        serde_json::from_slice(&store.request_record(&second.id).unwrap().unwrap()).unwrap();
+    assert_eq!(seen.state, RequestState::Approved);
+    // At recovery it is failed, and never run.
+    ops.upkeep(true).unwrap();
+    let seen: OperatorRequest =
+        serde_json::from_slice(&store.request_record(&second.id).unwrap().unwrap()).unwrap();
+    assert_eq!(seen.state, RequestState::Failed);
+    assert_eq!(host.approved.lock().unwrap().len(), 1);
+    ops.upkeep(true).unwrap();
+    assert_eq!(host.approved.lock().unwrap().len(), 1);
+    // The log tells it.
+    let entries = audit.entries().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.target == second.id && e.outcome == "failed")
+    );
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.kind == "approve-mass-revocation" && e.outcome == "done")
+            .count(),
+        1
+    );
+}
