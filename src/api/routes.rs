@@ -124,8 +124,8 @@ pub static ROUTES: [RouteDoc; 15] = [
     RouteDoc {
         method: Method::GET,
         path: "/api/v1/audit",
-        summary: "The drift report (query: expiringDays, default 30)",
-        permission: Some(Permission::ViewHistory),
+        summary: "The drift report, within the caller's template scope (query: expiringDays, default 30)",
+        permission: Some(Permission::ViewInventory),
         request: None,
         response: schema::<DriftReport>,
         errors: &[401, 403, 409, 422, 429, 500],
@@ -303,16 +303,24 @@ where
         };
         let grants = ops.grants(&operator);
         if let Err(wait) = s.limiter.check(grants.name(), Instant::now()) {
-            let _ = ctx.audit.append(
-                crate::audit::NewEntry {
-                    actor: grants.name().to_string(),
-                    kind: "api-call".into(),
-                    target: "api".into(),
-                    outcome: "rate-limited".into(),
-                    details: Value::Null,
-                },
-                now,
-            );
+            ctx.audit
+                .append(
+                    crate::audit::NewEntry {
+                        actor: grants.name().to_string(),
+                        kind: "api-call".into(),
+                        target: "api".into(),
+                        outcome: "rate-limited".into(),
+                        details: Value::Null,
+                    },
+                    now,
+                )
+                .map_err(|e| {
+                    ApiError::of(
+                        500,
+                        "audit-log",
+                        format!("the audit log cannot be written: {e}"),
+                    )
+                })?;
             return Err(ApiError::too_many_requests(wait));
         }
         let reply = f(&ops, &grants, &ctx).map_err(|e| refused(&e));
@@ -471,7 +479,24 @@ async fn drift(
             &ctx.master,
             ops.now,
         );
-        let findings = crate::drift::findings(&plan, &inventory, &cas, ops.now, q.expiring_days);
+        let mut findings =
+            crate::drift::findings(&plan, &inventory, &cas, ops.now, q.expiring_days);
+        if let Some(Scope::Templates(t)) = g.scope(Permission::ViewInventory) {
+            // Only findings about a credential of a template in scope.
+            let template_of = |f: &crate::drift::Finding| {
+                f.serial
+                    .as_ref()
+                    .and_then(|s| inventory.certs.get(s))
+                    .map(|c| c.template.clone())
+                    .or_else(|| {
+                        f.card
+                            .as_ref()
+                            .and_then(|c| inventory.cards.get(c))
+                            .and_then(|c| c.template.clone())
+                    })
+            };
+            findings.retain(|f| template_of(f).is_some_and(|x| t.contains(&x)));
+        }
         Ok(ok(&DriftReport {
             clean: findings.is_empty(),
             complete: plan.complete,

@@ -2,7 +2,7 @@
 //! it shares with the loop and the HTTP endpoint, and the answers to `status`, `inventory`,
 //! `history` and `approve`; and `approve` with no controller running.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,6 +46,8 @@ pub struct Shared {
     /// What operator calls are decided with: the policy in force, the groups roles name
     /// (from the last pass's snapshot), the master key.
     pub(super) operators: Mutex<Option<OperatorContext>>,
+    /// Set once an upkeep recovered the requests the last stop interrupted.
+    pub(super) requests_recovered: AtomicBool,
     /// The last pass's plan (`GET /plan`, the drift report).
     pub(super) last_plan: Mutex<Option<Arc<crate::plan::Plan>>>,
 }
@@ -124,15 +126,29 @@ pub(super) fn bind_operator_socket(path: &Path) -> Result<UnixListener, Controll
         }
         Err(_) => {}
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}", std::process::id()));
+    // Bound and opened up inside a folder of our own, then moved into place: nobody can
+    // swap what is made 0666 for a link to something else.
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let private = parent.join(format!(
+        ".keyfleet-socket-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(err)?;
+    let tmp = private.join("socket");
+    let result = UnixListener::bind(&tmp)
+        .and_then(|listener| {
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666))?;
+            std::fs::rename(&tmp, path)?;
+            Ok(listener)
+        })
+        .map_err(err);
     let _ = std::fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp).map_err(err)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
+    let _ = std::fs::remove_dir(&private);
+    let listener = result?;
     Ok(listener)
 }
 
@@ -177,19 +193,19 @@ async fn handle_control(stream: UnixStream, shared: Arc<Shared>) {
                     })
             }
             Ok(req) => {
-                let check = {
+                let apart = {
                     let (shared, req) = (shared.clone(), req.clone());
-                    tokio::task::spawn_blocking(move || may_read(&shared, peer, &req))
+                    tokio::task::spawn_blocking(move || non_owner_read(&shared, peer, &req))
                         .await
                         .unwrap_or_else(|e| {
-                            Err(Response::Error {
-                                message: format!("the check failed internally: {e}"),
+                            Some(Response::Error {
+                                message: format!("the read failed internally: {e}"),
                             })
                         })
                 };
-                match check {
-                    Ok(()) => answer(req, &shared).await,
-                    Err(refused) => refused,
+                match apart {
+                    None => answer(req, &shared).await,
+                    Some(answered) => answered,
                 }
             }
         },
@@ -294,30 +310,30 @@ fn operator_call(shared: &Arc<Shared>, peer: Option<u32>, call: &OperatorCall) -
     response
 }
 
-/// Whether the peer may make a read request (inventory, history, status): the system owner
-/// always; an operator mapped by `Settings.spec.operators.local` with `view-inventory`
-/// (`view-history` for the history), audited like any operator call.
-fn may_read(shared: &Arc<Shared>, peer: Option<u32>, req: &Request) -> Result<(), Response> {
+/// A read request (inventory, history, status) from anyone but the state directory's owner
+/// (or root): answered through the operator service, as the operator the peer is, within
+/// their permissions and template scope, audited. `None`: the owner, answered directly.
+fn non_owner_read(shared: &Arc<Shared>, peer: Option<u32>, req: &Request) -> Option<Response> {
     use std::os::unix::fs::MetadataExt as _;
     let owner = std::fs::metadata(&shared.state_dir).map_or(u32::MAX, |m| m.uid());
     if peer.is_some_and(|uid| uid == owner || uid == 0) {
-        return Ok(());
+        return None;
     }
-    let Some(ctx) = shared.operator_context() else {
-        return Err(Response::Refused {
-            code: "unavailable".into(),
-            message: "the controller is starting; try again".into(),
-        });
-    };
     let refuse = |code: &str, message: String| Response::Refused {
         code: code.into(),
         message,
+    };
+    let Some(ctx) = shared.operator_context() else {
+        return Some(refuse(
+            "unavailable",
+            "the controller is starting; try again".into(),
+        ));
     };
     let operator = match peer_operator(&shared.state_dir, peer, &ctx.env) {
         Ok(o) => o,
         Err(e) => {
             let actor = peer.map_or_else(|| "unknown".into(), |u| format!("uid:{u}"));
-            return Err(
+            return Some(
                 match log_unauthorized(&shared.audit, &actor, "control-socket", &e) {
                     Ok(()) => refuse("unauthorized", e.to_string()),
                     Err(m) => refuse("audit-log", m),
@@ -325,41 +341,45 @@ fn may_read(shared: &Arc<Shared>, peer: Option<u32>, req: &Request) -> Result<()
             );
         }
     };
-    let (permission, kind) = match req {
-        Request::History => (
-            crate::policy::model::Permission::ViewHistory,
-            "view-history",
-        ),
-        _ => (
-            crate::policy::model::Permission::ViewInventory,
-            "view-inventory",
-        ),
+    let host = RunningHost {
+        shared: shared.clone(),
+        env: ctx.env.clone(),
+        master: ctx.master.clone(),
     };
-    let grants = crate::operators::roles::grants(&operator, &ctx.env.policy.roles, &ctx.groups);
-    let outcome = match grants.check(permission, None) {
-        Ok(()) => "allowed",
-        Err(_) => "denied",
+    let ops = Operations {
+        policy: &ctx.env.policy,
+        store: &shared.store,
+        audit: &shared.audit,
+        groups: &ctx.groups,
+        host: &host,
+        now: OffsetDateTime::now_utc(),
     };
-    let logged = shared.audit.append(
-        crate::audit::NewEntry {
-            actor: operator.name,
-            kind: kind.into(),
-            target: "control-socket".into(),
-            outcome: outcome.into(),
-            details: serde_json::Value::Null,
-        },
-        OffsetDateTime::now_utc(),
-    );
-    if let Err(e) = logged {
-        return Err(refuse(
-            "audit-log",
-            format!("not done: the audit log cannot be written: {e}"),
-        ));
-    }
-    match grants.check(permission, None) {
-        Ok(()) => Ok(()),
-        Err(d) => Err(refuse("forbidden", d.to_string())),
-    }
+    let g = ops.grants(&operator);
+    let answer = match req {
+        Request::Inventory => ops
+            .inventory(&g)
+            .map(|inventory| Response::Inventory { inventory }),
+        Request::History => ops.history(&g).map(|entries| Response::History { entries }),
+        _ => {
+            // The status names every held revocation and pending action: only for those who
+            // may read the whole inventory.
+            match g.scope(crate::policy::model::Permission::ViewInventory) {
+                Some(crate::operators::roles::Scope::Templates(_)) => {
+                    return Some(refuse(
+                        "forbidden",
+                        format!(
+                            "{} has `view-inventory` for some templates only; the status needs it for all",
+                            g.name()
+                        ),
+                    ));
+                }
+                _ => ops.view(&g, "status").map(|()| Response::Status {
+                    status: Box::new(shared.status()),
+                }),
+            }
+        }
+    };
+    Some(answer.unwrap_or_else(|e| refuse(calls::error_code(&e).0, e.to_string())))
 }
 
 /// The operator a control-socket peer is.
@@ -372,10 +392,12 @@ fn peer_operator(
     let owner = std::fs::metadata(state_dir).map_or(u32::MAX, |m| m.uid());
     let uid = peer.unwrap_or(u32::MAX);
     let name = identity::unix_user_name(uid);
+    let owner_name = identity::unix_user_name(owner);
     identity::from_peer(
         uid,
         name.as_deref(),
         owner,
+        owner_name.as_deref(),
         &env.policy.settings.spec.operators,
     )
 }

@@ -255,6 +255,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
         card_work: Arc::default(),
         operators: Mutex::new(None),
         last_plan: Mutex::new(None),
+        requests_recovered: AtomicBool::new(false),
     });
 
     let socket = bind_socket(&state_dir)?;
@@ -431,7 +432,7 @@ pub async fn serve(opts: RunOptions, triggers: Triggers) -> Result<(), Controlle
             }
         };
         next_wake = record(&shared, &state, &out, opts.resync);
-        operator_upkeep(&shared, &state, number == 1).await;
+        operator_upkeep(&shared, &state).await;
         let (entries, signed) = audit.head();
         let checkpoint_at = OffsetDateTime::now_utc() + crate::audit::CHECKPOINT_INTERVAL;
         if entries > signed && checkpoint_at < next_wake.0 {
@@ -498,10 +499,10 @@ async fn start_api(
 }
 
 /// After a pass: approved requests that have not run, run (level-triggered); then the
-/// operator calls are decided with this pass's policy and directory groups. The first time,
-/// no operator call has been answered yet, so a request found started and unfinished was
-/// interrupted by the last stop: it is failed, never run twice.
-async fn operator_upkeep(shared: &Arc<Shared>, state: &PassState, first: bool) {
+/// operator calls are decided with this pass's policy and directory groups. Until one upkeep
+/// has recovered the requests the last stop interrupted (failed, never run twice), no
+/// operator call is answered, so nothing else can be running one.
+async fn operator_upkeep(shared: &Arc<Shared>, state: &PassState) {
     let groups = crate::operators::roles::RoleGroups::resolve(
         &state.env.policy,
         state.cache.operator_snapshot(&state.env.policy),
@@ -513,7 +514,8 @@ async fn operator_upkeep(shared: &Arc<Shared>, state: &PassState, first: bool) {
     };
     let publish = ctx.clone();
     let shared2 = shared.clone();
-    let _ = tokio::task::spawn_blocking(move || {
+    let first = !shared.requests_recovered.load(Ordering::SeqCst);
+    let recovered = tokio::task::spawn_blocking(move || {
         let shared = shared2;
         let host = operator_host::RunningHost {
             shared: shared.clone(),
@@ -529,11 +531,23 @@ async fn operator_upkeep(shared: &Arc<Shared>, state: &PassState, first: bool) {
             now: OffsetDateTime::now_utc(),
         };
         match ops.upkeep(first) {
-            Ok(open) => shared.metrics.open_requests(open),
-            Err(e) => tracing::error!("requests upkeep failed: {e}"),
+            Ok(open) => {
+                shared.metrics.open_requests(open);
+                true
+            }
+            Err(e) => {
+                tracing::error!("requests upkeep failed: {e}");
+                false
+            }
         }
     })
-    .await;
+    .await
+    .unwrap_or(false);
+    if first && !recovered {
+        // Operator calls wait (503) until interrupted requests are recovered.
+        return;
+    }
+    shared.requests_recovered.store(true, Ordering::SeqCst);
     if let Ok(mut o) = shared.operators.lock() {
         *o = Some(publish);
     }

@@ -33,6 +33,7 @@ pub fn hold_revocations(plan: &Plan, approved: &BTreeSet<String>) -> (Plan, Vec<
             id: a.id(),
             user: a.user.clone(),
             card: a.card.clone(),
+            template: a.template.clone(),
             serials: a.serials.clone(),
             reason: a.reason.message.clone(),
         })

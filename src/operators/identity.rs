@@ -203,16 +203,18 @@ fn pem_der(pem: &str) -> Option<Vec<u8>> {
 }
 
 /// The operator a Unix peer of the control socket is: the state directory's owner and root are
-/// the system owner; anyone else only through `Settings.spec.operators.local`.
+/// the system owner, one operator under the owner's name (so that they are never two
+/// approvers); anyone else only through `Settings.spec.operators.local`.
 pub fn from_peer(
     uid: u32,
     user_name: Option<&str>,
     state_dir_owner: u32,
+    owner_name: Option<&str>,
     operators: &Operators,
 ) -> Result<Operator, IdentityError> {
     if uid == state_dir_owner || uid == 0 {
         return Ok(Operator {
-            name: user_name.map_or_else(|| format!("uid:{uid}"), str::to_string),
+            name: owner_name.map_or_else(|| format!("uid:{state_dir_owner}"), str::to_string),
             via: Via::SystemOwner { uid },
         });
     }

@@ -99,6 +99,9 @@ pub struct OperatorRequest {
     /// The templates of the credentials it touches (approvers need `approve` for each).
     #[serde(default)]
     pub subject_templates: Vec<String>,
+    /// Further users whose credentials it touches (they may not approve it either).
+    #[serde(default)]
+    pub subject_others: Vec<String>,
     /// What the operation needs beyond its target (e.g. the held revocation ids approved).
     #[serde(default)]
     pub parameters: serde_json::Value,
@@ -177,6 +180,7 @@ impl OperatorRequest {
         Subject {
             holder: self.subject_user.as_deref(),
             templates: &self.subject_templates,
+            others: &self.subject_others,
         }
     }
 
@@ -205,7 +209,8 @@ impl OperatorRequest {
                 who: who.to_string(),
             });
         }
-        if self.subject_user.as_deref() == Some(who) {
+        if self.subject_user.as_deref() == Some(who) || self.subject_others.iter().any(|o| o == who)
+        {
             return Err(DecisionError::AboutThemselves {
                 id: self.id.clone(),
                 who: who.to_string(),

@@ -93,8 +93,11 @@ pub struct Grants {
 pub struct Subject<'a> {
     /// The user who holds the card or certificate (None: nobody, e.g. a blank card).
     pub holder: Option<&'a str>,
-    /// The templates of the credentials touched (empty: none in particular).
+    /// The templates of the credentials touched (empty: a credential of no template, which
+    /// only unscoped permissions reach).
     pub templates: &'a [String],
+    /// Further holders, when the operation touches several users' credentials.
+    pub others: &'a [String],
 }
 
 /// Why an operation is not allowed (403 over the API).
@@ -225,7 +228,17 @@ impl Grants {
                 template: t.clone(),
             });
         }
-        if subject.holder == Some(self.operator.name.as_str()) {
+        // A credential of no template (a blank card) is outside every template scope.
+        if subject.templates.is_empty() && matches!(scope, Scope::Templates(_)) {
+            return Err(Denied::OutOfScope {
+                operator: self.operator.name.clone(),
+                permission,
+                template: "(none)".into(),
+            });
+        }
+        if subject.holder == Some(self.operator.name.as_str())
+            || subject.others.contains(&self.operator.name)
+        {
             return Err(Denied::OwnCredential {
                 operator: self.operator.name.clone(),
                 permission,

@@ -21,6 +21,18 @@ use crate::policy::model::{OperationKind, Permission};
 use crate::statedir::status::HeldRevocation;
 use crate::store::Store;
 
+/// What an operation touches: the holder, the templates, further holders, and what it needs
+/// beyond its target.
+struct Touched {
+    holder: Option<String>,
+    templates: Vec<String>,
+    others: Vec<String>,
+    parameters: serde_json::Value,
+}
+
+/// The template name standing for a credential of no template (never a scope's).
+const NO_TEMPLATE: &str = "(none)";
+
 /// The target of a request about the revocations the safety valve holds.
 pub const HELD_REVOCATIONS: &str = "held-revocations";
 
@@ -307,6 +319,7 @@ impl Operations<'_> {
         let subject = Subject {
             holder: None,
             templates: &templates,
+            others: &[],
         };
         self.allow(g, Permission::ViewInventory, kind, id, Some(&subject))?;
         self.log(g.name(), kind, id, "allowed", serde_json::Value::Null)?;
@@ -330,7 +343,10 @@ impl Operations<'_> {
             .cards
             .into_values()
             .filter(|c| c.user.as_deref() == Some(uid))
-            .filter(|c| c.template.as_deref().is_none_or(|t| scope.allows(t)))
+            .filter(|c| match c.template.as_deref() {
+                Some(t) => scope.allows(t),
+                None => scope == Scope::All,
+            })
             .collect();
         let certs: Vec<CertRecord> = inv
             .certs
@@ -348,17 +364,16 @@ impl Operations<'_> {
     /// The history of applied actions.
     pub fn history(&self, g: &Grants) -> Result<Vec<crate::store::HistoryEntry>, OpError> {
         self.read(g, Permission::ViewHistory, "view-history", "history")?;
-        Ok(self.store.history()?)
+        let mut entries = self.store.history()?;
+        if let Some(Scope::Templates(t)) = g.scope(Permission::ViewHistory) {
+            entries.retain(|e| e.template.as_ref().is_some_and(|x| t.contains(x)));
+        }
+        Ok(entries)
     }
 
     /// Checks a read of the plan or the drift report (`view-inventory`), audited.
     pub fn view(&self, g: &Grants, what: &str) -> Result<(), OpError> {
-        let permission = if what == "audit" {
-            Permission::ViewHistory
-        } else {
-            Permission::ViewInventory
-        };
-        self.read(g, permission, &format!("view-{what}"), what)
+        self.read(g, Permission::ViewInventory, &format!("view-{what}"), what)
     }
 
     /// The audit log's entries (filtered by time and actor).
@@ -386,21 +401,18 @@ impl Operations<'_> {
     }
 
     /// What a request of `kind` on `target` is about: the holder and templates, or 404.
-    fn subject_of(
-        &self,
-        kind: OperationKind,
-        target: &str,
-    ) -> Result<(Option<String>, Vec<String>, serde_json::Value), OpError> {
+    fn subject_of(&self, kind: OperationKind, target: &str) -> Result<Touched, OpError> {
         match kind {
             OperationKind::Unblock => {
                 let card = self.store.card(target)?.ok_or_else(|| {
                     OpError::NotFound(format!("card {target} is not in the inventory"))
                 })?;
-                Ok((
-                    card.user,
-                    card.template.into_iter().collect(),
-                    serde_json::Value::Null,
-                ))
+                Ok(Touched {
+                    holder: card.user,
+                    templates: card.template.into_iter().collect(),
+                    others: Vec::new(),
+                    parameters: serde_json::Value::Null,
+                })
             }
             OperationKind::ApproveMassRevocation => {
                 if target != HELD_REVOCATIONS {
@@ -415,7 +427,23 @@ impl Operations<'_> {
                     ));
                 }
                 let ids: Vec<&str> = held.iter().map(|h| h.id.as_str()).collect();
-                Ok((None, Vec::new(), serde_json::json!({"held": ids})))
+                // Every template and holder the revocations touch: a scoped approver must
+                // cover them all, and nobody approves the revocation of their own credential.
+                let mut templates: Vec<String> = held
+                    .iter()
+                    .map(|h| h.template.clone().unwrap_or_else(|| NO_TEMPLATE.into()))
+                    .collect();
+                templates.sort();
+                templates.dedup();
+                let mut others: Vec<String> = held.iter().map(|h| h.user.clone()).collect();
+                others.sort();
+                others.dedup();
+                Ok(Touched {
+                    holder: None,
+                    templates,
+                    others,
+                    parameters: serde_json::json!({"held": ids}),
+                })
             }
         }
     }
@@ -462,7 +490,12 @@ impl Operations<'_> {
         reason: &str,
     ) -> Result<Outcome<serde_json::Value>, OpError> {
         let name = kind.as_str();
-        let (holder, templates, parameters) = match self.subject_of(kind, target) {
+        let Touched {
+            holder,
+            templates,
+            others,
+            parameters,
+        } = match self.subject_of(kind, target) {
             Ok(s) => s,
             Err(e) => {
                 // Unknown targets are not disclosed to those who may not act at all.
@@ -473,6 +506,7 @@ impl Operations<'_> {
         let subject = Subject {
             holder: holder.as_deref(),
             templates: &templates,
+            others: &others,
         };
         self.allow(g, kind.permission(), name, target, Some(&subject))?;
         match self.policy.settings.spec.approvals.get(&kind) {
@@ -506,6 +540,7 @@ impl Operations<'_> {
                     denial: None,
                     subject_user: holder,
                     subject_templates: templates,
+                    subject_others: others,
                     parameters,
                     started: None,
                     finished: None,
@@ -594,6 +629,34 @@ impl Operations<'_> {
         let request = serde_json::from_slice(&bytes)
             .map_err(|e| OpError::Store(format!("request {id} does not decode: {e}")))?;
         Ok((request, bytes))
+    }
+
+    /// Saves a decision already logged; when another call changed the request meanwhile,
+    /// logs that this one was not recorded, and answers 409.
+    fn save_or_note(
+        &self,
+        actor: &str,
+        kind: &str,
+        request: &OperatorRequest,
+        old: &[u8],
+    ) -> Result<(), OpError> {
+        if self
+            .store
+            .update_request(&request.id, old, &encode(request)?)?
+        {
+            return Ok(());
+        }
+        self.log(
+            actor,
+            kind,
+            &request.id,
+            "not-recorded",
+            serde_json::json!({"error": "the request changed meanwhile; the decision above does not count"}),
+        )?;
+        Err(OpError::Conflict(format!(
+            "request {} changed while this decision was taken; try again",
+            request.id
+        )))
     }
 
     fn save(&self, request: &OperatorRequest, old: &[u8]) -> Result<(), OpError> {
@@ -729,7 +792,7 @@ impl Operations<'_> {
             serde_json::json!({"kind": r.kind, "target": r.target, "approvals": r.approvals.len(),
                 "required": r.required, "comment": comment}),
         )?;
-        self.save(&r, &old)?;
+        self.save_or_note(g.name(), kind, &r, &old)?;
         Ok(r)
     }
 
@@ -813,9 +876,17 @@ impl Operations<'_> {
                 }
                 _ => continue,
             };
-            // The record decides (its expiry, its missing end); the entry says it was seen.
-            if self.store.update_request(&id, &bytes, &encode(&r)?)? {
-                self.log("keyfleet", "request", &id, outcome, details)?;
+            self.log("keyfleet", "request", &id, outcome, details)?;
+            if !self.store.update_request(&id, &bytes, &encode(&r)?)? {
+                // Another call changed it meanwhile: the entry above does not count, and the
+                // next upkeep looks at it again.
+                self.log(
+                    "keyfleet",
+                    "request",
+                    &id,
+                    "not-recorded",
+                    serde_json::json!({"error": "the request changed meanwhile"}),
+                )?;
             }
         }
         Ok(pending)

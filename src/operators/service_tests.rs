@@ -26,6 +26,7 @@ impl Host for CountingHost {
             id: "revoke:bob".into(),
             user: "bob".into(),
             card: None,
+            template: Some("employee".into()),
             serials: vec!["0A".into()],
             reason: "no-longer-entitled".into(),
         }])
@@ -67,6 +68,11 @@ fn a_request_runs_once_and_an_interrupted_one_is_failed_only_at_recovery() {
             templates: None,
         },
     };
+    let scoped = |perms: &[Permission], members: &[&str]| {
+        let mut r = role(perms, members);
+        r.spec.templates = Some(vec!["contractor".into()]);
+        r
+    };
     policy.roles = BTreeMap::from([
         (
             "asker".to_string(),
@@ -74,7 +80,14 @@ fn a_request_runs_once_and_an_interrupted_one_is_failed_only_at_recovery() {
         ),
         (
             "approver".to_string(),
-            role(&[Permission::Approve], &["ole"]),
+            role(&[Permission::Approve], &["ole", "bob"]),
+        ),
+        (
+            "contractor-desk".to_string(),
+            scoped(
+                &[Permission::ApproveMassRevocation, Permission::Approve],
+                &["sam"],
+            ),
         ),
     ]);
     let master = crate::secrets::MasterKey::load_or_create(&state).unwrap();
@@ -97,11 +110,32 @@ fn a_request_runs_once_and_an_interrupted_one_is_failed_only_at_recovery() {
         now: time::OffsetDateTime::now_utc(),
     };
     let (ann, ole) = (ops.grants(&op("ann")), ops.grants(&op("ole")));
+    let (sam, bob) = (ops.grants(&op("sam")), ops.grants(&op("bob")));
+    // A scope that does not cover every held revocation's template releases none of them.
+    let refused = ops.approve_held(&sam, "mine");
+    assert!(
+        matches!(
+            refused,
+            Err(super::service::OpError::Denied(
+                super::roles::Denied::OutOfScope { .. }
+            ))
+        ),
+        "{refused:?}"
+    );
 
     // One approval: it runs at once, once.
     let Outcome::Requested(first) = ops.approve_held(&ann, "reorg").unwrap() else {
         panic!("approve-mass-revocation needs an approval");
     };
+    // Neither a scoped approver nor the holder of a held credential approves it.
+    assert!(ops.approve(&sam, &first.id, None).is_err());
+    assert!(matches!(
+        ops.approve(&bob, &first.id, None),
+        Err(super::service::OpError::Decision(
+            super::requests::DecisionError::AboutThemselves { .. }
+        ))
+    ));
+    assert!(host.approved.lock().unwrap().is_empty());
     let done = ops.approve(&ole, &first.id, None).unwrap();
     assert_eq!(done.state, RequestState::Done);
     assert_eq!(

@@ -73,7 +73,11 @@ fn g(name: &str) -> Grants {
 }
 
 fn employee<'a>(holder: Option<&'a str>, templates: &'a [String]) -> Subject<'a> {
-    Subject { holder, templates }
+    Subject {
+        holder,
+        templates,
+        others: &[],
+    }
 }
 
 #[test]
@@ -153,6 +157,25 @@ fn template_scopes_limit_a_permission_and_widen_across_roles() {
 }
 
 #[test]
+fn a_credential_of_no_template_is_outside_every_scope() {
+    let none: Vec<String> = Vec::new();
+    assert!(matches!(
+        g("hanna").check(Permission::Unblock, Some(&employee(None, &none))),
+        Err(Denied::OutOfScope { .. })
+    ));
+    let mut r = roles();
+    r.insert(
+        "everywhere".into(),
+        role(&[Permission::Unblock], &["una"], None),
+    );
+    let una = grants(&op("una"), &r, &groups());
+    assert!(
+        una.check(Permission::Unblock, Some(&employee(None, &none)))
+            .is_ok()
+    );
+}
+
+#[test]
 fn nobody_acts_on_a_credential_they_hold() {
     let t = vec!["employee".to_string()];
     let alice = g("alice");
@@ -169,7 +192,7 @@ fn nobody_acts_on_a_credential_they_hold() {
 
 #[test]
 fn the_system_owner_holds_everything_but_not_their_own_card() {
-    let owner = from_peer(1000, Some("pki"), 1000, &Operators::default()).unwrap();
+    let owner = from_peer(1000, Some("pki"), 1000, Some("pki"), &Operators::default()).unwrap();
     assert!(owner.is_system_owner());
     let grants = grants(&owner, &roles(), &groups());
     for p in Permission::ALL {
@@ -187,9 +210,10 @@ fn the_system_owner_holds_everything_but_not_their_own_card() {
 fn unix_peers_are_the_owner_root_or_a_mapped_operator() {
     let mut ops = Operators::default();
     ops.local.insert("hd".into(), "hanna".into());
-    let root = from_peer(0, Some("root"), 1000, &ops).unwrap();
+    let root = from_peer(0, Some("root"), 1000, Some("pki"), &ops).unwrap();
     assert!(root.is_system_owner());
-    let hanna = from_peer(1001, Some("hd"), 1000, &ops).unwrap();
+    assert_eq!(root.name, "pki", "root and the owner are one system owner");
+    let hanna = from_peer(1001, Some("hd"), 1000, Some("pki"), &ops).unwrap();
     assert_eq!(
         hanna,
         Operator {
@@ -198,13 +222,13 @@ fn unix_peers_are_the_owner_root_or_a_mapped_operator() {
         }
     );
     assert_eq!(
-        from_peer(1002, Some("eve"), 1000, &ops),
+        from_peer(1002, Some("eve"), 1000, Some("pki"), &ops),
         Err(IdentityError::UnmappedUser {
             uid: 1002,
             user: "eve".into()
         })
     );
-    assert!(from_peer(1003, None, 1000, &ops).is_err());
+    assert!(from_peer(1003, None, 1000, Some("pki"), &ops).is_err());
 }
 
 fn request(required: u32) -> OperatorRequest {
@@ -222,6 +246,7 @@ fn request(required: u32) -> OperatorRequest {
         denial: None,
         subject_user: Some("bob".into()),
         subject_templates: vec!["employee".into()],
+        subject_others: Vec::new(),
         parameters: serde_json::Value::Null,
         started: None,
         finished: None,

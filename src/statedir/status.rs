@@ -176,6 +176,9 @@ pub struct HeldRevocation {
     pub user: String,
     /// The card.
     pub card: Option<String>,
+    /// The template of the credential (what a template-scoped approver must cover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
     /// The certificates.
     pub serials: Vec<String>,
     /// Why the planner wants it revoked.
