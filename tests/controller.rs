@@ -5,7 +5,8 @@
 //! writer, and serves metrics that parse. Plus the systemd unit, checked by systemd-analyze.
 
 use crate::harness::controller::{
-    Site, certs_of, free_port, http_get, not_private, parse_exposition, wait_for, wait_with_log,
+    Site, certs_of, emptied_groups, free_port, http_get, not_private, parse_exposition, wait_for,
+    wait_with_log,
 };
 
 /// The quickstart's people.yaml with `extra` users appended to the finance group.
@@ -199,19 +200,7 @@ fn the_valve_holds_mass_revocations_until_approved() {
     wait_for("the first pass to converge", || converged(&site));
     let holders = 11;
     // Every group emptied: 11 users would lose their credential, over the limit of 5.
-    let people = site.read("people.yaml");
-    let emptied: String = people
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("members:") {
-                format!("{}members: []", &l[..l.len() - l.trim_start().len()])
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    site.write("people.yaml", &emptied);
+    site.write("people.yaml", &emptied_groups(&site.read("people.yaml")));
     let status = wait_for("the valve to hold the revocations", || {
         site.status()
             .filter(|s| s["held"].as_array().is_some_and(|h| !h.is_empty()))

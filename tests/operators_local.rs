@@ -3,21 +3,7 @@
 //! neither approve nor see run, can withdraw, and which expires; every decision is audited.
 //! The same calls through a running controller's control socket.
 
-use crate::harness::controller::{Site, wait_for};
-
-fn emptied(people: &str) -> String {
-    people
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("members:") {
-                format!("{}members: []", &l[..l.len() - l.trim_start().len()])
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use crate::harness::controller::{Site, emptied_groups, wait_for};
 
 fn with_approvals(site: &Site, timeout: &str) {
     let settings = site.read("settings.yaml");
@@ -53,7 +39,7 @@ fn an_operation_under_approval_is_a_request_its_requester_cannot_approve() {
     let site = Site::quickstart();
     site.keyfleet(&["apply", "--yes"]).expect_code(0);
     with_approvals(&site, "24h");
-    site.write("people.yaml", &emptied(&site.read("people.yaml")));
+    site.write("people.yaml", &emptied_groups(&site.read("people.yaml")));
     // The valve holds the revocations; approving them needs one other approver.
     site.keyfleet(&["approve", "--reason", "HR ticket 7"])
         .expect_code(0)
@@ -123,7 +109,7 @@ fn a_request_not_approved_in_time_expires_and_never_runs() {
     let site = Site::quickstart();
     site.keyfleet(&["apply", "--yes"]).expect_code(0);
     with_approvals(&site, "1s");
-    site.write("people.yaml", &emptied(&site.read("people.yaml")));
+    site.write("people.yaml", &emptied_groups(&site.read("people.yaml")));
     site.keyfleet(&["approve"])
         .expect_code(0)
         .stdout_has("REQ-0001");
@@ -231,7 +217,7 @@ fn a_local_operator_on_the_operator_socket_is_named_by_uid_and_approves_the_owne
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
         0o666
     );
-    site.write("people.yaml", &emptied(&site.read("people.yaml")));
+    site.write("people.yaml", &emptied_groups(&site.read("people.yaml")));
     wait_for("the valve to hold the revocations", || {
         site.status()
             .filter(|s| s["held"].as_array().is_some_and(|h| !h.is_empty()))

@@ -526,3 +526,18 @@ pub(crate) fn not_private(root: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A directory file's text with every group emptied (`members: []`).
+pub(crate) fn emptied_groups(people: &str) -> String {
+    people
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("members:") {
+                format!("{}members: []", &l[..l.len() - l.trim_start().len()])
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
