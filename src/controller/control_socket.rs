@@ -253,13 +253,33 @@ async fn answer(req: Request, shared: &Arc<Shared>) -> Response {
     }
 }
 
-/// An operator call on the control socket, made as the peer's Unix user.
-fn operator_call(shared: &Arc<Shared>, peer: Option<u32>, call: &OperatorCall) -> Response {
+/// Runs `f` as the operator the peer is, with the operations of the controller's current
+/// context; answers `unavailable` while the controller starts and `unauthorized` (audited) for
+/// a peer who is no operator.
+fn as_peer(
+    shared: &Arc<Shared>,
+    peer: Option<u32>,
+    f: impl FnOnce(&Operations<'_>, &crate::operators::roles::Grants) -> Response,
+) -> Response {
+    let refuse = |code: &str, message: String| Response::Refused {
+        code: code.into(),
+        message,
+    };
     let Some(ctx) = shared.operator_context() else {
-        return Response::Refused {
-            code: "unavailable".into(),
-            message: "the controller is starting; try again".into(),
-        };
+        return refuse(
+            "unavailable",
+            "the controller is starting; try again".into(),
+        );
+    };
+    let operator = match peer_operator(&shared.state_dir, peer, &ctx.env) {
+        Ok(o) => o,
+        Err(e) => {
+            let actor = peer.map_or_else(|| "unknown".into(), |u| format!("uid:{u}"));
+            return match log_unauthorized(&shared.audit, &actor, "control-socket", &e) {
+                Ok(()) => refuse("unauthorized", e.to_string()),
+                Err(m) => refuse("audit-log", m),
+            };
+        }
     };
     let host = RunningHost {
         shared: shared.clone(),
@@ -274,39 +294,30 @@ fn operator_call(shared: &Arc<Shared>, peer: Option<u32>, call: &OperatorCall) -
         host: &host,
         now: OffsetDateTime::now_utc(),
     };
-    let response = match peer_operator(&shared.state_dir, peer, &ctx.env) {
-        Err(e) => {
-            let actor = peer.map_or_else(|| "unknown".into(), |u| format!("uid:{u}"));
-            match log_unauthorized(&shared.audit, &actor, "control-socket", &e) {
-                Ok(()) => Response::Refused {
-                    code: "unauthorized".into(),
-                    message: e.to_string(),
-                },
-                Err(e) => Response::Refused {
-                    code: "audit-log".into(),
-                    message: e,
-                },
-            }
+    let grants = ops.grants(&operator);
+    let response = f(&ops, &grants);
+    if let Ok(open) = ops.open_requests() {
+        shared.metrics.open_requests(open);
+    }
+    response
+}
+
+/// An operator call on the control socket, made as the peer's Unix user.
+fn operator_call(shared: &Arc<Shared>, peer: Option<u32>, call: &OperatorCall) -> Response {
+    let response = as_peer(shared, peer, |ops, grants| {
+        match calls::dispatch(ops, grants, call) {
+            Ok(value) => Response::Operator { value },
+            Err(e) => Response::Refused {
+                code: calls::error_code(&e).0.into(),
+                message: e.to_string(),
+            },
         }
-        Ok(operator) => {
-            let grants = ops.grants(&operator);
-            match calls::dispatch(&ops, &grants, call) {
-                Ok(value) => Response::Operator { value },
-                Err(e) => Response::Refused {
-                    code: calls::error_code(&e).0.into(),
-                    message: e.to_string(),
-                },
-            }
-        }
-    };
+    });
     let outcome = match &response {
         Response::Refused { code, .. } => code.clone(),
         _ => "ok".into(),
     };
     shared.metrics.operator_call(&outcome);
-    if let Ok(open) = ops.open_requests() {
-        shared.metrics.open_requests(open);
-    }
     response
 }
 
@@ -323,63 +334,33 @@ fn non_owner_read(shared: &Arc<Shared>, peer: Option<u32>, req: &Request) -> Opt
         code: code.into(),
         message,
     };
-    let Some(ctx) = shared.operator_context() else {
-        return Some(refuse(
-            "unavailable",
-            "the controller is starting; try again".into(),
-        ));
-    };
-    let operator = match peer_operator(&shared.state_dir, peer, &ctx.env) {
-        Ok(o) => o,
-        Err(e) => {
-            let actor = peer.map_or_else(|| "unknown".into(), |u| format!("uid:{u}"));
-            return Some(
-                match log_unauthorized(&shared.audit, &actor, "control-socket", &e) {
-                    Ok(()) => refuse("unauthorized", e.to_string()),
-                    Err(m) => refuse("audit-log", m),
-                },
-            );
-        }
-    };
-    let host = RunningHost {
-        shared: shared.clone(),
-        env: ctx.env.clone(),
-        master: ctx.master.clone(),
-    };
-    let ops = Operations {
-        policy: &ctx.env.policy,
-        store: &shared.store,
-        audit: &shared.audit,
-        groups: &ctx.groups,
-        host: &host,
-        now: OffsetDateTime::now_utc(),
-    };
-    let g = ops.grants(&operator);
-    let answer = match req {
-        Request::Inventory => ops
-            .inventory(&g)
-            .map(|inventory| Response::Inventory { inventory }),
-        Request::History => ops.history(&g).map(|entries| Response::History { entries }),
-        _ => {
-            // The status names every held revocation and pending action: only for those who
-            // may read the whole inventory.
-            match g.scope(crate::policy::model::Permission::ViewInventory) {
-                Some(crate::operators::roles::Scope::Templates(_)) => {
-                    return Some(refuse(
+    Some(as_peer(shared, peer, |ops, g| {
+        let answer = match req {
+            Request::Inventory => ops
+                .inventory(g)
+                .map(|inventory| Response::Inventory { inventory }),
+            Request::History => ops.history(g).map(|entries| Response::History { entries }),
+            _ => {
+                // The status names every held revocation and pending action: only for those
+                // who may read the whole inventory.
+                if let Some(crate::operators::roles::Scope::Templates(_)) =
+                    g.scope(crate::policy::model::Permission::ViewInventory)
+                {
+                    return refuse(
                         "forbidden",
                         format!(
                             "{} has `view-inventory` for some templates only; the status needs it for all",
                             g.name()
                         ),
-                    ));
+                    );
                 }
-                _ => ops.view(&g, "status").map(|()| Response::Status {
+                ops.view(g, "status").map(|()| Response::Status {
                     status: Box::new(shared.status()),
-                }),
+                })
             }
-        }
-    };
-    Some(answer.unwrap_or_else(|e| refuse(calls::error_code(&e).0, e.to_string())))
+        };
+        answer.unwrap_or_else(|e| refuse(calls::error_code(&e).0, e.to_string()))
+    }))
 }
 
 /// The operator a control-socket peer is.
