@@ -541,19 +541,19 @@ pub fn unblock_card(
     card: &str,
     actor: &str,
 ) -> Result<crate::apply::UnblockReport, String> {
-    let now = OffsetDateTime::now_utc();
     let inventory = store.inventory().map_err(|e| e.to_string())?;
     let cards = cards(env, &inventory);
-    let pass =
-        plan_pass_cards(env, inventory, &cards, now, false, None).map_err(|e| e.to_string())?;
-    let cas = connect_authorities(&env.policy, &env.state_dir, master, now);
+    // An unblock needs the template rules (the management key) and the card, no directory
+    // observation, no plan and no CA.
+    let desired = desired::from_policy(&env.policy);
+    let cas = crate::apply::CaRegistry::new();
     let clock = OffsetDateTime::now_utc;
     let ctx = crate::apply::Context {
         store,
         master,
         cas: &cas,
         cards: &cards,
-        desired: &pass.desired,
+        desired: &desired,
         clock: &clock,
         actor: actor.to_string(),
         pin_mailer_dir: env.state_dir.join("pin-mailer"),

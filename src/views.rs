@@ -9,7 +9,8 @@ use time::OffsetDateTime;
 use crate::inventory::{CardRecord, CertRecord, CertStatus, Inventory};
 use crate::policy::model::CardType;
 
-fn rfc3339(t: OffsetDateTime) -> String {
+/// `t` in RFC 3339 (as every JSON view prints times).
+pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }

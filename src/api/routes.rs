@@ -268,6 +268,28 @@ async fn call<F>(s: Arc<ApiState>, peer: Peer, addr: Addr, f: F) -> Result<Reply
 where
     F: FnOnce(&Operations<'_>, &Grants, &CallContext) -> Result<Reply, OpError> + Send + 'static,
 {
+    call_with(s, peer, addr, false, f).await
+}
+
+/// [`call`] for an operation that may make or decide a request: the open-requests gauge is
+/// brought up to date after it (reads leave the requests alone and do not scan them).
+async fn change<F>(s: Arc<ApiState>, peer: Peer, addr: Addr, f: F) -> Result<Reply, ApiError>
+where
+    F: FnOnce(&Operations<'_>, &Grants, &CallContext) -> Result<Reply, OpError> + Send + 'static,
+{
+    call_with(s, peer, addr, true, f).await
+}
+
+async fn call_with<F>(
+    s: Arc<ApiState>,
+    peer: Peer,
+    addr: Addr,
+    changes: bool,
+    f: F,
+) -> Result<Reply, ApiError>
+where
+    F: FnOnce(&Operations<'_>, &Grants, &CallContext) -> Result<Reply, OpError> + Send + 'static,
+{
     let state = s.clone();
     let result = tokio::task::spawn_blocking(move || {
         let s = state;
@@ -324,7 +346,7 @@ where
             return Err(ApiError::too_many_requests(wait));
         }
         let reply = f(&ops, &grants, &ctx).map_err(|e| refused(&e));
-        if let Ok(open) = ops.open_requests() {
+        if changes && let Ok(open) = ops.open_requests() {
             s.backend.open_requests(open);
         }
         reply
@@ -521,7 +543,7 @@ async fn unblock(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Reply, ApiError> {
-    call(s, peer, addr, move |ops, g, _| {
+    change(s, peer, addr, move |ops, g, _| {
         Ok(outcome(ops.unblock(g, &id, &body.reason)?, ops.now))
     })
     .await
@@ -533,7 +555,7 @@ async fn approve_held(
     addr: Addr,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Reply, ApiError> {
-    call(s, peer, addr, move |ops, g, _| {
+    change(s, peer, addr, move |ops, g, _| {
         Ok(outcome(ops.approve_held(g, &body.reason)?, ops.now))
     })
     .await
@@ -561,7 +583,7 @@ async fn create_request(
     addr: Addr,
     JsonBody(body): JsonBody<NewRequest>,
 ) -> Result<Reply, ApiError> {
-    call(s, peer, addr, move |ops, g, _| {
+    change(s, peer, addr, move |ops, g, _| {
         Ok(outcome(ops.create(g, &body)?, ops.now))
     })
     .await
@@ -586,7 +608,7 @@ async fn approve_request(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<CommentBody>,
 ) -> Result<Reply, ApiError> {
-    call(s, peer, addr, move |ops, g, _| {
+    change(s, peer, addr, move |ops, g, _| {
         Ok(ok(&RequestView::of(
             &ops.approve(g, &id, body.comment)?,
             ops.now,
@@ -602,7 +624,7 @@ async fn deny_request(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<CommentBody>,
 ) -> Result<Reply, ApiError> {
-    call(s, peer, addr, move |ops, g, _| {
+    change(s, peer, addr, move |ops, g, _| {
         Ok(ok(&RequestView::of(
             &ops.deny(g, &id, body.comment)?,
             ops.now,

@@ -174,7 +174,7 @@ pub(crate) fn write_installed(
     session: &mut dyn CardSession,
     cert: &CertRecord,
 ) -> Result<(), ApplyError> {
-    let der = pem_to_der(&cert.pem).ok_or_else(|| {
+    let der = cert.der().ok_or_else(|| {
         ApplyError::Stale(format!("certificate {} has no readable PEM", cert.serial))
     })?;
     session.admin_login(ctx, None)?;
@@ -214,10 +214,4 @@ pub(crate) fn record_installed(
         .map(|c| c.serial.clone())
         .collect();
     revoke_all(ctx, action_id, &older, "superseded")
-}
-
-pub(crate) fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
-    der::pem::decode_vec(pem.as_bytes())
-        .ok()
-        .map(|(_, der)| der)
 }

@@ -10,7 +10,7 @@ use crate::secrets::{MasterKey, SecretError};
 use crate::store::{JournalEntry, JournalSecret, JournalState, JournalStep, Recorded};
 
 use super::ca_ops::{ca, ca_status};
-use super::certificate::{cert_record, pem_to_der};
+use super::certificate::cert_record;
 use super::issuance::personalize;
 use super::slot::note_emptied_slot;
 use super::{ApplyError, Context, connect, journal_close, journal_close_recording, wipe};
@@ -147,7 +147,7 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
                 };
                 for serial in replaced {
                     let old = ctx.store.cert(serial)?;
-                    if old.and_then(|c| pem_to_der(&c.pem)).as_deref() == Some(der.as_slice()) {
+                    if old.and_then(|c| c.der()).as_deref() == Some(der.as_slice()) {
                         session.admin_login(ctx, None)?;
                         session.delete_certificate(*slot)?;
                         note_emptied_slot(ctx, card, *slot, replaced)?;

@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 use super::{EXIT_FAILURE, EXIT_OK, GlobalArgs};
+use crate::operators::service::NOTHING_HELD;
 use crate::statedir::control::OperatorCall;
 use crate::statedir::status::HeldRevocation;
 
@@ -41,7 +42,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_FAILURE));
     };
     match answer {
-        Err(r) if r.code == "conflict" && r.message.contains("holds no revocation") => {
+        Err(r) if r.code == "conflict" && r.message.contains(NOTHING_HELD) => {
             print!("{}", approved_text(&[]));
             Ok(ExitCode::from(EXIT_OK))
         }

@@ -161,19 +161,6 @@ pub(crate) fn audited<T>(
     details: serde_json::Value,
     f: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    audited_with(audit, kind, target, details, f, |_| serde_json::Value::Null)
-}
-
-/// [`audited`], with `done` also carrying what `outcome` says of the result (merged into the
-/// details when it is an object).
-pub(crate) fn audited_with<T>(
-    audit: &crate::audit::AuditLog,
-    kind: &str,
-    target: &str,
-    details: serde_json::Value,
-    f: impl FnOnce() -> anyhow::Result<T>,
-    outcome: impl FnOnce(&T) -> serde_json::Value,
-) -> anyhow::Result<T> {
     let entry = |outcome: &str, details: serde_json::Value| crate::audit::NewEntry {
         actor: apply::os_user(),
         kind: kind.to_string(),
@@ -188,14 +175,7 @@ pub(crate) fn audited_with<T>(
     let result = f();
     let mut end = details;
     let state = match &result {
-        Ok(value) => {
-            if let (Some(end), serde_json::Value::Object(more)) =
-                (end.as_object_mut(), outcome(value))
-            {
-                end.extend(more);
-            }
-            "done"
-        }
+        Ok(_) => "done",
         Err(e) => {
             end["error"] = format!("{e:#}").into();
             "failed"

@@ -54,9 +54,8 @@ pub fn call_local(
 
 /// Whether this process owns `dir` (or is root).
 fn owns(dir: &std::path::Path) -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    let me = rustix::process::geteuid().as_raw();
-    me == 0 || std::fs::metadata(dir).is_ok_and(|m| m.uid() == me)
+    use crate::operators::identity::{is_system_owner, state_dir_owner};
+    is_system_owner(rustix::process::geteuid().as_raw(), state_dir_owner(dir))
 }
 
 fn answer(

@@ -295,23 +295,25 @@ fn as_peer(
         now: OffsetDateTime::now_utc(),
     };
     let grants = ops.grants(&operator);
-    let response = f(&ops, &grants);
-    if let Ok(open) = ops.open_requests() {
-        shared.metrics.open_requests(open);
-    }
-    response
+    f(&ops, &grants)
 }
 
 /// An operator call on the control socket, made as the peer's Unix user.
 fn operator_call(shared: &Arc<Shared>, peer: Option<u32>, call: &OperatorCall) -> Response {
     let response = as_peer(shared, peer, |ops, grants| {
-        match calls::dispatch(ops, grants, call) {
+        let response = match calls::dispatch(ops, grants, call) {
             Ok(value) => Response::Operator { value },
             Err(e) => Response::Refused {
                 code: calls::error_code(&e).0.into(),
                 message: e.to_string(),
             },
+        };
+        if calls::changes_requests(call)
+            && let Ok(open) = ops.open_requests()
+        {
+            shared.metrics.open_requests(open);
         }
+        response
     });
     let outcome = match &response {
         Response::Refused { code, .. } => code.clone(),
@@ -325,9 +327,8 @@ fn operator_call(shared: &Arc<Shared>, peer: Option<u32>, call: &OperatorCall) -
 /// (or root): answered through the operator service, as the operator the peer is, within
 /// their permissions and template scope, audited. `None`: the owner, answered directly.
 fn non_owner_read(shared: &Arc<Shared>, peer: Option<u32>, req: &Request) -> Option<Response> {
-    use std::os::unix::fs::MetadataExt as _;
-    let owner = std::fs::metadata(&shared.state_dir).map_or(u32::MAX, |m| m.uid());
-    if peer.is_some_and(|uid| uid == owner || uid == 0) {
+    let owner = identity::state_dir_owner(&shared.state_dir);
+    if peer.is_some_and(|uid| identity::is_system_owner(uid, owner)) {
         return None;
     }
     let refuse = |code: &str, message: String| Response::Refused {
@@ -369,8 +370,7 @@ fn peer_operator(
     peer: Option<u32>,
     env: &Environment,
 ) -> Result<Operator, IdentityError> {
-    use std::os::unix::fs::MetadataExt as _;
-    let owner = std::fs::metadata(state_dir).map_or(u32::MAX, |m| m.uid());
+    let owner = identity::state_dir_owner(state_dir);
     let uid = peer.unwrap_or(u32::MAX);
     let name = identity::unix_user_name(uid);
     let owner_name = identity::unix_user_name(owner);
@@ -401,6 +401,7 @@ pub fn operator_offline(
         store: &store,
         master: &master,
         audit: &audit,
+        held: std::sync::OnceLock::new(),
     };
     // Groups only matter to operators other than the system owner, who are never offline.
     let groups = crate::operators::roles::RoleGroups::default();

@@ -77,6 +77,9 @@ pub struct OfflineHost<'a> {
     pub master: &'a MasterKey,
     /// The audit log.
     pub audit: &'a AuditLog,
+    /// What the valve would hold, planned once per command (asking whether an approval is
+    /// needed and approving both read it).
+    pub held: std::sync::OnceLock<Result<Vec<HeldRevocation>, String>>,
 }
 
 impl Host for OfflineHost<'_> {
@@ -86,6 +89,19 @@ impl Host for OfflineHost<'_> {
     }
 
     fn held_revocations(&self) -> Result<Vec<HeldRevocation>, String> {
+        self.held.get_or_init(|| self.plan_held()).clone()
+    }
+
+    fn approve_held(&self, _actor: &str, held: &[HeldRevocation]) -> Result<(), String> {
+        let mut ids = valve::load_approvals(&self.env.state_dir).map_err(|e| e.to_string())?;
+        ids.extend(held.iter().map(|h| h.id.clone()));
+        valve::save_approvals(&self.env.state_dir, &ids).map_err(|e| e.to_string())
+    }
+}
+
+impl OfflineHost<'_> {
+    /// Plans, and splits off what the valve would hold.
+    fn plan_held(&self) -> Result<Vec<HeldRevocation>, String> {
         let inventory = self.store.inventory().map_err(|e| e.to_string())?;
         let cards = runtime::cards(self.env, &inventory);
         let pass = runtime::plan_pass_cards(
@@ -99,12 +115,6 @@ impl Host for OfflineHost<'_> {
         .map_err(|e| e.to_string())?;
         let ids = valve::load_approvals(&self.env.state_dir).map_err(|e| e.to_string())?;
         Ok(valve::hold_revocations(&pass.plan, &ids).1)
-    }
-
-    fn approve_held(&self, _actor: &str, held: &[HeldRevocation]) -> Result<(), String> {
-        let mut ids = valve::load_approvals(&self.env.state_dir).map_err(|e| e.to_string())?;
-        ids.extend(held.iter().map(|h| h.id.clone()));
-        valve::save_approvals(&self.env.state_dir, &ids).map_err(|e| e.to_string())
     }
 }
 

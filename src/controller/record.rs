@@ -12,6 +12,7 @@ use super::pass::{PassOutcome, PassState};
 use super::{backoff, sources};
 use crate::policy::model::DirectorySpec;
 use crate::statedir::status::{self, BackoffView};
+use crate::views::rfc3339;
 
 /// Publishes a pass's outcome to metrics, status and the log; returns the next timer.
 pub(super) fn record(
@@ -247,9 +248,4 @@ fn record_crl(shared: &Shared, out: &PassOutcome) -> Vec<status::CrlView> {
     }
     shared.metrics.crl(&samples);
     views
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }

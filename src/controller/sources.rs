@@ -33,6 +33,7 @@ use crate::inventory::Inventory;
 use crate::observe::ldap::{LdapDirectory, ObserveRequest};
 use crate::policy::PolicySet;
 use crate::policy::model::{DirectorySpec, LdapDirectorySpec, StockSelector};
+use crate::views::rfc3339;
 
 /// Poll interval of an LDAP directory without `pollInterval`.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(300);
@@ -51,11 +52,6 @@ fn set_state(states: &SourceStates, key: &str, value: String) {
     if let Ok(mut s) = states.lock() {
         s.insert(key.to_string(), value);
     }
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// The running sources.

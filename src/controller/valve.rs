@@ -75,32 +75,6 @@ pub enum ApprovalError {
     },
 }
 
-/// Logs `actor`'s approval of the `held` revocations (before it is saved: no approval
-/// without its entry).
-pub fn log_approval(
-    audit: &crate::audit::AuditLog,
-    actor: &str,
-    held: &[HeldRevocation],
-) -> Result<u64, ApprovalError> {
-    Ok(audit.append(
-        crate::audit::NewEntry {
-            actor: actor.to_string(),
-            kind: "approve-mass-revocation".into(),
-            target: held
-                .iter()
-                .map(|h| h.user.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-            outcome: "done".into(),
-            details: serde_json::json!({
-                "actions": held.iter().map(|h| &h.id).collect::<Vec<_>>(),
-                "serials": held.iter().flat_map(|h| &h.serials).collect::<Vec<_>>(),
-            }),
-        },
-        time::OffsetDateTime::now_utc(),
-    )?)
-}
-
 /// The approved revocation ids of a state directory (none when the file is absent).
 pub fn load_approvals(state_dir: &Path) -> Result<BTreeSet<String>, ApprovalError> {
     let path = state_dir.join(APPROVALS_FILE);

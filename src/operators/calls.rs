@@ -46,6 +46,14 @@ pub fn outcome_json(outcome: Outcome<Value>, now: time::OffsetDateTime) -> Value
     json(&OperationOutcome::of(outcome, now))
 }
 
+/// Whether `call` may make or decide a request (reads do not).
+pub fn changes_requests(call: &OperatorCall) -> bool {
+    !matches!(
+        call,
+        OperatorCall::Whoami | OperatorCall::ListRequests | OperatorCall::ShowRequest { .. }
+    )
+}
+
 /// Runs `call` as `g`.
 pub fn dispatch(ops: &Operations<'_>, g: &Grants, call: &OperatorCall) -> Result<Value, OpError> {
     let now = ops.now;

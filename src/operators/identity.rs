@@ -188,18 +188,7 @@ pub fn from_certificate(
 }
 
 fn same_certificate(record: &CertRecord, der: &[u8]) -> bool {
-    pem_der(&record.pem).is_some_and(|d| d == der)
-}
-
-fn pem_der(pem: &str) -> Option<Vec<u8>> {
-    use base64::Engine as _;
-    let body: String = pem
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    base64::engine::general_purpose::STANDARD.decode(body).ok()
+    record.der().is_some_and(|d| d == der)
 }
 
 /// The operator a Unix peer of the control socket is: the state directory's owner and root are
@@ -212,7 +201,7 @@ pub fn from_peer(
     owner_name: Option<&str>,
     operators: &Operators,
 ) -> Result<Operator, IdentityError> {
-    if uid == state_dir_owner || uid == 0 {
+    if is_system_owner(uid, state_dir_owner) {
         return Ok(Operator {
             name: owner_name.map_or_else(|| format!("uid:{state_dir_owner}"), str::to_string),
             via: Via::SystemOwner { uid },
@@ -228,6 +217,18 @@ pub fn from_peer(
             user: user_name.map_or_else(|| uid.to_string(), str::to_string),
         }),
     }
+}
+
+/// Whether Unix user `uid` is the system owner of a state directory owned by `owner`: the
+/// owner, or root.
+pub fn is_system_owner(uid: u32, owner: u32) -> bool {
+    uid == owner || uid == 0
+}
+
+/// The uid owning the state directory `dir` (`u32::MAX`, nobody, when it cannot be read).
+pub fn state_dir_owner(dir: &std::path::Path) -> u32 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(dir).map_or(u32::MAX, |m| m.uid())
 }
 
 /// The name of Unix user `uid`, from /etc/passwd (None: not listed).

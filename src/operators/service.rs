@@ -33,6 +33,10 @@ struct Touched {
 /// The template name standing for a credential of no template (never a scope's).
 const NO_TEMPLATE: &str = "(none)";
 
+/// Why approving held revocations is a conflict when the valve holds none (`approve` tells
+/// it apart from other conflicts by it).
+pub const NOTHING_HELD: &str = "the safety valve holds no revocation";
+
 /// The target of a request about the revocations the safety valve holds.
 pub const HELD_REVOCATIONS: &str = "held-revocations";
 
@@ -123,10 +127,7 @@ pub struct RequestView {
     pub outcome: Option<serde_json::Value>,
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
+use crate::views::rfc3339;
 
 impl RequestView {
     /// The view of `r` at `now`.
@@ -422,9 +423,7 @@ impl Operations<'_> {
                 }
                 let held = self.host.held_revocations().map_err(OpError::Failed)?;
                 if held.is_empty() {
-                    return Err(OpError::Conflict(
-                        "the safety valve holds no revocation".into(),
-                    ));
+                    return Err(OpError::Conflict(NOTHING_HELD.into()));
                 }
                 let ids: Vec<&str> = held.iter().map(|h| h.id.as_str()).collect();
                 // Every template and holder the revocations touch: a scoped approver must
