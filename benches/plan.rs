@@ -125,6 +125,7 @@ fn issued(d: &Desired, now: time::OffsetDateTime) -> Inventory {
                 status: CardStatus::Active,
                 created_at: now,
                 updated_at: now,
+                temporary: false,
             },
         );
         for (slot, want) in &cred.certificates {
@@ -210,6 +211,7 @@ fn main() {
         limits: SafetyLimits::default(),
         allow_mass_revocation: false,
         targets: None,
+        threads: keyfleet::runtime::planning_threads(),
     };
 
     let mut times = Vec::new();
@@ -254,6 +256,7 @@ fn main() {
         desired::update_users(&mut d2, &policy, &observed2, &users);
         let o = PlanOptions {
             targets: Some(users.clone()),
+            threads: keyfleet::runtime::planning_threads(),
             ..opts.clone()
         };
         p = Some(planner.plan(&d2, &presence, &o));

@@ -297,9 +297,27 @@ pub struct Desired {
     pub errors: Vec<ExpansionError>,
     /// Problems observing directories (name and message).
     pub observation_errors: Vec<String>,
+    /// The credentials of the temporary cards entitled users would get while their card is
+    /// forgotten, by (uid, temporary template): expanded like the others, used only then.
+    pub temporaries: BTreeMap<(String, String), DesiredCredential>,
+    /// Each template's temporary template (`CardTemplate.spec.temporary`).
+    pub temporary_of: BTreeMap<String, String>,
+    /// Incidents declared in git (`CardBinding.spec.incident`), by card id.
+    pub incidents: BTreeMap<String, crate::policy::model::IncidentKind>,
+    /// `Settings.spec.incidents.forgottenBecomesLostAfter`, in seconds.
+    pub forgotten_becomes_lost_after_secs: u64,
 }
 
 impl Desired {
+    /// Users who must be left alone this pass (conflicts and expansion errors).
+    /// The credential of `(user, template)`: an entitlement, or a temporary card's.
+    pub fn credential(&self, user: &str, template: &str) -> Option<&DesiredCredential> {
+        let key = (user.to_string(), template.to_string());
+        self.credentials
+            .get(&key)
+            .or_else(|| self.temporaries.get(&key))
+    }
+
     /// Users who must be left alone this pass (conflicts and expansion errors).
     pub fn frozen_users(&self) -> BTreeSet<&str> {
         self.conflicts
@@ -482,6 +500,7 @@ pub fn compute(policy: &PolicySet, observed: &BTreeMap<String, DirectoryObservat
     let mut credentials = Vec::with_capacity(uids.len());
     for r in results.into_iter().flatten() {
         credentials.extend(r.credentials);
+        desired.temporaries.extend(r.temporaries);
         desired.conflicts.extend(r.conflict);
         desired.errors.extend(r.errors);
     }
@@ -512,6 +531,7 @@ pub fn update_users(
     for k in keys {
         desired.credentials.remove(&k);
     }
+    desired.temporaries.retain(|(u, _), _| !users.contains(u));
     desired.conflicts.retain(|c| !users.contains(&c.user));
     desired.errors.retain(|e| !users.contains(&e.user));
     let bindings = bindings_by_user(policy);
@@ -553,6 +573,7 @@ pub fn update_users(
         if !templates.is_empty() {
             let r = user_result(policy, observed, &bindings, uid, &templates);
             desired.credentials.extend(r.credentials);
+            desired.temporaries.extend(r.temporaries);
             desired.conflicts.extend(r.conflict);
             desired.errors.extend(r.errors);
         }
@@ -613,6 +634,7 @@ pub(crate) mod fault {
 #[derive(Default)]
 struct UserResult {
     credentials: Vec<((String, String), DesiredCredential)>,
+    temporaries: Vec<((String, String), DesiredCredential)>,
     conflict: Option<Conflict>,
     errors: Vec<ExpansionError>,
 }
@@ -670,6 +692,16 @@ fn user_result(
                 cred.bound_card = bound_card;
                 out.credentials
                     .push(((uid.to_string(), template.to_string()), cred));
+                // The temporary card's credential, ready for when the card is forgotten; a
+                // user it cannot be expanded for gets no temporary card (`validate` expands
+                // it against the sample user).
+                if let Some(temporary) = &tpl.spec.temporary
+                    && let Some(ttpl) = policy.templates.get(&temporary.template)
+                    && let Ok(tcred) = credential_for(user, &temporary.template, &ttpl.spec, policy)
+                {
+                    out.temporaries
+                        .push(((uid.to_string(), temporary.template.clone()), tcred));
+                }
             }
             Err(message) => out.errors.push(ExpansionError {
                 user: uid.to_string(),
@@ -696,7 +728,24 @@ pub fn from_policy(policy: &PolicySet) -> Desired {
                 retries: t.spec.settable_retries(),
             },
         );
+        if let Some(temporary) = &t.spec.temporary {
+            desired
+                .temporary_of
+                .insert(name.clone(), temporary.template.clone());
+        }
     }
+    for b in policy.bindings.values() {
+        if let Some(kind) = b.spec.incident {
+            let e = desired.incidents.entry(b.spec.card.clone()).or_insert(kind);
+            *e = (*e).max(kind);
+        }
+    }
+    desired.forgotten_becomes_lost_after_secs = policy
+        .settings
+        .spec
+        .incidents
+        .forgotten_becomes_lost_after
+        .as_secs();
     for (name, s) in &policy.stocks {
         desired.stocks.push(StockInfo {
             name: name.clone(),

@@ -56,6 +56,19 @@ pub fn findings(
     for a in &plan.actions {
         let kind = match (a.kind, a.reason.code) {
             (ActionKind::Issue, ReasonCode::NotIssued) => "entitled-without-credential",
+            (ActionKind::Revoke, ReasonCode::TemporaryEnded)
+            | (ActionKind::Retire, ReasonCode::TemporaryEnded) => "temporary-card-ended",
+            (
+                _,
+                ReasonCode::CardLost
+                | ReasonCode::CardDamaged
+                | ReasonCode::CardForgotten
+                | ReasonCode::CardFound
+                | ReasonCode::ReplacesLost
+                | ReasonCode::ReplacesDamaged
+                | ReasonCode::TemporaryForForgotten,
+            ) => "card-incident",
+            (ActionKind::RotatePuk, _) => "puk-to-rotate",
             (ActionKind::Revoke, ReasonCode::Superseded) => "superseded-still-valid",
             (ActionKind::Revoke, _) => "credential-without-entitlement",
             (ActionKind::Reissue, _) => "template-drift",

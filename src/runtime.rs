@@ -296,6 +296,7 @@ fn plan_with_presence(
                 limits: limits(&env.policy),
                 allow_mass_revocation,
                 targets,
+                threads: planning_threads(),
             },
         );
         (desired, plan)
@@ -541,10 +542,61 @@ pub fn unblock_card(
     card: &str,
     actor: &str,
 ) -> Result<crate::apply::UnblockReport, String> {
+    with_card_context(env, store, master, audit, actor, |ctx| {
+        crate::apply::unblock(ctx, card)
+    })
+}
+
+/// An offline unblock: the PUK of `card` released to `actor`, returned, or written to a file
+/// for them (`to_mailer`, for an approved request) whose path is returned.
+pub fn unblock_code(
+    env: &Environment,
+    store: &crate::store::Store,
+    master: &MasterKey,
+    audit: &crate::audit::AuditLog,
+    card: &str,
+    actor: &str,
+    to_mailer: bool,
+) -> Result<serde_json::Value, String> {
+    with_card_context(env, store, master, audit, actor, |ctx| {
+        Ok(if to_mailer {
+            let path = crate::apply::release_puk_to_mailer(ctx, card, actor)?;
+            serde_json::json!({"card": card, "unblockCodeFile": path.display().to_string()})
+        } else {
+            let puk = crate::apply::release_puk(ctx, card, actor)?;
+            serde_json::json!({"card": card, "puk": puk.as_str()})
+        })
+    })
+}
+
+/// `keyfleet cards retire CARD --found-lost`: the lost card wiped back to stock.
+pub fn retire_found_lost(
+    env: &Environment,
+    store: &crate::store::Store,
+    master: &MasterKey,
+    audit: &crate::audit::AuditLog,
+    card: &str,
+    actor: &str,
+    comment: &str,
+) -> Result<serde_json::Value, String> {
+    with_card_context(env, store, master, audit, actor, |ctx| {
+        let blank = crate::apply::retire_found_lost(ctx, card, actor, comment)?;
+        Ok(serde_json::json!({"card": card, "status": "blank", "stock": blank.stock}))
+    })
+}
+
+/// Runs `f` with the executors' context for operator work on one card: the template rules
+/// (the management key) and the cards, no directory observation, no plan and no CA.
+fn with_card_context<T>(
+    env: &Environment,
+    store: &crate::store::Store,
+    master: &MasterKey,
+    audit: &crate::audit::AuditLog,
+    actor: &str,
+    f: impl FnOnce(&crate::apply::Context<'_>) -> Result<T, crate::apply::ApplyError>,
+) -> Result<T, String> {
     let inventory = store.inventory().map_err(|e| e.to_string())?;
     let cards = cards(env, &inventory);
-    // An unblock needs the template rules (the management key) and the card, no directory
-    // observation, no plan and no CA.
     let desired = desired::from_policy(&env.policy);
     let cas = crate::apply::CaRegistry::new();
     let clock = OffsetDateTime::now_utc;
@@ -560,7 +612,16 @@ pub fn unblock_card(
         crash: crate::apply::CrashPoint::default(),
         audit,
     };
-    crate::apply::unblock(&ctx, card).map_err(|e| format!("{e:#}"))
+    f(&ctx).map_err(|e| format!("{e:#}"))
+}
+
+/// The threads the planner may use on this machine (up to 8): the edge chooses, the planner
+/// is told.
+pub fn planning_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::inventory::{CardRecord, CertRecord, CertStatus, Inventory};
+use crate::inventory::{
+    CardFacts, CardRecord, CertRecord, CertStatus, Incident, IncidentEvent, Inventory,
+};
 use crate::policy::model::CardType;
 
 /// `t` in RFC 3339 (as every JSON view prints times).
@@ -56,8 +58,11 @@ pub struct CardView {
     pub template: Option<String>,
     /// The stock it came from.
     pub stock: Option<String>,
-    /// `blank`, `active`, `suspended`, `revoked`, `retired`, ...
+    /// `blank`, `active`, `suspended`, `revoked`, `retired`, `lost`, `damaged`,
+    /// `forgotten`, `temporary` or `suspect`.
     pub status: String,
+    /// The incident in force (`{"kind", "reportedBy", "at", "comment"}`), or null.
+    pub incident: Option<Incident>,
     /// When Keyfleet first saw it (RFC 3339).
     pub created_at: String,
     /// When its record last changed (RFC 3339).
@@ -65,18 +70,16 @@ pub struct CardView {
 }
 
 impl CardView {
-    /// The view of a card record.
-    pub fn of(c: &CardRecord) -> CardView {
+    /// The view of a card record with what Keyfleet learned about it.
+    pub fn of(c: &CardRecord, facts: Option<&CardFacts>) -> CardView {
         CardView {
             id: c.id.clone(),
             card_type: c.card_type,
             user: c.user.clone(),
             template: c.template.clone(),
             stock: c.stock.clone(),
-            status: serde_json::to_value(c.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            status: crate::inventory::shown_status(c, facts).to_string(),
+            incident: facts.and_then(|f| f.incident.clone()),
             created_at: rfc3339(c.created_at),
             updated_at: rfc3339(c.updated_at),
         }
@@ -159,7 +162,11 @@ impl InventoryView {
     /// The view of an inventory at `now`.
     pub fn of(inv: &Inventory, now: OffsetDateTime) -> InventoryView {
         InventoryView {
-            cards: inv.cards.values().map(CardView::of).collect(),
+            cards: inv
+                .cards
+                .values()
+                .map(|c| CardView::of(c, inv.facts.get(&c.id)))
+                .collect(),
             certificates: inv.certs.values().map(|c| CertView::of(c, now)).collect(),
         }
     }
@@ -172,6 +179,31 @@ pub struct CardDetail {
     pub card: CardView,
     /// Its certificates, every one Keyfleet had signed for it.
     pub certificates: Vec<CertView>,
+    /// The incident in force, or null.
+    pub incident: Option<Incident>,
+    /// Its incident history, oldest first.
+    pub incidents: Vec<IncidentEvent>,
+    /// Its PUK was released for an offline unblock and is rotated at its next contact.
+    #[serde(rename = "pukReleased")]
+    pub puk_released: bool,
+}
+
+impl CardDetail {
+    /// The detail of a card at `now`.
+    pub fn of(
+        card: &CardRecord,
+        facts: &CardFacts,
+        certs: &[CertRecord],
+        now: OffsetDateTime,
+    ) -> CardDetail {
+        CardDetail {
+            card: CardView::of(card, Some(facts)),
+            certificates: certs.iter().map(|c| CertView::of(c, now)).collect(),
+            incident: facts.incident.clone(),
+            incidents: facts.incidents.clone(),
+            puk_released: facts.puk_released.is_some(),
+        }
+    }
 }
 
 /// One user's cards and certificates.

@@ -32,7 +32,9 @@ use crate::operators::service::{
 use crate::plan::json::PlanJson;
 use crate::policy::model::Permission;
 use crate::store::HistoryEntry;
-use crate::views::{CardDetail, CardView, CertView, InventoryView, UserDetail};
+use crate::views::{CardDetail, InventoryView, UserDetail};
+
+pub mod cards;
 
 /// What the routes share.
 pub struct ApiState {
@@ -75,7 +77,7 @@ const AUTH_404: &[u16] = &[401, 403, 404, 429, 500];
 const OPERATE: &[u16] = &[401, 403, 404, 409, 422, 429, 500];
 
 /// Every route, as documented.
-pub static ROUTES: [RouteDoc; 15] = [
+pub static ROUTES: [RouteDoc; 19] = [
     RouteDoc {
         method: Method::GET,
         path: "/api/v1/whoami",
@@ -143,6 +145,42 @@ pub static ROUTES: [RouteDoc; 15] = [
         method: Method::POST,
         path: "/api/v1/cards/{id}/unblock",
         summary: "Unblock the card's PIN with its stored PUK (202 and a request when unblock needs approval)",
+        permission: Some(Permission::Unblock),
+        request: Some(schema::<ReasonBody>),
+        response: schema::<OperationOutcome>,
+        errors: OPERATE,
+    },
+    RouteDoc {
+        method: Method::POST,
+        path: "/api/v1/cards/{id}/incidents",
+        summary: "Report a card incident: lost, damaged or forgotten (409 with the card's state when the transition table does not allow it)",
+        permission: Some(Permission::ReportIncident),
+        request: Some(schema::<cards::IncidentBody>),
+        response: schema::<cards::IncidentOutcome>,
+        errors: OPERATE,
+    },
+    RouteDoc {
+        method: Method::POST,
+        path: "/api/v1/cards/{id}/found",
+        summary: "A forgotten card was found: its hold is released and its temporary card ends",
+        permission: Some(Permission::ResolveIncident),
+        request: Some(schema::<CommentBody>),
+        response: schema::<cards::IncidentOutcome>,
+        errors: OPERATE,
+    },
+    RouteDoc {
+        method: Method::POST,
+        path: "/api/v1/cards/{id}/retire",
+        summary: "Wipe a lost card that turned up back to stock (foundLost: true; the card must be in a reader the controller reaches)",
+        permission: Some(Permission::ResolveIncident),
+        request: Some(schema::<cards::RetireBody>),
+        response: schema::<cards::RetireOutcome>,
+        errors: OPERATE,
+    },
+    RouteDoc {
+        method: Method::POST,
+        path: "/api/v1/cards/{id}/unblock-code",
+        summary: "Release the card's current PUK once for an offline unblock (202 and a request when unblock-code needs approval; then the code goes to the requester's file in the PIN-mailer folder)",
         permission: Some(Permission::Unblock),
         request: Some(schema::<ReasonBody>),
         response: schema::<OperationOutcome>,
@@ -225,6 +263,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/audit", get(drift))
         .route("/api/v1/history", get(history))
         .route("/api/v1/cards/{id}/unblock", post(unblock))
+        .route("/api/v1/cards/{id}/incidents", post(cards::report))
+        .route("/api/v1/cards/{id}/found", post(cards::found))
+        .route("/api/v1/cards/{id}/retire", post(cards::retire))
+        .route("/api/v1/cards/{id}/unblock-code", post(cards::unblock_code))
         .route("/api/v1/held-revocations/approve", post(approve_held))
         .route("/api/v1/requests", get(list_requests).post(create_request))
         .route("/api/v1/requests/{id}", get(show_request))
@@ -413,14 +455,7 @@ async fn card(
     addr: Addr,
     Path(id): Path<String>,
 ) -> Result<Reply, ApiError> {
-    call(s, peer, addr, move |ops, g, _| {
-        let (card, certs) = ops.card(g, &id)?;
-        Ok(ok(&CardDetail {
-            card: CardView::of(&card),
-            certificates: certs.iter().map(|c| CertView::of(c, ops.now)).collect(),
-        }))
-    })
-    .await
+    call(s, peer, addr, move |ops, g, _| Ok(ok(&ops.card(g, &id)?))).await
 }
 
 async fn user(
@@ -429,15 +464,7 @@ async fn user(
     addr: Addr,
     Path(uid): Path<String>,
 ) -> Result<Reply, ApiError> {
-    call(s, peer, addr, move |ops, g, _| {
-        let (cards, certs) = ops.user(g, &uid)?;
-        Ok(ok(&UserDetail {
-            uid,
-            cards: cards.iter().map(CardView::of).collect(),
-            certificates: certs.iter().map(|c| CertView::of(c, ops.now)).collect(),
-        }))
-    })
-    .await
+    call(s, peer, addr, move |ops, g, _| Ok(ok(&ops.user(g, &uid)?))).await
 }
 
 /// The last plan, with only the actions the caller's `view-inventory` scope reaches.

@@ -159,6 +159,9 @@ impl std::fmt::Display for HolderPinCause {
             HolderPinCause::Refused => "the card refused it: changed by the holder?",
             HolderPinCause::TooFewTries => "not tried: a wrong try would leave fewer than 2",
             HolderPinCause::NotStored => "none stored",
+            HolderPinCause::HolderReset => {
+                "the holder set a new one with a PUK released for an offline unblock"
+            }
         })
     }
 }

@@ -236,6 +236,7 @@ fn blank_card(
         status: CardStatus::Blank,
         created_at: now,
         updated_at: now,
+        temporary: false,
     }
 }
 
@@ -258,6 +259,7 @@ pub(crate) fn bind(
     record.user = Some(cred.user.clone());
     record.template = Some(cred.template.clone());
     record.status = CardStatus::Active;
+    record.temporary = action.reason.code == crate::plan::ReasonCode::TemporaryForForgotten;
     record.updated_at = now;
     ctx.store.put_card(&record)?;
     Ok(())

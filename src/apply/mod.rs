@@ -27,6 +27,7 @@ pub mod cards;
 mod certificate;
 pub mod crl;
 mod error;
+mod incidents;
 mod issuance;
 mod pin_mailer;
 mod recover;
@@ -44,9 +45,10 @@ pub use cards::{
     TokenCard, TokenStock, Tokens, VirtualCards, pcsc as pcsc_cards, tokens,
 };
 pub use error::ApplyError;
+pub use incidents::retire_found_lost;
 pub use pin_mailer::pin_mailer_name;
 pub use recover::{RecoveryReport, recover};
-pub use unblock::{UnblockReport, unblock};
+pub use unblock::{UnblockReport, release_puk, release_puk_to_mailer, rotate_puk, unblock};
 
 use ca_ops::{ca, ca_status, revoke_all};
 use certificate::install;
@@ -54,7 +56,7 @@ use issuance::{Beside, issue, issue_slots};
 
 use crate::ca::CaError;
 use crate::desired::{Desired, DesiredCredential};
-use crate::inventory::{CardFacts, CardRecord, CardStatus};
+use crate::inventory::{CardRecord, CardStatus};
 use crate::plan::{Action, ActionKind, Plan, ReasonCode};
 use crate::secrets::MasterKey;
 use crate::store::journal::CaOp;
@@ -444,14 +446,23 @@ fn run_action(
                 .store
                 .card(card)?
                 .ok_or_else(|| ApplyError::Stale(format!("card {card} is unknown")))?;
-            record.status = match action.kind {
-                ActionKind::Suspend => CardStatus::Suspended,
-                ActionKind::Resume => CardStatus::Active,
+            record.status = match (action.kind, action.reason.code) {
+                (ActionKind::Suspend, _) => CardStatus::Suspended,
+                (ActionKind::Resume, _) => CardStatus::Active,
+                (_, ReasonCode::CardLost) => CardStatus::Lost,
+                (_, ReasonCode::CardDamaged) => CardStatus::Damaged,
                 _ => CardStatus::Revoked,
             };
             record.updated_at = (ctx.clock)();
             ctx.store.put_card(&record)?;
+            incidents::record(ctx, action)?;
             Ok(action.serials.clone())
+        }
+        ActionKind::RotatePuk => {
+            let card = card_of(action)?;
+            let mut session = connect(ctx, card)?;
+            unblock::rotate_puk(ctx, card, session.as_mut())?;
+            Ok(Vec::new())
         }
         ActionKind::Retire => {
             let card = card_of(action)?;
@@ -460,7 +471,14 @@ fn run_action(
                 &action.id(),
                 JournalStep::WipeCard { card: card.into() },
             )?;
-            let blank = wipe(ctx, card)?;
+            let mut blank = wipe(ctx, card)?;
+            if action.reason.code == ReasonCode::CardDamaged {
+                // Out of service for good; who held it stays on the record.
+                let before = ctx.store.card(card)?;
+                blank.status = CardStatus::Retired;
+                blank.user = before.as_ref().and_then(|b| b.user.clone());
+                blank.template = before.and_then(|b| b.template);
+            }
             journal_close_recording(
                 ctx,
                 &mut entry,
@@ -603,6 +621,7 @@ pub(crate) fn wipe(ctx: &Context<'_>, card: &str) -> Result<CardRecord, ApplyErr
     record.status = CardStatus::Blank;
     record.user = None;
     record.template = None;
+    record.temporary = false;
     record.updated_at = (ctx.clock)();
     Ok(record)
 }
@@ -611,10 +630,12 @@ pub(crate) fn wipe(ctx: &Context<'_>, card: &str) -> Result<CardRecord, ApplyErr
 /// blank record is written: a crash before leaves secrets that the next personalisation
 /// replaces, never a card recorded as personalised without them.
 pub(crate) fn forget_card(ctx: &Context<'_>, card: &str) -> Result<(), ApplyError> {
-    for name in ["pin", "puk", "mgmt-alg", "mgmt-key"] {
+    for name in ["pin", "puk", "puk-next", "mgmt-alg", "mgmt-key"] {
         ctx.store.remove_secret(&format!("{name}/{card}"))?;
     }
-    // What Keyfleet learned about the holder's PIN ends with the credential.
-    ctx.store.put_card_facts(card, &CardFacts::default())?;
+    // What Keyfleet learned about the holder's PIN ends with the credential; the card's
+    // incident history stays.
+    let facts = ctx.store.card_facts(card)?;
+    ctx.store.put_card_facts(card, &facts.after_wipe())?;
     Ok(())
 }

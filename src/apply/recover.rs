@@ -228,6 +228,7 @@ pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
                 status: CardStatus::Blank,
                 created_at: now,
                 updated_at: now,
+                temporary: false,
             })?;
             report.finished += 1;
         }

@@ -35,8 +35,8 @@ pub enum Format {
 /// Arguments of `keyfleet cards`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Output format of the listing.
-    #[arg(long, value_enum, default_value = "text")]
+    /// Output format of the listing (and of `show`).
+    #[arg(long, value_enum, default_value = "text", global = true)]
     pub format: Format,
     /// An operation on one card instead of the listing.
     #[command(subcommand)]
@@ -49,6 +49,69 @@ pub enum CardsCommand {
     /// Unblock a card's PIN with the stored PUK and set a fresh PIN (written to a PIN mailer).
     Unblock {
         /// The card id (as `keyfleet cards` or `keyfleet inventory` show it).
+        card: String,
+        /// Why (recorded in the audit log and shown to approvers).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// A remote controller (`--server`) and your identity.
+        #[command(flatten)]
+        remote: super::remote::RemoteArgs,
+    },
+    /// Report a card incident (lost, damaged, forgotten): the next pass revokes or holds its
+    /// certificates and replaces it (`report-incident`).
+    Report {
+        /// The card id.
+        card: String,
+        /// What happened.
+        #[command(flatten)]
+        incident: super::incidents::IncidentFlag,
+        /// What you know (recorded in the card's incident history and the audit log).
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// A remote controller (`--server`) and your identity.
+        #[command(flatten)]
+        remote: super::remote::RemoteArgs,
+    },
+    /// A forgotten card was found: its hold is released, its temporary card ends
+    /// (`resolve-incident`).
+    Found {
+        /// The card id.
+        card: String,
+        /// A comment for the history.
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// A remote controller (`--server`) and your identity.
+        #[command(flatten)]
+        remote: super::remote::RemoteArgs,
+    },
+    /// One card: its record, certificates and incident history.
+    Show {
+        /// The card id.
+        card: String,
+        /// A remote controller (`--server`) and your identity.
+        #[command(flatten)]
+        remote: super::remote::RemoteArgs,
+    },
+    /// Wipe a lost card that turned up back to stock (`resolve-incident`; the card must be in
+    /// a reader).
+    Retire {
+        /// The card id.
+        card: String,
+        /// Required: the card was reported lost and has been found.
+        #[arg(long, required = true)]
+        found_lost: bool,
+        /// A comment for the history.
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// A remote controller (`--server`) and your identity.
+        #[command(flatten)]
+        remote: super::remote::RemoteArgs,
+    },
+    /// Release the card's current PUK once, for a holder who unblocks their PIN away from
+    /// Keyfleet (`unblock`; under approval when `unblock-code` is in `approvals`). A new PUK
+    /// is set at the card's next contact.
+    UnblockCode {
+        /// The card id.
         card: String,
         /// Why (recorded in the audit log and shown to approvers).
         #[arg(long, default_value = "")]
@@ -76,13 +139,39 @@ struct ReaderRow {
 
 /// Runs `keyfleet cards`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(CardsCommand::Unblock {
-        card,
-        reason,
-        remote,
-    }) = args.command
-    {
-        return unblock(global, &remote, &card, reason);
+    use super::incidents;
+    match args.command {
+        Some(CardsCommand::Unblock {
+            card,
+            reason,
+            remote,
+        }) => return unblock(global, &remote, &card, reason),
+        Some(CardsCommand::Report {
+            card,
+            incident,
+            comment,
+            remote,
+        }) => return incidents::report(global, &remote, &card, incident, comment),
+        Some(CardsCommand::Found {
+            card,
+            comment,
+            remote,
+        }) => return incidents::found(global, &remote, &card, comment),
+        Some(CardsCommand::Show { card, remote }) => {
+            return incidents::show(global, &remote, &card, args.format == Format::Json);
+        }
+        Some(CardsCommand::Retire {
+            card,
+            found_lost: _,
+            comment,
+            remote,
+        }) => return incidents::retire(global, &remote, &card, comment),
+        Some(CardsCommand::UnblockCode {
+            card,
+            reason,
+            remote,
+        }) => return incidents::unblock_code(global, &remote, &card, reason),
+        None => {}
     }
     let Some(env) = super::load_env(global)? else {
         return Ok(ExitCode::from(EXIT_FAILURE));

@@ -16,6 +16,7 @@ mod ca_warnings;
 pub mod cards;
 pub mod directory;
 pub mod docs;
+pub mod incidents;
 pub mod inventory;
 pub mod markdown;
 pub mod operator;

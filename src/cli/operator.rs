@@ -113,6 +113,31 @@ pub fn api_call(call: &OperatorCall) -> (&'static str, String, Option<serde_json
             format!("/cards/{}/unblock", segment(card)),
             Some(json!({"reason": reason})),
         ),
+        OperatorCall::ShowCard { card } => ("GET", format!("/cards/{}", segment(card)), None),
+        OperatorCall::ReportIncident {
+            card,
+            kind,
+            comment,
+        } => (
+            "POST",
+            format!("/cards/{}/incidents", segment(card)),
+            Some(json!({"kind": kind, "comment": comment})),
+        ),
+        OperatorCall::Found { card, comment } => (
+            "POST",
+            format!("/cards/{}/found", segment(card)),
+            Some(json!({"comment": comment})),
+        ),
+        OperatorCall::RetireFoundLost { card, comment } => (
+            "POST",
+            format!("/cards/{}/retire", segment(card)),
+            Some(json!({"foundLost": true, "comment": comment})),
+        ),
+        OperatorCall::UnblockCode { card, reason } => (
+            "POST",
+            format!("/cards/{}/unblock-code", segment(card)),
+            Some(json!({"reason": reason})),
+        ),
         OperatorCall::ApproveHeld { reason } => (
             "POST",
             "/held-revocations/approve".into(),

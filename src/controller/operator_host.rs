@@ -46,6 +46,57 @@ impl Host for RunningHost {
         Ok(self.shared.status().held)
     }
 
+    fn unblock_code(
+        &self,
+        card: &str,
+        actor: &str,
+        to_mailer: bool,
+    ) -> Result<serde_json::Value, String> {
+        let _cards = self
+            .shared
+            .card_work
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let v = runtime::unblock_code(
+            &self.env,
+            &self.shared.store,
+            &self.master,
+            &self.shared.audit,
+            card,
+            actor,
+            to_mailer,
+        )?;
+        // The card's next contact rotates the PUK: plan it now.
+        self.shared.triggers.fire(Trigger::Approved);
+        Ok(v)
+    }
+
+    fn wake(&self) {
+        self.shared.triggers.fire(Trigger::Approved);
+    }
+
+    fn retire_found_lost(
+        &self,
+        card: &str,
+        actor: &str,
+        comment: &str,
+    ) -> Result<serde_json::Value, String> {
+        let _cards = self
+            .shared
+            .card_work
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        runtime::retire_found_lost(
+            &self.env,
+            &self.shared.store,
+            &self.master,
+            &self.shared.audit,
+            card,
+            actor,
+            comment,
+        )
+    }
+
     fn approve_held(&self, actor: &str, held: &[HeldRevocation]) -> Result<(), String> {
         if held.is_empty() {
             return Ok(());
@@ -92,6 +143,40 @@ impl Host for OfflineHost<'_> {
         self.held.get_or_init(|| self.plan_held()).clone()
     }
 
+    fn unblock_code(
+        &self,
+        card: &str,
+        actor: &str,
+        to_mailer: bool,
+    ) -> Result<serde_json::Value, String> {
+        runtime::unblock_code(
+            self.env,
+            self.store,
+            self.master,
+            self.audit,
+            card,
+            actor,
+            to_mailer,
+        )
+    }
+
+    fn retire_found_lost(
+        &self,
+        card: &str,
+        actor: &str,
+        comment: &str,
+    ) -> Result<serde_json::Value, String> {
+        runtime::retire_found_lost(
+            self.env,
+            self.store,
+            self.master,
+            self.audit,
+            card,
+            actor,
+            comment,
+        )
+    }
+
     fn approve_held(&self, _actor: &str, held: &[HeldRevocation]) -> Result<(), String> {
         let mut ids = valve::load_approvals(&self.env.state_dir).map_err(|e| e.to_string())?;
         ids.extend(held.iter().map(|h| h.id.clone()));
@@ -122,5 +207,6 @@ fn unblocked(r: &crate::apply::UnblockReport) -> serde_json::Value {
     serde_json::json!({
         "retriesBefore": r.retries_before,
         "pinMailer": r.pin_mailer.display().to_string(),
+        "pukRotated": r.puk_rotated,
     })
 }

@@ -50,7 +50,10 @@ pub fn outcome_json(outcome: Outcome<Value>, now: time::OffsetDateTime) -> Value
 pub fn changes_requests(call: &OperatorCall) -> bool {
     !matches!(
         call,
-        OperatorCall::Whoami | OperatorCall::ListRequests | OperatorCall::ShowRequest { .. }
+        OperatorCall::Whoami
+            | OperatorCall::ListRequests
+            | OperatorCall::ShowRequest { .. }
+            | OperatorCall::ShowCard { .. }
     )
 }
 
@@ -61,6 +64,19 @@ pub fn dispatch(ops: &Operations<'_>, g: &Grants, call: &OperatorCall) -> Result
         OperatorCall::Whoami => json(&ops.whoami(g)?),
         OperatorCall::Unblock { card, reason } => outcome_json(ops.unblock(g, card, reason)?, now),
         OperatorCall::ApproveHeld { reason } => outcome_json(ops.approve_held(g, reason)?, now),
+        OperatorCall::ShowCard { card } => json(&ops.card(g, card)?),
+        OperatorCall::ReportIncident {
+            card,
+            kind,
+            comment,
+        } => ops.report_incident(g, card, *kind, comment)?,
+        OperatorCall::Found { card, comment } => ops.found(g, card, comment)?,
+        OperatorCall::RetireFoundLost { card, comment } => {
+            ops.retire_found_lost(g, card, comment)?
+        }
+        OperatorCall::UnblockCode { card, reason } => {
+            outcome_json(ops.unblock_code(g, card, reason)?, now)
+        }
         OperatorCall::ListRequests => {
             let views: Vec<RequestView> = ops
                 .requests(g)?

@@ -5,6 +5,7 @@
 
 pub mod calls;
 pub mod identity;
+pub mod incidents;
 pub mod requests;
 pub mod roles;
 pub mod service;

@@ -20,6 +20,7 @@ use crate::policy::PolicySet;
 use crate::policy::model::{OperationKind, Permission};
 use crate::statedir::status::HeldRevocation;
 use crate::store::Store;
+use crate::views::{CardDetail, CardView, CertView, UserDetail};
 
 /// What an operation touches: the holder, the templates, further holders, and what it needs
 /// beyond its target.
@@ -49,6 +50,24 @@ pub trait Host: Send + Sync {
     fn held_revocations(&self) -> Result<Vec<HeldRevocation>, String>;
     /// Approves these held revocations (they run in the next pass).
     fn approve_held(&self, actor: &str, held: &[HeldRevocation]) -> Result<(), String>;
+    /// Releases the current PUK of `card` once to `actor` (offline unblock): with
+    /// `to_mailer`, written to a PIN mailer for them and not returned; otherwise returned as
+    /// `puk` (which is never logged).
+    fn unblock_code(
+        &self,
+        card: &str,
+        actor: &str,
+        to_mailer: bool,
+    ) -> Result<serde_json::Value, String>;
+    /// Wipes a lost card that turned up (in a reader this machine reaches) back to stock.
+    fn retire_found_lost(
+        &self,
+        card: &str,
+        actor: &str,
+        comment: &str,
+    ) -> Result<serde_json::Value, String>;
+    /// A recorded fact changed what the next pass plans (an incident): plan soon.
+    fn wake(&self) {}
 }
 
 /// Why an operation was not done; each maps to one HTTP status.
@@ -203,7 +222,7 @@ impl Operations<'_> {
         grants(operator, &self.policy.roles, self.groups)
     }
 
-    fn log(
+    pub(super) fn log(
         &self,
         actor: &str,
         kind: &str,
@@ -227,7 +246,13 @@ impl Operations<'_> {
     }
 
     /// Audits a refused call and returns the refusal.
-    fn refuse<T>(&self, g: &Grants, kind: &str, target: &str, e: OpError) -> Result<T, OpError> {
+    pub(super) fn refuse<T>(
+        &self,
+        g: &Grants,
+        kind: &str,
+        target: &str,
+        e: OpError,
+    ) -> Result<T, OpError> {
         self.log(
             g.name(),
             kind,
@@ -239,7 +264,7 @@ impl Operations<'_> {
     }
 
     /// Checks `permission` on `subject`, auditing a refusal.
-    fn allow(
+    pub(super) fn allow(
         &self,
         g: &Grants,
         permission: Permission,
@@ -305,7 +330,7 @@ impl Operations<'_> {
     }
 
     /// One card and its certificates.
-    pub fn card(&self, g: &Grants, id: &str) -> Result<(CardRecord, Vec<CertRecord>), OpError> {
+    pub fn card(&self, g: &Grants, id: &str) -> Result<CardDetail, OpError> {
         let kind = "view-inventory";
         let Some(card) = self.store.card(id)? else {
             self.allow(g, Permission::ViewInventory, kind, id, None)?;
@@ -325,33 +350,30 @@ impl Operations<'_> {
         self.allow(g, Permission::ViewInventory, kind, id, Some(&subject))?;
         self.log(g.name(), kind, id, "allowed", serde_json::Value::Null)?;
         let certs = self.store.certs_of_card(id)?;
-        Ok((card, certs))
+        let facts = self.store.card_facts(id)?;
+        Ok(CardDetail::of(&card, &facts, &certs, self.now))
     }
 
     /// A user's cards and certificates (those `view-inventory` reaches).
-    pub fn user(
-        &self,
-        g: &Grants,
-        uid: &str,
-    ) -> Result<(Vec<CardRecord>, Vec<CertRecord>), OpError> {
+    pub fn user(&self, g: &Grants, uid: &str) -> Result<UserDetail, OpError> {
         self.read(g, Permission::ViewInventory, "view-inventory", uid)?;
         let inv = self.store.inventory()?;
         let scope = g
             .scope(Permission::ViewInventory)
             .cloned()
             .unwrap_or(Scope::All);
-        let cards: Vec<CardRecord> = inv
+        let cards: Vec<&CardRecord> = inv
             .cards
-            .into_values()
+            .values()
             .filter(|c| c.user.as_deref() == Some(uid))
             .filter(|c| match c.template.as_deref() {
                 Some(t) => scope.allows(t),
                 None => scope == Scope::All,
             })
             .collect();
-        let certs: Vec<CertRecord> = inv
+        let certs: Vec<&CertRecord> = inv
             .certs
-            .into_values()
+            .values()
             .filter(|c| c.user == uid && scope.allows(&c.template))
             .collect();
         if cards.is_empty() && certs.is_empty() {
@@ -359,7 +381,14 @@ impl Operations<'_> {
                 "Keyfleet holds nothing for user {uid}"
             )));
         }
-        Ok((cards, certs))
+        Ok(UserDetail {
+            uid: uid.to_string(),
+            cards: cards
+                .iter()
+                .map(|c| CardView::of(c, inv.facts.get(&c.id)))
+                .collect(),
+            certificates: certs.iter().map(|c| CertView::of(c, self.now)).collect(),
+        })
     }
 
     /// The history of applied actions.
@@ -404,7 +433,7 @@ impl Operations<'_> {
     /// What a request of `kind` on `target` is about: the holder and templates, or 404.
     fn subject_of(&self, kind: OperationKind, target: &str) -> Result<Touched, OpError> {
         match kind {
-            OperationKind::Unblock => {
+            OperationKind::Unblock | OperationKind::UnblockCode => {
                 let card = self.store.card(target)?.ok_or_else(|| {
                     OpError::NotFound(format!("card {target} is not in the inventory"))
                 })?;
@@ -481,7 +510,7 @@ impl Operations<'_> {
         self.operate(g, new.kind, &new.target, &new.reason)
     }
 
-    fn operate(
+    pub(super) fn operate(
         &self,
         g: &Grants,
         kind: OperationKind,
@@ -520,6 +549,10 @@ impl Operations<'_> {
                 Ok(Outcome::Done(done))
             }
             Some(required) => {
+                let parameters = match kind {
+                    OperationKind::UnblockCode => serde_json::json!({"deliver": "pin-mailer"}),
+                    _ => parameters,
+                };
                 let number = self.store.next_request_number()?;
                 let timeout = time::Duration::seconds(
                     i64::try_from(self.policy.settings.spec.approval_timeout.as_secs())
@@ -578,13 +611,25 @@ impl Operations<'_> {
         self.log(actor, name, target, "started", details.clone())?;
         let result = match kind {
             OperationKind::Unblock => self.host.unblock(target, actor),
+            // Under approval the PUK goes to the requester's PIN mailer, never into the
+            // request's record (which approvers read).
+            OperationKind::UnblockCode => self.host.unblock_code(
+                target,
+                actor,
+                parameters.get("deliver").and_then(|d| d.as_str()) == Some("pin-mailer"),
+            ),
             OperationKind::ApproveMassRevocation => self.approve_held_now(actor, parameters),
         };
         let mut end = details;
         match &result {
             Ok(v) => {
                 if let (Some(end), Some(more)) = (end.as_object_mut(), v.as_object()) {
-                    end.extend(more.clone());
+                    // A released PUK is the caller's alone: never in the audit log.
+                    end.extend(
+                        more.iter()
+                            .filter(|(k, _)| k.as_str() != "puk")
+                            .map(|(k, v)| (k.clone(), v.clone())),
+                    );
                 }
                 self.log(actor, name, target, "done", end)?;
             }

@@ -21,6 +21,12 @@ impl Host for CountingHost {
     fn unblock(&self, _: &str, _: &str) -> Result<serde_json::Value, String> {
         Err("no card here".into())
     }
+    fn unblock_code(&self, _: &str, _: &str, _: bool) -> Result<serde_json::Value, String> {
+        Err("no card here".into())
+    }
+    fn retire_found_lost(&self, _: &str, _: &str, _: &str) -> Result<serde_json::Value, String> {
+        Err("no card here".into())
+    }
     fn held_revocations(&self) -> Result<Vec<HeldRevocation>, String> {
         Ok(vec![HeldRevocation {
             id: "revoke:bob".into(),

@@ -18,7 +18,7 @@ use crate::policy::model::Slot;
     Deserialize,
     schemars::JsonSchema,
 )]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum ActionKind {
     /// Bind a card and enrol every slot (or finish an interrupted issuance).
     Issue,
@@ -34,11 +34,14 @@ pub enum ActionKind {
     Revoke,
     /// Wipe a card whose credential is gone, when it is next seen.
     Retire,
+    /// Set a new random PUK on a card whose PUK was released (offline unblock), at its next
+    /// contact.
+    RotatePuk,
 }
 
 impl ActionKind {
     /// Every kind, in plan order.
-    pub const ALL: [ActionKind; 7] = [
+    pub const ALL: [ActionKind; 8] = [
         ActionKind::Issue,
         ActionKind::Renew,
         ActionKind::Reissue,
@@ -46,13 +49,18 @@ impl ActionKind {
         ActionKind::Resume,
         ActionKind::Revoke,
         ActionKind::Retire,
+        ActionKind::RotatePuk,
     ];
 
     /// Whether the action needs the card to be present.
     pub fn needs_card(self) -> bool {
         matches!(
             self,
-            ActionKind::Issue | ActionKind::Renew | ActionKind::Reissue | ActionKind::Retire
+            ActionKind::Issue
+                | ActionKind::Renew
+                | ActionKind::Reissue
+                | ActionKind::Retire
+                | ActionKind::RotatePuk
         )
     }
 
@@ -66,6 +74,7 @@ impl ActionKind {
             ActionKind::Resume => "resume",
             ActionKind::Revoke => "revoke",
             ActionKind::Retire => "retire",
+            ActionKind::RotatePuk => "rotate-puk",
         }
     }
 }
@@ -125,6 +134,27 @@ pub enum ReasonCode {
     /// write failed): the old certificate, which no longer matches the key, was removed from
     /// the card, and the slot is issued again.
     KeyReplaced,
+    /// The card was reported lost (or stayed forgotten too long): its certificates are
+    /// revoked with keyCompromise; the card is never used again.
+    CardLost,
+    /// The card was reported damaged: its certificates are revoked with
+    /// cessationOfOperation and the card is retired (wiped if it still answers).
+    CardDamaged,
+    /// The card was reported forgotten: its certificates are put on hold.
+    CardForgotten,
+    /// The forgotten card was found: the hold is released.
+    CardFound,
+    /// A new card replaces one reported lost.
+    ReplacesLost,
+    /// A new card replaces one reported damaged.
+    ReplacesDamaged,
+    /// A temporary card while the holder's own card is forgotten.
+    TemporaryForForgotten,
+    /// The temporary card's time is over (the original was found, or replaced): its
+    /// certificates are revoked and the card returns to stock.
+    TemporaryEnded,
+    /// The card's PUK was released for an offline unblock: a new one is set.
+    RotatePuk,
 }
 
 /// A reason code with a human message naming the facts.
@@ -173,7 +203,8 @@ pub struct Action {
 impl Action {
     /// The RFC 5280 reason the CA is asked to revoke this action's certificates with, for
     /// the actions that revoke: `superseded` for certificates a renewal, a reissue or a slot's
-    /// removal replaced; `cessationOfOperation` for a user gone from the directory;
+    /// removal replaced; `keyCompromise` for a lost card; `cessationOfOperation` for a user
+    /// gone from the directory, a damaged card and a temporary card's end;
     /// `affiliationChanged` for any other loss of entitlement.
     pub fn revocation_reason(&self) -> Option<&'static str> {
         match (self.kind, self.reason.code) {
@@ -181,7 +212,11 @@ impl Action {
             | (ActionKind::Renew | ActionKind::Reissue, ReasonCode::SlotRemoved) => {
                 Some("superseded")
             }
-            (ActionKind::Revoke, ReasonCode::UserGone) => Some("cessationOfOperation"),
+            (ActionKind::Revoke, ReasonCode::CardLost) => Some("keyCompromise"),
+            (
+                ActionKind::Revoke,
+                ReasonCode::UserGone | ReasonCode::CardDamaged | ReasonCode::TemporaryEnded,
+            ) => Some("cessationOfOperation"),
             (ActionKind::Revoke, _) => Some("affiliationChanged"),
             _ => None,
         }

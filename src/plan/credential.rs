@@ -9,7 +9,7 @@ use super::index::Index;
 use super::{Action, ActionKind, Presence, Reason, ReasonCode};
 use crate::desired::{Desired, DesiredCredential, StockInfo};
 use crate::inventory::{CardRecord, CardStatus, CertRecord, CertStatus, Inventory};
-use crate::policy::model::{OnUserDisabled, Slot};
+use crate::policy::model::{IncidentKind, OnUserDisabled, Slot};
 
 pub(super) struct Ctx<'a> {
     pub(super) desired: &'a Desired,
@@ -22,23 +22,59 @@ pub(super) struct Ctx<'a> {
     pub(super) used_cards: BTreeSet<String>,
     /// New virtual cards this plan creates, per stock.
     pub(super) new_cards: BTreeMap<String, usize>,
+    /// Credentials to issue (after the held ones are planned: issuance takes cards from
+    /// shared stock, in credential order), each with its reason.
+    pub(super) issues: Vec<(&'a DesiredCredential, Reason)>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    pub(super) fn new(
+        desired: &'a Desired,
+        inventory: &'a Inventory,
+        presence: &'a Presence,
+        index: &'a Index<'a>,
+        now: OffsetDateTime,
+    ) -> Self {
+        Ctx {
+            desired,
+            inventory,
+            presence,
+            index,
+            now,
+            actions: Vec::new(),
+            used_cards: BTreeSet::new(),
+            new_cards: BTreeMap::new(),
+            issues: Vec::new(),
+        }
+    }
+
     pub(super) fn present(&self, card: &str) -> bool {
         self.presence.cards.contains(card)
     }
 
-    pub(super) fn plan_issue(&mut self, cred: &DesiredCredential) {
+    /// Plans the credential of a user who holds no card under it: an issue, queued with its
+    /// reason (a replacement after a lost or damaged card, or a first issue).
+    pub(super) fn queue_issue(&mut self, cred: &'a DesiredCredential) {
+        if cred.user_disabled {
+            return;
+        }
+        let reason = self.replacement_reason(cred).unwrap_or_else(|| Reason {
+            code: ReasonCode::NotIssued,
+            message: format!(
+                "{} is entitled to {:?} and holds no credential under it",
+                cred.user, cred.template
+            ),
+        });
+        self.issues.push((cred, reason));
+    }
+
+    pub(super) fn plan_issue(&mut self, cred: &DesiredCredential, reason: Reason) {
         if cred.user_disabled {
             return;
         }
         let slots: Vec<Slot> = cred.certificates.keys().copied().collect();
         let (card, stock, waiting, note) = self.choose_card(cred);
-        let mut message = format!(
-            "{} is entitled to {:?} and holds no credential under it",
-            cred.user, cred.template
-        );
+        let Reason { code, mut message } = reason;
         if let Some(note) = note {
             message.push_str("; ");
             message.push_str(&note);
@@ -52,10 +88,7 @@ impl Ctx<'_> {
             slot: None,
             slots,
             serials: Vec::new(),
-            reason: Reason {
-                code: ReasonCode::NotIssued,
-                message,
-            },
+            reason: Reason { code, message },
             waiting_for_card: waiting,
             waiting_for_holder: false,
             card_suspect: false,
@@ -213,20 +246,27 @@ impl Ctx<'_> {
             }
             return;
         }
+        if self.incident(card) == Some(IncidentKind::Forgotten) {
+            self.plan_forgotten(cred, card);
+            return;
+        }
         let held = self
             .index
             .live_serials(&card.id, Some(CertStatus::Suspended));
         if card.status == CardStatus::Suspended || !held.is_empty() {
             let serials = held;
-            self.push_card_action(
-                ActionKind::Resume,
-                card,
-                serials,
+            let reason = if self.found(card) {
+                Reason {
+                    code: ReasonCode::CardFound,
+                    message: format!("card {} was found", card.id),
+                }
+            } else {
                 Reason {
                     code: ReasonCode::UserEnabled,
                     message: format!("account {} is enabled again", cred.user),
-                },
-            );
+                }
+            };
+            self.push_card_action(ActionKind::Resume, card, serials, reason);
         }
         let live = self.index.live_by_slot(&card.id);
         for (slot, want) in &cred.certificates {

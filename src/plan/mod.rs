@@ -27,10 +27,11 @@
 mod action;
 mod credential;
 mod holds;
+mod incidents;
 mod index;
 pub mod json;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -95,6 +96,9 @@ pub struct PlanOptions {
     pub allow_mass_revocation: bool,
     /// Only plan for these users (`--target user=UID`); `None` plans for everyone.
     pub targets: Option<BTreeSet<String>>,
+    /// Threads to plan large fleets on (the caller's choice: the planner reads nothing of
+    /// the machine). Below 20,000 credentials one is used whatever this says.
+    pub threads: usize,
 }
 
 /// The safety valve's verdict.
@@ -179,16 +183,7 @@ impl<'a> Planner<'a> {
         let index = &self.index;
         let inventory = self.inventory;
         let frozen = desired.frozen_users();
-        let mut ctx = Ctx {
-            desired,
-            inventory,
-            presence,
-            index,
-            now: opts.now,
-            actions: Vec::new(),
-            used_cards: BTreeSet::new(),
-            new_cards: BTreeMap::new(),
-        };
+        let mut ctx = Ctx::new(desired, inventory, presence, index, opts.now);
         let credentials: Vec<(&(String, String), &DesiredCredential)> = match &opts.targets {
             Some(users) => users
                 .iter()
@@ -206,10 +201,7 @@ impl<'a> Planner<'a> {
         // over the cores. Issuance picks cards from shared stock, so it stays sequential (in
         // credential order, for a deterministic choice of cards).
         let threads = if credentials.len() >= PARALLEL_THRESHOLD {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .clamp(1, 8)
+            opts.threads.clamp(1, 64)
         } else {
             1
         };
@@ -220,20 +212,10 @@ impl<'a> Planner<'a> {
                 .chunks(chunk)
                 .map(|part| {
                     scope.spawn(move || {
-                        let mut local = Ctx {
-                            desired,
-                            inventory,
-                            presence,
-                            index,
-                            now: opts.now,
-                            actions: Vec::new(),
-                            used_cards: BTreeSet::new(),
-                            new_cards: BTreeMap::new(),
-                        };
+                        let mut local = Ctx::new(desired, inventory, presence, index, opts.now);
                         let mut claimed = Vec::with_capacity(part.len());
-                        let mut issues = Vec::new();
                         for ((user, template), cred) in part {
-                            let holder = index.holder(user, template);
+                            let holder = local.holder_of(user, template);
                             if let Some(card) = holder {
                                 claimed.push(card.id.as_str());
                             }
@@ -241,14 +223,14 @@ impl<'a> Planner<'a> {
                                 continue;
                             }
                             match holder {
-                                None => issues.push(*cred),
+                                None => local.queue_issue(cred),
                                 Some(card) => local.plan_held(cred, card),
                             }
                         }
                         HeldPart {
                             actions: local.actions,
                             claimed,
-                            issues,
+                            issues: local.issues,
                         }
                     })
                 })
@@ -271,8 +253,8 @@ impl<'a> Planner<'a> {
         for part in parts {
             ctx.actions.extend(part.actions);
             claimed.extend(part.claimed);
-            for cred in part.issues {
-                ctx.plan_issue(cred);
+            for (cred, reason) in part.issues {
+                ctx.plan_issue(cred, reason);
             }
         }
 
@@ -284,6 +266,10 @@ impl<'a> Planner<'a> {
         for card in cards {
             let user = card.user.as_deref().unwrap_or("");
             if frozen.contains(user) || !in_targets(opts, user) {
+                continue;
+            }
+            ctx.plan_rotate_puk(card);
+            if ctx.plan_incident_card(card) || ctx.plan_temporary_card(card) {
                 continue;
             }
             if card.status == CardStatus::Revoked {
@@ -320,6 +306,10 @@ impl<'a> Planner<'a> {
             };
             ctx.plan_revoke(card, reason);
         }
+        // Temporary cards the card loop planned (and any issue it queued) come last.
+        for (cred, reason) in std::mem::take(&mut ctx.issues) {
+            ctx.plan_issue(cred, reason);
+        }
         for card in &index.crowded {
             ctx.plan_superseded(card, |user| {
                 !frozen.contains(user) && in_targets(opts, user)
@@ -331,10 +321,12 @@ impl<'a> Planner<'a> {
         actions.dedup();
         holds::hold(&mut actions, inventory);
 
-        // Revoking a superseded certificate takes nobody's credential: not counted.
+        // Revoking a superseded certificate or a temporary card takes nobody's credential,
+        // and an incident an operator reported is one person's decision about one card: not
+        // counted. Incidents declared in git, or a forgotten card becoming lost, are.
         let revoked_users: BTreeSet<&str> = actions
             .iter()
-            .filter(|a| a.kind == ActionKind::Revoke && a.reason.code != ReasonCode::Superseded)
+            .filter(|a| a.kind == ActionKind::Revoke && counts_for_valve(a, inventory))
             .map(|a| a.user.as_str())
             .collect();
         let holders = index.holders_count;
@@ -361,6 +353,31 @@ impl<'a> Planner<'a> {
     }
 }
 
+fn counts_for_valve(action: &Action, inventory: &Inventory) -> bool {
+    match action.reason.code {
+        ReasonCode::Superseded | ReasonCode::TemporaryEnded => false,
+        ReasonCode::CardLost | ReasonCode::CardDamaged => !action
+            .card
+            .as_deref()
+            .and_then(|c| inventory.incident(c))
+            .is_some_and(|i| {
+                Some(i.kind) == incident_kind(action.reason.code)
+                    && i.reported_by != crate::inventory::incident::REPORTED_BY_POLICY
+                    && i.reported_by != crate::inventory::incident::REPORTED_BY_KEYFLEET
+            }),
+        _ => true,
+    }
+}
+
+fn incident_kind(code: ReasonCode) -> Option<crate::policy::model::IncidentKind> {
+    use crate::policy::model::IncidentKind;
+    match code {
+        ReasonCode::CardLost => Some(IncidentKind::Lost),
+        ReasonCode::CardDamaged => Some(IncidentKind::Damaged),
+        _ => None,
+    }
+}
+
 fn in_targets(opts: &PlanOptions, user: &str) -> bool {
     opts.targets.as_ref().is_none_or(|t| t.contains(user))
 }
@@ -375,6 +392,7 @@ fn sort_key(a: &Action) -> (&str, Option<&str>, u8, Option<&str>, Option<Slot>) 
         ActionKind::Suspend => 4,
         ActionKind::Revoke => 5,
         ActionKind::Retire => 6,
+        ActionKind::RotatePuk => 7,
     };
     (
         a.user.as_str(),
@@ -392,7 +410,7 @@ const PARALLEL_THRESHOLD: usize = 20_000;
 struct HeldPart<'a> {
     actions: Vec<Action>,
     claimed: Vec<&'a str>,
-    issues: Vec<&'a DesiredCredential>,
+    issues: Vec<(&'a DesiredCredential, Reason)>,
 }
 
 #[cfg(test)]

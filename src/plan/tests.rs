@@ -97,6 +97,7 @@ fn opts() -> PlanOptions {
         limits: SafetyLimits::default(),
         allow_mass_revocation: false,
         targets: None,
+        threads: 4,
     }
 }
 
@@ -222,10 +223,12 @@ fn simulate_with(
                         status: CardStatus::Blank,
                         created_at: now,
                         updated_at: now,
+                        temporary: false,
                     });
                     card.user = Some(a.user.clone());
                     card.template = a.template.clone();
                     card.status = CardStatus::Active;
+                    card.temporary = a.reason.code == ReasonCode::TemporaryForForgotten;
                     for slot in &a.slots {
                         issue_slot(inv, ca, ok, *slot)?;
                     }
@@ -259,13 +262,27 @@ fn simulate_with(
                     for s in &a.serials {
                         status_change(inv, ca, ok, s, CaSt::Revoked, CertStatus::Revoked)?;
                     }
-                    inv.cards.get_mut(&card_id).unwrap().status = CardStatus::Revoked;
+                    inv.cards.get_mut(&card_id).unwrap().status = match a.reason.code {
+                        ReasonCode::CardLost => CardStatus::Lost,
+                        ReasonCode::CardDamaged => CardStatus::Damaged,
+                        _ => CardStatus::Revoked,
+                    };
                 }
                 ActionKind::Retire => {
                     let c = inv.cards.get_mut(&card_id).unwrap();
-                    c.status = CardStatus::Blank;
-                    c.user = None;
-                    c.template = None;
+                    if a.reason.code == ReasonCode::CardDamaged {
+                        c.status = CardStatus::Retired;
+                    } else {
+                        c.status = CardStatus::Blank;
+                        c.user = None;
+                        c.template = None;
+                    }
+                    c.temporary = false;
+                }
+                ActionKind::RotatePuk => {
+                    if let Some(f) = inv.facts.get_mut(&card_id) {
+                        f.puk_released = None;
+                    }
                 }
             }
             Ok(())

@@ -214,7 +214,7 @@ pub struct ExpectedAction {
 
 /// Action kinds, as the planner names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 #[allow(missing_docs)]
 pub enum ExpectedKind {
     Issue,
@@ -224,6 +224,7 @@ pub enum ExpectedKind {
     Resume,
     Revoke,
     Retire,
+    RotatePuk,
 }
 
 /// Reason codes, as the planner names them.
@@ -248,11 +249,20 @@ pub enum ExpectedReason {
     HolderPinUnknown,
     CardSuspect,
     KeyReplaced,
+    CardLost,
+    CardDamaged,
+    CardForgotten,
+    CardFound,
+    ReplacesLost,
+    ReplacesDamaged,
+    TemporaryForForgotten,
+    TemporaryEnded,
+    RotatePuk,
 }
 
 impl ExpectedKind {
     /// Every kind.
-    pub const ALL: [ExpectedKind; 7] = [
+    pub const ALL: [ExpectedKind; 8] = [
         ExpectedKind::Issue,
         ExpectedKind::Renew,
         ExpectedKind::Reissue,
@@ -260,12 +270,13 @@ impl ExpectedKind {
         ExpectedKind::Resume,
         ExpectedKind::Revoke,
         ExpectedKind::Retire,
+        ExpectedKind::RotatePuk,
     ];
 }
 
 impl ExpectedReason {
     /// Every reason code.
-    pub const ALL: [ExpectedReason; 17] = [
+    pub const ALL: [ExpectedReason; 26] = [
         ExpectedReason::NotIssued,
         ExpectedReason::InterruptedIssuance,
         ExpectedReason::NearingExpiry,
@@ -283,5 +294,14 @@ impl ExpectedReason {
         ExpectedReason::HolderPinUnknown,
         ExpectedReason::CardSuspect,
         ExpectedReason::KeyReplaced,
+        ExpectedReason::CardLost,
+        ExpectedReason::CardDamaged,
+        ExpectedReason::CardForgotten,
+        ExpectedReason::CardFound,
+        ExpectedReason::ReplacesLost,
+        ExpectedReason::ReplacesDamaged,
+        ExpectedReason::TemporaryForForgotten,
+        ExpectedReason::TemporaryEnded,
+        ExpectedReason::RotatePuk,
     ];
 }

@@ -595,6 +595,38 @@ fn check_templates(c: &mut Checker<'_>) {
             }
         }
         check_retries(c, t);
+        if let Some(temporary) = &t.spec.temporary {
+            let at = "/spec/temporary/template";
+            match c.set.templates.get(&temporary.template) {
+                None if c.dangling(kind, &temporary.template, false) => c.push(
+                    kind,
+                    t,
+                    at,
+                    codes::DANGLING_REFERENCE,
+                    format!("no CardTemplate named {:?}", temporary.template),
+                ),
+                None => {}
+                Some(_) if temporary.template == t.name => c.push(
+                    kind,
+                    t,
+                    at,
+                    codes::BAD_TEMPORARY,
+                    "a template cannot be its own temporary card".into(),
+                ),
+                Some(tt) if tt.spec.temporary.is_some() => c.push(
+                    kind,
+                    t,
+                    at,
+                    codes::BAD_TEMPORARY,
+                    format!(
+                        "temporary template {:?} has a temporary card of its own: a temporary \
+                         card is never forgotten into another",
+                        temporary.template
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
         if !stock_types.contains(&t.spec.card_type) {
             c.warn(
                 kind,

@@ -197,6 +197,7 @@ pub fn inventory(
                 status: card_status,
                 created_at: now,
                 updated_at: now,
+                temporary: false,
             },
         );
         let slots: Vec<Slot> = if h.slots.is_empty() {

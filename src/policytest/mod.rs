@@ -252,6 +252,7 @@ fn plan_for(
             },
             allow_mass_revocation: false,
             targets: None,
+            threads: 1,
         },
     ))
 }
@@ -472,7 +473,8 @@ mod tests {
                 | ActionKind::Suspend
                 | ActionKind::Resume
                 | ActionKind::Revoke
-                | ActionKind::Retire => {}
+                | ActionKind::Retire
+                | ActionKind::RotatePuk => {}
             }
         }
         let planner_kinds: BTreeSet<String> = kinds.iter().map(spelled).collect();
@@ -506,6 +508,15 @@ mod tests {
             ReasonCode::HolderPinUnknown,
             ReasonCode::CardSuspect,
             ReasonCode::KeyReplaced,
+            ReasonCode::CardLost,
+            ReasonCode::CardDamaged,
+            ReasonCode::CardForgotten,
+            ReasonCode::CardFound,
+            ReasonCode::ReplacesLost,
+            ReasonCode::ReplacesDamaged,
+            ReasonCode::TemporaryForForgotten,
+            ReasonCode::TemporaryEnded,
+            ReasonCode::RotatePuk,
         ];
         // A new ReasonCode variant breaks this match until it is listed above (and in the
         // test model).
@@ -527,7 +538,16 @@ mod tests {
                 | ReasonCode::CardRevoked
                 | ReasonCode::HolderPinUnknown
                 | ReasonCode::CardSuspect
-                | ReasonCode::KeyReplaced => {}
+                | ReasonCode::KeyReplaced
+                | ReasonCode::CardLost
+                | ReasonCode::CardDamaged
+                | ReasonCode::CardForgotten
+                | ReasonCode::CardFound
+                | ReasonCode::ReplacesLost
+                | ReasonCode::ReplacesDamaged
+                | ReasonCode::TemporaryForForgotten
+                | ReasonCode::TemporaryEnded
+                | ReasonCode::RotatePuk => {}
             }
             let t: ExpectedReason = serde_json::from_value(serde_json::json!(spelled(&r))).unwrap();
             assert_eq!(spelled(&t), spelled(&r));

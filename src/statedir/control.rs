@@ -63,6 +63,45 @@ pub enum OperatorCall {
         #[serde(default)]
         reason: String,
     },
+    /// One card, its certificates and incident history.
+    ShowCard {
+        /// The card.
+        card: String,
+    },
+    /// Report a card incident.
+    ReportIncident {
+        /// The card.
+        card: String,
+        /// What happened.
+        kind: crate::policy::model::IncidentKind,
+        /// What the reporter says.
+        #[serde(default)]
+        comment: String,
+    },
+    /// A forgotten card was found.
+    Found {
+        /// The card.
+        card: String,
+        /// A comment.
+        #[serde(default)]
+        comment: String,
+    },
+    /// Wipe a lost card that turned up back to stock.
+    RetireFoundLost {
+        /// The card.
+        card: String,
+        /// A comment.
+        #[serde(default)]
+        comment: String,
+    },
+    /// Release a card's current PUK once (offline unblock).
+    UnblockCode {
+        /// The card.
+        card: String,
+        /// Why.
+        #[serde(default)]
+        reason: String,
+    },
     /// Approve the revocations the safety valve holds.
     ApproveHeld {
         /// Why.

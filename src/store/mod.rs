@@ -306,6 +306,38 @@ impl Store {
         self.sync()
     }
 
+    /// Changes what Keyfleet recorded about a card atomically (compare-and-swap, retried when
+    /// another writer changed it meanwhile), flushed. `change` may refuse (its error is
+    /// returned inside, nothing written); it can run more than once.
+    pub fn update_card_facts<T>(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut CardFacts) -> Result<T, String>,
+    ) -> Result<Result<T, String>, StoreError> {
+        loop {
+            let old = self.card_facts.get(id.as_bytes())?;
+            let mut facts: CardFacts = old
+                .as_ref()
+                .map(|v| decode("card-facts", id.as_bytes(), v))
+                .transpose()?
+                .unwrap_or_default();
+            let out = match change(&mut facts) {
+                Ok(out) => out,
+                Err(e) => return Ok(Err(e)),
+            };
+            let new = (!facts.is_empty()).then(|| encode(&facts));
+            if self
+                .card_facts
+                .compare_and_swap(id.as_bytes(), old, new)?
+                .is_ok()
+            {
+                self.changed();
+                self.sync()?;
+                return Ok(Ok(out));
+            }
+        }
+    }
+
     /// One card.
     pub fn card(&self, id: &str) -> Result<Option<CardRecord>, StoreError> {
         self.cards

@@ -155,6 +155,8 @@ stored_enum! {
         Revoke = "revoke",
         /// Retire.
         Retire = "retire",
+        /// A new PUK.
+        RotatePuk = "rotate-puk",
     }
 }
 
@@ -195,6 +197,24 @@ stored_enum! {
         CardSuspect = "card-suspect",
         /// Slot key replaced, certificate removed.
         KeyReplaced = "key-replaced",
+        /// Card lost.
+        CardLost = "card-lost",
+        /// Card damaged.
+        CardDamaged = "card-damaged",
+        /// Card forgotten.
+        CardForgotten = "card-forgotten",
+        /// Card found.
+        CardFound = "card-found",
+        /// Replaces a lost card.
+        ReplacesLost = "replaces-lost",
+        /// Replaces a damaged card.
+        ReplacesDamaged = "replaces-damaged",
+        /// Temporary card for a forgotten one.
+        TemporaryForForgotten = "temporary-for-forgotten",
+        /// Temporary card ended.
+        TemporaryEnded = "temporary-ended",
+        /// PUK rotation.
+        RotatePuk = "rotate-puk",
     }
 }
 

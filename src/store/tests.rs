@@ -18,6 +18,7 @@ fn records_survive_reopen_and_the_store_is_exclusive() {
             status: CardStatus::Active,
             created_at: now,
             updated_at: now,
+            temporary: false,
         })
         .unwrap();
         let mut e = s
@@ -293,6 +294,7 @@ fn a_journal_closing_and_the_record_it_leads_to_are_written_both_or_neither() {
         status: CardStatus::Blank,
         created_at: now,
         updated_at: now,
+        temporary: false,
     };
     assert!(matches!(
         s.journal_close_recording(
@@ -380,6 +382,7 @@ fn the_inventory_generation_moves_with_every_card_or_certificate_write_only() {
         status: CardStatus::Blank,
         created_at: now,
         updated_at: now,
+        temporary: false,
     })
     .unwrap();
     assert_ne!(s.inventory_generation(), g1);

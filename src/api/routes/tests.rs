@@ -55,16 +55,23 @@ fn app(dir: &std::path::Path) -> Router {
     }))
 }
 
+/// A valid body for a route that takes one.
+fn sample_body(r: &RouteDoc) -> Body {
+    match (r.request.is_some(), r.path) {
+        (true, "/api/v1/requests") => Body::from(r#"{"kind": "unblock", "target": "x"}"#),
+        (true, "/api/v1/cards/{id}/incidents") => Body::from(r#"{"kind": "lost"}"#),
+        (true, "/api/v1/cards/{id}/retire") => Body::from(r#"{"foundLost": true}"#),
+        (true, _) => Body::from("{}"),
+        (false, _) => Body::empty(),
+    }
+}
+
 #[tokio::test]
 async fn every_documented_route_is_routed_and_nothing_else_is() {
     let dir = tempfile::tempdir().unwrap();
     let app = app(dir.path());
     for r in &ROUTES {
-        let body = match (r.request.is_some(), r.path) {
-            (true, "/api/v1/requests") => Body::from(r#"{"kind": "unblock", "target": "x"}"#),
-            (true, _) => Body::from("{}"),
-            (false, _) => Body::empty(),
-        };
+        let body = sample_body(r);
         let req = Request::builder()
             .method(r.method.clone())
             .uri(concrete(r.path))
@@ -165,6 +172,12 @@ impl crate::operators::service::Host for NoHost {
     fn held_revocations(&self) -> Result<Vec<crate::statedir::status::HeldRevocation>, String> {
         Ok(Vec::new())
     }
+    fn unblock_code(&self, _: &str, _: &str, _: bool) -> Result<serde_json::Value, String> {
+        Err("no card here".into())
+    }
+    fn retire_found_lost(&self, _: &str, _: &str, _: &str) -> Result<serde_json::Value, String> {
+        Err("no card here".into())
+    }
     fn approve_held(
         &self,
         _: &str,
@@ -248,11 +261,7 @@ async fn every_permission_is_required_by_its_routes_and_enough_for_them() {
         limiter: RateLimiter::new(10_000),
     }));
     let call = |who: &str, r: &RouteDoc| {
-        let body = if r.request.is_some() {
-            Body::from("{}")
-        } else {
-            Body::empty()
-        };
+        let body = sample_body(r);
         let mut req = Request::builder()
             .method(r.method.clone())
             .uri(concrete(r.path))

@@ -182,6 +182,14 @@ pub trait CardSession {
         puk: &str,
         new_pin: &str,
     ) -> Result<Option<u8>, ApplyError>;
+
+    /// Replaces the PUK (PIV: CHANGE REFERENCE DATA `81`). Default: the card kind has no PUK
+    /// (PKCS#11 tokens: the stock's SO PIN plays its part).
+    fn change_puk(&mut self, _old: &str, _new: &str) -> Result<(), ApplyError> {
+        Err(ApplyError::Stale(
+            "this kind of card has no PUK Keyfleet could change".into(),
+        ))
+    }
 }
 
 /// The four PIV slots, in the order they are wiped.

@@ -378,6 +378,13 @@ impl CardSession for PivCard {
         Ok(Some(before))
     }
 
+    fn change_puk(&mut self, old: &str, new: &str) -> Result<(), ApplyError> {
+        let card = self.card.clone();
+        self.client()
+            .change_puk(old, new)
+            .map_err(|source| ApplyError::Card { card, source })
+    }
+
     fn generate_key(&mut self, slot: Slot, alg: KeyAlg) -> Result<PublicKey, ApplyError> {
         let card = self.card.clone();
         self.client()

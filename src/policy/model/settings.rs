@@ -18,6 +18,44 @@ pub struct CardBindingSpec {
     /// The card id (GUID, serial or virtual card name).
     #[schemars(length(min = 1))]
     pub card: String,
+    /// A card incident declared in git, with the same effect as one reported by an operator
+    /// (`keyfleet cards report`): `lost`, `damaged` or `forgotten`. When both say something
+    /// the stronger wins (lost > damaged > forgotten); removing a declared `forgotten` is the
+    /// card being found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<IncidentKind>,
+}
+
+/// What happened to a card (`CardBinding.spec.incident`, `keyfleet cards report`), weakest
+/// first: the order is the strength, the stronger of two wins.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentKind {
+    /// Left at home: its certificates are put on hold until it is found.
+    Forgotten,
+    /// Broken: its certificates are revoked (cessationOfOperation) and the card retired.
+    Damaged,
+    /// Lost or stolen: its certificates are revoked (keyCompromise); never used again.
+    Lost,
+}
+
+impl IncidentKind {
+    /// The lower-case name (`lost`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentKind::Forgotten => "forgotten",
+            IncidentKind::Damaged => "damaged",
+            IncidentKind::Lost => "lost",
+        }
+    }
+}
+
+impl std::fmt::Display for IncidentKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// An operator role: what its holders may do, optionally only for some templates.
@@ -122,21 +160,27 @@ impl std::fmt::Display for Permission {
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum OperationKind {
-    /// Unblocking a card's PIN (target: the card).
+    /// Unblocking a card's PIN in a reader (target: the card).
     Unblock,
+    /// Releasing a card's current PUK once, for an offline unblock (target: the card).
+    UnblockCode,
     /// Approving the revocations the safety valve holds (target: `held-revocations`).
     ApproveMassRevocation,
 }
 
 impl OperationKind {
     /// Every kind.
-    pub const ALL: [OperationKind; 2] =
-        [OperationKind::Unblock, OperationKind::ApproveMassRevocation];
+    pub const ALL: [OperationKind; 3] = [
+        OperationKind::Unblock,
+        OperationKind::UnblockCode,
+        OperationKind::ApproveMassRevocation,
+    ];
 
     /// The kind's name (`unblock`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             OperationKind::Unblock => "unblock",
+            OperationKind::UnblockCode => "unblock-code",
             OperationKind::ApproveMassRevocation => "approve-mass-revocation",
         }
     }
@@ -144,7 +188,7 @@ impl OperationKind {
     /// The permission the requester (and, within their template scope, no approver) needs.
     pub fn permission(self) -> Permission {
         match self {
-            OperationKind::Unblock => Permission::Unblock,
+            OperationKind::Unblock | OperationKind::UnblockCode => Permission::Unblock,
             OperationKind::ApproveMassRevocation => Permission::ApproveMassRevocation,
         }
     }
@@ -269,6 +313,31 @@ pub struct SettingsSpec {
     /// The operator API.
     #[serde(default)]
     pub api: Api,
+    /// Card incidents.
+    #[serde(default)]
+    pub incidents: Incidents,
+}
+
+/// Card incidents (`Settings.spec.incidents`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Incidents {
+    /// A card still forgotten this long after it was reported (or its certificates were put
+    /// on hold) becomes lost: revoked with keyCompromise, and replaced (default 7d).
+    #[serde(default = "default_forgotten_becomes_lost_after")]
+    pub forgotten_becomes_lost_after: Duration,
+}
+
+impl Default for Incidents {
+    fn default() -> Self {
+        Incidents {
+            forgotten_becomes_lost_after: default_forgotten_becomes_lost_after(),
+        }
+    }
+}
+
+fn default_forgotten_becomes_lost_after() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 
 impl Default for SettingsSpec {
@@ -283,6 +352,7 @@ impl Default for SettingsSpec {
             approvals: BTreeMap::new(),
             approval_timeout: default_approval_timeout(),
             api: Api::default(),
+            incidents: Incidents::default(),
         }
     }
 }

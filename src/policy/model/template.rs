@@ -41,6 +41,21 @@ pub struct CardTemplateSpec {
     /// What happens when the account is disabled (default `suspend`).
     #[serde(default)]
     pub on_user_disabled: OnUserDisabled,
+    /// The template of the temporary card a holder gets while their card of this template is
+    /// forgotten (its certificates on hold). Its own validity applies (e.g. `1d`); the
+    /// temporary card is revoked and returns to stock when the original is found, or when it
+    /// becomes lost and is replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temporary: Option<TemporaryCard>,
+}
+
+/// `CardTemplate.spec.temporary`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TemporaryCard {
+    /// The `CardTemplate` the temporary card is issued under.
+    #[schemars(length(min = 1))]
+    pub template: String,
 }
 
 /// The kind of card.

@@ -7,11 +7,9 @@ use crate::names::DistinguishedName;
 use crate::policy::diag::codes;
 use crate::policy::model::{CertificateAuthoritySpec, Kind, Permission};
 
-/// Permissions of the vocabulary whose operations (incidents, binding, holds and revocations
-/// by hand, key recovery) are not built yet.
-const RESERVED: [Permission; 6] = [
-    Permission::ReportIncident,
-    Permission::ResolveIncident,
+/// Permissions of the vocabulary whose operations (binding, holds and revocations by hand,
+/// key recovery) are not built yet.
+const RESERVED: [Permission; 4] = [
     Permission::Bind,
     Permission::Hold,
     Permission::Revoke,

@@ -12,14 +12,18 @@ use time::OffsetDateTime;
 use crate::names::SanValue;
 use crate::policy::model::{CardType, KeyAlgorithm, Slot};
 
-/// Where a card is in its life.
+pub mod incident;
+
+pub use incident::{Incident, IncidentEvent, IncidentEventKind};
+
+/// Where a card is in its life. Incidents (see [`incident`]) add `lost` and `damaged`:
 ///
 /// ```text
 ///   blank ──issue──► active ◄──resume── suspended
 ///     ▲                │ └──suspend──────►┘
-///     │             revoke / lost
-///     │                ▼
-///     └──retire (wipe)─ revoked         lost (never seen again: nothing to wipe)
+///     │             revoke ── lost ──────────► lost (refused if seen; only retire
+///     │                ▼    └ damaged ─► damaged     --found-lost wipes it to blank)
+///     └──retire (wipe)─ revoked                 └─ retire (wipe if it answers) ─► retired
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -32,8 +36,11 @@ pub enum CardStatus {
     Suspended,
     /// Certificates revoked; the card waits to be wiped when next seen.
     Revoked,
-    /// Reported lost: its certificates are revoked; it is never expected back.
+    /// Reported lost: its certificates are revoked; it is never used again.
     Lost,
+    /// Reported damaged: its certificates are revoked; it is wiped, if it still answers,
+    /// and retired.
+    Damaged,
     /// Wiped and out of service.
     Retired,
 }
@@ -64,6 +71,10 @@ pub struct CardRecord {
     /// When its status last changed.
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// A temporary card, issued while the holder's own card is forgotten
+    /// (`CardTemplate.spec.temporary`): it is revoked and returns to stock when that ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub temporary: bool,
 }
 
 impl CardRecord {
@@ -183,13 +194,47 @@ pub struct CardFacts {
     /// its key. The slot is issued again; the fact goes when its new certificate is written.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub emptied_slots: BTreeMap<Slot, Vec<String>>,
+    /// The incident an operator reported that is in force (see [`incident`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<Incident>,
+    /// Every incident event of the card, oldest first (kept when the card is wiped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incidents: Vec<IncidentEvent>,
+    /// The card's current PUK was released to an operator for an offline unblock: it is
+    /// never released again, and a new one is set at the card's next contact (`rotate-puk`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub puk_released: Option<PukRelease>,
 }
 
 impl CardFacts {
     /// True when no fact is recorded.
     pub fn is_empty(&self) -> bool {
-        self.holder_pin.is_none() && self.suspect.is_none() && self.emptied_slots.is_empty()
+        self.holder_pin.is_none()
+            && self.suspect.is_none()
+            && self.emptied_slots.is_empty()
+            && self.incident.is_none()
+            && self.incidents.is_empty()
+            && self.puk_released.is_none()
     }
+
+    /// The facts left once the card is wiped: its incident history only.
+    pub fn after_wipe(&self) -> CardFacts {
+        CardFacts {
+            incidents: self.incidents.clone(),
+            ..CardFacts::default()
+        }
+    }
+}
+
+/// A card's PUK released for an offline unblock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PukRelease {
+    /// To whom.
+    pub by: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
 }
 
 /// Why the PIN Keyfleet holds for a card cannot be used.
@@ -203,6 +248,8 @@ pub enum HolderPinCause {
     TooFewTries,
     /// Keyfleet holds no PIN for the card.
     NotStored,
+    /// The holder reset the PIN with a PUK released for an offline unblock.
+    HolderReset,
 }
 
 /// The PIN Keyfleet holds for a card cannot be used, since when and why.
@@ -262,17 +309,12 @@ impl Inventory {
     /// The status shown to people and scripts: `suspect` for a suspect card, else its
     /// life-cycle state.
     pub fn shown_status(&self, card: &CardRecord) -> &'static str {
-        if self.is_suspect(&card.id) {
-            return "suspect";
-        }
-        match card.status {
-            CardStatus::Blank => "blank",
-            CardStatus::Active => "active",
-            CardStatus::Suspended => "suspended",
-            CardStatus::Revoked => "revoked",
-            CardStatus::Lost => "lost",
-            CardStatus::Retired => "retired",
-        }
+        shown_status(card, self.facts.get(&card.id))
+    }
+
+    /// The incident in force on a card, as recorded (`None` for most cards).
+    pub fn incident(&self, card: &str) -> Option<&Incident> {
+        self.facts.get(card).and_then(|f| f.incident.as_ref())
     }
 
     /// The live certificates of a card, by slot (the newest when several).
@@ -291,5 +333,28 @@ impl Inventory {
             }
         }
         out
+    }
+}
+
+/// The status shown to people and scripts (`inventory --format json`, the API): `suspect`;
+/// else the recorded incident (`lost`, `damaged`, `forgotten`); else `temporary` for a
+/// temporary card in use; else the life-cycle state.
+pub fn shown_status(card: &CardRecord, facts: Option<&CardFacts>) -> &'static str {
+    if facts.is_some_and(|f| f.suspect.is_some()) {
+        return "suspect";
+    }
+    let incident = facts
+        .and_then(|f| f.incident.as_ref())
+        .filter(|_| card.holds_credential());
+    match (card.status, incident) {
+        (CardStatus::Lost, _) => "lost",
+        (CardStatus::Damaged, _) => "damaged",
+        (_, Some(i)) => i.kind.as_str(),
+        (CardStatus::Active | CardStatus::Suspended, None) if card.temporary => "temporary",
+        (CardStatus::Blank, None) => "blank",
+        (CardStatus::Active, None) => "active",
+        (CardStatus::Suspended, None) => "suspended",
+        (CardStatus::Revoked, None) => "revoked",
+        (CardStatus::Retired, None) => "retired",
     }
 }
