@@ -323,7 +323,7 @@ impl<'a> Planner<'a> {
 
         // Revoking a superseded certificate or a temporary card takes nobody's credential,
         // and an incident an operator reported is one person's decision about one card: not
-        // counted. Incidents declared in git, or a forgotten card becoming lost, are.
+        // counted. Incidents only declared in git are.
         let revoked_users: BTreeSet<&str> = actions
             .iter()
             .filter(|a| a.kind == ActionKind::Revoke && counts_for_valve(a, inventory))
@@ -356,25 +356,14 @@ impl<'a> Planner<'a> {
 fn counts_for_valve(action: &Action, inventory: &Inventory) -> bool {
     match action.reason.code {
         ReasonCode::Superseded | ReasonCode::TemporaryEnded => false,
+        // An incident an operator recorded (lost, damaged, or forgotten for too long) is a
+        // person's decision about one card; one only git declares is counted.
         ReasonCode::CardLost | ReasonCode::CardDamaged => !action
             .card
             .as_deref()
             .and_then(|c| inventory.incident(c))
-            .is_some_and(|i| {
-                Some(i.kind) == incident_kind(action.reason.code)
-                    && i.reported_by != crate::inventory::incident::REPORTED_BY_POLICY
-                    && i.reported_by != crate::inventory::incident::REPORTED_BY_KEYFLEET
-            }),
+            .is_some_and(|i| i.reported_by != crate::inventory::incident::REPORTED_BY_POLICY),
         _ => true,
-    }
-}
-
-fn incident_kind(code: ReasonCode) -> Option<crate::policy::model::IncidentKind> {
-    use crate::policy::model::IncidentKind;
-    match code {
-        ReasonCode::CardLost => Some(IncidentKind::Lost),
-        ReasonCode::CardDamaged => Some(IncidentKind::Damaged),
-        _ => None,
     }
 }
 

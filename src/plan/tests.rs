@@ -170,7 +170,9 @@ fn simulate_with(
                                   ok: &mut dyn FnMut() -> bool,
                                   slot: Slot|
              -> Result<(), Failed> {
-                let want = &desired.credentials[&(a.user.clone(), a.template.clone().unwrap())]
+                let want = &desired
+                    .credential(&a.user, a.template.as_deref().unwrap())
+                    .expect("the action's credential")
                     .certificates[&slot];
                 if !ok() {
                     return Err(Failed);
@@ -1298,4 +1300,5 @@ fn a_slot_whose_certificate_was_removed_under_a_new_key_is_issued_again() {
     assert!(plan(&d, &inv, &presence, &opts()).is_empty());
 }
 
+mod incidents;
 mod markdown_fixture;
