@@ -192,3 +192,146 @@ fn a_request_runs_once_and_an_interrupted_one_is_failed_only_at_recovery() {
         1
     );
 }
+
+/// Issue 16: incidents are recorded only along the transition table, by holders of
+/// `report-incident` / `resolve-incident`, never on one's own card, every call audited.
+#[test]
+fn incidents_follow_the_table_are_permission_checked_and_audited() {
+    use crate::inventory::{CardRecord, CardStatus};
+    use crate::policy::model::{CardType, IncidentKind};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    crate::fsutil::ensure_private_dir(&state).unwrap();
+    let mut policy = crate::policy::PolicySet::empty(dir.path());
+    let role = |perms: &[Permission], members: &[&str]| crate::policy::Object {
+        name: String::new(),
+        file: "r.yaml".into(),
+        line: 1,
+        spec: RoleSpec {
+            permissions: perms.to_vec(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+            templates: None,
+        },
+    };
+    policy.roles = BTreeMap::from([
+        (
+            "helpdesk".to_string(),
+            role(
+                &[Permission::ReportIncident, Permission::ResolveIncident],
+                &["hd", "alice"],
+            ),
+        ),
+        (
+            "viewer".to_string(),
+            role(&[Permission::ViewInventory], &["vi"]),
+        ),
+    ]);
+    let master = crate::secrets::MasterKey::load_or_create(&state).unwrap();
+    let key = crate::audit::AuditKey::load_or_create(
+        &crate::keystore::KeyStore::parse(None).unwrap(),
+        &state,
+        &master,
+    )
+    .unwrap();
+    let audit = crate::audit::AuditLog::open(&state, key).unwrap();
+    let store = crate::store::Store::open(&state).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    for (id, status) in [("vc-a", CardStatus::Active), ("vc-b", CardStatus::Blank)] {
+        store
+            .put_card(&CardRecord {
+                id: id.into(),
+                card_type: CardType::Virtual,
+                stock: Some("virtual".into()),
+                user: (status == CardStatus::Active).then(|| "alice".into()),
+                template: (status == CardStatus::Active).then(|| "employee".into()),
+                status,
+                created_at: now,
+                updated_at: now,
+                temporary: false,
+            })
+            .unwrap();
+    }
+    let host = CountingHost::default();
+    let groups = RoleGroups::default();
+    let ops = Operations {
+        policy: &policy,
+        store: &store,
+        audit: &audit,
+        groups: &groups,
+        host: &host,
+        now,
+    };
+    let (hd, vi, alice) = (
+        ops.grants(&op("hd")),
+        ops.grants(&op("vi")),
+        ops.grants(&op("alice")),
+    );
+    let code = |r: Result<serde_json::Value, super::service::OpError>| {
+        super::calls::error_code(&r.unwrap_err()).0
+    };
+    // Without the permission, and on one's own card: forbidden.
+    assert_eq!(
+        code(ops.report_incident(&vi, "vc-a", IncidentKind::Lost, "")),
+        "forbidden"
+    );
+    assert_eq!(
+        code(ops.report_incident(&alice, "vc-a", IncidentKind::Lost, "")),
+        "forbidden"
+    );
+    // Outside the table: a conflict naming the state; nothing recorded.
+    let e = ops.found(&hd, "vc-a", "").unwrap_err();
+    assert!(e.to_string().contains("in use"), "{e}");
+    assert_eq!(super::calls::error_code(&e).0, "conflict");
+    let e = ops
+        .report_incident(&hd, "vc-b", IncidentKind::Lost, "")
+        .unwrap_err();
+    assert!(e.to_string().contains("no credential"), "{e}");
+    assert_eq!(
+        code(ops.report_incident(&hd, "vc-x", IncidentKind::Lost, "")),
+        "not-found"
+    );
+    assert!(store.card_facts("vc-a").unwrap().is_empty());
+    // Forgotten, found, lost: recorded with who and why; then nothing but retire.
+    let v = ops
+        .report_incident(&hd, "vc-a", IncidentKind::Forgotten, "left at home")
+        .unwrap();
+    assert_eq!(v["status"], "forgotten");
+    assert_eq!(v["incident"]["reportedBy"], "hd");
+    assert_eq!(v["incident"]["comment"], "left at home");
+    assert_eq!(
+        code(ops.report_incident(&hd, "vc-a", IncidentKind::Forgotten, "")),
+        "conflict"
+    );
+    ops.found(&hd, "vc-a", "back").unwrap();
+    ops.report_incident(&hd, "vc-a", IncidentKind::Lost, "stolen")
+        .unwrap();
+    let e = ops.found(&hd, "vc-a", "").unwrap_err();
+    assert!(e.to_string().contains("is lost"), "{e}");
+    let e = ops
+        .report_incident(&hd, "vc-a", IncidentKind::Damaged, "")
+        .unwrap_err();
+    assert!(e.to_string().contains("--found-lost"), "{e}");
+    let facts = store.card_facts("vc-a").unwrap();
+    let history: Vec<_> = facts.incidents.iter().map(|e| e.kind).collect();
+    use crate::inventory::IncidentEventKind as K;
+    assert_eq!(history, [K::Forgotten, K::Found, K::Lost]);
+    assert_eq!(facts.incident.unwrap().kind, IncidentKind::Lost);
+    // A comment is one line.
+    assert_eq!(
+        code(ops.report_incident(&hd, "vc-a", IncidentKind::Lost, "a\nb")),
+        "invalid"
+    );
+    // Every call is in the audit log: the records, and the refusals.
+    let entries = audit.entries().unwrap();
+    let of = |kind: &str, outcome: &str| {
+        entries
+            .iter()
+            .filter(|e| e.kind == kind && e.outcome == outcome && e.target == "vc-a")
+            .count()
+    };
+    assert_eq!(of("report-incident", "done"), 2);
+    assert_eq!(of("resolve-incident", "done"), 1);
+    assert_eq!(of("report-incident", "denied"), 2);
+    assert!(of("report-incident", "refused") >= 2);
+    assert!(of("resolve-incident", "refused") >= 2);
+}
