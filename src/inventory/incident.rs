@@ -412,3 +412,17 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod readme {
+    /// README shows the same table as the code.
+    #[test]
+    fn readme_shows_the_transition_table() {
+        let readme = include_str!("../../README.md");
+        let table = super::table_markdown();
+        assert!(
+            readme.contains(&table),
+            "README's incident table differs from the code's; it should read:\n{table}"
+        );
+    }
+}
