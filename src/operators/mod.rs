@@ -4,6 +4,7 @@
 //! operations there, with the same executors `apply` uses.
 
 pub mod calls;
+pub mod decisions;
 pub mod identity;
 pub mod incidents;
 pub mod requests;

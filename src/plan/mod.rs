@@ -358,11 +358,11 @@ fn counts_for_valve(action: &Action, inventory: &Inventory) -> bool {
         ReasonCode::Superseded | ReasonCode::TemporaryEnded => false,
         // An incident an operator recorded (lost, damaged, or forgotten for too long) is a
         // person's decision about one card; one only git declares is counted.
-        ReasonCode::CardLost | ReasonCode::CardDamaged => !action
+        ReasonCode::CardLost | ReasonCode::CardDamaged => action
             .card
             .as_deref()
             .and_then(|c| inventory.incident(c))
-            .is_some_and(|i| i.reported_by != crate::inventory::incident::REPORTED_BY_POLICY),
+            .is_none_or(|i| i.reported_by == crate::inventory::incident::REPORTED_BY_POLICY),
         _ => true,
     }
 }

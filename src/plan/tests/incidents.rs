@@ -321,7 +321,7 @@ fn incidents_declared_in_git_work_the_same_the_stronger_wins_and_count_for_the_v
     assert_eq!(reasons(&p), [(ActionKind::Resume, ReasonCode::CardFound)]);
     // An operator's forgotten and git's lost: lost wins; git's alone counts for the valve.
     report(&mut inv, &card, IncidentKind::Forgotten, NOW);
-    let mut lost = d.clone();
+    let mut lost = d;
     lost.incidents.insert(card.clone(), IncidentKind::Lost);
     let p = plan(&lost, &inv, &presence, &opts());
     assert!(reasons(&p).contains(&(ActionKind::Revoke, ReasonCode::CardLost)));
