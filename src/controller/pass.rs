@@ -720,7 +720,8 @@ fn prune_approvals(state: &PassState, plan: &Plan, done: &BTreeSet<String>) -> R
 }
 
 /// Live certificates expiring within 30 days of `now`, and the next future renewal point of a
-/// live certificate the desired state still wants.
+/// live certificate the desired state still wants (or the moment a forgotten card becomes
+/// lost, when that comes first: the pass that revokes it runs then).
 pub fn renewal_facts(
     desired: &Desired,
     inventory: &Inventory,
@@ -734,14 +735,25 @@ pub fn renewal_facts(
             expiring += 1;
         }
         let want = desired
-            .credentials
-            .get(&(cert.user.clone(), cert.template.clone()))
+            .credential(&cert.user, &cert.template)
             .and_then(|c| c.certificates.get(&cert.slot));
         let point = match want {
             Some(w) => renew_at(cert, w.renew_before_secs),
             None => cert.not_after,
         };
         if point > now {
+            next = Some(next.map_or(point, |n| n.min(point)));
+        }
+    }
+    let after = time::Duration::seconds(
+        i64::try_from(desired.forgotten_becomes_lost_after_secs).unwrap_or(i64::MAX),
+    );
+    for facts in inventory.facts.values() {
+        if let Some(i) = &facts.incident
+            && i.kind == crate::policy::model::IncidentKind::Forgotten
+            && let Some(point) = i.at.checked_add(after)
+            && point > now
+        {
             next = Some(next.map_or(point, |n| n.min(point)));
         }
     }
