@@ -501,9 +501,9 @@ fn card_of(action: &Action) -> Result<&str, ApplyError> {
 
 fn credential<'a>(ctx: &Context<'a>, action: &Action) -> Result<&'a DesiredCredential, ApplyError> {
     let template = action.template.clone().unwrap_or_default();
+    // An entitlement's credential, or a temporary card's (`Desired::credential`).
     ctx.desired
-        .credentials
-        .get(&(action.user.clone(), template.clone()))
+        .credential(&action.user, &template)
         .ok_or_else(|| {
             ApplyError::Stale(format!(
                 "{} is no longer entitled to {template:?}",
