@@ -6,8 +6,11 @@
 
 use serde_json::Value;
 
-use crate::harness::controller::wait_for;
+use std::path::Path;
+
+use crate::harness::controller::{free_port, wait_for};
 use crate::harness::openssl;
+use crate::harness::operator_api::Externals;
 use crate::spine::Quickstart;
 
 /// Where the local CA publishes its CRL, inside the policy directory.
@@ -44,7 +47,13 @@ spec:
 /// The quickstart cut to three employees, its CA publishing [`CRL`], no safety valve for
 /// three users, and `settings` appended to Settings.spec.
 pub(crate) fn lab(settings: &str) -> Quickstart {
+    lab_with(settings, |_| {})
+}
+
+/// [`lab`], with `prepare` run on the policy before it is validated and applied.
+pub(crate) fn lab_with(settings: &str, prepare: impl FnOnce(&Quickstart)) -> Quickstart {
     let q = Quickstart::new();
+    prepare(&q);
     std::fs::write(q.policy.join("people.yaml"), PEOPLE).expect("write people");
     q.edit(
         "settings.yaml",
@@ -549,4 +558,174 @@ fn incidents_declared_in_git_have_the_same_effect() {
     let crl = crl_text(&q);
     assert!(!crl.contains("Certificate Hold"), "{crl}");
     q.run(&["plan"]).expect_code(0).stdout_has("No changes");
+}
+
+const OPERATORS: &str = "  operators:
+    templates: [employee-virtual]
+    external:
+      - {name: hank, caFile: automation-ca.pem, subject: CN=hank}
+      - {name: ray, caFile: automation-ca.pem, subject: CN=ray}
+      - {name: alice, caFile: automation-ca.pem, subject: CN=alice}
+---
+apiVersion: keyfleet.dev/v1
+kind: Role
+metadata: {name: helpdesk}
+spec:
+  permissions: [report-incident, resolve-incident, view-inventory]
+  members: [hank, alice]
+---
+apiVersion: keyfleet.dev/v1
+kind: Role
+metadata: {name: readers}
+spec:
+  permissions: [view-inventory]
+  members: [ray]
+";
+
+/// One HTTPS call to the operator API with curl as `who`: (status, JSON body).
+fn call(
+    ext: &Path,
+    url: &str,
+    ca: &str,
+    who: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let f = |e: &str| ext.join(format!("{who}.{e}")).display().to_string();
+    let mut c = std::process::Command::new("curl");
+    c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert", ca])
+        .args(["--cert", &f("pem"), "--key", &f("key"), "-X", method])
+        .arg(format!("{url}{path}"));
+    if let Some(b) = body {
+        c.args(["-H", "content-type: application/json", "--data", b]);
+    }
+    let out = c.output().expect("curl (scripts/install-deps --test)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (json, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let code = code.trim().parse().unwrap_or(0);
+    (code, serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
+#[test]
+fn the_api_answers_409_for_refused_transitions_and_403_without_the_permission() {
+    let q = lab_with(OPERATORS, |q| {
+        Externals::new(&q.policy, &["hank", "ray", "alice"]);
+    });
+    let inv = q.inventory();
+    let (alice, bob, carol) = (
+        card_of(&inv, "alice", EMP, "active"),
+        card_of(&inv, "bob", EMP, "active"),
+        card_of(&inv, "carol", EMP, "active"),
+    );
+    let bob_serials = serials_on(&inv, &bob);
+    let ca = q.write_file("ca.pem", &q.run(&["ca", "cert", "quickstart-ca"]).stdout);
+    let ca = ca.display().to_string();
+    let port = free_port();
+    let log = q.write_file("controller.log", "");
+    let log_file = std::fs::File::create(&log).expect("log");
+    let mut ctl = std::process::Command::new(env!("CARGO_BIN_EXE_keyfleet"))
+        .arg("-C")
+        .arg(&q.policy)
+        .arg("--state-dir")
+        .arg(&q.state)
+        .args([
+            "run",
+            "--resync",
+            "2",
+            "--api",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env_remove("KEYFLEET_STATE_DIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone().expect("log"))
+        .stderr(log_file)
+        .spawn()
+        .expect("start keyfleet run");
+    let url = format!("https://127.0.0.1:{port}");
+    let api = |who: &str, method: &str, path: &str, body: Option<&str>| {
+        call(&q.policy, &url, &ca, who, method, path, body)
+    };
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("the operator API to answer", || {
+        (api("ray", "GET", "/api/v1/whoami", None).0 == 200).then_some(())
+    });
+    let lost = Some(r#"{"kind":"lost","comment":"stolen bag"}"#);
+    let incidents = |card: &str| format!("/api/v1/cards/{card}/incidents");
+
+    // Without report-incident: 403 naming it. Nobody reports their own card.
+    let (code, body) = api("ray", "POST", &incidents(&bob), lost);
+    assert_eq!(code, 403, "{body}\n{}", log_text());
+    assert!(body.to_string().contains("report-incident"), "{body}");
+    let (code, body) = api("alice", "POST", &incidents(&alice), lost);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.to_string().contains("separation of duties"), "{body}");
+    // Outside the table: 409 with the state named.
+    let (code, body) = api(
+        "hank",
+        "POST",
+        &format!("/api/v1/cards/{alice}/found"),
+        Some("{}"),
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(body.to_string().contains("is in use"), "{body}");
+    let retire = format!("/api/v1/cards/{carol}/retire");
+    let (code, body) = api("hank", "POST", &retire, Some(r#"{"foundLost":true}"#));
+    assert_eq!(code, 409, "{body}");
+    assert!(body.to_string().contains("is in use"), "{body}");
+    assert_eq!(card_status(&q.inventory(), &alice), "active");
+
+    // Hank reports Bob's card lost: the controller revokes it and issues a replacement.
+    let (code, body) = api("hank", "POST", &incidents(&bob), lost);
+    assert_eq!(code, 200, "{body}\n{}", log_text());
+    assert_eq!(body["status"], "lost", "{body}");
+    let (code, body) = api(
+        "hank",
+        "POST",
+        &incidents(&bob),
+        Some(r#"{"kind":"forgotten"}"#),
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(body.to_string().contains("is lost"), "{body}");
+    wait_for("bob's lost card to be revoked and replaced", || {
+        let inv = q.inventory();
+        let revoked = inv["certificates"]
+            .as_array()?
+            .iter()
+            .any(|c| c["serial"] == bob_serials[0].as_str() && c["status"] == "revoked");
+        let replaced = inv["cards"]
+            .as_array()?
+            .iter()
+            .any(|c| c["user"] == "bob" && c["status"] == "active" && c["id"] != bob.as_str());
+        (revoked && replaced).then_some(())
+    });
+    let crl = crl_text(&q);
+    for s in &bob_serials {
+        assert_eq!(
+            crl_reason(&crl, s).as_deref(),
+            Some("Key Compromise"),
+            "{crl}"
+        );
+    }
+    let (code, body) = api("hank", "GET", &format!("/api/v1/cards/{bob}"), None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.to_string().contains("stolen bag"), "{body:#}");
+    let _ = std::process::Command::new("kill")
+        .arg(ctl.id().to_string())
+        .status();
+    let _ = ctl.wait();
+
+    let entries = q.json(&["audit-log", "show", "--format", "json"]);
+    let entries = entries.as_array().expect("entries");
+    let seen = |actor: &str, kind: &str, outcome: &str| {
+        entries
+            .iter()
+            .any(|e| e["actor"] == actor && e["kind"] == kind && e["outcome"] == outcome)
+    };
+    assert!(seen("ray", "report-incident", "denied"), "{entries:#?}");
+    assert!(seen("alice", "report-incident", "denied"));
+    assert!(seen("hank", "report-incident", "started"));
+    assert!(seen("hank", "report-incident", "done"));
+    assert!(seen("hank", "report-incident", "refused"));
+    assert!(seen("hank", "resolve-incident", "refused"));
 }
