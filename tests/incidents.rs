@@ -729,3 +729,37 @@ fn the_api_answers_409_for_refused_transitions_and_403_without_the_permission() 
     assert!(seen("hank", "report-incident", "refused"));
     assert!(seen("hank", "resolve-incident", "refused"));
 }
+
+#[test]
+fn the_ca_gateway_holds_a_forgotten_cards_certificate_and_resumes_it_when_found() {
+    use crate::cagw::{pem_cred, policy, run};
+    use crate::harness::cagw_emulator::{CA_ID, Emulator};
+    let em = Emulator::start();
+    let d = policy(&em, CA_ID, "piv-auth", &pem_cred(&em, "client"));
+    run(&d, &["apply", "-y"]).expect_code(0);
+    let serial = em.serials()[0].clone();
+    let inv: Value = serde_json::from_str(&run(&d, &["inventory", "--format", "json"]).stdout)
+        .expect("inventory");
+    let card = card_of(&inv, "alice", "employee", "active");
+    run(&d, &["cards", "report", &card, "--forgotten"]).expect_code(0);
+    run(&d, &["apply", "-y"]).expect_code(0);
+    assert_eq!(
+        em.status_of(&serial),
+        Some(("held".into(), Some("certificateHold".into())))
+    );
+    run(&d, &["cards", "found", &card]).expect_code(0);
+    run(&d, &["apply", "-y"]).expect_code(0);
+    assert_eq!(
+        em.status_of(&serial).map(|s| s.0).as_deref(),
+        Some("normal")
+    );
+    // Lost: revoked for key compromise at the CA, and a replacement issued there.
+    run(&d, &["cards", "report", &card, "--lost"]).expect_code(0);
+    run(&d, &["apply", "-y", "--allow-mass-revocation"]).expect_code(0);
+    assert_eq!(
+        em.status_of(&serial),
+        Some(("revoked".into(), Some("keyCompromise".into())))
+    );
+    assert_eq!(em.issued(), 2);
+    em.stop();
+}
