@@ -34,7 +34,7 @@ spec:
     )
 }
 
-fn pem_cred(em: &Emulator, name: &str) -> String {
+pub(crate) fn pem_cred(em: &Emulator, name: &str) -> String {
     format!(
         "      certFile: {}\n      keyFile: {}\n",
         em.file(&format!("{name}.pem")).display(),
@@ -96,7 +96,7 @@ fn people(disabled: bool, member: bool) -> String {
     )
 }
 
-fn policy(em: &Emulator, ca_id: &str, profile: &str, cred: &str) -> PolicyDir {
+pub(crate) fn policy(em: &Emulator, ca_id: &str, profile: &str, cred: &str) -> PolicyDir {
     let d = PolicyDir::empty();
     d.write("ca.yaml", &authority(em, ca_id, cred));
     d.write("rest.yaml", &REST.replace("PROFILE", profile));
@@ -104,7 +104,7 @@ fn policy(em: &Emulator, ca_id: &str, profile: &str, cred: &str) -> PolicyDir {
     d
 }
 
-fn run(d: &PolicyDir, args: &[&str]) -> Run {
+pub(crate) fn run(d: &PolicyDir, args: &[&str]) -> Run {
     let dir = d.path().display().to_string();
     let state = d.path().join("state").display().to_string();
     let mut all = vec![args[0], "-C", dir.as_str(), "--state-dir", state.as_str()];

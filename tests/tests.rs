@@ -23,6 +23,10 @@ mod gitops_plan;
 mod gitops_test;
 /// Helpers: run the built binary, build throwaway policy directories.
 mod harness;
+/// Card incidents: lost, damaged, forgotten and found cards, replacements, temporary cards.
+mod incidents;
+/// Card incidents over PC/SC: a replacement onto a second card, an offline unblock code.
+mod incidents_pcsc;
 /// scripts/install-deps against a fake apt: policy-rc.d is put back as it was.
 mod install_deps;
 /// The ldap Directory kind against real slapd (and Samba AD).

@@ -501,6 +501,7 @@ fn card_of(action: &Action) -> Result<&str, ApplyError> {
 
 fn credential<'a>(ctx: &Context<'a>, action: &Action) -> Result<&'a DesiredCredential, ApplyError> {
     let template = action.template.clone().unwrap_or_default();
+    // An entitlement's credential, or a temporary card's (`Desired::credential`).
     ctx.desired
         .credential(&action.user, &template)
         .ok_or_else(|| {
