@@ -531,88 +531,83 @@ pub fn local_ca(
     .map_err(|e| e.to_string())
 }
 
-/// Unblocks the PIN of `card` (in a reader this machine reaches) with its stored PUK, as
-/// `actor`: the executor `keyfleet cards unblock`, the control socket and the API share. The
-/// caller audits it.
-pub fn unblock_card(
-    env: &Environment,
-    store: &crate::store::Store,
-    master: &MasterKey,
-    audit: &crate::audit::AuditLog,
-    card: &str,
-    actor: &str,
-) -> Result<crate::apply::UnblockReport, String> {
-    with_card_context(env, store, master, audit, actor, |ctx| {
-        crate::apply::unblock(ctx, card)
-    })
+/// Operator work on one card with the executors (no directory observation, no plan, no CA):
+/// what the controller's and an offline command's operator host do.
+pub struct CardWork<'a> {
+    /// The environment.
+    pub env: &'a Environment,
+    /// The store.
+    pub store: &'a crate::store::Store,
+    /// The master key.
+    pub master: &'a MasterKey,
+    /// The audit log.
+    pub audit: &'a crate::audit::AuditLog,
 }
 
-/// An offline unblock: the PUK of `card` released to `actor`, returned, or written to a file
-/// for them (`to_mailer`, for an approved request) whose path is returned.
-pub fn unblock_code(
-    env: &Environment,
-    store: &crate::store::Store,
-    master: &MasterKey,
-    audit: &crate::audit::AuditLog,
-    card: &str,
-    actor: &str,
-    to_mailer: bool,
-) -> Result<serde_json::Value, String> {
-    with_card_context(env, store, master, audit, actor, |ctx| {
-        Ok(if to_mailer {
-            let path = crate::apply::release_puk_to_mailer(ctx, card, actor)?;
-            serde_json::json!({"card": card, "unblockCodeFile": path.display().to_string()})
-        } else {
-            let puk = crate::apply::release_puk(ctx, card, actor)?;
-            serde_json::json!({"card": card, "puk": puk.as_str()})
+impl CardWork<'_> {
+    /// Unblocks the PIN of `card` with its stored PUK, for `actor`.
+    pub fn unblock(&self, card: &str, actor: &str) -> Result<crate::apply::UnblockReport, String> {
+        self.with_context(actor, |ctx| crate::apply::unblock(ctx, card))
+    }
+
+    /// An offline unblock: the PUK of `card` released to `actor`, returned, or written to a
+    /// file for them (`to_mailer`, for an approved request) whose path is returned.
+    pub fn unblock_code(
+        &self,
+        card: &str,
+        actor: &str,
+        to_mailer: bool,
+    ) -> Result<serde_json::Value, String> {
+        self.with_context(actor, |ctx| {
+            Ok(if to_mailer {
+                let path = crate::apply::release_puk_to_mailer(ctx, card, actor)?;
+                serde_json::json!({"card": card, "unblockCodeFile": path.display().to_string()})
+            } else {
+                let puk = crate::apply::release_puk(ctx, card, actor)?;
+                serde_json::json!({"card": card, "puk": puk.as_str()})
+            })
         })
-    })
-}
+    }
 
-/// `keyfleet cards retire CARD --found-lost`: the lost card wiped back to stock.
-pub fn retire_found_lost(
-    env: &Environment,
-    store: &crate::store::Store,
-    master: &MasterKey,
-    audit: &crate::audit::AuditLog,
-    card: &str,
-    actor: &str,
-    comment: &str,
-) -> Result<serde_json::Value, String> {
-    with_card_context(env, store, master, audit, actor, |ctx| {
-        let blank = crate::apply::retire_found_lost(ctx, card, actor, comment)?;
-        Ok(serde_json::json!({"card": card, "status": "blank", "stock": blank.stock}))
-    })
-}
+    /// `keyfleet cards retire CARD --found-lost`: the lost card wiped back to stock.
+    pub fn retire_found_lost(
+        &self,
+        card: &str,
+        actor: &str,
+        comment: &str,
+    ) -> Result<serde_json::Value, String> {
+        self.with_context(actor, |ctx| {
+            let blank = crate::apply::retire_found_lost(ctx, card, actor, comment)?;
+            Ok(serde_json::json!({"card": card, "status": "blank", "stock": blank.stock}))
+        })
+    }
 
-/// Runs `f` with the executors' context for operator work on one card: the template rules
-/// (the management key) and the cards, no directory observation, no plan and no CA.
-fn with_card_context<T>(
-    env: &Environment,
-    store: &crate::store::Store,
-    master: &MasterKey,
-    audit: &crate::audit::AuditLog,
-    actor: &str,
-    f: impl FnOnce(&crate::apply::Context<'_>) -> Result<T, crate::apply::ApplyError>,
-) -> Result<T, String> {
-    let inventory = store.inventory().map_err(|e| e.to_string())?;
-    let cards = cards(env, &inventory);
-    let desired = desired::from_policy(&env.policy);
-    let cas = crate::apply::CaRegistry::new();
-    let clock = OffsetDateTime::now_utc;
-    let ctx = crate::apply::Context {
-        store,
-        master,
-        cas: &cas,
-        cards: &cards,
-        desired: &desired,
-        clock: &clock,
-        actor: actor.to_string(),
-        pin_mailer_dir: env.state_dir.join("pin-mailer"),
-        crash: crate::apply::CrashPoint::default(),
-        audit,
-    };
-    f(&ctx).map_err(|e| format!("{e:#}"))
+    /// Runs `f` with the executors' context: the template rules (the management key) and the
+    /// cards.
+    fn with_context<T>(
+        &self,
+        actor: &str,
+        f: impl FnOnce(&crate::apply::Context<'_>) -> Result<T, crate::apply::ApplyError>,
+    ) -> Result<T, String> {
+        let inventory = self.store.inventory().map_err(|e| e.to_string())?;
+        let cards = cards(self.env, &inventory);
+        let desired = desired::from_policy(&self.env.policy);
+        let cas = crate::apply::CaRegistry::new();
+        let clock = OffsetDateTime::now_utc;
+        let ctx = crate::apply::Context {
+            store: self.store,
+            master: self.master,
+            cas: &cas,
+            cards: &cards,
+            desired: &desired,
+            clock: &clock,
+            actor: actor.to_string(),
+            pin_mailer_dir: self.env.state_dir.join("pin-mailer"),
+            crash: crate::apply::CrashPoint::default(),
+            audit: self.audit,
+        };
+        f(&ctx).map_err(|e| format!("{e:#}"))
+    }
 }
 
 /// The threads the planner may use on this machine (up to 8): the edge chooses, the planner

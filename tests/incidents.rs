@@ -154,6 +154,13 @@ pub(crate) fn crl_text(q: &Quickstart) -> String {
     text
 }
 
+/// Every one of `serials` is listed in the CRL text with `reason`.
+fn assert_crl_reasons(crl: &str, serials: &[String], reason: &str) {
+    for s in serials {
+        assert_eq!(crl_reason(crl, s).as_deref(), Some(reason), "{s}: {crl}");
+    }
+}
+
 /// The reason code openssl prints for `serial` in a CRL's text, if listed.
 pub(crate) fn crl_reason(text: &str, serial: &str) -> Option<String> {
     let at = text.find(&format!("Serial Number: {serial}"))?;
@@ -248,27 +255,9 @@ fn lost_damaged_and_forgotten_cards_are_revoked_held_replaced_and_found() {
     q.run(&["apply", "--yes"]).expect_code(0);
 
     let crl = crl_text(&q);
-    for s in &sa {
-        assert_eq!(
-            crl_reason(&crl, s).as_deref(),
-            Some("Key Compromise"),
-            "{crl}"
-        );
-    }
-    for s in &sb {
-        assert_eq!(
-            crl_reason(&crl, s).as_deref(),
-            Some("Cessation Of Operation"),
-            "{crl}"
-        );
-    }
-    for s in &sc {
-        assert_eq!(
-            crl_reason(&crl, s).as_deref(),
-            Some("Certificate Hold"),
-            "{crl}"
-        );
-    }
+    assert_crl_reasons(&crl, &sa, "Key Compromise");
+    assert_crl_reasons(&crl, &sb, "Cessation Of Operation");
+    assert_crl_reasons(&crl, &sc, "Certificate Hold");
     let inv = q.inventory();
     assert_eq!(card_status(&inv, &alice), "lost");
     assert_eq!(card_status(&inv, &bob), "retired");
@@ -422,13 +411,7 @@ fn a_card_forgotten_past_the_limit_becomes_lost() {
     );
     q.run(&["apply", "--yes"]).expect_code(0);
     let crl = crl_text(&q);
-    for s in &serials {
-        assert_eq!(
-            crl_reason(&crl, s).as_deref(),
-            Some("Key Compromise"),
-            "{crl}"
-        );
-    }
+    assert_crl_reasons(&crl, &serials, "Key Compromise");
     let inv = q.inventory();
     assert_eq!(card_status(&inv, &alice), "lost");
     assert_eq!(show(&q, &alice)["incident"]["kind"], "lost");
@@ -535,13 +518,7 @@ fn incidents_declared_in_git_have_the_same_effect() {
     );
     q.run(&["apply", "--yes"]).expect_code(0);
     let crl = crl_text(&q);
-    for s in &serials {
-        assert_eq!(
-            crl_reason(&crl, s).as_deref(),
-            Some("Key Compromise"),
-            "{crl}"
-        );
-    }
+    assert_crl_reasons(&crl, &serials, "Key Compromise");
     let inv = q.inventory();
     assert_eq!(card_status(&inv, &alice), "lost");
     assert_eq!(card_status(&inv, &bob), "forgotten");
@@ -700,13 +677,7 @@ fn the_api_answers_409_for_refused_transitions_and_403_without_the_permission() 
         (revoked && replaced).then_some(())
     });
     let crl = crl_text(&q);
-    for s in &bob_serials {
-        assert_eq!(
-            crl_reason(&crl, s).as_deref(),
-            Some("Key Compromise"),
-            "{crl}"
-        );
-    }
+    assert_crl_reasons(&crl, &bob_serials, "Key Compromise");
     let (code, body) = api("hank", "GET", &format!("/api/v1/cards/{bob}"), None);
     assert_eq!(code, 200, "{body}");
     assert!(body.to_string().contains("stolen bag"), "{body:#}");

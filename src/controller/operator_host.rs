@@ -24,21 +24,26 @@ pub struct RunningHost {
     pub(super) master: Arc<MasterKey>,
 }
 
-impl Host for RunningHost {
-    fn unblock(&self, card: &str, actor: &str) -> Result<serde_json::Value, String> {
+impl RunningHost {
+    /// Runs `f` with the cards to itself: no pass works on a card meanwhile.
+    fn card_work<T>(&self, f: impl FnOnce(&runtime::CardWork<'_>) -> T) -> T {
         let _cards = self
             .shared
             .card_work
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let r = runtime::unblock_card(
-            &self.env,
-            &self.shared.store,
-            &self.master,
-            &self.shared.audit,
-            card,
-            actor,
-        )?;
+        f(&runtime::CardWork {
+            env: &self.env,
+            store: &self.shared.store,
+            master: &self.master,
+            audit: &self.shared.audit,
+        })
+    }
+}
+
+impl Host for RunningHost {
+    fn unblock(&self, card: &str, actor: &str) -> Result<serde_json::Value, String> {
+        let r = self.card_work(|w| w.unblock(card, actor))?;
         Ok(unblocked(&r))
     }
 
@@ -52,22 +57,9 @@ impl Host for RunningHost {
         actor: &str,
         to_mailer: bool,
     ) -> Result<serde_json::Value, String> {
-        let _cards = self
-            .shared
-            .card_work
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let v = runtime::unblock_code(
-            &self.env,
-            &self.shared.store,
-            &self.master,
-            &self.shared.audit,
-            card,
-            actor,
-            to_mailer,
-        )?;
+        let v = self.card_work(|w| w.unblock_code(card, actor, to_mailer))?;
         // The card's next contact rotates the PUK: plan it now.
-        self.shared.triggers.fire(Trigger::Approved);
+        self.wake();
         Ok(v)
     }
 
@@ -81,20 +73,7 @@ impl Host for RunningHost {
         actor: &str,
         comment: &str,
     ) -> Result<serde_json::Value, String> {
-        let _cards = self
-            .shared
-            .card_work
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        runtime::retire_found_lost(
-            &self.env,
-            &self.shared.store,
-            &self.master,
-            &self.shared.audit,
-            card,
-            actor,
-            comment,
-        )
+        self.card_work(|w| w.retire_found_lost(card, actor, comment))
     }
 
     fn approve_held(&self, actor: &str, held: &[HeldRevocation]) -> Result<(), String> {
@@ -135,8 +114,7 @@ pub struct OfflineHost<'a> {
 
 impl Host for OfflineHost<'_> {
     fn unblock(&self, card: &str, actor: &str) -> Result<serde_json::Value, String> {
-        let r = runtime::unblock_card(self.env, self.store, self.master, self.audit, card, actor)?;
-        Ok(unblocked(&r))
+        Ok(unblocked(&self.card_work().unblock(card, actor)?))
     }
 
     fn held_revocations(&self) -> Result<Vec<HeldRevocation>, String> {
@@ -149,15 +127,7 @@ impl Host for OfflineHost<'_> {
         actor: &str,
         to_mailer: bool,
     ) -> Result<serde_json::Value, String> {
-        runtime::unblock_code(
-            self.env,
-            self.store,
-            self.master,
-            self.audit,
-            card,
-            actor,
-            to_mailer,
-        )
+        self.card_work().unblock_code(card, actor, to_mailer)
     }
 
     fn retire_found_lost(
@@ -166,15 +136,7 @@ impl Host for OfflineHost<'_> {
         actor: &str,
         comment: &str,
     ) -> Result<serde_json::Value, String> {
-        runtime::retire_found_lost(
-            self.env,
-            self.store,
-            self.master,
-            self.audit,
-            card,
-            actor,
-            comment,
-        )
+        self.card_work().retire_found_lost(card, actor, comment)
     }
 
     fn approve_held(&self, _actor: &str, held: &[HeldRevocation]) -> Result<(), String> {
@@ -185,6 +147,15 @@ impl Host for OfflineHost<'_> {
 }
 
 impl OfflineHost<'_> {
+    fn card_work(&self) -> runtime::CardWork<'_> {
+        runtime::CardWork {
+            env: self.env,
+            store: self.store,
+            master: self.master,
+            audit: self.audit,
+        }
+    }
+
     /// Plans, and splits off what the valve would hold.
     fn plan_held(&self) -> Result<Vec<HeldRevocation>, String> {
         let inventory = self.store.inventory().map_err(|e| e.to_string())?;

@@ -53,18 +53,8 @@ fn op(name: &str) -> Operator {
     }
 }
 
-#[test]
-fn a_request_runs_once_and_an_interrupted_one_is_failed_only_at_recovery() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    crate::fsutil::ensure_private_dir(&state).unwrap();
-    let mut policy = crate::policy::PolicySet::empty(dir.path());
-    policy
-        .settings
-        .spec
-        .approvals
-        .insert(OperationKind::ApproveMassRevocation, 1);
-    let role = |perms: &[Permission], members: &[&str]| crate::policy::Object {
+fn role(perms: &[Permission], members: &[&str]) -> crate::policy::Object<RoleSpec> {
+    crate::policy::Object {
         name: String::new(),
         file: "r.yaml".into(),
         line: 1,
@@ -73,7 +63,52 @@ fn a_request_runs_once_and_an_interrupted_one_is_failed_only_at_recovery() {
             members: members.iter().map(|m| m.to_string()).collect(),
             templates: None,
         },
-    };
+    }
+}
+
+/// A state directory with its store and audit log, and an empty policy set.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    policy: crate::policy::PolicySet,
+    store: crate::store::Store,
+    audit: crate::audit::AuditLog,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    crate::fsutil::ensure_private_dir(&state).unwrap();
+    let policy = crate::policy::PolicySet::empty(dir.path());
+    let master = crate::secrets::MasterKey::load_or_create(&state).unwrap();
+    let key = crate::audit::AuditKey::load_or_create(
+        &crate::keystore::KeyStore::parse(None).unwrap(),
+        &state,
+        &master,
+    )
+    .unwrap();
+    let audit = crate::audit::AuditLog::open(&state, key).unwrap();
+    let store = crate::store::Store::open(&state).unwrap();
+    Fixture {
+        _dir: dir,
+        policy,
+        store,
+        audit,
+    }
+}
+
+#[test]
+fn a_request_runs_once_and_an_interrupted_one_is_failed_only_at_recovery() {
+    let Fixture {
+        _dir,
+        mut policy,
+        store,
+        audit,
+    } = fixture();
+    policy
+        .settings
+        .spec
+        .approvals
+        .insert(OperationKind::ApproveMassRevocation, 1);
     let scoped = |perms: &[Permission], members: &[&str]| {
         let mut r = role(perms, members);
         r.spec.templates = Some(vec!["contractor".into()]);
@@ -96,15 +131,6 @@ fn a_request_runs_once_and_an_interrupted_one_is_failed_only_at_recovery() {
             ),
         ),
     ]);
-    let master = crate::secrets::MasterKey::load_or_create(&state).unwrap();
-    let key = crate::audit::AuditKey::load_or_create(
-        &crate::keystore::KeyStore::parse(None).unwrap(),
-        &state,
-        &master,
-    )
-    .unwrap();
-    let audit = crate::audit::AuditLog::open(&state, key).unwrap();
-    let store = crate::store::Store::open(&state).unwrap();
     let host = CountingHost::default();
     let groups = RoleGroups::default();
     let ops = Operations {
@@ -199,20 +225,12 @@ fn a_request_runs_once_and_an_interrupted_one_is_failed_only_at_recovery() {
 fn incidents_follow_the_table_are_permission_checked_and_audited() {
     use crate::inventory::{CardRecord, CardStatus};
     use crate::policy::model::{CardType, IncidentKind};
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    crate::fsutil::ensure_private_dir(&state).unwrap();
-    let mut policy = crate::policy::PolicySet::empty(dir.path());
-    let role = |perms: &[Permission], members: &[&str]| crate::policy::Object {
-        name: String::new(),
-        file: "r.yaml".into(),
-        line: 1,
-        spec: RoleSpec {
-            permissions: perms.to_vec(),
-            members: members.iter().map(|m| m.to_string()).collect(),
-            templates: None,
-        },
-    };
+    let Fixture {
+        _dir,
+        mut policy,
+        store,
+        audit,
+    } = fixture();
     policy.roles = BTreeMap::from([
         (
             "helpdesk".to_string(),
@@ -226,15 +244,6 @@ fn incidents_follow_the_table_are_permission_checked_and_audited() {
             role(&[Permission::ViewInventory], &["vi"]),
         ),
     ]);
-    let master = crate::secrets::MasterKey::load_or_create(&state).unwrap();
-    let key = crate::audit::AuditKey::load_or_create(
-        &crate::keystore::KeyStore::parse(None).unwrap(),
-        &state,
-        &master,
-    )
-    .unwrap();
-    let audit = crate::audit::AuditLog::open(&state, key).unwrap();
-    let store = crate::store::Store::open(&state).unwrap();
     let now = time::OffsetDateTime::now_utc();
     for (id, status) in [("vc-a", CardStatus::Active), ("vc-b", CardStatus::Blank)] {
         store

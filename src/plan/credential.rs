@@ -499,23 +499,11 @@ impl<'a> Ctx<'a> {
     }
 
     pub(super) fn push_retire(&mut self, card: &CardRecord, why: &str) {
-        self.actions.push(Action {
-            kind: ActionKind::Retire,
-            user: card.user.clone().unwrap_or_default(),
-            template: card.template.clone(),
-            card: Some(card.id.clone()),
-            stock: None,
-            slot: None,
-            slots: Vec::new(),
-            serials: Vec::new(),
-            reason: Reason {
-                code: ReasonCode::CardRevoked,
-                message: format!("card {} is wiped and returns to its stock: {why}", card.id),
-            },
-            waiting_for_card: !self.present(&card.id),
-            waiting_for_holder: false,
-            card_suspect: false,
-        });
+        let reason = Reason {
+            code: ReasonCode::CardRevoked,
+            message: format!("card {} is wiped and returns to its stock: {why}", card.id),
+        };
+        self.push_retire_for(card, reason);
     }
 }
 
