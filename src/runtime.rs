@@ -611,6 +611,7 @@ fn with_card_context<T>(
         pin_mailer_dir: env.state_dir.join("pin-mailer"),
         crash: crate::apply::CrashPoint::default(),
         audit,
+        holder_pins: Default::default(),
     };
     f(&ctx).map_err(|e| format!("{e:#}"))
 }
