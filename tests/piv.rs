@@ -653,3 +653,111 @@ fn a_card_showing_a_known_guid_but_taking_the_factory_key_is_suspect_and_gets_no
         history.stdout
     );
 }
+
+/// `examples/piv` in `dir` with `vendor: yubico`, 5 PIN tries and 4 PUK tries (set on the
+/// card at personalisation, so the counters read back differ from the factory 3).
+pub(crate) fn yubico_retries_policy(dir: &Path) -> std::path::PathBuf {
+    let policy = policy_copy(dir);
+    let template = policy.join("template.yaml");
+    let text = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(
+        &template,
+        text.replace(
+            "  pinPolicy: {length: 6, retries: 3}\n",
+            "  vendor: yubico\n  pinPolicy: {length: 6, retries: 5}\n  pukPolicy: {retries: 4}\n",
+        ),
+    )
+    .unwrap();
+    policy
+}
+
+/// The first reader's row of `keyfleet cards --format json`.
+fn card_row(pcscd: &Pcscd, policy: &Path, state: &Path) -> serde_json::Value {
+    let r = kfp(pcscd, policy, state, &["cards", "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_str(&r.expect_code(0).stdout).expect("JSON");
+    rows[0].clone()
+}
+
+#[test]
+fn cards_shows_the_tries_left_a_blocked_puk_and_refuses_a_lost_card() {
+    // Issue 16, point 5 (last bullet) and point 1 (a lost card that shows up is refused).
+    let mut pcscd = Pcscd::start();
+    let card = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let policy = yubico_retries_policy(work.path());
+    let _served = pcscd.vcard(card.path(), &[]);
+    pcscd.wait_card(true);
+    kfp(&pcscd, &policy, state.path(), &["apply", "--yes"]).expect_code(0);
+    let row = card_row(&pcscd, &policy, state.path());
+    let id = row["id"].as_str().expect("card identified").to_string();
+    assert_eq!(
+        (row["pinTriesLeft"].clone(), row["pukTriesLeft"].clone()),
+        (5.into(), 4.into()),
+        "{row}"
+    );
+
+    // One wrong PIN (8 characters: never the 6-digit PIN Keyfleet set) spends one try.
+    let wrong = send_apdu(&pcscd, &format!("0020008008{}", pin_hex("00000000")));
+    assert!(wrong.contains("SW1=0x63, SW2=0xC4"), "{wrong}");
+    // Reading the counters spends nothing: twice the same answer, and the card agrees.
+    for _ in 0..2 {
+        let row = card_row(&pcscd, &policy, state.path());
+        assert_eq!(row["pinTriesLeft"], 4, "{row}");
+        assert_eq!(row["pukTriesLeft"], 4, "{row}");
+        assert_eq!(row["pinBlocked"], false, "{row}");
+        assert_eq!(row["pukBlocked"], false, "{row}");
+        assert_eq!(row["refused"], serde_json::Value::Null, "{row}");
+    }
+    assert!(pin_tries(&pcscd).contains("SW1=0x63, SW2=0xC4"));
+    kfp(&pcscd, &policy, state.path(), &["cards"])
+        .expect_code(0)
+        .stdout_has("tries    PIN 4 left, PUK 4 left");
+
+    // Wrong PUKs in RESET RETRY COUNTER block the PUK.
+    for left in (0..4).rev() {
+        let r = send_apdu(
+            &pcscd,
+            &format!("002C008010{}{}", pin_hex("00000000"), pin_hex("123456")),
+        );
+        assert!(r.contains(&format!("SW1=0x63, SW2=0xC{left}")), "{r}");
+    }
+    let row = card_row(&pcscd, &policy, state.path());
+    assert_eq!(row["pukBlocked"], true, "{row}");
+    assert_eq!(row["pukTriesLeft"], 0, "{row}");
+    assert_eq!(row["pinTriesLeft"], 4, "{row}");
+    kfp(&pcscd, &policy, state.path(), &["cards"])
+        .expect_code(0)
+        .stdout_has("tries    PIN 4 left, PUK blocked")
+        .stdout_has(&format!(
+            "PUK blocked: this card can only be retired and replaced (keyfleet cards report {id} --damaged)"
+        ));
+
+    // Reported lost, the card in the reader is refused, and apply revokes its certificates
+    // without touching it.
+    kfp(
+        &pcscd,
+        &policy,
+        state.path(),
+        &["cards", "report", &id, "--lost"],
+    )
+    .expect_code(0);
+    let row = card_row(&pcscd, &policy, state.path());
+    assert_eq!(row["refused"], "lost", "{row}");
+    assert_eq!(row["inventory"]["status"], "lost", "{row}");
+    kfp(&pcscd, &policy, state.path(), &["apply", "--yes"])
+        .expect_code(0)
+        .stdout_has("done    revoke alice");
+    let row = card_row(&pcscd, &policy, state.path());
+    assert_eq!(row["refused"], "lost", "{row}");
+    assert_eq!(
+        row["certificateSlots"],
+        serde_json::json!(["9A", "9C"]),
+        "{row}"
+    );
+    kfp(&pcscd, &policy, state.path(), &["cards"])
+        .expect_code(0)
+        .stdout_has(&format!(
+            "REFUSED  reported lost: Keyfleet never uses it; keyfleet cards retire {id} --found-lost wipes it back to stock"
+        ));
+}
