@@ -30,6 +30,7 @@
 //! - [`api`]: the operator API's HTTPS transport, error shape, rate limit, OpenAPI document.
 //! - [`client`]: the operator client of a remote controller's API (TLS identity on a card).
 //! - [`cli`]: the command line.
+//! - [`tty`]: asking a secret on the terminal without echo.
 
 pub mod api;
 pub mod apply;
@@ -55,4 +56,5 @@ pub mod saved_plan;
 pub mod secrets;
 pub mod statedir;
 pub mod store;
+pub mod tty;
 pub mod views;

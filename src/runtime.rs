@@ -605,6 +605,7 @@ impl CardWork<'_> {
             pin_mailer_dir: self.env.state_dir.join("pin-mailer"),
             crash: crate::apply::CrashPoint::default(),
             audit: self.audit,
+            holder_pins: Default::default(),
         };
         f(&ctx).map_err(|e| format!("{e:#}"))
     }

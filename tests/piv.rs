@@ -653,3 +653,310 @@ fn a_card_showing_a_known_guid_but_taking_the_factory_key_is_suspect_and_gets_no
         history.stdout
     );
 }
+
+/// `examples/piv` in `dir` with `vendor: yubico`, 5 PIN tries and 4 PUK tries (set on the
+/// card at personalisation, so the counters read back differ from the factory 3).
+pub(crate) fn yubico_retries_policy(dir: &Path) -> std::path::PathBuf {
+    let policy = policy_copy(dir);
+    let template = policy.join("template.yaml");
+    let text = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(
+        &template,
+        text.replace(
+            "  pinPolicy: {length: 6, retries: 3}\n",
+            "  vendor: yubico\n  pinPolicy: {length: 6, retries: 5}\n  pukPolicy: {retries: 4}\n",
+        ),
+    )
+    .unwrap();
+    policy
+}
+
+/// The first reader's row of `keyfleet cards --format json`.
+fn card_row(pcscd: &Pcscd, policy: &Path, state: &Path) -> serde_json::Value {
+    let r = kfp(pcscd, policy, state, &["cards", "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_str(&r.expect_code(0).stdout).expect("JSON");
+    rows[0].clone()
+}
+
+#[test]
+fn cards_shows_the_tries_left_a_blocked_puk_and_refuses_a_lost_card() {
+    // Issue 16, point 5 (last bullet) and point 1 (a lost card that shows up is refused).
+    let mut pcscd = Pcscd::start();
+    let card = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let policy = yubico_retries_policy(work.path());
+    let _served = pcscd.vcard(card.path(), &[]);
+    pcscd.wait_card(true);
+    kfp(&pcscd, &policy, state.path(), &["apply", "--yes"]).expect_code(0);
+    let row = card_row(&pcscd, &policy, state.path());
+    let id = row["id"].as_str().expect("card identified").to_string();
+    assert_eq!(
+        (row["pinTriesLeft"].clone(), row["pukTriesLeft"].clone()),
+        (5.into(), 4.into()),
+        "{row}"
+    );
+
+    // One wrong PIN (8 characters: never the 6-digit PIN Keyfleet set) spends one try.
+    let wrong = send_apdu(&pcscd, &format!("0020008008{}", pin_hex("00000000")));
+    assert!(wrong.contains("SW1=0x63, SW2=0xC4"), "{wrong}");
+    // Reading the counters spends nothing: twice the same answer, and the card agrees.
+    for _ in 0..2 {
+        let row = card_row(&pcscd, &policy, state.path());
+        assert_eq!(row["pinTriesLeft"], 4, "{row}");
+        assert_eq!(row["pukTriesLeft"], 4, "{row}");
+        assert_eq!(row["pinBlocked"], false, "{row}");
+        assert_eq!(row["pukBlocked"], false, "{row}");
+        assert_eq!(row["refused"], serde_json::Value::Null, "{row}");
+    }
+    assert!(pin_tries(&pcscd).contains("SW1=0x63, SW2=0xC4"));
+    kfp(&pcscd, &policy, state.path(), &["cards"])
+        .expect_code(0)
+        .stdout_has("tries    PIN 4 left, PUK 4 left");
+
+    // Wrong PUKs in RESET RETRY COUNTER block the PUK.
+    for left in (0..4).rev() {
+        let r = send_apdu(
+            &pcscd,
+            &format!("002C008010{}{}", pin_hex("00000000"), pin_hex("123456")),
+        );
+        assert!(r.contains(&format!("SW1=0x63, SW2=0xC{left}")), "{r}");
+    }
+    let row = card_row(&pcscd, &policy, state.path());
+    assert_eq!(row["pukBlocked"], true, "{row}");
+    assert_eq!(row["pukTriesLeft"], 0, "{row}");
+    assert_eq!(row["pinTriesLeft"], 4, "{row}");
+    kfp(&pcscd, &policy, state.path(), &["cards"])
+        .expect_code(0)
+        .stdout_has("tries    PIN 4 left, PUK blocked")
+        .stdout_has(&format!(
+            "PUK blocked: this card can only be retired and replaced (keyfleet cards report {id} --damaged)"
+        ));
+
+    // Reported lost, the card in the reader is refused, and apply revokes its certificates
+    // without touching it.
+    kfp(
+        &pcscd,
+        &policy,
+        state.path(),
+        &["cards", "report", &id, "--lost"],
+    )
+    .expect_code(0);
+    let row = card_row(&pcscd, &policy, state.path());
+    assert_eq!(row["refused"], "lost", "{row}");
+    assert_eq!(row["inventory"]["status"], "lost", "{row}");
+    kfp(&pcscd, &policy, state.path(), &["apply", "--yes"])
+        .expect_code(0)
+        .stdout_has("done    revoke alice");
+    let row = card_row(&pcscd, &policy, state.path());
+    assert_eq!(row["refused"], "lost", "{row}");
+    assert_eq!(
+        row["certificateSlots"],
+        serde_json::json!(["9A", "9C"]),
+        "{row}"
+    );
+    kfp(&pcscd, &policy, state.path(), &["cards"])
+        .expect_code(0)
+        .stdout_has(&format!(
+            "REFUSED  reported lost: Keyfleet never uses it; keyfleet cards retire {id} --found-lost wipes it back to stock"
+        ));
+}
+
+/// Runs `keyfleet ARGS` against `pcscd` under a pseudo-terminal (python3's `pty`), typing
+/// each of `typed` after each `PIN of card` prompt (never before: the prompt discards what
+/// was typed ahead). Returns the exit code and everything the terminal showed.
+fn keyfleet_on_a_terminal(pcscd: &Pcscd, args: &[&str], typed: &[&str]) -> (Option<i32>, String) {
+    const DRIVER: &str = r#"
+import os, pty, sys
+answers = [l.rstrip("\n") for l in sys.stdin.readlines()]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+out, prompts = b"", 0
+while True:
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        break
+    if not data:
+        break
+    out += data
+    while out.count(b"PIN of card") > prompts:
+        answer = answers[prompts] if prompts < len(answers) else ""
+        os.write(fd, answer.encode() + b"\n")
+        prompts += 1
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(out)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let mut c = pcscd.command("python3");
+    c.arg("-c")
+        .arg(DRIVER)
+        .arg(env!("CARGO_BIN_EXE_keyfleet"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("python3");
+    let mut input = typed.join("\n");
+    input.push('\n');
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
+/// Every file under `dir` that contains `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// The serials of the live certificates the inventory records for `card`.
+fn live_serials(pcscd: &Pcscd, policy: &Path, state: &Path) -> std::collections::BTreeSet<String> {
+    let r = kfp(pcscd, policy, state, &["cards", "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_str(&r.expect_code(0).stdout).unwrap();
+    rows[0]["inventory"]["certificates"]
+        .as_array()
+        .expect("certificates")
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn apply_with_the_holder_pin_runs_the_reissue_that_waited_for_the_holder() {
+    // Issue 16, point 6: the holder changed the PIN, a reissue waits for them; at the
+    // station they type it and the reissue runs with it. A PIN the card refuses fails the
+    // reissue and changes nothing Keyfleet knows. The PIN lands nowhere.
+    let mut pcscd = Pcscd::start();
+    let card = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // 5 PIN tries: after Keyfleet's one refused try, a wrong try of the holder still leaves 2.
+    let policy = yubico_retries_policy(work.path());
+    let _served = pcscd.vcard(card.path(), &[]);
+    pcscd.wait_card(true);
+    kfp(&pcscd, &policy, state.path(), &["apply", "--yes"]).expect_code(0);
+    let id = pcscd.cards_json(Some(state.path()))[0]["id"]
+        .as_str()
+        .expect("card identified")
+        .to_string();
+    let mailed = mailer_pin(state.path());
+    let holder_pin = "h0ld3rPn";
+    let changed = send_apdu(
+        &pcscd,
+        &format!("0024008010{}{}", pin_hex(&mailed), pin_hex(holder_pin)),
+    );
+    assert!(changed.contains("SW1=0x90, SW2=0x00"), "{changed}");
+    change_subject(&policy);
+    kfp(&pcscd, &policy, state.path(), &["apply", "--yes"])
+        .expect_code(0)
+        .stdout_has("waiting for the holder");
+    let before = live_serials(&pcscd, &policy, state.path());
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    let (policy_s, state_s) = (
+        policy.display().to_string(),
+        state.path().display().to_string(),
+    );
+    let apply = [
+        "-C",
+        policy_s.as_str(),
+        "--state-dir",
+        state_s.as_str(),
+        "apply",
+        "--holder-pin",
+        "--yes",
+    ];
+    // Without a terminal, --holder-pin refuses.
+    kfp(
+        &pcscd,
+        &policy,
+        state.path(),
+        &["apply", "--holder-pin", "--yes"],
+    )
+    .expect_code(1)
+    .stderr_has("--holder-pin needs a terminal");
+
+    // A wrong PIN: refused by the card, the reissue fails, the tries left are said, and
+    // nothing else changed (still waiting for the holder, same certificates).
+    let (code, shown) = keyfleet_on_a_terminal(&pcscd, &apply, &["wr0ngPIN"]);
+    assert_eq!(code, Some(1), "{shown}");
+    assert!(
+        shown.contains(&format!("PIN of card {id} (holder alice): ")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("the card refused the PIN the holder typed (3 tries left)"),
+        "{shown}"
+    );
+    assert!(!shown.contains("wr0ngPIN"), "{shown}");
+    assert_eq!(live_serials(&pcscd, &policy, state.path()), before);
+    let plan = kfp(&pcscd, &policy, state.path(), &["plan", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_str(&plan.expect_code(2).stdout).unwrap();
+    for a in plan["actions"].as_array().unwrap() {
+        assert_eq!(a["waitingForHolder"], true, "{a}");
+        assert_eq!(a["reason"], "holder-pin-unknown", "{a}");
+    }
+
+    // The holder's PIN: both slots reissued, under the new subject, on the card.
+    let (code, shown) = keyfleet_on_a_terminal(&pcscd, &apply, &[holder_pin]);
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(shown.contains("done    reissue alice"), "{shown}");
+    assert!(shown.contains("Applied: 2 done, 0 failed"), "{shown}");
+    assert!(!shown.contains(holder_pin), "{shown}");
+    let after = live_serials(&pcscd, &policy, state.path());
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.is_disjoint(&before), "{before:?} {after:?}");
+    let listing = pcscd.tool("pkcs11-tool", &["--module", OPENSC_MODULE, "-O"]);
+    listing.expect_code(0).stdout_has("OU=Staff");
+    assert!(
+        !listing.stdout.contains("OU=Employees"),
+        "{}",
+        listing.stdout
+    );
+    let ca = work.path().join("ca.pem");
+    let ca_pem = kfp(&pcscd, &policy, state.path(), &["ca", "cert", "piv-ca"]);
+    std::fs::write(&ca, &ca_pem.expect_code(0).stdout).unwrap();
+    std::fs::write(work.path().join("data"), b"signed through PC/SC\n").unwrap();
+    use sha2::Digest as _;
+    std::fs::write(
+        work.path().join("data.hash"),
+        sha2::Sha256::digest(b"signed through PC/SC\n"),
+    )
+    .unwrap();
+    opensc_signs_and_openssl_verifies(&pcscd, work.path(), holder_pin, "01", &ca);
+    opensc_signs_and_openssl_verifies(&pcscd, work.path(), holder_pin, "02", &ca);
+    // Keyfleet still does not know the PIN: nothing more to do until the next renewal.
+    kfp(&pcscd, &policy, state.path(), &["plan"])
+        .expect_code(0)
+        .stdout_has("No changes");
+
+    // The PIN is nowhere in the state directory (store, journal, audit log, PIN mailers).
+    for pin in [holder_pin, "wr0ngPIN"] {
+        let found = files_containing(state.path(), pin.as_bytes());
+        assert!(found.is_empty(), "{pin} found in {found:?}");
+    }
+    let audit = kfp(&pcscd, &policy, state.path(), &["audit-log", "show"]);
+    assert!(!audit.stdout.contains(holder_pin), "{}", audit.stdout);
+}

@@ -125,6 +125,22 @@ pub enum ApplyError {
         /// Tries the card said were left.
         tries_left: Option<u8>,
     },
+    /// The PIN the holder typed (`keyfleet apply --holder-pin`) was refused by the card, or
+    /// not tried because a wrong try would leave fewer than 2: the action fails, the facts
+    /// stay as they were, nothing was made.
+    #[error(
+        "card {card}: {}{}",
+        if *tried { "the card refused the PIN the holder typed" } else { "the PIN the holder typed was not tried: a wrong try would leave fewer than 2" },
+        tries_left.map(|n| format!(" ({n} tries left)")).unwrap_or_default()
+    )]
+    HolderPinRefused {
+        /// Card id.
+        card: String,
+        /// Whether it was tried (the card refused it) or not (too few tries left).
+        tried: bool,
+        /// Tries the card said were left.
+        tries_left: Option<u8>,
+    },
     /// The card shows the identity of a card Keyfleet personalised but cannot prove the
     /// management key Keyfleet set on it (reset or cloned): nothing is sent to it.
     #[error("card {card} is suspect: it cannot prove the management key Keyfleet set ({reason})")]
@@ -229,6 +245,7 @@ impl ApplyError {
             | ApplyError::Csr { .. }
             | ApplyError::PinUnknown(_)
             | ApplyError::HolderPin { .. }
+            | ApplyError::HolderPinRefused { .. }
             | ApplyError::Suspect { .. }
             | ApplyError::ManagementKey { .. }
             | ApplyError::TokenPin { .. }

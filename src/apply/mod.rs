@@ -130,6 +130,29 @@ pub struct Context<'a> {
     /// The audit log: every action is logged before it starts and when it ends; an action
     /// whose entry cannot be written does not run (fail closed).
     pub audit: &'a crate::audit::AuditLog,
+    /// PINs the holders typed for this apply only (`keyfleet apply --holder-pin`), by card:
+    /// the actions of such a card that wait for the holder run, with this PIN instead of the
+    /// stored one. Never stored, logged, journalled or audited; empty everywhere else.
+    pub holder_pins: BTreeMap<String, zeroize::Zeroizing<String>>,
+}
+
+impl Context<'_> {
+    /// The holder's PIN `action` runs with: only for an action that waits for the holder
+    /// alone (its card present, not suspect) and whose card's holder typed a PIN.
+    pub fn holder_pin_for(&self, action: &Action) -> Option<&str> {
+        if !action.waiting_for_holder || action.waiting_for_card || action.card_suspect {
+            return None;
+        }
+        self.holder_pins
+            .get(action.card.as_deref()?)
+            .map(|p| p.as_str())
+    }
+
+    /// Whether `action` runs in this apply: runnable, or waiting only for a holder who typed
+    /// the PIN.
+    pub fn runs(&self, action: &Action) -> bool {
+        action.runnable() || self.holder_pin_for(action).is_some()
+    }
 }
 
 /// How one action ended.
@@ -186,7 +209,7 @@ pub fn apply(ctx: &Context<'_>, plan: &Plan, sink: &mut dyn ApplySink) -> ApplyR
     let mut failed_cards: Vec<String> = Vec::new();
     let mut created: BTreeMap<String, String> = BTreeMap::new();
     for action in &plan.actions {
-        if !action.runnable() {
+        if !ctx.runs(action) {
             let (why, list) = if action.card_suspect {
                 ("held: the card is suspect", &mut report.waiting)
             } else if action.waiting_for_holder {
@@ -281,8 +304,10 @@ pub fn apply(ctx: &Context<'_>, plan: &Plan, sink: &mut dyn ApplySink) -> ApplyR
             }
         }
         // What the card taught: the action waits (for the holder, or an operator) instead of
-        // failing, and the fact holds it in every later plan.
+        // failing, and the fact holds it in every later plan. A PIN the holder typed teaches
+        // nothing about the stored one: such an action fails and the facts stay.
         if let Err(e) = &result
+            && ctx.holder_pin_for(action).is_none()
             && let Some((card, learned)) = e.card_fact((ctx.clock)())
         {
             let mut facts = ctx.store.card_facts(&card).unwrap_or_default();

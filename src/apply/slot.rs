@@ -1,4 +1,5 @@
-//! A slot's key and CSR on the card: the request (the stored PIN checked first, the key
+//! A slot's key and CSR on the card: the request (the stored PIN, or the one the holder typed
+//! for `keyfleet apply --holder-pin`, checked first, the key
 //! made on the card or in software, the CSR the card signs), and what a slot whose new key
 //! got no certificate must lose (the stale certificate) and record.
 
@@ -10,6 +11,7 @@ use crate::inventory::HolderPinCause;
 use crate::names::SanValue;
 use crate::policy::model::{KeyAlgorithm, KeyGeneration, Slot};
 use crate::store::{JournalEntry, JournalState, JournalStep};
+use zeroize::Zeroizing;
 
 pub(crate) fn key_alg(alg: KeyAlgorithm) -> KeyAlg {
     match alg {
@@ -52,20 +54,44 @@ pub(crate) fn slot_request(
             reason: s.reason,
         });
     }
-    if let Some(h) = facts.holder_pin {
+    // `keyfleet apply --holder-pin`: the PIN the holder typed, instead of the stored one.
+    let typed = ctx.holder_pins.get(card);
+    if let Some(h) = facts.holder_pin
+        && typed.is_none()
+    {
         return Err(ApplyError::HolderPin {
             card: card.to_string(),
             cause: h.cause,
             tries_left: h.tries_left,
         });
     }
-    let pin = open_secret(ctx, &format!("pin/{card}"))?.ok_or_else(|| ApplyError::HolderPin {
-        card: card.to_string(),
-        cause: HolderPinCause::NotStored,
-        tries_left: None,
-    })?;
+    let pin = match typed {
+        Some(pin) => pin.clone(),
+        None => Zeroizing::new(open_secret(ctx, &format!("pin/{card}"))?.ok_or_else(|| {
+            ApplyError::HolderPin {
+                card: card.to_string(),
+                cause: HolderPinCause::NotStored,
+                tries_left: None,
+            }
+        })?),
+    };
     session.admin_login(ctx, Some(cred))?;
-    session.check_pin(ctx, &pin)?;
+    match session.check_pin(ctx, &pin) {
+        // The guarded verify refused to try it, or the card refused it: the holder may type
+        // it again; nothing about the stored PIN was learned.
+        Err(ApplyError::HolderPin {
+            card,
+            cause,
+            tries_left,
+        }) if typed.is_some() => {
+            return Err(ApplyError::HolderPinRefused {
+                card,
+                tried: cause == HolderPinCause::Refused,
+                tries_left,
+            });
+        }
+        r => r?,
+    }
     // From the new key until its certificate is written, the certificate in the slot does
     // not match the key: the journal knows it (flushed before the key is made), so that a
     // failure or a crash in between ends with the stale certificate removed.

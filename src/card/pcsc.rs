@@ -305,6 +305,22 @@ pub fn identify(
     })
 }
 
+/// Connects to the card in `reader` and reads its PIN and PUK tries left without spending
+/// any (see [`PivClient::tries_left`]).
+pub fn read_tries(
+    ctx: &pcsc::Context,
+    reader: &str,
+) -> Result<crate::card::piv::TriesLeft, PcscError> {
+    let mut client = PivClient::new(PcscTransport::connect(ctx, reader)?);
+    client
+        .select()
+        .and_then(|()| client.tries_left())
+        .map_err(|source| PcscError::NotPiv {
+            reader: reader.to_string(),
+            source,
+        })
+}
+
 /// A change the watcher saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CardEvent {

@@ -135,6 +135,17 @@ pub struct PinMetadata {
     pub left: u8,
 }
 
+/// The PIN and PUK tries left, read without spending one (see [`PivClient::tries_left`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TriesLeft {
+    /// PIN tries left (0: blocked); `None` when the card answers neither the VERIFY status
+    /// form nor GET METADATA.
+    pub pin: Option<u8>,
+    /// PUK tries left (0: blocked); `None` when the card lacks GET METADATA: PIV has no
+    /// standard way to read the PUK counter, and trying a PUK would spend a try.
+    pub puk: Option<u8>,
+}
+
 /// The parts of a CHUID Keyfleet uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chuid {
@@ -455,6 +466,27 @@ impl<T: Transport> PivClient<T> {
             Err(PivError::PinBlocked) => Ok(PinCheck::TooFewTries { retries_left: 0 }),
             Err(e) => Err(e),
         }
+    }
+
+    /// The PIN and PUK tries left, never spending one: the PIN's from the VERIFY status form
+    /// (after logging out when the session is verified, as [`Self::verify_pin_guarded`]
+    /// does), else from GET METADATA `80`; the PUK's from GET METADATA `81` only.
+    pub fn tries_left(&mut self) -> Result<TriesLeft, PivError> {
+        let mut status = self.pin_retries();
+        if matches!(status, Ok(PinStatus::Verified)) {
+            status = self.logout_pin().and_then(|()| self.pin_retries());
+        }
+        let pin = match status {
+            Ok(PinStatus::NotVerified { retries_left }) => Some(retries_left),
+            Ok(PinStatus::Blocked) => Some(0),
+            // Still verified, or no status form (or no logout): the metadata, if it answers.
+            Ok(PinStatus::Verified) | Err(PivError::Status { .. }) => {
+                self.pin_metadata(0x80)?.map(|m| m.left)
+            }
+            Err(e) => return Err(e),
+        };
+        let puk = self.pin_metadata(0x81)?.map(|m| m.left);
+        Ok(TriesLeft { pin, puk })
     }
 
     /// VERIFY `FF`: forget the PIN verification of this session (SP 800-73-4 reset of the
@@ -820,6 +852,62 @@ mod tests {
             c.pin_metadata(0x9A),
             Err(PivError::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn tries_are_read_without_spending_any() {
+        let mut c = client();
+        let all = TriesLeft {
+            pin: Some(3),
+            puk: Some(3),
+        };
+        assert_eq!(c.tries_left().unwrap(), all);
+        assert!(c.verify_pin("000000").is_err());
+        assert!(c.unblock_pin("00000000", "123456").is_err());
+        let after = TriesLeft {
+            pin: Some(2),
+            puk: Some(2),
+        };
+        assert_eq!(c.tries_left().unwrap(), after);
+        // Reading again spends nothing.
+        assert_eq!(c.tries_left().unwrap(), after);
+        // A verified session is logged out to show the counter (restored by the right PIN).
+        c.verify_pin("123456").unwrap();
+        assert_eq!(c.tries_left().unwrap().pin, Some(3));
+        assert_eq!(
+            c.pin_retries().unwrap(),
+            PinStatus::NotVerified { retries_left: 3 }
+        );
+        for _ in 0..2 {
+            assert!(c.unblock_pin("00000000", "123456").is_err());
+        }
+        assert_eq!(c.tries_left().unwrap().puk, Some(0));
+    }
+
+    /// A card without GET METADATA (`6D00`), like a PIV card of another vendor.
+    struct NoMetadata(InProcess);
+
+    impl Transport for NoMetadata {
+        fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, TransportError> {
+            if apdu.get(1) == Some(&0xF7) {
+                return Ok(vec![0x6D, 0x00]);
+            }
+            self.0.transmit(apdu)
+        }
+    }
+
+    #[test]
+    fn without_metadata_the_puk_tries_are_unknown() {
+        let mut c = PivClient::new(NoMetadata(InProcess::new(VirtualCard::in_memory())));
+        c.select().unwrap();
+        assert!(c.verify_pin("000000").is_err());
+        assert_eq!(
+            c.tries_left().unwrap(),
+            TriesLeft {
+                pin: Some(2),
+                puk: None
+            }
+        );
     }
 
     #[test]

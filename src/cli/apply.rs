@@ -36,6 +36,13 @@ actions after recovery, or refuses, naming what changed (policy, inventory, dire
 when what the plan was computed from is no longer what it saw (recovery that changed the \
 inventory makes the plan stale too). The safety valve and the confirmation apply as for any \
 apply.\n\n\
+With --holder-pin (at an issuance station, the holders present), apply first asks, on the \
+terminal and without echo, `PIN of card ID (holder UID): ` once for each present card whose \
+actions wait for the holder (reason holder-pin-unknown), then runs those actions with the PIN \
+typed instead of the stored one. An empty answer leaves that card's actions waiting. The PIN \
+is never stored, logged, journalled or audited; a PIN the card refuses (or that is not tried \
+because a wrong try would leave fewer than 2) fails that card's actions and changes nothing \
+Keyfleet knows. Without a terminal, --holder-pin is an error.\n\n\
 Exit codes: 0 done (pending card actions do not count as failures), 1 failure or refusal."
 )]
 pub struct Args {
@@ -59,6 +66,11 @@ pub struct Args {
     /// the policy, the inventory or a directory changed since it was made.
     #[arg(value_name = "PLANFILE", conflicts_with = "target")]
     pub plan_file: Option<std::path::PathBuf>,
+    /// The holders are here: for each present card whose actions wait for its holder (the
+    /// PIN Keyfleet holds cannot be used), ask the holder's PIN on the terminal (no echo)
+    /// and run those actions with it. The PIN is never stored or logged.
+    #[arg(long, conflicts_with = "plan_file")]
+    pub holder_pin: bool,
 }
 
 struct Progress {
@@ -140,6 +152,12 @@ pub(super) struct PassOutcome {
 /// Runs `keyfleet apply`.
 pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
+    if args.holder_pin && !crate::tty::has_terminal() {
+        eprintln!("keyfleet: --holder-pin needs a terminal");
+        return Ok(ExitCode::from(EXIT_FAILURE));
+    }
+    // The PINs the holders typed, asked once per card for the whole run.
+    let mut holder_pins = HolderPins::default();
     let targets = targets(&args.target)?;
     let Some(env) = super::load_env(global)? else {
         return Ok(ExitCode::from(EXIT_FAILURE));
@@ -200,6 +218,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         &cards,
         &args,
         targets.clone(),
+        &mut holder_pins,
     )?;
     if let Some(code) = outcome.stop {
         let crl_ok = outcome.declined || publish_crls(&env, &cas);
@@ -279,6 +298,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
                 &cards,
                 &args,
                 targets.clone(),
+                &mut holder_pins,
             )?;
             if let Some(code) = next.stop {
                 let crl_ok = next.declined || publish_crls(&env, &cas);
@@ -384,13 +404,14 @@ fn one_pass(
     cards: &apply::Cards,
     args: &Args,
     targets: Option<std::collections::BTreeSet<String>>,
+    holder_pins: &mut HolderPins,
 ) -> anyhow::Result<PassOutcome> {
     let clock = time::OffsetDateTime::now_utc;
 
     // Recovery first. It needs only what the policy says (the stocks cards return to), so
     // neither the directories nor the readers are read for it.
     let pre = crate::desired::from_policy(&env.policy);
-    let ctx = Context {
+    let mut ctx = Context {
         store,
         master,
         cas,
@@ -401,6 +422,7 @@ fn one_pass(
         pin_mailer_dir: env.state_dir.join("pin-mailer"),
         crash: CrashPoint::from_env(),
         audit,
+        holder_pins: Default::default(),
     };
     recover(&ctx)?;
 
@@ -432,7 +454,47 @@ fn one_pass(
             pending,
         });
     }
+    if args.holder_pin {
+        ask_holder_pins(&pass.plan, holder_pins)?;
+        ctx.holder_pins = holder_pins.typed.clone();
+    }
     confirm_and_apply(ctx, &pass.desired, &pass.plan, args.yes, pending)
+}
+
+/// The PINs holders typed for `--holder-pin`, by card, and the cards already asked.
+#[derive(Default)]
+struct HolderPins {
+    typed: std::collections::BTreeMap<String, zeroize::Zeroizing<String>>,
+    asked: std::collections::BTreeSet<String>,
+}
+
+/// Asks, before anything is applied, the PIN of every present card with actions waiting for
+/// its holder (once per card for the run; an empty answer leaves the card's actions waiting).
+fn ask_holder_pins(plan: &crate::plan::Plan, pins: &mut HolderPins) -> anyhow::Result<()> {
+    let waiting: std::collections::BTreeMap<&str, &str> = plan
+        .actions
+        .iter()
+        .filter(|a| {
+            a.waiting_for_holder
+                && !a.waiting_for_card
+                && !a.card_suspect
+                && a.reason.code == crate::plan::ReasonCode::HolderPinUnknown
+        })
+        .filter_map(|a| Some((a.card.as_deref()?, a.user.as_str())))
+        .collect();
+    for (card, user) in waiting {
+        if !pins.asked.insert(card.to_string()) {
+            continue;
+        }
+        let pin = crate::tty::ask_secret(&format!("PIN of card {card} (holder {user}): "))
+            .map_err(|e| anyhow::anyhow!("cannot read the PIN of card {card}: {e}"))?;
+        if pin.is_empty() {
+            println!("No PIN typed for card {card}: its actions keep waiting for the holder.");
+            continue;
+        }
+        pins.typed.insert(card.to_string(), pin);
+    }
+    Ok(())
 }
 
 /// Asks for confirmation (unless `yes`), then applies the runnable actions of `plan` with the
@@ -444,7 +506,7 @@ pub(super) fn confirm_and_apply(
     yes: bool,
     pending: usize,
 ) -> anyhow::Result<PassOutcome> {
-    let runnable = plan.runnable().count();
+    let runnable = plan.actions.iter().filter(|a| ctx.runs(a)).count();
     if runnable == 0 {
         return Ok(PassOutcome {
             stop: None,

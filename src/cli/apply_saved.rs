@@ -60,6 +60,7 @@ pub(super) fn run(c: &Connected<'_>, file: &Path, args: &Args) -> anyhow::Result
         pin_mailer_dir: c.env.state_dir.join("pin-mailer"),
         crash: CrashPoint::from_env(),
         audit: c.audit,
+        holder_pins: Default::default(),
     };
     recover(&ctx)?;
 

@@ -18,7 +18,11 @@ use crate::store::Store;
 pub const LONG_ABOUT: &str = "List PC/SC readers, the card in each, its identity (CHUID \
 GUID, vendor serial when the card answers the probe, the inventory id Keyfleet gives it) and \
 what the inventory knows about it (status, user, template, stock), or the stock that would \
-take it as a blank.\n\nA card without a CHUID is identified by its serial; a card with neither \
+take it as a blank, and the PIN and PUK tries left (read from the card without spending one: \
+the VERIFY status form, and Yubico GET METADATA for the PUK, unknown on cards without it). \
+A blocked PUK means the card can only be retired and replaced; a card reported lost is \
+marked REFUSED: Keyfleet never uses it until `keyfleet cards retire CARD --found-lost` wipes \
+it.\n\nA card without a CHUID is identified by its serial; a card with neither \
 is listed as unidentifiable and never issued to.\n\n`keyfleet cards unblock CARD` resets the \
 PIN retry counter of an issued card with the PUK Keyfleet stored at issuance, sets a fresh PIN \
 and writes it to a PIN mailer in the state directory.";
@@ -135,6 +139,18 @@ struct ReaderRow {
     error: Option<String>,
     inventory: Option<serde_json::Value>,
     blank_for_stock: Option<String>,
+    /// PIN tries left, read from the card without spending one (`None`: unknown).
+    pin_tries_left: Option<u8>,
+    /// PUK tries left, from Yubico GET METADATA (`None`: the card does not say).
+    puk_tries_left: Option<u8>,
+    pin_blocked: bool,
+    /// A blocked PUK: the card can only be retired and replaced.
+    puk_blocked: bool,
+    /// Why Keyfleet refuses the card, if it does: `lost` (reported lost; only
+    /// `keyfleet cards retire ID --found-lost` wipes it back to stock).
+    refused: Option<&'static str>,
+    #[serde(skip)]
+    tries_error: Option<String>,
 }
 
 /// Runs `keyfleet cards`.
@@ -194,7 +210,22 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         let card = scanned.iter().find(|c| c.reader == r.name);
         let id = card.and_then(|c| c.id());
         let identity = card.and_then(|c| c.identity.as_ref().ok());
+        // Only a card that answered PIV is asked; the counters are read, never tried.
+        let tries = identity.map(|_| pcsc.tries(&r.name));
+        let (pin_tries_left, puk_tries_left) = match &tries {
+            Some(Ok(t)) => (t.pin, t.puk),
+            _ => (None, None),
+        };
+        let record = id.as_ref().and_then(|id| inventory.cards.get(id));
         rows.push(ReaderRow {
+            pin_tries_left,
+            puk_tries_left,
+            pin_blocked: pin_tries_left == Some(0),
+            puk_blocked: puk_tries_left == Some(0),
+            refused: record
+                .is_some_and(|c| inventory.shown_status(c) == "lost")
+                .then_some("lost"),
+            tries_error: tries.and_then(Result::err),
             reader: r.name.clone(),
             present: r.present,
             atr: hex::encode_upper(&r.atr),
@@ -213,7 +244,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
                 }
                 _ => None,
             },
-            inventory: id.as_ref().and_then(|id| inventory.cards.get(id)).map(|c| {
+            inventory: record.map(|c| {
                 serde_json::json!({
                     "status": inventory.shown_status(c), "user": c.user, "template": c.template, "stock": c.stock,
                     "certificates": inventory.live_certs_of(&c.id).values()
@@ -257,6 +288,23 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
                 if !r.certificate_slots.is_empty() {
                     println!("  certs in {}", r.certificate_slots.join(", "));
                 }
+                if r.error.is_none() {
+                    println!("  tries    {}", tries_text(r));
+                }
+                if r.puk_blocked {
+                    println!(
+                        "  PUK blocked: this card can only be retired and replaced \
+                         (keyfleet cards report {} --damaged)",
+                        r.id.as_deref().unwrap_or("ID")
+                    );
+                }
+                if r.refused == Some("lost") {
+                    let id = r.id.as_deref().unwrap_or("ID");
+                    println!(
+                        "  REFUSED  reported lost: Keyfleet never uses it; keyfleet cards \
+                         retire {id} --found-lost wipes it back to stock"
+                    );
+                }
                 match (&r.inventory, &r.blank_for_stock) {
                     (Some(inv), _) => println!("  known    {inv}"),
                     (None, Some(stock)) => println!("  unknown  blank for stock {stock:?}"),
@@ -266,6 +314,24 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(EXIT_OK))
+}
+
+/// `PIN 3 left, PUK 2 left`, `PIN blocked`, `PUK unknown`.
+fn tries_text(r: &ReaderRow) -> String {
+    let one = |what: &str, left: Option<u8>| match left {
+        Some(0) => format!("{what} blocked"),
+        Some(n) => format!("{what} {n} left"),
+        None => format!("{what} unknown"),
+    };
+    let text = format!(
+        "{}, {}",
+        one("PIN", r.pin_tries_left),
+        one("PUK", r.puk_tries_left)
+    );
+    match &r.tries_error {
+        Some(e) => format!("{text} ({e})"),
+        None => text,
+    }
 }
 
 fn unblock(

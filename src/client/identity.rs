@@ -4,7 +4,6 @@
 //!
 //! PINs are never logged or printed and live in [`Zeroizing`] buffers.
 
-use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use zeroize::Zeroizing;
@@ -201,35 +200,9 @@ fn first_line(text: &str) -> Zeroizing<String> {
     Zeroizing::new(line.trim_end_matches('\r').to_string())
 }
 
-/// Asks for the PIN on /dev/tty with echo off; echo is restored before returning.
+/// Asks for the PIN on /dev/tty with echo off (see [`crate::tty::ask_secret`]).
 fn ask_terminal(token: &str) -> std::io::Result<Zeroizing<String>> {
-    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
-    let tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")?;
-    let saved = tcgetattr(&tty)?;
-    let mut quiet = saved.clone();
-    quiet.local_modes -= LocalModes::ECHO;
-    quiet.local_modes |= LocalModes::ECHONL;
-    // Echo goes off before the prompt shows (as getpass does): nothing typed after the
-    // prompt is echoed; what was typed before it is discarded.
-    tcsetattr(&tty, OptionalActions::Flush, &quiet)?;
-    let mut line = Zeroizing::new(String::new());
-    let mut out = &tty;
-    let read = write!(out, "PIN for token {token}: ")
-        .and_then(|()| out.flush())
-        .and_then(|()| std::io::BufReader::new(&tty).read_line(&mut line));
-    let restored = tcsetattr(&tty, OptionalActions::Now, &saved);
-    read?;
-    restored?;
-    if line.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "no PIN entered (end of input)",
-        ));
-    }
-    Ok(first_line(&line))
+    crate::tty::ask_secret(&format!("PIN for token {token}: "))
 }
 
 #[cfg(test)]

@@ -690,6 +690,7 @@ fn context<'a>(
         pin_mailer_dir: state_dir.join("pin-mailer"),
         crash: CrashPoint::from_env(),
         audit,
+        holder_pins: Default::default(),
     }
 }
 

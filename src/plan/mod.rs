@@ -268,8 +268,13 @@ impl<'a> Planner<'a> {
             if frozen.contains(user) || !in_targets(opts, user) {
                 continue;
             }
+            // A lost or damaged card gets nothing that touches it (not even a new PUK): its
+            // certificates are revoked, and a damaged one is wiped.
+            if ctx.plan_incident_card(card) {
+                continue;
+            }
             ctx.plan_rotate_puk(card);
-            if ctx.plan_incident_card(card) || ctx.plan_temporary_card(card) {
+            if ctx.plan_temporary_card(card) {
                 continue;
             }
             if card.status == CardStatus::Revoked {

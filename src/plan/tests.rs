@@ -1302,3 +1302,46 @@ fn a_slot_whose_certificate_was_removed_under_a_new_key_is_issued_again() {
 
 mod incidents;
 mod markdown_fixture;
+
+/// Issue 16: a card reported lost is never touched again, even when its PUK was released
+/// for an offline unblock before (no `rotate-puk` on it, present or not).
+#[test]
+fn a_lost_card_whose_puk_was_released_gets_no_card_action() {
+    use crate::inventory::incident::Incident;
+    use crate::inventory::{CardFacts, PukRelease};
+    use crate::policy::model::IncidentKind;
+    let d = desired(
+        vec![credential("alice", &[Slot::PivAuthentication])],
+        &["alice"],
+    );
+    let mut inv = Inventory::default();
+    let mut presence = Presence::default();
+    converge(&d, &mut inv, &mut presence);
+    let card = inv.cards.keys().next().unwrap().clone();
+    inv.facts.insert(
+        card.clone(),
+        CardFacts {
+            incident: Some(Incident {
+                kind: IncidentKind::Lost,
+                reported_by: "helpdesk".into(),
+                at: NOW,
+                comment: String::new(),
+            }),
+            puk_released: Some(PukRelease {
+                by: "helpdesk".into(),
+                at: NOW,
+            }),
+            ..CardFacts::default()
+        },
+    );
+    let p = plan(&d, &inv, &presence, &opts());
+    let on_card: Vec<_> = p
+        .actions
+        .iter()
+        .filter(|a| a.card.as_deref() == Some(card.as_str()))
+        .collect();
+    assert!(!on_card.is_empty());
+    for a in on_card {
+        assert!(!a.kind.needs_card(), "{a:?}");
+    }
+}

@@ -158,6 +158,15 @@ impl PcscCards {
         Ok(out)
     }
 
+    /// The PIN and PUK tries left of the card in `reader`, read without spending any; why
+    /// not, when they cannot be read.
+    pub fn tries(&self, reader: &str) -> Result<crate::card::piv::TriesLeft, String> {
+        match &self.ctx {
+            Ok(ctx) => pcsc::read_tries(ctx, reader).map_err(|e| e.to_string()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
     fn scan_err(e: PcscError) -> CardAccessError {
         CardAccessError::Storage {
             card: "*".into(),

@@ -340,6 +340,11 @@ impl CardSession for TokenCard {
         ctx: &Context<'_>,
         _cred: Option<&DesiredCredential>,
     ) -> Result<bool, ApplyError> {
+        // `keyfleet apply --holder-pin`: the PIN the holder typed, instead of the stored one.
+        if let Some(typed) = ctx.holder_pins.get(&self.card) {
+            self.login_user(ctx, typed)?;
+            return Ok(true);
+        }
         let pin = open_secret(ctx, &format!("pin/{}", self.card))?
             .ok_or_else(|| ApplyError::PinUnknown(self.card.clone()))?;
         self.login_user(ctx, &pin)?;
