@@ -202,6 +202,28 @@ fn an_offline_unblock_code_is_released_once_and_the_puk_rotated_at_the_next_cont
     let mailed = newest_pin(state.path());
     let ok = send_apdu(&pcscd, &format!("0020008008{}", pin_hex(&mailed)));
     assert!(ok.contains("SW1=0x90, SW2=0x00"), "{ok}");
+
+    // An online unblock replaces the PUK it used, at once: the PUK it had is refused after
+    // and nothing is left to rotate.
+    let r = kf(&pcscd, &["cards", "unblock-code", &id]);
+    r.expect_code(0);
+    let used = r
+        .stdout
+        .lines()
+        .find_map(|l| l.split_once(&format!("(PUK) of card {id}: ")))
+        .map(|(_, p)| p.trim().to_string())
+        .unwrap_or_else(|| panic!("no PUK in {}", r.stdout));
+    let r = kf(&pcscd, &["cards", "unblock", &id]);
+    r.expect_code(0);
+    kf(&pcscd, &["plan"]).expect_code(0);
+    let raw = send_apdu(
+        &pcscd,
+        &format!("002C008010{}{}", pin_hex(&used), pin_hex("111111")),
+    );
+    assert!(raw.contains("SW1=0x63, SW2=0xC"), "{raw}");
+    let mailed = newest_pin(state.path());
+    let ok = send_apdu(&pcscd, &format!("0020008008{}", pin_hex(&mailed)));
+    assert!(ok.contains("SW1=0x90, SW2=0x00"), "{ok}");
 }
 
 /// The PIN of the newest PIN mailer.

@@ -852,7 +852,7 @@ fn apply_with_the_holder_pin_runs_the_reissue_that_waited_for_the_holder() {
     let card = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    // 5 PIN tries: after Keyfleet's one refused try, a wrong try of the holder still leaves 2.
+    // 5 PIN tries: after Keyfleet's one refused try and a wrong one of the holder, 3 are left.
     let policy = yubico_retries_policy(work.path());
     let _served = pcscd.vcard(card.path(), &[]);
     pcscd.wait_card(true);

@@ -76,7 +76,11 @@ pub(crate) fn slot_request(
         })?),
     };
     session.admin_login(ctx, Some(cred))?;
-    match session.check_pin(ctx, &pin) {
+    // The stored PIN is never tried when a wrong try would leave fewer than 2 tries; a PIN
+    // the holder types at the station may use all but the last (a mistyped one leaves 1, and
+    // the holder is there to be unblocked).
+    let keep = if typed.is_some() { 1 } else { 2 };
+    match session.check_pin(ctx, &pin, keep) {
         // The guarded verify refused to try it, or the card refused it: the holder may type
         // it again; nothing about the stored PIN was learned.
         Err(ApplyError::HolderPin {

@@ -105,10 +105,11 @@ pub trait CardSession {
     ) -> Result<bool, ApplyError>;
 
     /// Verifies the PIN Keyfleet holds before a slot is touched, without ever spending a
-    /// holder's last tries (PIV: reads the retry counter first). A refused or untried PIN is
+    /// holder's last tries (PIV: reads the retry counter first and tries only when a wrong
+    /// try leaves at least `keep`). A refused or untried PIN is
     /// [`ApplyError::HolderPin`]. Default: nothing to do (tokens log in with the PIN in
     /// [`CardSession::admin_login`]).
-    fn check_pin(&mut self, _ctx: &Context<'_>, _pin: &str) -> Result<(), ApplyError> {
+    fn check_pin(&mut self, _ctx: &Context<'_>, _pin: &str, _keep: u8) -> Result<(), ApplyError> {
         Ok(())
     }
 

@@ -220,9 +220,9 @@ impl CardSession for PivCard {
         }
     }
 
-    fn check_pin(&mut self, _ctx: &Context<'_>, pin: &str) -> Result<(), ApplyError> {
+    fn check_pin(&mut self, _ctx: &Context<'_>, pin: &str, keep: u8) -> Result<(), ApplyError> {
         let card = self.card.clone();
-        let check = self.client().verify_pin_guarded(pin, 2);
+        let check = self.client().verify_pin_guarded(pin, keep);
         let (cause, left) = match check {
             Ok(PinCheck::Verified) => return Ok(()),
             Ok(PinCheck::Refused { retries_left }) => (HolderPinCause::Refused, retries_left),
