@@ -259,6 +259,40 @@ pub fn master_key(store: &KeyStore, state_dir: &Path) -> Result<MasterKey, KeySt
         }
         KeyStore::Pkcs11(uri) => uri,
     };
+    token_data_key(uri, &state_dir.join(WRAPPED_MASTER_KEY_FILE), WRAP_AAD)
+}
+
+/// File (in the state directory) of the archive key (`Settings.spec.archive.keyStore: file`).
+pub const ARCHIVE_KEY_FILE: &str = "archive.key";
+/// File (in the state directory) of the archive key's data key wrapped by the token.
+pub const WRAPPED_ARCHIVE_KEY_FILE: &str = "archive.key.p11";
+const ARCHIVE_WRAP_AAD: &[u8] = b"keyfleet-archive-key-v1";
+
+/// Loads the archive key (the key that wraps every archived key's own data key; never the
+/// master key) from `store`, like the master key: `<state_dir>/archive.key` (0600, created on
+/// first use) for `file`; on a token, the data key in `<state_dir>/archive.key.p11`
+/// decrypted by the token's AES key `object` (a different object from the master key's).
+pub fn archive_key(store: &KeyStore, state_dir: &Path) -> Result<MasterKey, KeyStoreError> {
+    match store {
+        KeyStore::File => {
+            let path = state_dir.join(ARCHIVE_KEY_FILE);
+            MasterKey::load_or_create_at(&path).map_err(|e| KeyStoreError::Io {
+                path,
+                source: std::io::Error::other(e.to_string()),
+            })
+        }
+        KeyStore::Pkcs11(uri) => token_data_key(
+            uri,
+            &state_dir.join(WRAPPED_ARCHIVE_KEY_FILE),
+            ARCHIVE_WRAP_AAD,
+        ),
+    }
+}
+
+/// A 32-byte data key kept in `path`, encrypted by the token's AES key the URI names (both
+/// created on first use).
+fn token_data_key(uri: &Pkcs11Uri, path: &Path, aad: &[u8]) -> Result<MasterKey, KeyStoreError> {
+    let state_dir = path.parent().unwrap_or(Path::new("."));
     let label = uri
         .object
         .as_deref()
@@ -268,7 +302,7 @@ pub fn master_key(store: &KeyStore, state_dir: &Path) -> Result<MasterKey, KeySt
         source,
     };
     let token = open_token(uri)?;
-    let path = state_dir.join(WRAPPED_MASTER_KEY_FILE);
+    let path = path.to_path_buf();
     let io = |source| KeyStoreError::Io {
         path: path.clone(),
         source,
@@ -291,7 +325,7 @@ pub fn master_key(store: &KeyStore, state_dir: &Path) -> Result<MasterKey, KeySt
                 .map_err(|_| KeyStoreError::Wrapped(path.clone()))?;
             let plain = Zeroizing::new(
                 token
-                    .aes_gcm_decrypt(key, &iv, WRAP_AAD, ct)
+                    .aes_gcm_decrypt(key, &iv, aad, ct)
                     .map_err(|_| KeyStoreError::Wrapped(path.clone()))?,
             );
             let bytes: [u8; 32] = plain
@@ -310,7 +344,7 @@ pub fn master_key(store: &KeyStore, state_dir: &Path) -> Result<MasterKey, KeySt
             let mut iv = [0u8; 12];
             rand::rng().fill_bytes(&mut iv);
             let ct = token
-                .aes_gcm_encrypt(key, &iv, WRAP_AAD, data.as_slice())
+                .aes_gcm_encrypt(key, &iv, aad, data.as_slice())
                 .map_err(tok)?;
             let mut blob = vec![WRAP_V1];
             blob.extend_from_slice(&iv);

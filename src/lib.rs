@@ -14,6 +14,8 @@
 //! - [`secrets`]: the master key, sealing secrets at rest, key diversification, PINs/PUKs.
 //! - [`keystore`]: where Keyfleet's own keys live (state dir or a PKCS#11 token).
 //! - [`ca`]: the certificate-authority trait and the embedded local CA.
+//! - [`archive`]: archived encryption keys (wrapped under the archive key) and their PKCS#12
+//!   recovery.
 //! - [`policy`]: the desired-state objects as written in YAML; loading and validation.
 //! - [`observe`]: read-only observation of directories: the snapshot value the planner reads
 //!   (`observe::snapshot`), the `file` reader and the LDAP reader.
@@ -34,6 +36,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod archive;
 pub mod audit;
 pub mod ca;
 pub mod card;

@@ -606,6 +606,7 @@ impl CardWork<'_> {
             crash: crate::apply::CrashPoint::default(),
             audit: self.audit,
             holder_pins: Default::default(),
+            archive: crate::archive::ArchiveKeys::new(&self.env.policy, &self.env.state_dir),
         };
         f(&ctx).map_err(|e| format!("{e:#}"))
     }

@@ -24,6 +24,9 @@ pub enum ApplyError {
     /// The card could not be reached.
     #[error(transparent)]
     CardAccess(#[from] CardAccessError),
+    /// The key archive could not be used (no archive key, a record that does not open).
+    #[error("the key archive: {0}")]
+    Archive(#[from] crate::archive::ArchiveError),
     /// The card refused or failed a command.
     #[error("card {card}: {source}")]
     Card {
@@ -253,6 +256,7 @@ impl ApplyError {
             | ApplyError::JournalSecretGone { .. } => true,
             ApplyError::Store(_)
             | ApplyError::Audit(_)
+            | ApplyError::Archive(_)
             | ApplyError::Token { .. }
             | ApplyError::CardAccess(_)
             | ApplyError::Card { .. }

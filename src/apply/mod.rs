@@ -130,6 +130,8 @@ pub struct Context<'a> {
     /// The audit log: every action is logged before it starts and when it ends; an action
     /// whose entry cannot be written does not run (fail closed).
     pub audit: &'a crate::audit::AuditLog,
+    /// The archive key, for keys of `archive: true` slots (loaded when first needed).
+    pub archive: crate::archive::ArchiveKeys,
     /// PINs the holders typed for this apply only (`keyfleet apply --holder-pin`), by card:
     /// the actions of such a card that wait for the holder run, with this PIN instead of the
     /// stored one. Never stored, logged, journalled or audited; empty everywhere else.

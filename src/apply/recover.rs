@@ -74,6 +74,15 @@ fn journal_secrets(
 /// reported; everything else proceeds.
 pub fn recover(ctx: &Context<'_>) -> Result<RecoveryReport, ApplyError> {
     let mut report = RecoveryReport::default();
+    // Keys an older Keyfleet sealed under the master key move into the archive (under the
+    // archive key) before anything else; the archive key is loaded only if there are some.
+    if !ctx.store.secret_names("archive/")?.is_empty() {
+        let archive_key = ctx.archive.key()?;
+        let moved = crate::archive::migrate(ctx.store, ctx.master, &archive_key, (ctx.clock)())?;
+        if moved > 0 {
+            tracing::info!(moved, "archived keys moved under the archive key");
+        }
+    }
     for mut entry in ctx.store.open_intents()? {
         let id = entry.action_id.clone();
         // A certificate the CA signed that the entry's closing records.

@@ -117,7 +117,7 @@ pub(crate) fn slot_request(
     )?;
     let public = match want.key_generation {
         KeyGeneration::OnCard => session.generate_key(slot, key_alg(want.key_algorithm)),
-        KeyGeneration::Server => server_key(ctx, session, card, want),
+        KeyGeneration::Server => server_key(ctx, session, card, cred, want),
     };
     let public = match public {
         Ok(public) => public,
@@ -215,6 +215,7 @@ pub(crate) fn server_key(
     ctx: &Context<'_>,
     session: &mut dyn CardSession,
     card: &str,
+    cred: &DesiredCredential,
     want: &DesiredCert,
 ) -> Result<PublicKey, ApplyError> {
     use crate::card::keys::PrivateKeyMaterial;
@@ -225,13 +226,23 @@ pub(crate) fn server_key(
             message: format!("server-side key generation failed: {e}"),
         })?;
     if want.archive {
-        let name = format!(
-            "archive/{card}/{}/{}",
-            want.slot.hex(),
-            hex::encode(rand::random::<[u8; 8]>())
-        );
-        let sealed = ctx.master.seal(name.as_bytes(), &pkcs8);
-        ctx.store.put_secret(&name, &sealed)?;
+        // Archived (and flushed) before the key goes onto the card: no archived slot holds a
+        // key the archive lacks.
+        let archive_key = ctx.archive.key()?;
+        crate::archive::archive(
+            ctx.store,
+            &archive_key,
+            &crate::archive::NewKey {
+                user: &cred.user,
+                template: &cred.template,
+                slot: want.slot,
+                card,
+                key_algorithm: want.key_algorithm,
+                spki_der: public.spki_der(),
+                pkcs8: &pkcs8,
+            },
+            (ctx.clock)(),
+        )?;
     }
     let material =
         PrivateKeyMaterial::from_pkcs8_der(alg, &pkcs8).map_err(|e| ApplyError::Csr {

@@ -80,6 +80,30 @@ pub fn generate_software(
     }
 }
 
+/// The algorithm and public key of a PKCS#8 DER private key Keyfleet makes (P-256, P-384,
+/// RSA 2048 or 3072), or None.
+pub fn public_of_pkcs8(der: &[u8]) -> Option<(KeyAlg, PublicKey)> {
+    if let Ok(k) = p256::SecretKey::from_pkcs8_der(der) {
+        let p = PublicKey::from_ec_point(KeyAlg::EccP256, &k.public_key().to_sec1_bytes()).ok()?;
+        return Some((KeyAlg::EccP256, p));
+    }
+    if let Ok(k) = p384::SecretKey::from_pkcs8_der(der) {
+        let p = PublicKey::from_ec_point(KeyAlg::EccP384, &k.public_key().to_sec1_bytes()).ok()?;
+        return Some((KeyAlg::EccP384, p));
+    }
+    let k = rsa::PrivateKey::from_pkcs8_der(der).ok()?;
+    let alg = [KeyAlg::Rsa2048, KeyAlg::Rsa3072]
+        .into_iter()
+        .find(|a| a.rsa_bytes() == Some(k.size()))?;
+    let p = PublicKey::from_rsa_parts(
+        alg,
+        &k.n().to_be_bytes_trimmed_vartime(),
+        &k.e().to_be_bytes_trimmed_vartime(),
+    )
+    .ok()?;
+    Some((alg, p))
+}
+
 /// Asymmetric key algorithms Keyfleet puts on PIV cards (SP 800-78 identifiers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KeyAlg {

@@ -423,6 +423,7 @@ fn one_pass(
         crash: CrashPoint::from_env(),
         audit,
         holder_pins: Default::default(),
+        archive: crate::archive::ArchiveKeys::new(&env.policy, &env.state_dir),
     };
     recover(&ctx)?;
 

@@ -61,6 +61,7 @@ pub(super) fn run(c: &Connected<'_>, file: &Path, args: &Args) -> anyhow::Result
         crash: CrashPoint::from_env(),
         audit: c.audit,
         holder_pins: Default::default(),
+        archive: crate::archive::ArchiveKeys::new(&c.env.policy, &c.env.state_dir),
     };
     recover(&ctx)?;
 

@@ -10,6 +10,7 @@
 //! `certs-by-card` (index: length-prefixed card id ++ serial → nothing; the empty key marks
 //! the index complete, and a store without it is indexed when opened).
 
+mod archive;
 #[cfg(test)]
 mod format_tests;
 pub mod journal;

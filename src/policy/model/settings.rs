@@ -316,6 +316,21 @@ pub struct SettingsSpec {
     /// Card incidents.
     #[serde(default)]
     pub incidents: Incidents,
+    /// The archive of encryption keys (`archive: true` slots).
+    #[serde(default)]
+    pub archive: ArchiveSettings,
+}
+
+/// `Settings.spec.archive`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArchiveSettings {
+    /// Where the archive key lives (it wraps each archived key's own data key; it is never
+    /// the master key): `file` (default: `archive.key` in the state directory) or a `pkcs11:`
+    /// URI of an AES key on a token (a different object from the master key's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^(file|pkcs11:.*)$"))]
+    pub key_store: Option<String>,
 }
 
 /// Card incidents (`Settings.spec.incidents`).
@@ -353,6 +368,7 @@ impl Default for SettingsSpec {
             approval_timeout: default_approval_timeout(),
             api: Api::default(),
             incidents: Incidents::default(),
+            archive: ArchiveSettings::default(),
         }
     }
 }

@@ -282,6 +282,18 @@ impl Slot {
         }
     }
 
+    /// The slot of hex text (`"9D"`, any case).
+    pub fn from_hex(s: &str) -> Option<Slot> {
+        [
+            Slot::PivAuthentication,
+            Slot::DigitalSignature,
+            Slot::KeyManagement,
+            Slot::CardAuthentication,
+        ]
+        .into_iter()
+        .find(|x| x.hex().eq_ignore_ascii_case(s))
+    }
+
     /// The PIV key reference (`0x9A`).
     pub const fn key_ref(&self) -> u8 {
         match self {
