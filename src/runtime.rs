@@ -582,6 +582,28 @@ impl CardWork<'_> {
         })
     }
 
+    /// Recovers `user`'s archived keys for `requester` as a `recover-key` request's
+    /// parameters say.
+    pub fn recover_key(
+        &self,
+        requester: &str,
+        user: &str,
+        parameters: &serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        let p: crate::archive::RecoverParameters = serde_json::from_value(parameters.clone())
+            .map_err(|e| format!("the request's parameters: {e}"))?;
+        let recovery = crate::apply::KeyRecovery {
+            user: user.to_string(),
+            serial: p.serial,
+            pkcs12: p.pkcs12,
+            requester: requester.to_string(),
+        };
+        let mut v =
+            self.with_context(requester, |ctx| crate::apply::recover_key(ctx, &recovery))?;
+        v["notifyOwner"] = p.notify_owner.into();
+        Ok(v)
+    }
+
     /// Runs `f` with the executors' context: the template rules (the management key) and the
     /// cards.
     fn with_context<T>(

@@ -31,6 +31,7 @@ mod incidents;
 mod issuance;
 mod pin_mailer;
 mod recover;
+mod recover_key;
 mod slot;
 mod unblock;
 
@@ -48,6 +49,7 @@ pub use error::ApplyError;
 pub use incidents::retire_found_lost;
 pub use pin_mailer::pin_mailer_name;
 pub use recover::{RecoveryReport, recover};
+pub use recover_key::{KeyRecovery, recover_key};
 pub use unblock::{UnblockReport, release_puk, release_puk_to_mailer, rotate_puk, unblock};
 
 use ca_ops::{ca, ca_status, revoke_all};

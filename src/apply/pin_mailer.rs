@@ -49,15 +49,11 @@ pub(crate) fn write_pin_mailer(
     crate::fsutil::write_atomic(&path, body.as_bytes(), 0o600).map_err(err(&path))
 }
 
-/// Writes the unblock code (the card's PUK) released to `operator` for an approved request,
-/// 0600 in the PIN-mailer folder (0700): `unblock-code-<operator>-<card>.txt`. Returns its
-/// path.
-pub(crate) fn write_unblock_code(
+/// Writes `body` to `dir/name`, 0600 in a 0700 folder (created); returns the path.
+pub(crate) fn write_private(
     dir: &Path,
-    operator: &str,
-    holder: &str,
-    card: &str,
-    puk: &str,
+    name: &str,
+    body: &str,
 ) -> Result<std::path::PathBuf, ApplyError> {
     let err = |path: &Path| {
         let path = path.to_path_buf();
@@ -68,14 +64,31 @@ pub(crate) fn write_unblock_code(
         .mode(0o700)
         .create(dir)
         .map_err(err(dir))?;
-    let path = dir.join(pin_mailer_name(&format!("unblock-code-{operator}"), card));
+    let path = dir.join(name);
+    crate::fsutil::write_atomic(&path, body.as_bytes(), 0o600).map_err(err(&path))?;
+    Ok(path)
+}
+
+/// Writes the unblock code (the card's PUK) released to `operator` for an approved request,
+/// 0600 in the PIN-mailer folder (0700): `unblock-code-<operator>-<card>.txt`. Returns its
+/// path.
+pub(crate) fn write_unblock_code(
+    dir: &Path,
+    operator: &str,
+    holder: &str,
+    card: &str,
+    puk: &str,
+) -> Result<std::path::PathBuf, ApplyError> {
     let body = format!(
         "Keyfleet unblock code\nFor: {operator}\nHolder: {holder}\nCard: {card}\nPUK: {puk}\n\n\
          Give it to the holder only; it unblocks the PIN once (e.g. `yubico-piv-tool -a \
          unblock-pin`). Keyfleet replaces it at the card's next contact.\n"
     );
-    crate::fsutil::write_atomic(&path, body.as_bytes(), 0o600).map_err(err(&path))?;
-    Ok(path)
+    write_private(
+        dir,
+        &pin_mailer_name(&format!("unblock-code-{operator}"), card),
+        &body,
+    )
 }
 
 #[cfg(test)]

@@ -141,6 +141,21 @@ impl ArchiveKeys {
     }
 }
 
+/// What a `recover-key` request asks for (recorded in the request, given to its run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecoverParameters {
+    /// Only the key of this certificate (hex); every archived key of the user otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// The PKCS#12 file to write, an absolute path on the controller's machine that does not
+    /// exist yet.
+    pub pkcs12: std::path::PathBuf,
+    /// Recorded in the audit entries, for a mail gateway to tell the key's owner.
+    #[serde(default)]
+    pub notify_owner: bool,
+}
+
 /// The key id of a public key (its SubjectPublicKeyInfo DER).
 pub fn key_id(spki_der: &[u8]) -> String {
     hex::encode(Sha256::digest(spki_der))

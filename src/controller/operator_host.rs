@@ -67,6 +67,15 @@ impl Host for RunningHost {
         self.shared.triggers.fire(Trigger::Approved);
     }
 
+    fn recover_key(
+        &self,
+        requester: &str,
+        user: &str,
+        parameters: &serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        self.card_work(|w| w.recover_key(requester, user, parameters))
+    }
+
     fn retire_found_lost(
         &self,
         card: &str,
@@ -137,6 +146,15 @@ impl Host for OfflineHost<'_> {
         comment: &str,
     ) -> Result<serde_json::Value, String> {
         self.card_work().retire_found_lost(card, actor, comment)
+    }
+
+    fn recover_key(
+        &self,
+        requester: &str,
+        user: &str,
+        parameters: &serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        self.card_work().recover_key(requester, user, parameters)
     }
 
     fn approve_held(&self, _actor: &str, held: &[HeldRevocation]) -> Result<(), String> {

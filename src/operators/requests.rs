@@ -216,7 +216,7 @@ impl OperatorRequest {
                 who: who.to_string(),
             });
         }
-        approver.check(Permission::Approve, Some(&self.subject()))?;
+        approver.check(self.kind.approver_permission(), Some(&self.subject()))?;
         if self.approvals.iter().any(|a| a.by == who) {
             return Err(DecisionError::AlreadyApproved {
                 id: self.id.clone(),
@@ -246,9 +246,11 @@ impl OperatorRequest {
         let who = by.name();
         let allowed = who == self.requester
             || by.has(Permission::ManageRequests)
-            || by.check(Permission::Approve, Some(&self.subject())).is_ok();
+            || by
+                .check(self.kind.approver_permission(), Some(&self.subject()))
+                .is_ok();
         if !allowed {
-            by.check(Permission::Approve, Some(&self.subject()))?;
+            by.check(self.kind.approver_permission(), Some(&self.subject()))?;
         }
         self.denial = Some(Decision {
             by: who.to_string(),
@@ -265,7 +267,7 @@ impl OperatorRequest {
         grants.name() == self.requester
             || grants.has(Permission::ManageRequests)
             || grants
-                .check(Permission::Approve, Some(&self.subject()))
+                .check(self.kind.approver_permission(), Some(&self.subject()))
                 .is_ok()
     }
 }

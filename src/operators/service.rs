@@ -66,6 +66,14 @@ pub trait Host: Send + Sync {
         actor: &str,
         comment: &str,
     ) -> Result<serde_json::Value, String>;
+    /// Recovers archived keys of `user` for `requester` as `parameters` say (`serial`,
+    /// `pkcs12` or `toCard`, `notifyOwner`); returns what to record (no secret).
+    fn recover_key(
+        &self,
+        requester: &str,
+        user: &str,
+        parameters: &serde_json::Value,
+    ) -> Result<serde_json::Value, String>;
     /// A recorded fact changed what the next pass plans (an incident): plan soon.
     fn wake(&self) {}
 }
@@ -433,6 +441,28 @@ impl Operations<'_> {
     /// What a request of `kind` on `target` is about: the holder and templates, or 404.
     fn subject_of(&self, kind: OperationKind, target: &str) -> Result<Touched, OpError> {
         match kind {
+            OperationKind::RecoverKey => {
+                let records = crate::archive::records(self.store)
+                    .map_err(|e| OpError::Store(e.to_string()))?;
+                let mut templates: Vec<String> = records
+                    .iter()
+                    .filter(|r| r.user == target)
+                    .map(|r| r.template.clone())
+                    .collect();
+                if templates.is_empty() {
+                    return Err(OpError::NotFound(format!(
+                        "Keyfleet holds no archived key of user {target}"
+                    )));
+                }
+                templates.sort();
+                templates.dedup();
+                Ok(Touched {
+                    holder: Some(target.to_string()),
+                    templates,
+                    others: Vec::new(),
+                    parameters: serde_json::Value::Null,
+                })
+            }
             OperationKind::Unblock | OperationKind::UnblockCode => {
                 let card = self.store.card(target)?.ok_or_else(|| {
                     OpError::NotFound(format!("card {target} is not in the inventory"))
@@ -517,12 +547,38 @@ impl Operations<'_> {
         target: &str,
         reason: &str,
     ) -> Result<Outcome<serde_json::Value>, OpError> {
+        self.operate_with(g, kind, target, reason, serde_json::Value::Null)
+    }
+
+    /// [`Self::operate`] with the operation's own parameters (`extra`, an object merged into
+    /// what the target gives), recorded in the request and given to its run.
+    pub(super) fn operate_with(
+        &self,
+        g: &Grants,
+        kind: OperationKind,
+        target: &str,
+        reason: &str,
+        extra: serde_json::Value,
+    ) -> Result<Outcome<serde_json::Value>, OpError> {
         let name = kind.as_str();
+        if kind == OperationKind::RecoverKey && extra.is_null() {
+            self.allow(g, kind.permission(), name, target, None)?;
+            return self.refuse(
+                g,
+                name,
+                target,
+                OpError::Invalid(
+                    "recover-key needs a destination: use `keyfleet keys recover` or POST \
+                     /api/v1/keys/recover"
+                        .into(),
+                ),
+            );
+        }
         let Touched {
             holder,
             templates,
             others,
-            parameters,
+            mut parameters,
         } = match self.subject_of(kind, target) {
             Ok(s) => s,
             Err(e) => {
@@ -531,13 +587,21 @@ impl Operations<'_> {
                 return self.refuse(g, name, target, e);
             }
         };
+        if let Some(extra) = extra.as_object() {
+            if !parameters.is_object() {
+                parameters = serde_json::json!({});
+            }
+            if let Some(p) = parameters.as_object_mut() {
+                p.extend(extra.clone());
+            }
+        }
         let subject = Subject {
             holder: holder.as_deref(),
             templates: &templates,
             others: &others,
         };
         self.allow(g, kind.permission(), name, target, Some(&subject))?;
-        match self.policy.settings.spec.approvals.get(&kind) {
+        match kind.required_approvals(&self.policy.settings.spec.approvals) {
             None => {
                 let done = self.run(
                     g.name(),
@@ -566,7 +630,7 @@ impl Operations<'_> {
                     reason: reason.to_string(),
                     created: self.now,
                     expires: self.now.checked_add(timeout).unwrap_or(self.now),
-                    required: *required,
+                    required,
                     state: RequestState::Pending,
                     approvals: Vec::new(),
                     denial: None,
@@ -618,6 +682,7 @@ impl Operations<'_> {
                 actor,
                 parameters.get("deliver").and_then(|d| d.as_str()) == Some("pin-mailer"),
             ),
+            OperationKind::RecoverKey => self.host.recover_key(actor, target, parameters),
             OperationKind::ApproveMassRevocation => self.approve_held_now(actor, parameters),
         };
         let mut end = details;

@@ -27,6 +27,14 @@ impl Host for CountingHost {
     fn retire_found_lost(&self, _: &str, _: &str, _: &str) -> Result<serde_json::Value, String> {
         Err("no card here".into())
     }
+    fn recover_key(
+        &self,
+        _: &str,
+        _: &str,
+        _: &serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        Err("no archive here".into())
+    }
     fn held_revocations(&self) -> Result<Vec<HeldRevocation>, String> {
         Ok(vec![HeldRevocation {
             id: "revoke:bob".into(),

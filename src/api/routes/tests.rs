@@ -178,6 +178,14 @@ impl crate::operators::service::Host for NoHost {
     fn retire_found_lost(&self, _: &str, _: &str, _: &str) -> Result<serde_json::Value, String> {
         Err("no card here".into())
     }
+    fn recover_key(
+        &self,
+        _: &str,
+        _: &str,
+        _: &serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        Err("no archive here".into())
+    }
     fn approve_held(
         &self,
         _: &str,

@@ -166,15 +166,38 @@ pub enum OperationKind {
     UnblockCode,
     /// Approving the revocations the safety valve holds (target: `held-revocations`).
     ApproveMassRevocation,
+    /// Recovering a user's archived encryption keys (target: the uid). Always under approval:
+    /// `approvals.recover-key` approvers (2 when not set), holders of `recover-key`.
+    RecoverKey,
 }
 
 impl OperationKind {
     /// Every kind.
-    pub const ALL: [OperationKind; 3] = [
+    pub const ALL: [OperationKind; 4] = [
         OperationKind::Unblock,
         OperationKind::UnblockCode,
         OperationKind::ApproveMassRevocation,
+        OperationKind::RecoverKey,
     ];
+
+    /// How many approvals the operation needs under `approvals` (`None`: none, it runs at
+    /// once). Key recovery always needs some: 2 when `approvals` does not list it.
+    pub fn required_approvals(self, approvals: &BTreeMap<OperationKind, u32>) -> Option<u32> {
+        match (approvals.get(&self), self) {
+            (Some(n), _) => Some(*n),
+            (None, OperationKind::RecoverKey) => Some(2),
+            (None, _) => None,
+        }
+    }
+
+    /// The permission its approvers need: `recover-key` for key recovery (two-person control
+    /// among key recovery officers), `approve` for the rest.
+    pub fn approver_permission(self) -> Permission {
+        match self {
+            OperationKind::RecoverKey => Permission::RecoverKey,
+            _ => Permission::Approve,
+        }
+    }
 
     /// The kind's name (`unblock`, ...).
     pub fn as_str(self) -> &'static str {
@@ -182,6 +205,7 @@ impl OperationKind {
             OperationKind::Unblock => "unblock",
             OperationKind::UnblockCode => "unblock-code",
             OperationKind::ApproveMassRevocation => "approve-mass-revocation",
+            OperationKind::RecoverKey => "recover-key",
         }
     }
 
@@ -190,6 +214,7 @@ impl OperationKind {
         match self {
             OperationKind::Unblock | OperationKind::UnblockCode => Permission::Unblock,
             OperationKind::ApproveMassRevocation => Permission::ApproveMassRevocation,
+            OperationKind::RecoverKey => Permission::RecoverKey,
         }
     }
 }
