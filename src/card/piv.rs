@@ -18,7 +18,7 @@ use super::transport::{Transport, TransportError};
 use super::vcard::PIV_AID;
 
 mod retired;
-pub use retired::{KEY_HISTORY_TAG, KeyHistory, RETIRED_SLOTS, is_retired_slot};
+pub use retired::{KEY_HISTORY_TAG, KeyHistory, RETIRED_SLOTS, SlotKey, is_retired_slot};
 
 /// Failures of PIV operations.
 #[derive(Debug, Error)]

@@ -91,6 +91,19 @@ impl KeyHistory {
     }
 }
 
+/// What a key slot holds, as far as GET METADATA tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKey {
+    /// No key.
+    Empty,
+    /// A key generated on the card.
+    Generated,
+    /// An imported key.
+    Imported,
+    /// The card does not say (no GET METADATA, or no origin in its answer).
+    Unknown,
+}
+
 impl<T: Transport> PivClient<T> {
     /// Reads the Key History object; `None` if the card has none.
     pub fn read_key_history(&mut self) -> Result<Option<KeyHistory>, PivError> {
@@ -126,14 +139,19 @@ impl<T: Transport> PivClient<T> {
         Ok(out)
     }
 
-    /// Whether `slot` holds a key, from Yubico GET METADATA: `None` when the card does not
-    /// answer the command (a card without it cannot tell).
-    pub fn key_present(&mut self, slot: u8) -> Result<Option<bool>, PivError> {
+    /// What `slot` holds, from Yubico GET METADATA (origin tag `03`).
+    pub fn slot_key(&mut self, slot: u8) -> Result<SlotKey, PivError> {
         let r = self.exchange(0xF7, 0x00, slot, &[], true)?;
         match r.sw {
-            0x9000 => Ok(Some(true)),
-            0x6A82 | 0x6A88 => Ok(Some(false)),
-            _ => Ok(None),
+            0x9000 => {}
+            0x6A82 | 0x6A88 => return Ok(SlotKey::Empty),
+            _ => return Ok(SlotKey::Unknown),
+        }
+        match tlv::find(&r.data, 0x03).map_err(malformed_tlv("key metadata"))? {
+            Some([0x01]) => Ok(SlotKey::Generated),
+            Some([0x02]) => Ok(SlotKey::Imported),
+            Some(_) => Err(malformed("key metadata origin")),
+            None => Ok(SlotKey::Unknown),
         }
     }
 

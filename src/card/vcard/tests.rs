@@ -379,7 +379,7 @@ proptest! {
 mod retired {
     use super::*;
     use crate::card::keys::{KeyAlg, PrivateKeyMaterial};
-    use crate::card::piv::{KeyHistory, PivClient, PivError};
+    use crate::card::piv::{KeyHistory, PivClient, PivError, SlotKey};
     use crate::card::transport::InProcess;
     use p256::elliptic_curve::Generate as _;
     use p256::elliptic_curve::point::AffineCoordinates as _;
@@ -512,6 +512,9 @@ mod retired {
 
     #[test]
     fn slots_outside_82_to_95_are_refused() {
+        let secret = p256::SecretKey::generate_from_rng(&mut rand::rng());
+        let der = secret.to_pkcs8_der().unwrap();
+        let material = PrivateKeyMaterial::from_pkcs8_der(KeyAlg::EccP256, der.as_bytes()).unwrap();
         let mut card = VirtualCard::in_memory();
         admin(&mut card);
         let scalar = [0x11u8; 32];
@@ -537,8 +540,10 @@ mod retired {
                 Err(PivError::BadSlot(s)) if s == slot
             ));
         }
-        assert_eq!(c.key_present(0x83).unwrap(), Some(false));
+        assert_eq!(c.slot_key(0x83).unwrap(), SlotKey::Empty);
         c.generate_key(0x83, KeyAlg::EccP256).unwrap();
-        assert_eq!(c.key_present(0x83).unwrap(), Some(true));
+        assert_eq!(c.slot_key(0x83).unwrap(), SlotKey::Generated);
+        c.import_key(0x83, &material).unwrap();
+        assert_eq!(c.slot_key(0x83).unwrap(), SlotKey::Imported);
     }
 }
