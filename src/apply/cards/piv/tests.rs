@@ -123,10 +123,7 @@ fn retired_keys_are_written_read_replaced_and_wiped() {
         assert_eq!(card.read_retired().unwrap(), vec![]);
 
         card.write_retired(ctx, &[k1, k2]).unwrap();
-        assert_eq!(
-            card.read_retired().unwrap(),
-            vec![(0x82, c1.clone()), (0x83, c2)]
-        );
+        assert_eq!(card.read_retired().unwrap(), vec![(0x82, c1), (0x83, c2)]);
         let session = card.client();
         assert_eq!(
             session.read_key_history().unwrap(),
