@@ -45,6 +45,8 @@ mod operators_local;
 mod piv;
 /// PIV personalisation over pcscd + vpcd: retries, random management keys, pulled cards.
 mod piv_personalise;
+/// PIV retired key-management slots over pcscd + vpcd: OpenSC, `keyfleet cards`, decryption.
+mod piv_retired;
 /// PKCS#11 tokens on SoftHSM2: issuance, interoperability, PINs, recovery, HSM-held keys.
 mod pkcs11;
 /// Policy loading and validation through `keyfleet validate` / `keyfleet schema`.

@@ -170,6 +170,11 @@ pub enum ApplyError {
         /// Why.
         message: String,
     },
+    /// The card kind cannot do what was asked (e.g. retired key slots on a PKCS#11 token), or
+    /// the request does not fit the card (more retired keys than slots, a certificate that is
+    /// not of its key).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl std::fmt::Display for HolderPinCause {
@@ -246,6 +251,7 @@ impl ApplyError {
             ),
             ApplyError::CaUnavailable(..)
             | ApplyError::Csr { .. }
+            | ApplyError::Unsupported(_)
             | ApplyError::PinUnknown(_)
             | ApplyError::HolderPin { .. }
             | ApplyError::HolderPinRefused { .. }

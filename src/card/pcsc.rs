@@ -321,6 +321,19 @@ pub fn read_tries(
         })
 }
 
+/// Connects to the card in `reader` and reads the retired certificates its Key History
+/// announces, as (slot, DER), newest first (see [`PivClient::read_retired_certificates`]).
+pub fn read_retired(ctx: &pcsc::Context, reader: &str) -> Result<Vec<(u8, Vec<u8>)>, PcscError> {
+    let mut client = PivClient::new(PcscTransport::connect(ctx, reader)?);
+    client
+        .select()
+        .and_then(|()| client.read_retired_certificates())
+        .map_err(|source| PcscError::NotPiv {
+            reader: reader.to_string(),
+            source,
+        })
+}
+
 /// A change the watcher saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CardEvent {

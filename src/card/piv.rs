@@ -17,6 +17,9 @@ use super::tlv::{self, ApduError, CommandApdu, ResponseApdu, TlvError};
 use super::transport::{Transport, TransportError};
 use super::vcard::PIV_AID;
 
+mod retired;
+pub use retired::{KEY_HISTORY_TAG, KeyHistory, RETIRED_SLOTS, SlotKey, is_retired_slot};
+
 /// Failures of PIV operations.
 #[derive(Debug, Error)]
 pub enum PivError {
@@ -163,7 +166,8 @@ const NON_FEDERAL_FASCN: [u8; 25] = [
 
 const MAX_RESPONSE_ROUNDS: usize = 256;
 
-/// The data object holding the certificate for a key slot.
+/// The data object holding the certificate for a key slot (9A, 9C, 9D, 9E and the retired
+/// key-management slots 82…95, whose objects are 5FC10D…5FC120).
 pub fn cert_object_tag(slot: u8) -> Option<u32> {
     match slot {
         0x9A => Some(0x5FC105),

@@ -19,7 +19,9 @@ pub const LONG_ABOUT: &str = "List PC/SC readers, the card in each, its identity
 GUID, vendor serial when the card answers the probe, the inventory id Keyfleet gives it) and \
 what the inventory knows about it (status, user, template, stock), or the stock that would \
 take it as a blank, and the PIN and PUK tries left (read from the card without spending one: \
-the VERIFY status form, and Yubico GET METADATA for the PUK, unknown on cards without it). \
+the VERIFY status form, and Yubico GET METADATA for the PUK, unknown on cards without it), \
+and the retired key-management slots (82, 83, …) in use per the card's Key History object, \
+each with its certificate's serial, subject and end of validity. \
 A blocked PUK means the card can only be retired and replaced; a card reported lost is \
 marked REFUSED: Keyfleet never uses it until `keyfleet cards retire CARD --found-lost` wipes \
 it.\n\nA card without a CHUID is identified by its serial; a card with neither \
@@ -151,6 +153,55 @@ struct ReaderRow {
     refused: Option<&'static str>,
     #[serde(skip)]
     tries_error: Option<String>,
+    /// The retired key-management slots in use, per the card's Key History object.
+    retired_slots: Vec<RetiredRow>,
+    #[serde(skip)]
+    retired_error: Option<String>,
+}
+
+/// A retired key-management slot and its certificate.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RetiredRow {
+    slot: String,
+    serial: String,
+    subject: String,
+    /// RFC 3339.
+    not_after: String,
+}
+
+/// The rows of the retired certificates `(slot, DER)`; a certificate that does not decode
+/// is the error (the others are still listed).
+fn retired_rows(certs: &[(u8, Vec<u8>)]) -> (Vec<RetiredRow>, Option<String>) {
+    use x509_cert::der::Decode as _;
+    let mut rows = Vec::new();
+    let mut error = None;
+    for (slot, der) in certs {
+        let parsed = crate::ca::remote::parse_certificate(der)
+            .map_err(|e| e.to_string())
+            .and_then(|p| {
+                let subject = x509_cert::Certificate::from_der(der)
+                    .map_err(|e| e.to_string())?
+                    .tbs_certificate()
+                    .subject()
+                    .to_string();
+                let not_after = p
+                    .not_after
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .map_err(|e| e.to_string())?;
+                Ok(RetiredRow {
+                    slot: format!("{slot:02X}"),
+                    serial: p.serial,
+                    subject,
+                    not_after,
+                })
+            });
+        match parsed {
+            Ok(row) => rows.push(row),
+            Err(e) => error = Some(format!("retired slot {slot:02X}: {e}")),
+        }
+    }
+    (rows, error)
 }
 
 /// Runs `keyfleet cards`.
@@ -216,8 +267,15 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             Some(Ok(t)) => (t.pin, t.puk),
             _ => (None, None),
         };
+        let (retired_slots, retired_error) = match identity.map(|_| pcsc.retired(&r.name)) {
+            Some(Ok(certs)) => retired_rows(&certs),
+            Some(Err(e)) => (Vec::new(), Some(e)),
+            None => (Vec::new(), None),
+        };
         let record = id.as_ref().and_then(|id| inventory.cards.get(id));
         rows.push(ReaderRow {
+            retired_slots,
+            retired_error,
             pin_tries_left,
             puk_tries_left,
             pin_blocked: pin_tries_left == Some(0),
@@ -290,6 +348,15 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
                 }
                 if r.error.is_none() {
                     println!("  tries    {}", tries_text(r));
+                }
+                for k in &r.retired_slots {
+                    println!(
+                        "  retired  {} {} {} until {}",
+                        k.slot, k.serial, k.subject, k.not_after
+                    );
+                }
+                if let Some(e) = &r.retired_error {
+                    println!("  retired  unreadable: {e}");
                 }
                 if r.puk_blocked {
                     println!(

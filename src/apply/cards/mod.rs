@@ -184,12 +184,57 @@ pub trait CardSession {
         new_pin: &str,
     ) -> Result<Option<u8>, ApplyError>;
 
+    /// Writes the holder's previous encryption keys into the retired key-management slots,
+    /// newest first (PIV: 82, 83, …, after the administrative login), each with its
+    /// certificate; clears every retired slot beyond the list and writes the Key History
+    /// object (`C1` = keys written, `C2` = 0). Re-entrant. Default: the card kind has no
+    /// retired slots (PKCS#11 tokens).
+    fn write_retired(
+        &mut self,
+        _ctx: &Context<'_>,
+        _history: &[RetiredKey],
+    ) -> Result<(), ApplyError> {
+        Err(no_retired_slots())
+    }
+
+    /// The retired certificates the card announces (PIV: per the Key History object), as
+    /// (slot, certificate DER), newest first. Default: the card kind has no retired slots.
+    fn read_retired(&mut self) -> Result<Vec<(u8, Vec<u8>)>, ApplyError> {
+        Err(no_retired_slots())
+    }
+
     /// Replaces the PUK (PIV: CHANGE REFERENCE DATA `81`). Default: the card kind has no PUK
     /// (PKCS#11 tokens: the stock's SO PIN plays its part).
     fn change_puk(&mut self, _old: &str, _new: &str) -> Result<(), ApplyError> {
         Err(ApplyError::Stale(
             "this kind of card has no PUK Keyfleet could change".into(),
         ))
+    }
+}
+
+/// The error of a card kind without retired key slots (PKCS#11 tokens).
+fn no_retired_slots() -> ApplyError {
+    ApplyError::Unsupported(
+        "retired key slots are not supported for this card kind (PKCS#11 tokens have none)".into(),
+    )
+}
+
+/// A previous encryption key for a retired key-management slot, with its certificate.
+pub struct RetiredKey {
+    /// The private key (from the archive).
+    pub key: PrivateKeyMaterial,
+    /// Its public key (the certificate's).
+    pub public: PublicKey,
+    /// The certificate, DER.
+    pub certificate_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for RetiredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetiredKey")
+            .field("key", &self.key)
+            .field("certificate_len", &self.certificate_der.len())
+            .finish()
     }
 }
 

@@ -167,6 +167,15 @@ impl PcscCards {
         }
     }
 
+    /// The retired certificates (slot, DER) the card in `reader` announces in its Key
+    /// History; why not, when they cannot be read.
+    pub fn retired(&self, reader: &str) -> Result<Vec<(u8, Vec<u8>)>, String> {
+        match &self.ctx {
+            Ok(ctx) => pcsc::read_retired(ctx, reader).map_err(|e| e.to_string()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
     fn scan_err(e: PcscError) -> CardAccessError {
         CardAccessError::Storage {
             card: "*".into(),

@@ -3,14 +3,17 @@
 
 use std::cell::RefCell;
 
-use super::{ALL_SLOTS, CardSession, Session, VirtualCards};
+use super::{ALL_SLOTS, CardSession, RetiredKey, Session, VirtualCards};
 use crate::apply::{ApplyError, Context, FACTORY_PIN, FACTORY_PUK, open_secret};
 use crate::card::keys::{KeyAlg, ManagementKey, MgmtAlg, PrivateKeyMaterial, PublicKey};
-use crate::card::piv::{PinCheck, PivError};
+use crate::card::piv::{KeyHistory, PinCheck, PivError, RETIRED_SLOTS, SlotKey};
 use crate::card::signer::CardSigner;
 use crate::desired::{DesiredCredential, TemplateRules};
 use crate::inventory::HolderPinCause;
 use crate::policy::model::{ManagementKeyAlgorithm, Slot};
+
+#[cfg(test)]
+mod tests;
 
 /// A PIV card (virtual, or real through a transport).
 pub struct PivCard {
@@ -180,6 +183,56 @@ impl PivCard {
             .map_err(&err)?;
         Ok(true)
     }
+}
+
+impl PivCard {
+    /// Empties a retired slot Keyfleet may have written: a fresh key over an imported one (or
+    /// one under a certificate) makes the old private key unrecoverable; the certificate goes.
+    /// A key the card generated itself (a previous clearing) is left alone.
+    fn clear_retired_slot(&self, slot: u8) -> Result<(), ApplyError> {
+        let err = self.err();
+        let mut session = self.client.borrow_mut();
+        let has_cert = match session.read_certificate(slot) {
+            Ok(cert) => cert.is_some(),
+            Err(PivError::CompressedCertificate(_)) => true,
+            Err(e) => return Err(err(e)),
+        };
+        let imported = session.slot_key(slot).map_err(&err)? == SlotKey::Imported;
+        if has_cert || imported {
+            session.generate_key(slot, KeyAlg::EccP256).map_err(&err)?;
+        }
+        if has_cert {
+            session.delete_certificate(slot).map_err(&err)?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a retired key whose parts do not belong together: the certificate must carry the
+/// public key, of the private key's algorithm.
+fn check_retired_key(card: &str, index: usize, r: &RetiredKey) -> Result<(), ApplyError> {
+    use x509_cert::der::{Decode as _, Encode as _};
+    let bad = |why: &str| {
+        ApplyError::Unsupported(format!(
+            "card {card}: retired key {} (slot {:02X}): {why}",
+            index + 1,
+            0x82 + index
+        ))
+    };
+    if r.key.alg() != r.public.alg() {
+        return Err(bad("the private and the public key differ in algorithm"));
+    }
+    let cert = x509_cert::Certificate::from_der(&r.certificate_der)
+        .map_err(|e| bad(&format!("the certificate is not DER X.509: {e}")))?;
+    let spki = cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .map_err(|e| bad(&e.to_string()))?;
+    if spki != r.public.spki_der() {
+        return Err(bad("the certificate is not of this key"));
+    }
+    Ok(())
 }
 
 impl CardSession for PivCard {
@@ -451,8 +504,62 @@ impl CardSession for PivCard {
             .map_err(|source| ApplyError::Card { card, source })
     }
 
-    /// New keys over every slot that holds a certificate, certificates deleted, PIN, PUK and
-    /// management key back to the factory values.
+    /// Hides the history while the slots change (Key History `C1` = 0), imports each key into
+    /// 82, 83, … with its certificate, clears the retired slots beyond, then announces the
+    /// keys written. Every key is checked against its certificate before the card is touched.
+    fn write_retired(
+        &mut self,
+        ctx: &Context<'_>,
+        history: &[RetiredKey],
+    ) -> Result<(), ApplyError> {
+        let card = self.card.clone();
+        if history.len() > RETIRED_SLOTS.len() {
+            return Err(ApplyError::Unsupported(format!(
+                "card {card}: {} retired keys do not fit the {} retired slots",
+                history.len(),
+                RETIRED_SLOTS.len()
+            )));
+        }
+        for (i, r) in history.iter().enumerate() {
+            check_retired_key(&card, i, r)?;
+        }
+        self.admin_login(ctx, None)?;
+        let err = self.err();
+        let hidden = KeyHistory::default();
+        self.client
+            .borrow_mut()
+            .write_key_history(&hidden)
+            .map_err(&err)?;
+        for (slot, r) in RETIRED_SLOTS.iter().zip(history) {
+            let mut session = self.client.borrow_mut();
+            session.import_key(*slot, &r.key).map_err(&err)?;
+            session
+                .write_certificate(*slot, &r.certificate_der)
+                .map_err(&err)?;
+        }
+        for slot in RETIRED_SLOTS.iter().skip(history.len()) {
+            self.clear_retired_slot(*slot)?;
+        }
+        let written = KeyHistory {
+            on_card: u8::try_from(history.len()).unwrap_or(0),
+            ..KeyHistory::default()
+        };
+        self.client
+            .borrow_mut()
+            .write_key_history(&written)
+            .map_err(&err)
+    }
+
+    fn read_retired(&mut self) -> Result<Vec<(u8, Vec<u8>)>, ApplyError> {
+        let card = self.card.clone();
+        self.client()
+            .read_retired_certificates()
+            .map_err(|source| ApplyError::Card { card, source })
+    }
+
+    /// New keys over every slot that holds a certificate (and over imported retired keys),
+    /// certificates and the Key History deleted, PIN, PUK and management key back to the
+    /// factory values.
     fn wipe(&mut self, ctx: &Context<'_>) -> Result<(), ApplyError> {
         self.admin_login(ctx, None)?;
         let card = self.card.clone();
@@ -462,6 +569,14 @@ impl CardSession for PivCard {
                 self.generate_key(slot, KeyAlg::EccP256)?;
                 self.delete_certificate(slot)?;
             }
+        }
+        // The history first, so that no reader trusts a half-cleared slot.
+        self.client
+            .borrow_mut()
+            .delete_key_history()
+            .map_err(self.err())?;
+        for slot in RETIRED_SLOTS {
+            self.clear_retired_slot(slot)?;
         }
         // PIN back to factory through the PUK (the holder's PIN is not needed), then the PUK.
         let puk = open_secret(ctx, &format!("puk/{card}"))?;

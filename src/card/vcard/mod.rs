@@ -14,7 +14,9 @@
 //! Commands: SELECT, GET/PUT DATA, VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER, GENERAL
 //! AUTHENTICATE (9B mutual/external/challenge; ECDSA, RSA raw, ECDH), GENERATE ASYMMETRIC KEY
 //! PAIR, and the Yubico extensions GET VERSION/SERIAL/METADATA, SET MANAGEMENT KEY, IMPORT KEY,
-//! SET PIN RETRIES.
+//! SET PIN RETRIES. Key slots are 9A, 9C, 9D, 9E and the retired key-management slots 82…95
+//! (PIN once per session, as 9D; certificates in 5FC10D…5FC120, the Key History in 5FC10C,
+//! always readable, written with the management key like every object).
 //! Every input yields a status word; no input panics. Private keys never leave the card.
 //!
 //! It does NOT speak vpcd or PC/SC (a transport serves it), does not know users or policies,

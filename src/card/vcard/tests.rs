@@ -375,3 +375,175 @@ proptest! {
         }
     }
 }
+
+mod retired {
+    use super::*;
+    use crate::card::keys::{KeyAlg, PrivateKeyMaterial};
+    use crate::card::piv::{KeyHistory, PivClient, PivError, SlotKey};
+    use crate::card::transport::InProcess;
+    use p256::elliptic_curve::Generate as _;
+    use p256::elliptic_curve::point::AffineCoordinates as _;
+    use p256::pkcs8::EncodePrivateKey as _;
+
+    fn client() -> PivClient<InProcess> {
+        let mut c = PivClient::new(InProcess::new(VirtualCard::in_memory()));
+        c.select().unwrap();
+        c.authenticate(&ManagementKey::factory_default()).unwrap();
+        c
+    }
+
+    #[test]
+    fn an_imported_p256_key_in_82_does_ecdh_after_the_pin() {
+        let secret = p256::SecretKey::generate_from_rng(&mut rand::rng());
+        let der = secret.to_pkcs8_der().unwrap();
+        let material = PrivateKeyMaterial::from_pkcs8_der(KeyAlg::EccP256, der.as_bytes()).unwrap();
+        let mut c = client();
+        c.import_key(0x82, &material).unwrap();
+        let peer = p256::SecretKey::generate_from_rng(&mut rand::rng());
+        let peer_point = peer.public_key().to_sec1_bytes();
+        assert!(matches!(
+            c.ecdh(0x82, KeyAlg::EccP256, &peer_point),
+            Err(PivError::SecurityStatus { ins: 0x87 })
+        ));
+        c.verify_pin("123456").unwrap();
+        let shared = c.ecdh(0x82, KeyAlg::EccP256, &peer_point).unwrap();
+        let expected =
+            (secret.public_key().to_projective() * *peer.to_nonzero_scalar()).to_affine();
+        assert_eq!(shared, expected.x().to_vec());
+        // PIN once per session, as 9D: a second operation needs no new VERIFY.
+        assert_eq!(c.ecdh(0x82, KeyAlg::EccP256, &peer_point).unwrap(), shared);
+        // GET METADATA: P-256, PIN once, imported, the public point.
+        let card = c.transport_mut().card_mut();
+        let (md, sw) = send(card, &apdu(0xF7, 0, 0x82, &[]));
+        assert_eq!(sw, 0x9000);
+        assert_eq!(tlv::find(&md, 0x01).unwrap(), Some(&[0x11][..]));
+        assert_eq!(tlv::find(&md, 0x02).unwrap(), Some(&[0x02, 0x01][..]));
+        assert_eq!(tlv::find(&md, 0x03).unwrap(), Some(&[ORIGIN_IMPORTED][..]));
+        let public = tlv::find(&md, 0x04).unwrap().unwrap();
+        assert_eq!(
+            tlv::find(public, 0x86).unwrap().unwrap(),
+            &secret.public_key().to_sec1_bytes()[..]
+        );
+        // After a power cycle the PIN is needed again.
+        card.power_off();
+        card.power_on();
+        c.select().unwrap();
+        assert!(c.ecdh(0x82, KeyAlg::EccP256, &peer_point).is_err());
+    }
+
+    #[test]
+    fn an_imported_rsa_key_in_82_decrypts_after_the_pin() {
+        use rsa::traits::PublicKeyParts as _;
+        let mut rng = rand::rng();
+        let key = rsa::PrivateKey::new(&mut rng, 2048).unwrap();
+        let der = key.to_pkcs8_der().unwrap();
+        let material = PrivateKeyMaterial::from_pkcs8_der(KeyAlg::Rsa2048, der.as_bytes()).unwrap();
+        let public = key.to_public_key();
+        let message = b"a content-encryption key";
+        let ciphertext = public
+            .encrypt(&mut rng, rsa::Pkcs1v15Encrypt, message)
+            .unwrap();
+        let mut c = client();
+        c.import_key(0x82, &material).unwrap();
+        assert!(matches!(
+            c.sign_digest(0x82, KeyAlg::Rsa2048, &ciphertext),
+            Err(PivError::SecurityStatus { ins: 0x87 })
+        ));
+        c.verify_pin("123456").unwrap();
+        let block = c.sign_digest(0x82, KeyAlg::Rsa2048, &ciphertext).unwrap();
+        // The card returns the raw PKCS#1 v1.5 block: 00 02 <non-zero padding> 00 <message>.
+        assert_eq!(block.len(), public.size());
+        assert_eq!(&block[..2], &[0x00, 0x02]);
+        let sep = block.iter().skip(2).position(|&b| b == 0).unwrap() + 2;
+        assert_eq!(&block[sep + 1..], message);
+        // A P-256 request on the RSA key is refused.
+        assert!(c.sign_digest(0x82, KeyAlg::EccP256, &[0; 32]).is_err());
+        // The key is persisted like the others: a reopened card still decrypts.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("card.json");
+        let mut c = PivClient::new(InProcess::new(VirtualCard::create(&path).unwrap()));
+        c.select().unwrap();
+        c.authenticate(&ManagementKey::factory_default()).unwrap();
+        c.import_key(0x95, &material).unwrap();
+        let mut c = PivClient::new(InProcess::new(VirtualCard::open(&path).unwrap()));
+        c.select().unwrap();
+        c.verify_pin("123456").unwrap();
+        assert_eq!(
+            c.sign_digest(0x95, KeyAlg::Rsa2048, &ciphertext).unwrap(),
+            block
+        );
+    }
+
+    #[test]
+    fn retired_certificates_and_key_history_round_trip() {
+        let mut c = client();
+        for (i, slot) in crate::card::piv::RETIRED_SLOTS.iter().enumerate() {
+            c.write_certificate(*slot, &[0x30, 0x01, i as u8]).unwrap();
+        }
+        c.write_key_history(&KeyHistory {
+            on_card: 20,
+            off_card: 0,
+            url: None,
+        })
+        .unwrap();
+        // The objects are 5FC10D…5FC120, always readable.
+        let card = c.transport_mut().card_mut();
+        card.reset();
+        let (r, sw) = send(card, &apdu(0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x20]));
+        assert_eq!(sw, 0x9000);
+        assert_eq!(
+            tlv::find(&r[2..], 0x70).unwrap(),
+            Some(&[0x30, 0x01, 19][..])
+        );
+        let (r, sw) = send(card, &apdu(0xCB, 0x3F, 0xFF, &[0x5C, 3, 0x5F, 0xC1, 0x0C]));
+        assert_eq!(
+            (r, sw),
+            (
+                vec![0x53, 0x08, 0xC1, 0x01, 20, 0xC2, 0x01, 0, 0xFE, 0x00],
+                0x9000
+            )
+        );
+        c.select().unwrap();
+        let certs = c.read_retired_certificates().unwrap();
+        assert_eq!(certs.len(), 20);
+        assert_eq!(certs[0], (0x82, vec![0x30, 0x01, 0]));
+        assert_eq!(certs[19], (0x95, vec![0x30, 0x01, 19]));
+    }
+
+    #[test]
+    fn slots_outside_82_to_95_are_refused() {
+        let secret = p256::SecretKey::generate_from_rng(&mut rand::rng());
+        let der = secret.to_pkcs8_der().unwrap();
+        let material = PrivateKeyMaterial::from_pkcs8_der(KeyAlg::EccP256, der.as_bytes()).unwrap();
+        let mut card = VirtualCard::in_memory();
+        admin(&mut card);
+        let scalar = [0x11u8; 32];
+        let mut import = vec![0x06, 0x20];
+        import.extend(scalar);
+        for slot in [0x80, 0x81, 0x96, 0x9F, 0xF9, 0x00] {
+            let gen_ = apdu(0x47, 0, slot, &[0xAC, 3, 0x80, 1, 0x11]);
+            assert_eq!(send(&mut card, &gen_).1, 0x6A86, "generate {slot:02X}");
+            assert_eq!(
+                send(&mut card, &apdu(0xFE, 0x11, slot, &import)).1,
+                0x6A86,
+                "import {slot:02X}"
+            );
+        }
+        for slot in [0x82, 0x95] {
+            assert_eq!(send(&mut card, &apdu(0xFE, 0x11, slot, &import)).1, 0x9000);
+        }
+        // No certificate object beyond 95 for the client either.
+        let mut c = client();
+        for slot in [0x81, 0x96] {
+            assert!(matches!(
+                c.write_certificate(slot, &[0x30, 0]),
+                Err(PivError::BadSlot(s)) if s == slot
+            ));
+        }
+        assert_eq!(c.slot_key(0x83).unwrap(), SlotKey::Empty);
+        c.generate_key(0x83, KeyAlg::EccP256).unwrap();
+        assert_eq!(c.slot_key(0x83).unwrap(), SlotKey::Generated);
+        c.import_key(0x83, &material).unwrap();
+        assert_eq!(c.slot_key(0x83).unwrap(), SlotKey::Imported);
+    }
+}
