@@ -35,6 +35,7 @@ use crate::store::HistoryEntry;
 use crate::views::{CardDetail, InventoryView, UserDetail};
 
 pub mod cards;
+pub mod keys;
 
 /// What the routes share.
 pub struct ApiState {
@@ -77,7 +78,7 @@ const AUTH_404: &[u16] = &[401, 403, 404, 429, 500];
 const OPERATE: &[u16] = &[401, 403, 404, 409, 422, 429, 500];
 
 /// Every route, as documented.
-pub static ROUTES: [RouteDoc; 19] = [
+pub static ROUTES: [RouteDoc; 21] = [
     RouteDoc {
         method: Method::GET,
         path: "/api/v1/whoami",
@@ -187,6 +188,24 @@ pub static ROUTES: [RouteDoc; 19] = [
         errors: OPERATE,
     },
     RouteDoc {
+        method: Method::GET,
+        path: "/api/v1/keys",
+        summary: "Archived encryption keys, never key material (query: user); recover-key or view-inventory, within its template scope",
+        permission: Some(Permission::RecoverKey),
+        request: None,
+        response: schema::<Vec<crate::archive::ArchivedKey>>,
+        errors: &[401, 403, 422, 429, 500],
+    },
+    RouteDoc {
+        method: Method::POST,
+        path: "/api/v1/keys/recover",
+        summary: "Ask for the recovery of a user's archived keys as a PKCS#12 file: always 202 and a recover-key request (approvals.recover-key approvers, 2 by default, holders of recover-key, neither the requester nor the owner); the one-time password goes to the requester's file in the PIN-mailer folder",
+        permission: Some(Permission::RecoverKey),
+        request: Some(schema::<keys::RecoverBody>),
+        response: schema::<OperationOutcome>,
+        errors: OPERATE,
+    },
+    RouteDoc {
         method: Method::POST,
         path: "/api/v1/held-revocations/approve",
         summary: "Approve the revocations the safety valve holds (202 and a request when that needs approval)",
@@ -267,6 +286,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/cards/{id}/found", post(cards::found))
         .route("/api/v1/cards/{id}/retire", post(cards::retire))
         .route("/api/v1/cards/{id}/unblock-code", post(cards::unblock_code))
+        .route("/api/v1/keys", get(keys::list))
+        .route("/api/v1/keys/recover", post(keys::recover))
         .route("/api/v1/held-revocations/approve", post(approve_held))
         .route("/api/v1/requests", get(list_requests).post(create_request))
         .route("/api/v1/requests/{id}", get(show_request))

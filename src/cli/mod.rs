@@ -18,6 +18,7 @@ pub mod directory;
 pub mod docs;
 pub mod incidents;
 pub mod inventory;
+pub mod keys;
 pub mod markdown;
 pub mod operator;
 pub mod plan;
@@ -119,6 +120,9 @@ pub enum Command {
     Requests(requests::Args),
     /// Ask a controller's operator API who you are (operator, roles, permissions).
     Whoami(whoami::Args),
+    /// The archive of encryption keys: list, and recover under two-person control.
+    #[command(long_about = keys::LONG_ABOUT)]
+    Keys(keys::Args),
     /// Show what Keyfleet sees in a directory: one user, or a group's members.
     #[command(long_about = directory::LONG_ABOUT)]
     Directory(directory::Args),
@@ -206,6 +210,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approve(args) => approve::run(&cli.global, args),
         Command::Requests(args) => requests::run(&cli.global, args),
         Command::Whoami(args) => whoami::run(&cli.global, args),
+        Command::Keys(args) => keys::run(&cli.global, args),
         Command::Directory(args) => directory::run(&cli.global, args),
         Command::Reindex(args) => reindex::run(&cli.global, args),
         Command::AuditLog(args) => audit_log::run(&cli.global, args),

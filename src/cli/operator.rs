@@ -114,6 +114,24 @@ pub fn api_call(call: &OperatorCall) -> (&'static str, String, Option<serde_json
             Some(json!({"reason": reason})),
         ),
         OperatorCall::ShowCard { card } => ("GET", format!("/cards/{}", segment(card)), None),
+        OperatorCall::ListKeys { user } => (
+            "GET",
+            match user {
+                Some(u) => format!("/keys?user={}", segment(u)),
+                None => "/keys".into(),
+            },
+            None,
+        ),
+        OperatorCall::RecoverKey {
+            user,
+            parameters,
+            reason,
+        } => {
+            let mut body = serde_json::to_value(parameters).unwrap_or_default();
+            body["user"] = user.clone().into();
+            body["reason"] = reason.clone().into();
+            ("POST", "/keys/recover".into(), Some(body))
+        }
         OperatorCall::ReportIncident {
             card,
             kind,

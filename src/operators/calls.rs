@@ -54,6 +54,7 @@ pub fn changes_requests(call: &OperatorCall) -> bool {
             | OperatorCall::ListRequests
             | OperatorCall::ShowRequest { .. }
             | OperatorCall::ShowCard { .. }
+            | OperatorCall::ListKeys { .. }
     )
 }
 
@@ -65,6 +66,12 @@ pub fn dispatch(ops: &Operations<'_>, g: &Grants, call: &OperatorCall) -> Result
         OperatorCall::Unblock { card, reason } => outcome_json(ops.unblock(g, card, reason)?, now),
         OperatorCall::ApproveHeld { reason } => outcome_json(ops.approve_held(g, reason)?, now),
         OperatorCall::ShowCard { card } => json(&ops.card(g, card)?),
+        OperatorCall::ListKeys { user } => json(&ops.keys(g, user.as_deref())?),
+        OperatorCall::RecoverKey {
+            user,
+            parameters,
+            reason,
+        } => outcome_json(ops.recover_key(g, user, parameters, reason)?, now),
         OperatorCall::ReportIncident {
             card,
             kind,

@@ -7,6 +7,7 @@ pub mod calls;
 pub mod decisions;
 pub mod identity;
 pub mod incidents;
+pub mod keys;
 pub mod requests;
 pub mod roles;
 pub mod service;

@@ -102,6 +102,22 @@ pub enum OperatorCall {
         #[serde(default)]
         reason: String,
     },
+    /// The archived keys the caller may see.
+    ListKeys {
+        /// Only this user's.
+        #[serde(default)]
+        user: Option<String>,
+    },
+    /// Ask for the recovery of a user's archived keys (a `recover-key` request).
+    RecoverKey {
+        /// Whose keys.
+        user: String,
+        /// Which, and where to.
+        parameters: crate::archive::RecoverParameters,
+        /// Why.
+        #[serde(default)]
+        reason: String,
+    },
     /// Approve the revocations the safety valve holds.
     ApproveHeld {
         /// Why.

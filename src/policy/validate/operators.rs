@@ -7,14 +7,9 @@ use crate::names::DistinguishedName;
 use crate::policy::diag::codes;
 use crate::policy::model::{CertificateAuthoritySpec, Kind, Permission};
 
-/// Permissions of the vocabulary whose operations (binding, holds and revocations by hand,
-/// key recovery) are not built yet.
-const RESERVED: [Permission; 4] = [
-    Permission::Bind,
-    Permission::Hold,
-    Permission::Revoke,
-    Permission::RecoverKey,
-];
+/// Permissions of the vocabulary whose operations (binding, holds and revocations by hand)
+/// are not built yet.
+const RESERVED: [Permission; 3] = [Permission::Bind, Permission::Hold, Permission::Revoke];
 
 /// The prefix of a group member of a role (`group:pki-admins`).
 pub const GROUP_PREFIX: &str = "group:";

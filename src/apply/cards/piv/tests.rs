@@ -60,6 +60,10 @@ fn with_ctx<T>(f: &Fixture, run: impl FnOnce(&Context<'_>) -> T) -> T {
         crash: crate::apply::CrashPoint::default(),
         audit: &f.audit,
         holder_pins: Default::default(),
+        archive: crate::archive::ArchiveKeys::new(
+            &crate::policy::PolicySet::empty(&f.state),
+            &f.state,
+        ),
     };
     run(&ctx)
 }
