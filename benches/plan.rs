@@ -153,6 +153,7 @@ fn issued(d: &Desired, now: time::OffsetDateTime) -> Inventory {
                     enrolment: 0,
                     updated_at: now,
                     pem: String::new(),
+                    key_id: None,
                 },
             );
         }

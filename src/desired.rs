@@ -92,6 +92,8 @@ pub struct TemplateRules {
     /// PIN and PUK tries set at personalisation, when the card type can
     /// ([`crate::policy::model::CardTemplateSpec::settable_retries`]).
     pub retries: Option<(u8, u8)>,
+    /// Previous key-management keys kept in the card's retired slots (`keyHistory`).
+    pub key_history: u8,
 }
 
 /// A card stock as the planner needs it.
@@ -726,6 +728,7 @@ pub fn from_policy(policy: &PolicySet) -> Desired {
                 on_user_disabled: t.spec.on_user_disabled,
                 management_key: t.spec.management_key,
                 retries: t.spec.settable_retries(),
+                key_history: t.spec.effective_key_history(),
             },
         );
         if let Some(temporary) = &t.spec.temporary {

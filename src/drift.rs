@@ -69,6 +69,7 @@ pub fn findings(
                 | ReasonCode::TemporaryForForgotten,
             ) => "card-incident",
             (ActionKind::RotatePuk, _) => "puk-to-rotate",
+            (ActionKind::KeyHistory, _) => "key-history-drift",
             (ActionKind::Revoke, ReasonCode::Superseded) => "superseded-still-valid",
             (ActionKind::Revoke, _) => "credential-without-entitlement",
             (ActionKind::Reissue, _) => "template-drift",

@@ -133,6 +133,7 @@ pub(crate) fn cert_record(
         enrolment: entry.id,
         updated_at: now,
         pem: issued.pem.clone(),
+        key_id: crate::archive::der_key_id(&issued.der),
     })
 }
 

@@ -29,6 +29,7 @@ pub mod crl;
 mod error;
 mod incidents;
 mod issuance;
+mod key_history;
 mod pin_mailer;
 mod recover;
 mod recover_key;
@@ -407,7 +408,34 @@ fn run_action(
             }
             Ok(done)
         }
-        ActionKind::Issue => issue(ctx, action, created),
+        ActionKind::Issue => {
+            let serials = issue(ctx, action, created)?;
+            // A new card (a replacement after a lost or damaged one, say) gets the holder's
+            // key history at once; if that fails, the next plan asks for it again.
+            let wants_history = action
+                .template
+                .as_deref()
+                .and_then(|t| ctx.desired.templates.get(t))
+                .is_some_and(|r| r.key_history > 0);
+            let card_key = format!(
+                "new:{}:{}",
+                action.user,
+                action.template.clone().unwrap_or_default()
+            );
+            if wants_history
+                && let Some(card) = action
+                    .card
+                    .clone()
+                    .or_else(|| created.get(&card_key).cloned())
+            {
+                let written = connect(ctx, &card)
+                    .and_then(|mut session| key_history::write(ctx, &card, session.as_mut()));
+                if let Err(e) = written {
+                    tracing::warn!(card = %card, "key history not written yet: {e}");
+                }
+            }
+            Ok(serials)
+        }
         ActionKind::Renew | ActionKind::Reissue => {
             let card = card_of(action)?;
             let slot = action
@@ -492,6 +520,11 @@ fn run_action(
             let mut session = connect(ctx, card)?;
             unblock::rotate_puk(ctx, card, session.as_mut())?;
             Ok(Vec::new())
+        }
+        ActionKind::KeyHistory => {
+            let card = card_of(action)?;
+            let mut session = connect(ctx, card)?;
+            key_history::write(ctx, card, session.as_mut())
         }
         ActionKind::Retire => {
             let card = card_of(action)?;

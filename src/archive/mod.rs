@@ -161,11 +161,18 @@ pub fn key_id(spki_der: &[u8]) -> String {
     hex::encode(Sha256::digest(spki_der))
 }
 
-/// The key id of a certificate's public key, if its PEM decodes.
+/// The key id of a certificate's public key: the one recorded, else from its PEM.
 pub fn cert_key_id(cert: &CertRecord) -> Option<String> {
+    if let Some(id) = &cert.key_id {
+        return Some(id.clone());
+    }
+    der_key_id(&cert.der()?)
+}
+
+/// The key id of a certificate's public key, from its DER.
+pub fn der_key_id(der: &[u8]) -> Option<String> {
     use der::{Decode, Encode};
-    let der = cert.der()?;
-    let parsed = x509_cert::Certificate::from_der(&der).ok()?;
+    let parsed = x509_cert::Certificate::from_der(der).ok()?;
     let spki = parsed
         .tbs_certificate()
         .subject_public_key_info()

@@ -151,6 +151,10 @@ pub struct CertRecord {
     pub updated_at: OffsetDateTime,
     /// The leaf certificate, PEM.
     pub pem: String,
+    /// SHA-256 of its public key (SubjectPublicKeyInfo DER), hex: how an archived key is
+    /// matched with its certificate. Absent on records written before Keyfleet kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 impl CertRecord {
@@ -204,6 +208,10 @@ pub struct CardFacts {
     /// never released again, and a new one is set at the card's next contact (`rotate-puk`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub puk_released: Option<PukRelease>,
+    /// The certificates (serials, newest first) whose keys Keyfleet wrote into the card's
+    /// retired key-management slots (82, 83, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_history: Vec<String>,
 }
 
 impl CardFacts {
@@ -215,6 +223,7 @@ impl CardFacts {
             && self.incident.is_none()
             && self.incidents.is_empty()
             && self.puk_released.is_none()
+            && self.key_history.is_empty()
     }
 
     /// The facts left once the card is wiped: its incident history only.
@@ -287,6 +296,9 @@ pub struct Inventory {
     /// Facts learned about cards, by card id (only cards with a fact are listed).
     #[serde(default)]
     pub facts: BTreeMap<String, CardFacts>,
+    /// Key ids (see [`CertRecord::key_id`]) of the keys the archive holds.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub archived: std::collections::BTreeSet<String>,
 }
 
 impl Inventory {

@@ -37,11 +37,14 @@ pub enum ActionKind {
     /// Set a new random PUK on a card whose PUK was released (offline unblock), at its next
     /// contact.
     RotatePuk,
+    /// Write the holder's previous key-management keys (from the archive) into the card's
+    /// retired slots.
+    KeyHistory,
 }
 
 impl ActionKind {
     /// Every kind, in plan order.
-    pub const ALL: [ActionKind; 8] = [
+    pub const ALL: [ActionKind; 9] = [
         ActionKind::Issue,
         ActionKind::Renew,
         ActionKind::Reissue,
@@ -50,6 +53,7 @@ impl ActionKind {
         ActionKind::Revoke,
         ActionKind::Retire,
         ActionKind::RotatePuk,
+        ActionKind::KeyHistory,
     ];
 
     /// Whether the action needs the card to be present.
@@ -61,6 +65,7 @@ impl ActionKind {
                 | ActionKind::Reissue
                 | ActionKind::Retire
                 | ActionKind::RotatePuk
+                | ActionKind::KeyHistory
         )
     }
 
@@ -75,6 +80,7 @@ impl ActionKind {
             ActionKind::Revoke => "revoke",
             ActionKind::Retire => "retire",
             ActionKind::RotatePuk => "rotate-puk",
+            ActionKind::KeyHistory => "key-history",
         }
     }
 }
@@ -155,6 +161,9 @@ pub enum ReasonCode {
     TemporaryEnded,
     /// The card's PUK was released for an offline unblock: a new one is set.
     RotatePuk,
+    /// The card's retired key-management slots do not hold the holder's previous keys the
+    /// template's `keyHistory` asks for.
+    KeyHistory,
 }
 
 /// A reason code with a human message naming the facts.

@@ -268,6 +268,7 @@ impl<'a> Ctx<'a> {
             };
             self.push_card_action(ActionKind::Resume, card, serials, reason);
         }
+        let first_slot_action = self.actions.len();
         let live = self.index.live_by_slot(&card.id);
         for (slot, want) in &cred.certificates {
             let (kind, code, message, serials) = match live.get(*slot) {
@@ -344,6 +345,12 @@ impl<'a> Ctx<'a> {
                 );
             }
         }
+        let renewing_9d = self.actions[first_slot_action..].iter().any(|a| {
+            a.slot == Some(Slot::KeyManagement)
+                && matches!(a.kind, ActionKind::Renew | ActionKind::Reissue)
+                && a.reason.code != ReasonCode::SlotRemoved
+        });
+        self.plan_key_history(card, renewing_9d);
     }
 
     /// Installs the certificates of `card` that were signed but not written (an issuance a

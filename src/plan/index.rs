@@ -82,6 +82,9 @@ pub(super) struct Index<'a> {
     pub(super) crowded: Vec<&'a str>,
     pub(super) blanks_by_stock: BTreeMap<&'a str, Vec<&'a CardRecord>>,
     pub(super) cards_per_stock: HashMap<&'a str, usize>,
+    /// Key-management certificates whose keys the archive holds, by user (empty unless the
+    /// archive holds some).
+    pub(super) archived_by_user: FastMap<&'a str, Vec<&'a CertRecord>>,
 }
 
 /// The live certificates of one card: the newest per slot inline, any older live ones (which
@@ -143,6 +146,16 @@ impl<'a> Index<'a> {
             let (certs_by_card, crowded) = certs
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let mut archived_by_user: FastMap<&str, Vec<&CertRecord>> = FastMap::default();
+            if !inv.archived.is_empty() {
+                for c in inv
+                    .certs
+                    .values()
+                    .filter(|c| super::key_history::is_archived_km(inv, c))
+                {
+                    archived_by_user.entry(c.user.as_str()).or_default().push(c);
+                }
+            }
             Index {
                 holders,
                 cards_by_user,
@@ -151,6 +164,7 @@ impl<'a> Index<'a> {
                 crowded,
                 blanks_by_stock,
                 cards_per_stock,
+                archived_by_user,
             }
         })
     }
@@ -181,6 +195,17 @@ impl<'a> Index<'a> {
         crowded.sort_unstable();
         crowded.dedup();
         (certs_by_card, crowded)
+    }
+
+    /// `user`'s key-management certificates whose keys the archive holds.
+    pub(super) fn archived_of<'s>(
+        &'s self,
+        user: &str,
+    ) -> impl Iterator<Item = &'a CertRecord> + 's {
+        self.archived_by_user
+            .get(user)
+            .into_iter()
+            .flat_map(|v| v.iter().copied())
     }
 
     pub(super) fn holder(&self, user: &str, template: &str) -> Option<&'a CardRecord> {

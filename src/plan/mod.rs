@@ -30,6 +30,7 @@ mod holds;
 mod incidents;
 mod index;
 pub mod json;
+pub mod key_history;
 
 use std::collections::BTreeSet;
 
@@ -387,6 +388,7 @@ fn sort_key(a: &Action) -> (&str, Option<&str>, u8, Option<&str>, Option<Slot>) 
         ActionKind::Revoke => 5,
         ActionKind::Retire => 6,
         ActionKind::RotatePuk => 7,
+        ActionKind::KeyHistory => 8,
     };
     (
         a.user.as_str(),

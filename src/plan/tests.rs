@@ -76,6 +76,7 @@ fn desired(creds: Vec<DesiredCredential>, users: &[&str]) -> Desired {
                 on_user_disabled: OnUserDisabled::Suspend,
                 management_key: crate::policy::model::ManagementKeyPolicy::default(),
                 retries: None,
+                key_history: 0,
             },
         )]
         .into(),
@@ -182,6 +183,11 @@ fn simulate_with(
                 // are signed within the same second here.
                 let s = format!("{:08X}", u32::MAX - serial as u32);
                 ca.status.insert(s.clone(), CaSt::Valid);
+                // An archived slot's key is archived as it is made (apply::slot).
+                let key_id = want.archive.then(|| format!("key-{s}"));
+                if let Some(k) = &key_id {
+                    inv.archived.insert(k.clone());
+                }
                 inv.certs.insert(
                     s.clone(),
                     CertRecord {
@@ -205,6 +211,7 @@ fn simulate_with(
                         enrolment: serial as u64,
                         updated_at: now,
                         pem: String::new(),
+                        key_id,
                     },
                 );
                 install(inv, ca, ok, &s)
@@ -285,6 +292,20 @@ fn simulate_with(
                     if let Some(f) = inv.facts.get_mut(&card_id) {
                         f.puk_released = None;
                     }
+                }
+                ActionKind::KeyHistory => {
+                    let c = &inv.cards[&card_id];
+                    let n = desired
+                        .templates
+                        .get(c.template.as_deref().unwrap_or_default())
+                        .map_or(0, |r| r.key_history);
+                    let current = inv
+                        .live_certs_of(&card_id)
+                        .get(&Slot::KeyManagement)
+                        .map(|c| c.serial.clone());
+                    let user = c.user.clone().unwrap_or_default();
+                    let want = super::key_history::wanted(inv, &user, current.as_deref(), n);
+                    inv.facts.entry(card_id.clone()).or_default().key_history = want;
                 }
             }
             Ok(())
@@ -1345,3 +1366,4 @@ fn a_lost_card_whose_puk_was_released_gets_no_card_action() {
         assert!(!a.kind.needs_card(), "{a:?}");
     }
 }
+mod key_history;

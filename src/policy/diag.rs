@@ -84,6 +84,8 @@ pub mod codes {
     pub const STOCK_MISMATCH: &str = "stock-mismatch";
     /// No card stock for a template's card type (warning).
     pub const NO_CARD_STOCK: &str = "no-card-stock";
+    /// `keyHistory` on a template without an archived 9D key.
+    pub const KEY_HISTORY: &str = "key-history";
     /// A `temporary:` template that names itself or has a temporary of its own.
     pub const BAD_TEMPORARY: &str = "bad-temporary";
     /// A file the policy names does not exist.

@@ -225,6 +225,7 @@ pub enum ExpectedKind {
     Revoke,
     Retire,
     RotatePuk,
+    KeyHistory,
 }
 
 /// Reason codes, as the planner names them.
@@ -258,11 +259,12 @@ pub enum ExpectedReason {
     TemporaryForForgotten,
     TemporaryEnded,
     RotatePuk,
+    KeyHistory,
 }
 
 impl ExpectedKind {
     /// Every kind.
-    pub const ALL: [ExpectedKind; 8] = [
+    pub const ALL: [ExpectedKind; 9] = [
         ExpectedKind::Issue,
         ExpectedKind::Renew,
         ExpectedKind::Reissue,
@@ -271,12 +273,13 @@ impl ExpectedKind {
         ExpectedKind::Revoke,
         ExpectedKind::Retire,
         ExpectedKind::RotatePuk,
+        ExpectedKind::KeyHistory,
     ];
 }
 
 impl ExpectedReason {
     /// Every reason code.
-    pub const ALL: [ExpectedReason; 26] = [
+    pub const ALL: [ExpectedReason; 27] = [
         ExpectedReason::NotIssued,
         ExpectedReason::InterruptedIssuance,
         ExpectedReason::NearingExpiry,
@@ -303,5 +306,6 @@ impl ExpectedReason {
         ExpectedReason::TemporaryForForgotten,
         ExpectedReason::TemporaryEnded,
         ExpectedReason::RotatePuk,
+        ExpectedReason::KeyHistory,
     ];
 }

@@ -595,6 +595,20 @@ fn check_templates(c: &mut Checker<'_>) {
             }
         }
         check_retries(c, t);
+        if t.spec.key_history.is_some_and(|n| n > 0)
+            && (!t.spec.archives_key_management()
+                || !matches!(t.spec.card_type, CardType::Piv | CardType::Virtual))
+        {
+            c.push(
+                kind,
+                t,
+                "/spec/keyHistory",
+                codes::KEY_HISTORY,
+                "keyHistory needs a key-management (9D) certificate with archive: true on a piv \
+                 or virtual card: only archived keys can be put back on a card"
+                    .into(),
+            );
+        }
         if let Some(temporary) = &t.spec.temporary {
             let at = "/spec/temporary/template";
             match c.set.templates.get(&temporary.template) {

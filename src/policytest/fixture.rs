@@ -238,6 +238,7 @@ pub fn inventory(
                     enrolment: u64::try_from(i).unwrap_or(0) + 1,
                     updated_at: now,
                     pem: String::new(),
+                    key_id: None,
                 },
             );
         }

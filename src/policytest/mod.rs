@@ -474,7 +474,8 @@ mod tests {
                 | ActionKind::Resume
                 | ActionKind::Revoke
                 | ActionKind::Retire
-                | ActionKind::RotatePuk => {}
+                | ActionKind::RotatePuk
+                | ActionKind::KeyHistory => {}
             }
         }
         let planner_kinds: BTreeSet<String> = kinds.iter().map(spelled).collect();
@@ -517,6 +518,7 @@ mod tests {
             ReasonCode::TemporaryForForgotten,
             ReasonCode::TemporaryEnded,
             ReasonCode::RotatePuk,
+            ReasonCode::KeyHistory,
         ];
         // A new ReasonCode variant breaks this match until it is listed above (and in the
         // test model).
@@ -547,7 +549,8 @@ mod tests {
                 | ReasonCode::ReplacesDamaged
                 | ReasonCode::TemporaryForForgotten
                 | ReasonCode::TemporaryEnded
-                | ReasonCode::RotatePuk => {}
+                | ReasonCode::RotatePuk
+                | ReasonCode::KeyHistory => {}
             }
             let t: ExpectedReason = serde_json::from_value(serde_json::json!(spelled(&r))).unwrap();
             assert_eq!(spelled(&t), spelled(&r));

@@ -19,6 +19,15 @@ impl Store {
         Ok(())
     }
 
+    /// The key ids the archive holds.
+    pub fn archive_key_ids(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let mut out = std::collections::BTreeSet::new();
+        for item in self.archive_tree()?.iter().keys() {
+            out.insert(String::from_utf8_lossy(&item?).into_owned());
+        }
+        Ok(out)
+    }
+
     /// Every archive record, by key id.
     pub fn archive_records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();

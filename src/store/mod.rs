@@ -281,6 +281,7 @@ impl Store {
             inv.facts
                 .insert(String::from_utf8_lossy(&k).into_owned(), facts);
         }
+        inv.archived = self.archive_key_ids()?;
         Ok(inv)
     }
 

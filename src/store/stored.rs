@@ -157,6 +157,8 @@ stored_enum! {
         Retire = "retire",
         /// A new PUK.
         RotatePuk = "rotate-puk",
+        /// The key history.
+        KeyHistory = "key-history",
     }
 }
 
@@ -215,6 +217,8 @@ stored_enum! {
         TemporaryEnded = "temporary-ended",
         /// PUK rotation.
         RotatePuk = "rotate-puk",
+        /// Key history.
+        KeyHistory = "key-history",
     }
 }
 

@@ -171,6 +171,7 @@ fn cert(serial: &str, card: &str) -> CertRecord {
         enrolment: 0,
         updated_at: now,
         pem: String::new(),
+        key_id: None,
     }
 }
 

@@ -47,6 +47,28 @@ pub struct CardTemplateSpec {
     /// becomes lost and is replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temporary: Option<TemporaryCard>,
+    /// How many previous key-management keys (with their certificates) the card keeps in its
+    /// retired slots (82, 83, …, newest first), from the archive: so mail encrypted to an old
+    /// certificate stays readable on the card (0–20; default 3 when the 9D certificate is
+    /// archived, 0 otherwise; only with an archived 9D certificate on `piv`/`virtual` cards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 20))]
+    pub key_history: Option<u8>,
+}
+
+impl CardTemplateSpec {
+    /// Whether the key-management (9D) certificate's key is archived.
+    pub fn archives_key_management(&self) -> bool {
+        self.certificates
+            .iter()
+            .any(|c| c.slot == Slot::KeyManagement && c.archive)
+    }
+
+    /// `keyHistory`, or its default: 3 with an archived 9D key, else 0.
+    pub fn effective_key_history(&self) -> u8 {
+        self.key_history
+            .unwrap_or(if self.archives_key_management() { 3 } else { 0 })
+    }
 }
 
 /// `CardTemplate.spec.temporary`.
