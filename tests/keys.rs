@@ -480,9 +480,13 @@ fn an_old_encryption_key_is_listed_and_recovered_under_two_person_control() {
     let out = tempfile::tempdir().expect("recovery dir");
     let p12 = out.path().join("alice-old.p12");
     let body = json!({"user": "alice", "serial": old_serial, "pkcs12": s(&p12)});
-    let (code, v) = ctl.api("viewer", "POST", "/api/v1/keys/recover", Some(body));
+    let (code, v) = ctl.api("viewer", "POST", "/api/v1/keys/recover", Some(body.clone()));
     assert_eq!(code, 403, "{v:#}");
     assert!(v.to_string().contains("recover-key"), "{v:#}");
+    // Alice holds recover-key but does not ask for her own keys.
+    let (code, v) = ctl.api("alice", "POST", "/api/v1/keys/recover", Some(body));
+    assert_eq!(code, 403, "{v:#}");
+    assert!(v.to_string().contains("separation of duties"), "{v:#}");
 
     // o1 asks; o1 and Alice cannot approve; o2's approval is not enough; o3's runs it.
     let id = ctl.ask(&old_serial, &p12, true);
@@ -571,6 +575,7 @@ fn an_old_encryption_key_is_listed_and_recovered_under_two_person_control() {
     let asked = find(&entries, "o1", "request", &id, "pending");
     assert_eq!(asked["details"]["kind"], "recover-key", "{asked:#}");
     find(&entries, "viewer", "recover-key", "alice", "denied");
+    find(&entries, "alice", "recover-key", "alice", "denied");
     find(&entries, "o1", "approve-request", &id, "denied");
     find(&entries, "alice", "approve-request", &id, "denied");
     find(&entries, "o2", "approve-request", &id, "approved");
@@ -687,4 +692,13 @@ fn the_archive_key_on_a_softhsm_token_archives_and_recovers() {
     let tokens = hsm.token_dir();
     let dirs = [q.state.as_path(), out.path(), tokens.as_path()];
     assert_no_key_in_clear(&der, &dirs, Some(&q.state.join("cards")));
+}
+
+#[test]
+fn recover_key_approvals_of_zero_are_refused_naming_the_default_of_two() {
+    let q = Quickstart::new();
+    append(&q, "settings.yaml", "  approvals: {recover-key: 0}\n");
+    q.run(&["validate"]).expect_code(1).stderr_has(
+        "approvals of recover-key must be at least 1 (leave recover-key out to need 2)",
+    );
 }
