@@ -560,7 +560,7 @@ spec:
 ";
 
 /// One HTTPS call to the operator API with curl as `who`: (status, JSON body).
-fn call(
+pub(crate) fn call(
     ext: &Path,
     url: &str,
     ca: &str,

@@ -29,6 +29,8 @@ mod incidents;
 mod incidents_pcsc;
 /// scripts/install-deps against a fake apt: policy-rc.d is put back as it was.
 mod install_deps;
+/// Archived encryption keys: `keys list`, recovery to PKCS#12 under two-person control.
+mod keys;
 /// The ldap Directory kind against real slapd (and Samba AD).
 mod ldap;
 /// The ldap Directory kind: timeouts, assignment filters, Active Directory primary groups.

@@ -236,7 +236,14 @@ pub(super) fn check_operators(c: &mut Checker<'_>) {
                 settings,
                 &format!("/spec/approvals/{kind}"),
                 codes::INVALID_VALUE,
-                format!("approvals of {kind} must be at least 1 (leave {kind} out to need none)"),
+                match kind.required_approvals(&Default::default()) {
+                    Some(n) => format!(
+                        "approvals of {kind} must be at least 1 (leave {kind} out to need {n})"
+                    ),
+                    None => format!(
+                        "approvals of {kind} must be at least 1 (leave {kind} out to need none)"
+                    ),
+                },
             );
         }
     }
