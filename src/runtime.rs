@@ -592,10 +592,15 @@ impl CardWork<'_> {
     ) -> Result<serde_json::Value, String> {
         let p: crate::archive::RecoverParameters = serde_json::from_value(parameters.clone())
             .map_err(|e| format!("the request's parameters: {e}"))?;
+        let destination = match (p.pkcs12, p.to_card) {
+            (Some(file), None) => crate::apply::Destination::Pkcs12(file),
+            (None, Some(card)) => crate::apply::Destination::Card(card),
+            _ => return Err("give exactly one of pkcs12 and toCard".into()),
+        };
         let recovery = crate::apply::KeyRecovery {
             user: user.to_string(),
             serial: p.serial,
-            pkcs12: p.pkcs12,
+            destination,
             requester: requester.to_string(),
         };
         let mut v =

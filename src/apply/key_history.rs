@@ -31,7 +31,13 @@ pub(crate) fn write(
         .live_certs_of(card)
         .get(&Slot::KeyManagement)
         .map(|c| c.serial.clone());
-    let want = crate::plan::key_history::wanted(&inventory, &user, current.as_deref(), n);
+    let recovered = inventory
+        .facts
+        .get(card)
+        .map(|f| f.recovered_keys.clone())
+        .unwrap_or_default();
+    let want =
+        crate::plan::key_history::wanted(&inventory, &user, current.as_deref(), n, &recovered);
     let mut keys = Vec::with_capacity(want.len());
     if !want.is_empty() {
         let archive_key = ctx.archive.key()?;

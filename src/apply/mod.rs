@@ -50,7 +50,7 @@ pub use error::ApplyError;
 pub use incidents::retire_found_lost;
 pub use pin_mailer::pin_mailer_name;
 pub use recover::{RecoveryReport, recover};
-pub use recover_key::{KeyRecovery, recover_key};
+pub use recover_key::{Destination, KeyRecovery, recover_key};
 pub use unblock::{UnblockReport, release_puk, release_puk_to_mailer, rotate_puk, unblock};
 
 use ca_ops::{ca, ca_status, revoke_all};

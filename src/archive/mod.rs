@@ -149,8 +149,13 @@ pub struct RecoverParameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
     /// The PKCS#12 file to write, an absolute path on the controller's machine that does not
-    /// exist yet.
-    pub pkcs12: std::path::PathBuf,
+    /// exist yet (or `toCard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs12: Option<std::path::PathBuf>,
+    /// The card (the key owner's, in a reader the controller reaches) whose retired slots get
+    /// the keys (or `pkcs12`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_card: Option<String>,
     /// Recorded in the audit entries, for a mail gateway to tell the key's owner.
     #[serde(default)]
     pub notify_owner: bool,

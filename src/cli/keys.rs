@@ -53,6 +53,7 @@ pub enum KeysCommand {
         remote: RemoteArgs,
     },
     /// Ask for the recovery of a user's archived keys (a recover-key request).
+    #[command(group(clap::ArgGroup::new("destination").required(true)))]
     Recover {
         /// Whose keys.
         #[arg(long, value_name = "UID")]
@@ -61,8 +62,11 @@ pub enum KeysCommand {
         #[arg(long, value_name = "HEX")]
         serial: Option<String>,
         /// Write them as a PKCS#12 file (on the controller's machine; must not exist).
-        #[arg(long, value_name = "FILE")]
-        pkcs12: std::path::PathBuf,
+        #[arg(long, value_name = "FILE", group = "destination")]
+        pkcs12: Option<std::path::PathBuf>,
+        /// Write them into the retired key slots of this card of the owner's (in a reader).
+        #[arg(long, value_name = "CARD", group = "destination")]
+        to_card: Option<String>,
         /// Record in the audit log that the owner is to be told (for a mail gateway).
         #[arg(long)]
         notify_owner: bool,
@@ -91,19 +95,22 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
             user,
             serial,
             pkcs12,
+            to_card,
             notify_owner,
             reason,
             remote,
         } => {
             // A local file is named for the controller, whose working directory differs.
-            let pkcs12 = if remote.server.is_none() && pkcs12.is_relative() {
-                std::env::current_dir()?.join(pkcs12)
-            } else {
-                pkcs12
+            let pkcs12 = match pkcs12 {
+                Some(p) if remote.server.is_none() && p.is_relative() => {
+                    Some(std::env::current_dir()?.join(p))
+                }
+                p => p,
             };
             let parameters = crate::archive::RecoverParameters {
                 serial,
                 pkcs12,
+                to_card,
                 notify_owner,
             };
             (
@@ -134,12 +141,15 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         OperatorCall::ListKeys { .. } => print!("{}", list_text(&value)),
         _ => print!(
             "{}",
-            super::approve::outcome_text(&value, |r| format!(
-                "Recovered {} to {}; the password is in {}\n",
-                r["serials"],
-                r["pkcs12"].as_str().unwrap_or(""),
-                r["passwordFile"].as_str().unwrap_or("")
-            ))
+            super::approve::outcome_text(&value, |r| match r["card"].as_str() {
+                Some(card) => format!("Recovered {} onto card {card}\n", r["serials"]),
+                None => format!(
+                    "Recovered {} to {}; the password is in {}\n",
+                    r["serials"],
+                    r["pkcs12"].as_str().unwrap_or(""),
+                    r["passwordFile"].as_str().unwrap_or("")
+                ),
+            })
         ),
     }
     Ok(ExitCode::from(EXIT_OK))

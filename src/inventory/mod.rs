@@ -212,6 +212,10 @@ pub struct CardFacts {
     /// retired key-management slots (82, 83, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_history: Vec<String>,
+    /// Certificates (serials) whose keys were recovered onto this card (`keys recover
+    /// --to-card`): kept in its retired slots beside the `keyHistory` newest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovered_keys: Vec<String>,
 }
 
 impl CardFacts {
@@ -224,6 +228,7 @@ impl CardFacts {
             && self.incidents.is_empty()
             && self.puk_released.is_none()
             && self.key_history.is_empty()
+            && self.recovered_keys.is_empty()
     }
 
     /// The facts left once the card is wiped: its incident history only.

@@ -43,17 +43,17 @@ impl Operations<'_> {
         reason: &str,
     ) -> Result<Outcome<Value>, OpError> {
         let kind = OperationKind::RecoverKey;
-        if !parameters.pkcs12.is_absolute() {
+        let invalid = match (&parameters.pkcs12, &parameters.to_card) {
+            (Some(p), None) if !p.is_absolute() => Some(format!(
+                "the PKCS#12 file {} must be an absolute path on the controller's machine",
+                p.display()
+            )),
+            (Some(_), None) | (None, Some(_)) => None,
+            _ => Some("give exactly one of pkcs12 (a file) and toCard (a card)".into()),
+        };
+        if let Some(why) = invalid {
             self.allow(g, kind.permission(), kind.as_str(), user, None)?;
-            return self.refuse(
-                g,
-                kind.as_str(),
-                user,
-                OpError::Invalid(format!(
-                    "the PKCS#12 file {} must be an absolute path on the controller's machine",
-                    parameters.pkcs12.display()
-                )),
-            );
+            return self.refuse(g, kind.as_str(), user, OpError::Invalid(why));
         }
         let extra =
             serde_json::to_value(parameters).map_err(|e| OpError::Invalid(e.to_string()))?;

@@ -647,7 +647,8 @@ impl Operations<'_> {
                     "request",
                     &request.id,
                     "pending",
-                    serde_json::json!({"kind": name, "target": target, "reason": reason, "required": required}),
+                    serde_json::json!({"kind": name, "target": target, "reason": reason,
+                        "required": required, "parameters": request.parameters}),
                 )?;
                 let bytes = encode(&request)?;
                 if !self.store.insert_request(&request.id, &bytes)? {
@@ -671,6 +672,13 @@ impl Operations<'_> {
         let mut details = details;
         if let (Some(d), Some(held)) = (details.as_object_mut(), parameters.get("held")) {
             d.insert("actions".into(), held.clone());
+        }
+        // A recovery's destination and `notifyOwner` are in every entry of its run (for a
+        // mail gateway to pick up).
+        if let (OperationKind::RecoverKey, Some(d), Some(p)) =
+            (kind, details.as_object_mut(), parameters.as_object())
+        {
+            d.extend(p.clone());
         }
         self.log(actor, name, target, "started", details.clone())?;
         let result = match kind {

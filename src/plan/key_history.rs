@@ -17,10 +17,17 @@ use super::{Action, ActionKind, Reason, ReasonCode};
 use crate::inventory::{CardRecord, CertRecord, Inventory};
 use crate::policy::model::{CardType, Slot};
 
-/// The serials whose keys `card` (held by `user`) should carry in its retired slots, newest
+/// The serials whose keys a card held by `user` should carry in its retired slots, newest
 /// first: `user`'s archived key-management certificates other than `current` (the card's 9D
-/// certificate), at most `n`.
-pub fn wanted(inventory: &Inventory, user: &str, current: Option<&str>, n: u8) -> Vec<String> {
+/// certificate), the `n` newest and any `recovered` onto it (`keys recover --to-card`), at most
+/// 20 (the retired slots there are).
+pub fn wanted(
+    inventory: &Inventory,
+    user: &str,
+    current: Option<&str>,
+    n: u8,
+    recovered: &[String],
+) -> Vec<String> {
     wanted_of(
         inventory
             .certs
@@ -29,6 +36,7 @@ pub fn wanted(inventory: &Inventory, user: &str, current: Option<&str>, n: u8) -
         user,
         current,
         n,
+        recovered,
     )
 }
 
@@ -46,8 +54,9 @@ fn wanted_of<'a>(
     user: &str,
     current: Option<&str>,
     n: u8,
+    recovered: &[String],
 ) -> Vec<String> {
-    if n == 0 {
+    if n == 0 && recovered.is_empty() {
         return Vec::new();
     }
     let mut certs: Vec<&CertRecord> = archived
@@ -56,8 +65,10 @@ fn wanted_of<'a>(
     certs.sort_by(|a, b| b.enrolment_order().cmp(&a.enrolment_order()));
     certs
         .into_iter()
-        .take(usize::from(n))
-        .map(|c| c.serial.clone())
+        .enumerate()
+        .filter(|(i, c)| *i < usize::from(n) || recovered.contains(&c.serial))
+        .take(20)
+        .map(|(_, c)| c.serial.clone())
         .collect()
 }
 
@@ -72,12 +83,10 @@ impl Ctx<'_> {
             .as_deref()
             .and_then(|t| self.desired.templates.get(t))
             .map_or(0, |r| r.key_history);
-        let given: &[String] = self
-            .inventory
-            .facts
-            .get(&card.id)
-            .map_or(&[], |f| f.key_history.as_slice());
-        if n == 0 && given.is_empty() {
+        let facts = self.inventory.facts.get(&card.id);
+        let given: &[String] = facts.map_or(&[], |f| f.key_history.as_slice());
+        let recovered: &[String] = facts.map_or(&[], |f| f.recovered_keys.as_slice());
+        if n == 0 && given.is_empty() && recovered.is_empty() {
             return;
         }
         let user = card.user.as_deref().unwrap_or_default();
@@ -87,6 +96,7 @@ impl Ctx<'_> {
             user,
             current.map(|c| c.serial.as_str()),
             n,
+            recovered,
         );
         if renewing_9d
             && let Some(c) = current

@@ -304,7 +304,13 @@ fn simulate_with(
                         .get(&Slot::KeyManagement)
                         .map(|c| c.serial.clone());
                     let user = c.user.clone().unwrap_or_default();
-                    let want = super::key_history::wanted(inv, &user, current.as_deref(), n);
+                    let recovered = inv
+                        .facts
+                        .get(&card_id)
+                        .map(|f| f.recovered_keys.clone())
+                        .unwrap_or_default();
+                    let want =
+                        super::key_history::wanted(inv, &user, current.as_deref(), n, &recovered);
                     inv.facts.entry(card_id.clone()).or_default().key_history = want;
                 }
             }

@@ -26,8 +26,12 @@ pub struct RecoverBody {
     #[serde(default)]
     pub serial: Option<String>,
     /// The PKCS#12 file to write: an absolute path on the controller's machine that does not
-    /// exist yet.
-    pub pkcs12: std::path::PathBuf,
+    /// exist yet (or `toCard`).
+    #[serde(default)]
+    pub pkcs12: Option<std::path::PathBuf>,
+    /// The card of the key's owner whose retired slots get the keys (or `pkcs12`).
+    #[serde(default)]
+    pub to_card: Option<String>,
     /// Recorded in the audit entries for a mail gateway to tell the key's owner.
     #[serde(default)]
     pub notify_owner: bool,
@@ -59,6 +63,7 @@ pub(super) async fn recover(
         let parameters = RecoverParameters {
             serial: body.serial,
             pkcs12: body.pkcs12,
+            to_card: body.to_card,
             notify_owner: body.notify_owner,
         };
         Ok(outcome(
