@@ -47,15 +47,15 @@ fn ossl(pcscd: &Pcscd, args: &[&str]) -> crate::harness::Run {
 }
 
 /// The positions `openssl asn1parse` prints for one item.
-struct Item {
-    offset: usize,
-    header: usize,
-    len: usize,
-    line: String,
+pub(crate) struct Item {
+    pub(crate) offset: usize,
+    pub(crate) header: usize,
+    pub(crate) len: usize,
+    pub(crate) line: String,
 }
 
 /// `openssl asn1parse` of a DER file, as items.
-fn asn1_items(pcscd: &Pcscd, der: &Path) -> Vec<Item> {
+pub(crate) fn asn1_items(pcscd: &Pcscd, der: &Path) -> Vec<Item> {
     let r = pcscd.tool(
         "openssl",
         &[
