@@ -60,17 +60,17 @@ fn a_renewed_key_management_key_joins_the_history_newest_first_up_to_key_history
         .position(|k| *k == ActionKind::KeyHistory)
         .unwrap();
     assert!(renew < hist, "{kinds:?}");
-    assert_eq!(p.actions[hist].serials, [first.clone()]);
+    assert_eq!(p.actions[hist].serials, std::slice::from_ref(&first));
     assert_eq!(p.actions[hist].reason.code, ReasonCode::KeyHistory);
     simulate(&p, &d, &mut inv, &mut presence, at);
-    assert_eq!(history(&inv, &card), [first.clone()]);
+    assert_eq!(history(&inv, &card), std::slice::from_ref(&first));
     let second = km_serial(&inv, &card);
     assert!(plan(&d, &inv, &presence, &PlanOptions { now: at, ..opts() }).is_empty());
     // Two more renewals: the history keeps the two newest previous keys.
     let at2 = at + Duration::days(366);
     renew_all(&d, &mut inv, &mut presence, at2);
     let third = km_serial(&inv, &card);
-    assert_eq!(history(&inv, &card), [second.clone(), first.clone()]);
+    assert_eq!(history(&inv, &card), [second.clone(), first]);
     let at3 = at2 + Duration::days(366);
     renew_all(&d, &mut inv, &mut presence, at3);
     assert_eq!(history(&inv, &card), [third, second]);
@@ -121,7 +121,7 @@ fn without_key_history_nothing_is_planned_and_a_history_once_given_is_cleared() 
     let at = NOW + Duration::days(366);
     let p = plan(&d, &inv, &presence, &PlanOptions { now: at, ..opts() });
     assert!(p.actions.iter().all(|a| a.kind != ActionKind::KeyHistory));
-    inv.facts.entry(card.clone()).or_default().key_history = vec!["OLD".into()];
+    inv.facts.entry(card).or_default().key_history = vec!["OLD".into()];
     let p = plan(&d, &inv, &presence, &opts());
     assert_eq!(p.actions.len(), 1);
     assert_eq!(p.actions[0].kind, ActionKind::KeyHistory);
