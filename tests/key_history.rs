@@ -4,7 +4,7 @@
 //! 9D certificate; each reissue of 9D (one `apply`: the reissue, then `key-history`) moves the
 //! previous keys into the retired slots 82, 83, … newest first, where OpenSC decrypts the old
 //! message with them; a replacement card after a lost one gets the whole history back from the
-//! archive, the lost card's current key included.
+//! archive, the lost card's current key included; a reissue on it keeps only the three newest.
 
 use std::path::{Path, PathBuf};
 
@@ -348,4 +348,30 @@ fn previous_encryption_keys_go_to_the_retired_slots_and_follow_a_replacement_car
         decrypt_on_card(&pcscd, &d, &msg0, &pin, &retired_id(3)),
         text0
     );
+
+    // 5. A reissue on the replacement card: keyHistory 3 keeps the three newest previous keys
+    // (the first one leaves the card; the archive still has it).
+    reissue_9d(&pcscd, &d, &new, 3, &[&s3, &s2, &s1]);
+    assert_eq!(retired_slots(&pcscd, &d), expected(&[&s3, &s2, &s1]));
+    let listing = pcscd.tool(
+        "pkcs11-tool",
+        &["--module", OPENSC_MODULE, "--list-objects"],
+    );
+    listing.expect_code(0);
+    listing.stdout_has("Retired KEY MAN 3");
+    assert!(
+        !listing.stdout.contains("Retired KEY MAN 4"),
+        "{}",
+        listing.stdout
+    );
+    assert_eq!(
+        decrypt_on_card(&pcscd, &d, &msg1, &pin, &retired_id(3)),
+        text1
+    );
+    let keys = d.json(
+        &pcscd,
+        0,
+        &["keys", "list", "--user", "alice", "--format", "json"],
+    );
+    assert_eq!(keys.as_array().map(Vec::len), Some(5), "{keys:#}");
 }
