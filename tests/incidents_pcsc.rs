@@ -227,7 +227,7 @@ fn an_offline_unblock_code_is_released_once_and_the_puk_rotated_at_the_next_cont
 }
 
 /// The PIN of the newest PIN mailer.
-fn newest_pin(state: &Path) -> String {
+pub(crate) fn newest_pin(state: &Path) -> String {
     let newest = std::fs::read_dir(state.join("pin-mailer"))
         .expect("PIN mailers")
         .flatten()

@@ -29,6 +29,8 @@ mod incidents;
 mod incidents_pcsc;
 /// scripts/install-deps against a fake apt: policy-rc.d is put back as it was.
 mod install_deps;
+/// The key history on a PIV card over pcscd + vpcd: reissues, a replacement, OpenSC decrypts.
+mod key_history;
 /// Archived encryption keys: `keys list`, recovery to PKCS#12 under two-person control.
 mod keys;
 /// The ldap Directory kind against real slapd (and Samba AD).
