@@ -14,7 +14,6 @@ use crate::harness::Run;
 use crate::harness::pcscd::{OPENSC_MODULE, Pcscd};
 use crate::incidents_pcsc::newest_pin;
 use crate::piv::{kfp, policy_copy};
-use crate::piv_retired::{Item, asn1_items};
 
 /// Where one test keeps its policy, state and scratch files.
 struct Dirs {
@@ -106,71 +105,10 @@ fn encrypt_to(pcscd: &Pcscd, d: &Dirs, name: &str, pem: &str, text: &str) -> Pat
     PathBuf::from(d.w(&format!("{name}.cms")))
 }
 
-/// Decrypts the CMS message `cms` with the card's key `id` through OpenSC: RSA-PKCS unwraps
-/// the content-encryption key, `openssl enc` decrypts the content with it.
+/// Decrypts `cms` with the card's key `id` through OpenSC (see
+/// [`crate::piv_retired::decrypt_on_card`]).
 fn decrypt_on_card(pcscd: &Pcscd, d: &Dirs, cms: &Path, pin: &str, id: &str) -> String {
-    let der = std::fs::read(cms).unwrap();
-    let items = asn1_items(pcscd, cms);
-    let body = |i: &Item| der[i.offset + i.header..i.offset + i.header + i.len].to_vec();
-    let wrapped = items
-        .iter()
-        .find(|i| i.len == 256 && i.line.contains("prim: OCTET STRING"))
-        .map(body)
-        .expect("RSA-wrapped key in the CMS");
-    let aes = items
-        .iter()
-        .position(|i| i.line.contains(":aes-256-cbc"))
-        .expect("AES-256-CBC content");
-    let iv = body(&items[aes + 1]);
-    let content = items
-        .iter()
-        .skip(aes + 2)
-        .find(|i| i.line.contains("prim: cont [ 0 ]"))
-        .map(body)
-        .expect("encrypted content");
-    std::fs::write(d.w("wrapped.bin"), &wrapped).unwrap();
-    std::fs::write(d.w("content.bin"), &content).unwrap();
-    let _ = std::fs::remove_file(d.w("cek.bin"));
-    pcscd
-        .tool(
-            "pkcs11-tool",
-            &[
-                "--module",
-                OPENSC_MODULE,
-                "--login",
-                "--pin",
-                pin,
-                "--decrypt",
-                "--id",
-                id,
-                "--mechanism",
-                "RSA-PKCS",
-                "-i",
-                &d.w("wrapped.bin"),
-                "-o",
-                &d.w("cek.bin"),
-            ],
-        )
-        .expect_code(0);
-    let cek = std::fs::read(d.w("cek.bin")).unwrap();
-    assert_eq!(cek.len(), 32, "an AES-256 key");
-    ossl(
-        pcscd,
-        &[
-            "enc",
-            "-d",
-            "-aes-256-cbc",
-            "-K",
-            &hex::encode(&cek),
-            "-iv",
-            &hex::encode(&iv),
-            "-in",
-            &d.w("content.bin"),
-            "-out",
-            &d.w("plain.txt"),
-        ],
-    );
-    std::fs::read_to_string(d.w("plain.txt")).unwrap()
+    crate::piv_retired::decrypt_on_card(pcscd, &d.work, cms, pin, id)
 }
 
 /// The OpenSC object id of the n-th retired key-management key (1 = slot 82 = id 05).

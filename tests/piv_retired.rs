@@ -265,67 +265,8 @@ fn a_retired_key_in_82_is_listed_by_opensc_and_keyfleet_and_decrypts_cms_through
             &w("old.pem"),
         ],
     );
-    let cms = std::fs::read(w("msg.cms")).unwrap();
-    let items = asn1_items(&pcscd, Path::new(&w("msg.cms")));
-    let body = |i: &Item| cms[i.offset + i.header..i.offset + i.header + i.len].to_vec();
-    let wrapped = items
-        .iter()
-        .find(|i| i.len == 256 && i.line.contains("prim: OCTET STRING"))
-        .map(body)
-        .expect("RSA-wrapped key in the CMS");
-    let aes = items
-        .iter()
-        .position(|i| i.line.contains(":aes-256-cbc"))
-        .expect("AES-256-CBC content");
-    let iv = body(&items[aes + 1]);
-    let content = items
-        .iter()
-        .skip(aes + 2)
-        .find(|i| i.line.contains("prim: cont [ 0 ]"))
-        .map(body)
-        .expect("encrypted content");
-    std::fs::write(w("wrapped.bin"), &wrapped).unwrap();
-    std::fs::write(w("content.bin"), &content).unwrap();
-    pcscd
-        .tool(
-            "pkcs11-tool",
-            &[
-                "--module",
-                OPENSC_MODULE,
-                "--login",
-                "--pin",
-                &pin,
-                "--decrypt",
-                "--id",
-                "05",
-                "--mechanism",
-                "RSA-PKCS",
-                "-i",
-                &w("wrapped.bin"),
-                "-o",
-                &w("cek.bin"),
-            ],
-        )
-        .expect_code(0);
-    let cek = std::fs::read(w("cek.bin")).unwrap();
-    assert_eq!(cek.len(), 32, "an AES-256 key");
-    ossl(
-        &pcscd,
-        &[
-            "enc",
-            "-d",
-            "-aes-256-cbc",
-            "-K",
-            &hex::encode(&cek),
-            "-iv",
-            &hex::encode(&iv),
-            "-in",
-            &w("content.bin"),
-            "-out",
-            &w("plain.txt"),
-        ],
-    );
-    assert_eq!(std::fs::read(w("plain.txt")).unwrap(), message);
+    let plain = decrypt_on_card(&pcscd, work.path(), Path::new(&w("msg.cms")), &pin, "05");
+    assert_eq!(plain.as_bytes(), message);
     // openssl with the software key agrees (the message really is to that certificate).
     ossl(
         &pcscd,
@@ -361,4 +302,78 @@ fn a_retired_key_in_82_is_listed_by_opensc_and_keyfleet_and_decrypts_cms_through
         ],
     );
     assert_ne!(refused.code, Some(0), "decrypted without the PIN");
+}
+
+/// Decrypts the CMS message `cms` with the card's key `id` through OpenSC: RSA-PKCS unwraps
+/// the content-encryption key, `openssl enc` decrypts the content with it.
+pub(crate) fn decrypt_on_card(
+    pcscd: &Pcscd,
+    work: &Path,
+    cms: &Path,
+    pin: &str,
+    id: &str,
+) -> String {
+    let w = |name: &str| work.join(name).display().to_string();
+    let der = std::fs::read(cms).unwrap();
+    let items = asn1_items(pcscd, cms);
+    let body = |i: &Item| der[i.offset + i.header..i.offset + i.header + i.len].to_vec();
+    let wrapped = items
+        .iter()
+        .find(|i| i.len == 256 && i.line.contains("prim: OCTET STRING"))
+        .map(body)
+        .expect("RSA-wrapped key in the CMS");
+    let aes = items
+        .iter()
+        .position(|i| i.line.contains(":aes-256-cbc"))
+        .expect("AES-256-CBC content");
+    let iv = body(&items[aes + 1]);
+    let content = items
+        .iter()
+        .skip(aes + 2)
+        .find(|i| i.line.contains("prim: cont [ 0 ]"))
+        .map(body)
+        .expect("encrypted content");
+    std::fs::write(w("wrapped.bin"), &wrapped).unwrap();
+    std::fs::write(w("content.bin"), &content).unwrap();
+    let _ = std::fs::remove_file(w("cek.bin"));
+    pcscd
+        .tool(
+            "pkcs11-tool",
+            &[
+                "--module",
+                OPENSC_MODULE,
+                "--login",
+                "--pin",
+                pin,
+                "--decrypt",
+                "--id",
+                id,
+                "--mechanism",
+                "RSA-PKCS",
+                "-i",
+                &w("wrapped.bin"),
+                "-o",
+                &w("cek.bin"),
+            ],
+        )
+        .expect_code(0);
+    let cek = std::fs::read(w("cek.bin")).unwrap();
+    assert_eq!(cek.len(), 32, "an AES-256 key");
+    ossl(
+        pcscd,
+        &[
+            "enc",
+            "-d",
+            "-aes-256-cbc",
+            "-K",
+            &hex::encode(&cek),
+            "-iv",
+            &hex::encode(&iv),
+            "-in",
+            &w("content.bin"),
+            "-out",
+            &w("plain.txt"),
+        ],
+    );
+    std::fs::read_to_string(w("plain.txt")).unwrap()
 }
