@@ -186,6 +186,9 @@ pub struct CardDetail {
     /// Its PUK was released for an offline unblock and is rotated at its next contact.
     #[serde(rename = "pukReleased")]
     pub puk_released: bool,
+    /// The certificates (serials, newest first) whose keys its retired key slots hold.
+    #[serde(rename = "keyHistory")]
+    pub key_history: Vec<String>,
 }
 
 impl CardDetail {
@@ -202,6 +205,7 @@ impl CardDetail {
             incident: facts.incident.clone(),
             incidents: facts.incidents.clone(),
             puk_released: facts.puk_released.is_some(),
+            key_history: facts.key_history.clone(),
         }
     }
 }

@@ -615,6 +615,59 @@ fn an_old_encryption_key_is_listed_and_recovered_under_two_person_control() {
     assert_no_key_in_clear(&der, &[&q.state, out.path()], Some(&q.state.join("cards")));
 }
 
+#[test]
+fn a_recovery_to_the_owners_card_puts_the_old_key_in_its_retired_slots_and_stays() {
+    // keyHistory 0: only a recovery puts an old key back on the card.
+    let q = lab(OPERATORS, &[]);
+    q.edit(
+        "templates/employee-virtual.yaml",
+        "  certificates:",
+        "  keyHistory: 0\n  certificates:",
+    );
+    let old = cert_of(&q.inventory(), "9D")["serial"]
+        .as_str()
+        .expect("serial")
+        .to_string();
+    let tpl = q.policy.join("templates/employee-virtual.yaml");
+    let text = std::fs::read_to_string(&tpl).expect("template");
+    let at = text.find("- name: encryption").expect("encryption slot");
+    let text = format!(
+        "{}{}",
+        &text[..at],
+        text[at..].replacen("OU=Employees", "OU=Encryption", 1)
+    );
+    std::fs::write(&tpl, text).expect("template");
+    q.run(&["apply", "--yes"])
+        .expect_code(0)
+        .stdout_has("reissue alice");
+    let inv = q.inventory();
+    let card = card_of(&inv, "alice", EMP, "active");
+    assert_ne!(cert_of(&inv, "9D")["serial"], old.as_str());
+    let shown = |q: &Quickstart| -> Value {
+        let r = q.run(&["cards", "show", &card, "--format", "json"]);
+        r.expect_code(0);
+        serde_json::from_str(&r.stdout).expect("card JSON")
+    };
+    assert_eq!(shown(&q)["keyHistory"], json!([]));
+    // One destination only; her card takes the key.
+    let c = Controller::start(&q, &[]);
+    let body = json!({"user": "alice", "serial": old, "toCard": card, "pkcs12": "/tmp/x.p12"});
+    let (code, v) = c.api("o1", "POST", "/api/v1/keys/recover", Some(body));
+    assert_eq!(code, 422, "one destination only: {v:#}");
+    let body = json!({"user": "alice", "serial": old, "toCard": card, "notifyOwner": true});
+    let (code, v) = c.api("o1", "POST", "/api/v1/keys/recover", Some(body));
+    assert_eq!(code, 202, "{v:#}");
+    let id = v["request"]["id"].as_str().expect("id").to_string();
+    let done = c.approve_twice(&id);
+    assert_eq!(done["state"], "done", "{done:#}\n{}", c.log_text());
+    assert_eq!(done["outcome"]["card"], card.as_str(), "{done:#}");
+    assert_eq!(done["outcome"]["retiredSlots"], json!([old]), "{done:#}");
+    drop(c);
+    assert_eq!(shown(&q)["keyHistory"], json!([old]));
+    // The planner keeps it there: nothing to do.
+    q.run(&["plan"]).expect_code(0);
+}
+
 const HSM_PIN: &str = "4321";
 
 #[test]
