@@ -75,6 +75,11 @@ fn wanted_of<'a>(
 impl Ctx<'_> {
     /// Plans the key history of a held card whose template keeps one (or that was given one).
     pub(super) fn plan_key_history(&mut self, card: &CardRecord, renewing_9d: bool) {
+        // No archived key and nothing given to any card: nothing to want or to clear (the
+        // common case; planning visits every held card).
+        if self.inventory.archived.is_empty() && self.inventory.facts.is_empty() {
+            return;
+        }
         if !matches!(card.card_type, CardType::Piv | CardType::Virtual) {
             return;
         }
