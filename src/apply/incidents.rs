@@ -2,7 +2,9 @@
 //! it came from git or from a timer (an operator's report is recorded when it is made), the
 //! end of a forgotten card declared in git, and the wipe of a lost card that was found.
 
-use super::{ApplyError, Context, forget_card, journal_close_recording, journal_open, wipe};
+use super::{
+    ApplyError, Context, change_facts, forget_card, journal_close_recording, journal_open, wipe,
+};
 use crate::inventory::incident::{
     self, Event, Incident, IncidentEvent, IncidentEventKind, Next, REPORTED_BY_KEYFLEET,
     REPORTED_BY_POLICY,
@@ -25,29 +27,26 @@ pub(super) fn record(ctx: &Context<'_>, action: &Action) -> Result<(), ApplyErro
         (ActionKind::Revoke, ReasonCode::CardLost) => IncidentKind::Lost,
         (ActionKind::Revoke, ReasonCode::CardDamaged) => IncidentKind::Damaged,
         (ActionKind::Resume, ReasonCode::CardFound) => {
-            let mut facts = ctx.store.card_facts(card)?;
-            if facts
-                .incident
-                .as_ref()
-                .is_some_and(|i| i.reported_by == REPORTED_BY_POLICY)
-            {
-                facts.incident = None;
-                facts.incidents.push(IncidentEvent {
-                    kind: IncidentEventKind::Found,
-                    reported_by: REPORTED_BY_POLICY.into(),
-                    at: (ctx.clock)(),
-                    comment: "no longer declared forgotten in git".into(),
-                });
-                ctx.store.put_card_facts(card, &facts)?;
-            }
-            return Ok(());
+            let at = (ctx.clock)();
+            return change_facts(ctx, card, |facts| {
+                if facts
+                    .incident
+                    .as_ref()
+                    .is_some_and(|i| i.reported_by == REPORTED_BY_POLICY)
+                {
+                    facts.incident = None;
+                    facts.incidents.push(IncidentEvent {
+                        kind: IncidentEventKind::Found,
+                        reported_by: REPORTED_BY_POLICY.into(),
+                        at,
+                        comment: "no longer declared forgotten in git".into(),
+                    });
+                }
+                Ok(())
+            });
         }
         _ => return Ok(()),
     };
-    let mut facts = ctx.store.card_facts(card)?;
-    if facts.incident.as_ref().is_some_and(|i| i.kind == kind) {
-        return Ok(());
-    }
     let declared = ctx.desired.incidents.get(card).copied();
     let by = if declared.is_some_and(|d| d >= kind) {
         REPORTED_BY_POLICY
@@ -56,20 +55,24 @@ pub(super) fn record(ctx: &Context<'_>, action: &Action) -> Result<(), ApplyErro
     };
     let at = (ctx.clock)();
     let comment = action.reason.message.clone();
-    facts.incidents.push(IncidentEvent {
-        kind: kind.into(),
-        reported_by: by.into(),
-        at,
-        comment: comment.clone(),
-    });
-    facts.incident = Some(Incident {
-        kind,
-        reported_by: by.into(),
-        at,
-        comment,
-    });
-    ctx.store.put_card_facts(card, &facts)?;
-    Ok(())
+    change_facts(ctx, card, |facts| {
+        if facts.incident.as_ref().is_some_and(|i| i.kind == kind) {
+            return Ok(());
+        }
+        facts.incidents.push(IncidentEvent {
+            kind: kind.into(),
+            reported_by: by.into(),
+            at,
+            comment: comment.clone(),
+        });
+        facts.incident = Some(Incident {
+            kind,
+            reported_by: by.into(),
+            at,
+            comment: comment.clone(),
+        });
+        Ok(())
+    })
 }
 
 /// `keyfleet cards retire CARD --found-lost`: a lost card that turned up (present now) is
@@ -118,14 +121,15 @@ pub fn retire_found_lost(
         Recorded::Card(&blank),
     )?;
     forget_card(ctx, card)?;
-    let mut facts = ctx.store.card_facts(card)?;
-    facts.incidents.push(IncidentEvent {
-        kind: IncidentEventKind::RetiredFoundLost,
-        reported_by: actor.into(),
-        at: (ctx.clock)(),
-        comment: comment.into(),
-    });
-    ctx.store.put_card_facts(card, &facts)?;
-    ctx.store.sync()?;
+    let at = (ctx.clock)();
+    change_facts(ctx, card, |facts| {
+        facts.incidents.push(IncidentEvent {
+            kind: IncidentEventKind::RetiredFoundLost,
+            reported_by: actor.into(),
+            at,
+            comment: comment.into(),
+        });
+        Ok(())
+    })?;
     Ok(blank)
 }

@@ -641,6 +641,19 @@ fn journal_close_recording(
     Ok(())
 }
 
+/// Changes what Keyfleet recorded about `card` atomically (see
+/// [`Store::update_card_facts`]): an operator's report written meanwhile is never lost to an
+/// executor's older copy. `change` may refuse (a stale state, said in its message).
+pub(crate) fn change_facts<T>(
+    ctx: &Context<'_>,
+    card: &str,
+    change: impl FnMut(&mut crate::inventory::CardFacts) -> Result<T, String>,
+) -> Result<T, ApplyError> {
+    ctx.store
+        .update_card_facts(card, change)?
+        .map_err(ApplyError::Stale)
+}
+
 fn seal_secret(ctx: &Context<'_>, name: &str, value: &str) -> Result<(), ApplyError> {
     let sealed = ctx.master.seal(name.as_bytes(), value.as_bytes());
     ctx.store.put_secret(name, &sealed)?;

@@ -20,7 +20,7 @@ use crate::secrets::{generate_pin, generate_puk};
 
 use super::cards::CardSession;
 use super::pin_mailer::{write_pin_mailer, write_unblock_code};
-use super::{ApplyError, Context, connect, open_secret, seal_secret};
+use super::{ApplyError, Context, change_facts, connect, open_secret, seal_secret};
 
 /// What an unblock did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,11 +53,10 @@ pub fn unblock(ctx: &Context<'_>, card: &str) -> Result<UnblockReport, ApplyErro
         .and_then(|l| u8::try_from(l).ok())
         .filter(|l| (6..=8).contains(l))
         .unwrap_or(6);
-    let mut facts = ctx.store.card_facts(card)?;
-    if let Some(s) = &facts.suspect {
+    if let Some(s) = ctx.store.card_facts(card)?.suspect {
         return Err(ApplyError::Suspect {
             card: card.to_string(),
-            reason: s.reason.clone(),
+            reason: s.reason,
         });
     }
     let mut session = connect(ctx, card)?;
@@ -67,8 +66,10 @@ pub fn unblock(ctx: &Context<'_>, card: &str) -> Result<UnblockReport, ApplyErro
     let retries_before = session.unblock(ctx, &puk, &pin)?.unwrap_or(0);
     seal_secret(ctx, &format!("pin/{card}"), &pin)?;
     // Keyfleet knows the card's PIN again: what waited for the holder can run.
-    facts.holder_pin = None;
-    ctx.store.put_card_facts(card, &facts)?;
+    change_facts(ctx, card, |facts| {
+        facts.holder_pin = None;
+        Ok(())
+    })?;
     write_pin_mailer(&ctx.pin_mailer_dir, &user, card, &pin)?;
     // A PUK that was used is rotated while the card is here; if that fails the planner's
     // rotate-puk does it at the next contact.
@@ -76,12 +77,14 @@ pub fn unblock(ctx: &Context<'_>, card: &str) -> Result<UnblockReport, ApplyErro
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(card = %card, "the PUK used for the unblock is not rotated yet: {e}");
-            let mut facts = ctx.store.card_facts(card)?;
-            facts.puk_released.get_or_insert(PukRelease {
-                by: "unblock".into(),
-                at: (ctx.clock)(),
-            });
-            ctx.store.put_card_facts(card, &facts)?;
+            let at = (ctx.clock)();
+            change_facts(ctx, card, |facts| {
+                facts.puk_released.get_or_insert(PukRelease {
+                    by: "unblock".into(),
+                    at,
+                });
+                Ok(())
+            })?;
             false
         }
     };
@@ -132,11 +135,10 @@ pub fn rotate_puk(
     };
     seal_secret(ctx, &format!("puk/{card}"), &new)?;
     ctx.store.remove_secret(&format!("puk-next/{card}"))?;
-    let mut facts = ctx.store.card_facts(card)?;
-    facts.puk_released = None;
-    ctx.store.put_card_facts(card, &facts)?;
-    ctx.store.sync()?;
-    Ok(())
+    change_facts(ctx, card, |facts| {
+        facts.puk_released = None;
+        Ok(())
+    })
 }
 
 /// An offline unblock: the card's current PUK, released once to `actor` (the caller has
@@ -157,31 +159,34 @@ pub fn release_puk(
             "card {card} holds no credential: there is nothing to unblock"
         )));
     }
-    let mut facts = ctx.store.card_facts(card)?;
-    if let Some(r) = &facts.puk_released {
-        return Err(ApplyError::Stale(format!(
-            "the current PUK of card {card} was already released (to {} at {}); it is never              released twice: a new one is set at the card's next contact",
-            r.by,
-            crate::views::rfc3339(r.at)
-        )));
-    }
     let puk = Zeroizing::new(open_secret(ctx, &format!("puk/{card}"))?.ok_or_else(|| {
         ApplyError::Stale(format!(
             "no PUK is stored for card {card}: it cannot be unblocked"
         ))
     })?);
     let now = (ctx.clock)();
-    facts.puk_released = Some(PukRelease {
-        by: actor.into(),
-        at: now,
-    });
-    facts.holder_pin = Some(HolderPin {
-        since: now,
-        cause: HolderPinCause::HolderReset,
-        tries_left: None,
-    });
-    ctx.store.put_card_facts(card, &facts)?;
-    ctx.store.sync()?;
+    // Checked and marked in one compare-and-swap: two operators asking at once never both
+    // get it.
+    change_facts(ctx, card, |facts| {
+        if let Some(r) = &facts.puk_released {
+            return Err(format!(
+                "the current PUK of card {card} was already released (to {} at {}); it is \
+                 never released twice: a new one is set at the card's next contact",
+                r.by,
+                crate::views::rfc3339(r.at)
+            ));
+        }
+        facts.puk_released = Some(PukRelease {
+            by: actor.into(),
+            at: now,
+        });
+        facts.holder_pin = Some(HolderPin {
+            since: now,
+            cause: HolderPinCause::HolderReset,
+            tries_left: None,
+        });
+        Ok(())
+    })?;
     Ok(puk)
 }
 

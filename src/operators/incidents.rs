@@ -89,20 +89,10 @@ impl Operations<'_> {
             others: &[],
         };
         self.allow(g, permission, kind, card, Some(&subject))?;
-        let declared = self
-            .policy
-            .bindings
-            .values()
-            .filter(|b| b.spec.card == card)
-            .filter_map(|b| b.spec.incident)
-            .max();
-        let after = self
-            .policy
-            .settings
-            .spec
-            .incidents
-            .forgotten_becomes_lost_after
-            .as_secs();
+        // What git declares for the card, and the lost clock, as the planner reads them.
+        let rules = crate::desired::from_policy(self.policy);
+        let declared = rules.incidents.get(card).copied();
+        let after = rules.forgotten_becomes_lost_after_secs;
         let event_name = event.as_str();
         let details = json!({"event": event_name, "comment": comment, "user": record.user,
             "template": record.template});
