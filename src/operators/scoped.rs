@@ -112,8 +112,16 @@ impl ActionLists {
                 .is_some_and(|x| t.contains(x))
         };
         ActionLists {
-            pending: self.pending.into_iter().filter(|p| allowed(&p.id)).collect(),
-            backoff: self.backoff.into_iter().filter(|b| allowed(&b.id)).collect(),
+            pending: self
+                .pending
+                .into_iter()
+                .filter(|p| allowed(&p.id))
+                .collect(),
+            backoff: self
+                .backoff
+                .into_iter()
+                .filter(|b| allowed(&b.id))
+                .collect(),
             held: self
                 .held
                 .into_iter()

@@ -163,12 +163,20 @@ struct Seen {
 fn users(inventory: &Inventory, scope: &Scope, q: &str) -> SearchResult {
     let q = q.to_lowercase();
     let mut seen: BTreeMap<&str, Seen> = BTreeMap::new();
-    for card in inventory.cards.values().filter(|c| scoped::card_in(c, scope)) {
+    for card in inventory
+        .cards
+        .values()
+        .filter(|c| scoped::card_in(c, scope))
+    {
         if let Some(u) = &card.user {
             seen.entry(u).or_default().cards.insert(card.id.clone());
         }
     }
-    for cert in inventory.certs.values().filter(|c| scoped::cert_in(c, scope)) {
+    for cert in inventory
+        .certs
+        .values()
+        .filter(|c| scoped::cert_in(c, scope))
+    {
         let s = seen.entry(&cert.user).or_default();
         if let Some(cn) = common_name(&cert.subject) {
             s.names.insert(cn.to_string());
@@ -231,7 +239,11 @@ fn cards(inventory: &Inventory, scope: &Scope, q: &str) -> SearchResult {
     // The first serial (in order) that matches, per card.
     let mut by_serial: BTreeMap<&str, &str> = BTreeMap::new();
     if serial_ok {
-        for cert in inventory.certs.values().filter(|c| scoped::cert_in(c, scope)) {
+        for cert in inventory
+            .certs
+            .values()
+            .filter(|c| scoped::cert_in(c, scope))
+        {
             if cert.serial.to_uppercase().starts_with(&serial) {
                 by_serial.entry(&cert.card).or_insert(&cert.serial);
             }

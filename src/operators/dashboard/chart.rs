@@ -170,7 +170,11 @@ const MONTHS: [&str; 12] = [
 ];
 
 fn day_month(d: Date) -> String {
-    format!("{} {}", d.day(), MONTHS[usize::from(u8::from(d.month())) - 1])
+    format!(
+        "{} {}",
+        d.day(),
+        MONTHS[usize::from(u8::from(d.month())) - 1]
+    )
 }
 
 fn long_date(d: Date) -> String {
@@ -183,7 +187,10 @@ fn week_name(first_week: Date, k: usize) -> String {
     i64::try_from(k)
         .ok()
         .and_then(|k| first_week.checked_add(Duration::weeks(k)))
-        .map_or_else(|| format!("week {k}"), |d| format!("week of {}", long_date(d)))
+        .map_or_else(
+            || format!("week {k}"),
+            |d| format!("week of {}", long_date(d)),
+        )
 }
 
 /// The chart of certificates expiring per week: `weeks[k]` expire in the week that starts

@@ -157,12 +157,16 @@ pub struct ControllerFigures {
 /// an operator whose `view-inventory` is limited to some templates sees only when it ran (the
 /// control socket's status, likewise, needs `view-inventory` for every template).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "view", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "view",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum PassFigures {
     /// Everything `keyfleet status` shows of it (an unscoped operator).
     Fleet {
         /// The last pass, as `keyfleet status` shows it (null: none finished yet).
-        last_pass: Option<PassSummary>,
+        last_pass: Option<Box<PassSummary>>,
         /// The error of the last policy reload, while the last valid policy stays in force.
         policy_error: Option<String>,
     },
@@ -244,7 +248,11 @@ fn status_rank(status: &str) -> usize {
 pub fn card_figures(inventory: &Inventory, scope: &Scope) -> CardFigures {
     let mut by: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut total = 0;
-    for card in inventory.cards.values().filter(|c| scoped::card_in(c, scope)) {
+    for card in inventory
+        .cards
+        .values()
+        .filter(|c| scoped::card_in(c, scope))
+    {
         total += 1;
         *by.entry(shown_status(card, inventory.facts.get(&card.id)))
             .or_default() += 1;
@@ -307,7 +315,7 @@ fn controller_figures(
     .within(plan, scope);
     let pass = match scope {
         Scope::All => PassFigures::Fleet {
-            last_pass: status.last_pass.clone(),
+            last_pass: status.last_pass.clone().map(Box::new),
             policy_error: status.policy_error.clone(),
         },
         Scope::Templates(_) => PassFigures::Scoped {
