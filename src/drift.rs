@@ -11,7 +11,7 @@ use crate::inventory::{CertStatus, Inventory};
 use crate::plan::{ActionKind, Plan, ReasonCode};
 
 /// One finding.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
     /// Stable kind: `entitled-without-credential`, `credential-without-entitlement`,
@@ -34,7 +34,7 @@ pub struct Finding {
 const AUDIT_BATCH: usize = 200;
 
 /// The drift report as JSON.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct DriftReport {
     /// No finding.
     pub clean: bool,

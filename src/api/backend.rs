@@ -10,6 +10,7 @@ use crate::operators::service::Host;
 use crate::plan::Plan;
 use crate::runtime::Environment;
 use crate::secrets::MasterKey;
+use crate::statedir::status::ControllerStatus;
 use crate::store::Store;
 
 /// Everything one API call is decided and done with.
@@ -35,6 +36,9 @@ pub trait Backend: Send + Sync + 'static {
     fn context(&self) -> Option<CallContext>;
     /// The last pass's plan.
     fn last_plan(&self) -> Option<Arc<Plan>>;
+    /// The controller's status, as the control socket's `Request::Status` (`keyfleet status`)
+    /// answers it; None when there is none to give.
+    fn status(&self) -> Option<ControllerStatus>;
     /// Counts an operator call by outcome (`ok` or the error code).
     fn count_call(&self, outcome: &str);
     /// The number of pending requests changed.

@@ -25,7 +25,7 @@ use crate::audit::AuditEntry;
 use crate::drift::DriftReport;
 use crate::operators::calls::{self, OperationOutcome};
 use crate::operators::identity::{self, PresentedCertificate};
-use crate::operators::roles::{Grants, Scope};
+use crate::operators::roles::Grants;
 use crate::operators::service::{
     NewRequest, OpError, Operations, RequestView, WhoAmI, log_unauthorized,
 };
@@ -494,12 +494,11 @@ fn scoped_plan(s: &ApiState, g: &Grants) -> Result<crate::plan::Plan, OpError> {
         .backend
         .last_plan()
         .ok_or_else(|| OpError::Conflict("the controller has not planned yet; try again".into()))?;
-    let mut plan = (*plan).clone();
-    if let Some(Scope::Templates(t)) = g.scope(Permission::ViewInventory) {
-        plan.actions
-            .retain(|a| a.template.as_ref().is_some_and(|x| t.contains(x)));
-    }
-    Ok(plan)
+    let plan = (*plan).clone();
+    Ok(match g.scope(Permission::ViewInventory) {
+        Some(scope) => crate::operators::scoped::plan(plan, scope),
+        None => plan,
+    })
 }
 
 async fn plan(State(s): State<Arc<ApiState>>, peer: Peer, addr: Addr) -> Result<Reply, ApiError> {
@@ -551,21 +550,8 @@ async fn drift(
         );
         let mut findings =
             crate::drift::findings(&plan, &inventory, &cas, ops.now, q.expiring_days);
-        if let Some(Scope::Templates(t)) = g.scope(Permission::ViewInventory) {
-            // Only findings about a credential of a template in scope.
-            let template_of = |f: &crate::drift::Finding| {
-                f.serial
-                    .as_ref()
-                    .and_then(|s| inventory.certs.get(s))
-                    .map(|c| c.template.clone())
-                    .or_else(|| {
-                        f.card
-                            .as_ref()
-                            .and_then(|c| inventory.cards.get(c))
-                            .and_then(|c| c.template.clone())
-                    })
-            };
-            findings.retain(|f| template_of(f).is_some_and(|x| t.contains(&x)));
+        if let Some(scope) = g.scope(Permission::ViewInventory) {
+            findings = crate::operators::scoped::findings(findings, &inventory, scope);
         }
         Ok(ok(&DriftReport {
             clean: findings.is_empty(),

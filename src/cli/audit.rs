@@ -65,11 +65,11 @@ pub fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<ExitCode> {
         ),
         Format::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "clean": findings.is_empty(),
-                "complete": pass.plan.complete,
-                "findings": findings,
-            }))?
+            serde_json::to_string_pretty(&crate::drift::DriftReport {
+                clean: findings.is_empty(),
+                complete: pass.plan.complete,
+                findings: findings.clone(),
+            })?
         ),
         Format::Text => {
             if findings.is_empty() {

@@ -7,6 +7,7 @@ use super::control_socket::Shared;
 use super::operator_host::RunningHost;
 use crate::api::backend::{Backend, CallContext};
 use crate::plan::Plan;
+use crate::statedir::status::ControllerStatus;
 
 /// The controller's state, for the API.
 pub(super) struct ControllerBackend(pub(super) Arc<Shared>);
@@ -30,6 +31,11 @@ impl Backend for ControllerBackend {
 
     fn last_plan(&self) -> Option<Arc<Plan>> {
         self.0.last_plan()
+    }
+
+    fn status(&self) -> Option<ControllerStatus> {
+        // What the control socket's `Request::Status` answers.
+        Some(self.0.status())
     }
 
     fn count_call(&self, outcome: &str) {

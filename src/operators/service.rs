@@ -326,15 +326,11 @@ impl Operations<'_> {
     /// The inventory, limited to the templates `view-inventory` reaches.
     pub fn inventory(&self, g: &Grants) -> Result<Inventory, OpError> {
         self.read(g, Permission::ViewInventory, "view-inventory", "inventory")?;
-        let mut inv = self.store.inventory()?;
-        if let Some(Scope::Templates(t)) = g.scope(Permission::ViewInventory) {
-            inv.cards
-                .retain(|_, c| c.template.as_ref().is_some_and(|x| t.contains(x)));
-            inv.certs.retain(|_, c| t.contains(&c.template));
-            let cards: BTreeSet<String> = inv.cards.keys().cloned().collect();
-            inv.facts.retain(|k, _| cards.contains(k));
-        }
-        Ok(inv)
+        let inv = self.store.inventory()?;
+        Ok(match g.scope(Permission::ViewInventory) {
+            Some(scope) => super::scoped::inventory(inv, scope),
+            None => inv,
+        })
     }
 
     /// One card and its certificates.

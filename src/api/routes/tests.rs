@@ -16,6 +16,9 @@ impl Backend for Starting {
     fn last_plan(&self) -> Option<Arc<crate::plan::Plan>> {
         None
     }
+    fn status(&self) -> Option<crate::statedir::status::ControllerStatus> {
+        None
+    }
     fn count_call(&self, _: &str) {}
     fn open_requests(&self, _: usize) {}
 }
@@ -203,6 +206,9 @@ impl Backend for Running {
         Some(self.0.clone())
     }
     fn last_plan(&self) -> Option<Arc<crate::plan::Plan>> {
+        None
+    }
+    fn status(&self) -> Option<crate::statedir::status::ControllerStatus> {
         None
     }
     fn count_call(&self, _: &str) {}
