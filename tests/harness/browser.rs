@@ -1,6 +1,6 @@
 //! A real headless Chromium driven over WebDriver, for the portal's browser tests.
 //!
-//! [`Browser::start`] starts `chromedriver` on a free port of 127.0.0.1 (its own process group,
+//! [`Browser::start`] starts `chromedriver` on a port of 127.0.0.1 it picks itself (its own process group,
 //! killed on drop) and a WebDriver session of headless Chromium with an empty temporary
 //! `--user-data-dir` and `HOME`. Before Chromium starts, the temporary `HOME` gets an NSS
 //! database (`$HOME/.pki/nssdb`, via `certutil`/`pk12util` from libnss3-tools) holding the CAs a
@@ -153,21 +153,22 @@ impl Browser {
             write_auto_select(&profile, addr);
         }
 
-        let port = free_port();
         let log = dir.path().join("chromedriver.log");
         let mut cmd = Command::new(CHROMEDRIVER);
-        cmd.arg(format!("--port={port}"))
+        // Port 0: chromedriver binds a free port itself and prints it (no race for a port).
+        cmd.arg("--port=0")
             .arg(format!("--log-path={}", log.display()))
             .env("HOME", &home)
             .env("XDG_CONFIG_HOME", home.join(".config"))
             .env("XDG_CACHE_HOME", home.join(".cache"))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null());
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let driver = cmd
+        let mut driver = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("start {CHROMEDRIVER} (scripts/install-deps --test): {e}"));
+        let port = driver_port(&mut driver, &log);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -701,10 +702,37 @@ fn cookie_of(v: &Value) -> Cookie {
     }
 }
 
-/// A port of 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
+/// The port chromedriver says it listens on (its stdout, read on a thread that then drains
+/// it); panics after 20 s, or if it exits first, with its log.
+fn driver_port(driver: &mut Child, log: &Path) -> u16 {
+    use std::io::BufRead as _;
+    let stdout = driver.stdout.take().expect("chromedriver stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("started successfully on port ").nth(1)
+                && let Ok(port) = rest.trim_end_matches('.').trim().parse::<u16>()
+            {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(port) = rx.recv_timeout(Duration::from_millis(100)) {
+            return port;
+        }
+        if let Ok(Some(status)) = driver.try_wait() {
+            panic!(
+                "chromedriver exited ({status}) before it listened\n{}",
+                tail(log, 40)
+            );
+        }
+        if Instant::now() > deadline {
+            panic!("chromedriver did not listen within 20 s\n{}", tail(log, 40));
+        }
+    }
 }
 
 fn tail(path: &Path, lines: usize) -> String {
