@@ -5,6 +5,8 @@
 mod api_tls;
 /// The tamper-evident audit log through the binary on the quickstart.
 mod audit_log;
+/// The browser test harness: headless Chromium over WebDriver, client certificates, artifacts.
+mod browser_harness;
 /// The Entrust CA Gateway connector against the emulator.
 mod cagw;
 /// The cfssl connector against a real `cfssl serve`.

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+/// Headless Chromium over WebDriver (chromedriver), for the portal's browser tests.
+pub(crate) mod browser;
 /// The Entrust CA Gateway emulator.
 pub(crate) mod cagw_emulator;
 /// A real `cfssl serve` on 127.0.0.1.
