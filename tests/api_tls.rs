@@ -676,3 +676,43 @@ async fn a_stalled_handshake_is_dropped_after_the_timeout() {
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+#[test]
+fn the_local_cas_of_holder_templates_are_trusted_once_they_exist() {
+    let setup = Setup::new();
+    // The contractors' cards come from a second local CA: a holder template's.
+    std::fs::write(
+        setup.q.policy.join("holders-ca.yaml"),
+        "apiVersion: keyfleet.dev/v1\nkind: CertificateAuthority\nmetadata:\n  name: holders-ca\n\
+         spec:\n  local:\n    subject: \"CN=Holders CA,O=Example\"\n    keyAlgorithm: ecc-p256\n    \
+         validity: 5y\n",
+    )
+    .unwrap();
+    let template = setup.q.policy.join("templates/contractor-virtual.yaml");
+    let text = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(
+        &template,
+        text.replace("authority: quickstart-ca", "authority: holders-ca"),
+    )
+    .unwrap();
+    let policy = setup.policy();
+    // Not created yet: it has issued nothing anyone could present, and is left out.
+    let trust = keyfleet::api::client_trust(&policy, &setup.q.state).unwrap();
+    assert!(trust.holder_cas().is_empty());
+    assert_eq!(trust.roots().len(), 2);
+    // The API's start creates it, as the first pass would; then it is trusted, as a holder's.
+    keyfleet::api::ensure_operator_cas(&policy, &setup.q.state, &setup.master).unwrap();
+    let trust = keyfleet::api::client_trust(&policy, &setup.q.state).unwrap();
+    assert_eq!(
+        trust.local_cas().keys().collect::<Vec<_>>(),
+        ["quickstart-ca"]
+    );
+    assert_eq!(
+        trust.holder_cas().keys().collect::<Vec<_>>(),
+        ["holders-ca"]
+    );
+    assert_eq!(trust.roots().len(), 3);
+    let pem = std::fs::read(setup.q.state.join("ca/holders-ca/ca.pem")).unwrap();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
+    assert_eq!(trust.holder_cas()["holders-ca"], der);
+}

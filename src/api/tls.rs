@@ -6,6 +6,8 @@
 //!                          (Settings.spec.operators.templates → CardTemplate certificates'
 //!                          authority → <state>/ca/<name>/ca.pem)
 //!                        + every certificate of each Settings.spec.operators.external[].caFile
+//!                        + ca.pem of every other local CA a template issues from (holders'
+//!                          cards: the self-service routes and the portal), once it exists
 //!   server certificate   = Settings.spec.api.tls {certFile, keyFile}        when set, else
 //!                          <state>/api/server.pem + server.key.sealed        issued by the local
 //!                          CA of the first operator template for the listen address, reused
@@ -16,7 +18,8 @@
 //! A client certificate is verified against the roots at the TLS layer but is optional
 //! there: a call without one reaches the handlers, which answer 401 in the API's error shape.
 //! This module does not decide who a certificate identifies (the inventory and the external
-//! subjects do, in `crate::operators`); [`ClientTrust::external_chains`] only says whether a
+//! subjects do, in `crate::operators`: an operator only by an operator template's certificate,
+//! a holder by their own card's); [`ClientTrust::external_chains`] only says whether a
 //! chain leads to one external identity's own CA.
 
 use std::collections::BTreeMap;
@@ -176,6 +179,8 @@ pub struct ClientTrust {
     roots: Arc<RootCertStore>,
     /// The local CAs whose certificates are among the roots, by name.
     local_cas: BTreeMap<String, CertificateDer<'static>>,
+    /// The local CAs of the other templates (holders' cards), among the roots too, by name.
+    holder_cas: BTreeMap<String, CertificateDer<'static>>,
     /// Per external operator name, a verifier trusting only its `caFile`.
     external: BTreeMap<String, Arc<dyn ClientCertVerifier>>,
     provider: Arc<CryptoProvider>,
@@ -190,6 +195,13 @@ impl ClientTrust {
     /// The certificates of the local CAs of the operator templates, by CA name.
     pub fn local_cas(&self) -> &BTreeMap<String, CertificateDer<'static>> {
         &self.local_cas
+    }
+
+    /// The certificates of the other local CAs templates issue from (holders' certificates,
+    /// for the self-service routes and the portal), by CA name; those the operator templates
+    /// use are in [`Self::local_cas`] only.
+    pub fn holder_cas(&self) -> &BTreeMap<String, CertificateDer<'static>> {
+        &self.holder_cas
     }
 
     /// Whether `end_entity` (with `intermediates`) chains, at `now`, to the `caFile` of the
@@ -288,16 +300,35 @@ fn add_roots(
     Ok(())
 }
 
+/// The local CAs (name → spec) any template issues from: the operator templates' and the
+/// holders', in name order.
+fn template_cas(policy: &PolicySet) -> BTreeMap<String, &crate::policy::model::LocalCaSpec> {
+    let mut cas = BTreeMap::new();
+    for template in policy.templates.values() {
+        for cert in &template.spec.certificates {
+            if let Some(CertificateAuthoritySpec::Local(spec)) =
+                policy.authorities.get(&cert.authority).map(|a| &a.spec)
+            {
+                cas.insert(cert.authority.clone(), spec);
+            }
+        }
+    }
+    cas
+}
+
 /// Opens, creating them when new (key, certificate), the local CAs of the operator
-/// templates, so that [`client_trust`] finds their certificates (as the first `keyfleet
-/// apply` or controller pass would).
+/// templates and of every other template, so that [`client_trust`] finds their certificates
+/// (as the first `keyfleet apply` or controller pass would): an operator's card and a
+/// holder's card can then log in from the first start on.
 pub fn ensure_operator_cas(
     policy: &PolicySet,
     state_dir: &Path,
     master: &MasterKey,
 ) -> Result<(), ApiSetupError> {
     let now = time::OffsetDateTime::now_utc();
-    for (name, spec) in operator_cas(policy)? {
+    let mut cas = template_cas(policy);
+    cas.extend(operator_cas(policy)?);
+    for (name, spec) in cas {
         crate::runtime::local_ca(&name, spec, state_dir, master, now)
             .map_err(|message| ApiSetupError::LocalCa { name, message })?;
     }
@@ -328,6 +359,25 @@ pub fn client_trust(policy: &PolicySet, state_dir: &Path) -> Result<ClientTrust,
         add_roots(&mut roots, &certs[..1], &setting, &path)?;
         local_cas.insert(name.clone(), certs[0].clone());
     }
+    // Holders' cards: the other local CAs templates issue from. One that has no certificate
+    // yet has issued nothing anyone could present, and is left out.
+    let mut holder_cas = BTreeMap::new();
+    for name in template_cas(policy).into_keys() {
+        if local_cas.contains_key(&name) {
+            continue;
+        }
+        let path = state_dir
+            .join("ca")
+            .join(&name)
+            .join(crate::ca::local::CA_CERT_FILE);
+        if !path.exists() {
+            continue;
+        }
+        let setting = format!("CertificateAuthority {name}");
+        let certs = read_certs(&setting, &path)?;
+        add_roots(&mut roots, &certs[..1], &setting, &path)?;
+        holder_cas.insert(name, certs[0].clone());
+    }
     let settings = &policy.settings;
     let mut external = BTreeMap::new();
     for (i, e) in settings.spec.operators.external.iter().enumerate() {
@@ -352,6 +402,7 @@ pub fn client_trust(policy: &PolicySet, state_dir: &Path) -> Result<ClientTrust,
     Ok(ClientTrust {
         roots: Arc::new(roots),
         local_cas,
+        holder_cas,
         external,
         provider,
     })

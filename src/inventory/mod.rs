@@ -158,9 +158,6 @@ pub struct CertRecord {
 }
 
 impl CertRecord {
-    /// The order in which a slot's certificates were asked for: by their enrolment's journal
-    /// entry (records from before Keyfleet kept it have 0 and come first), then `notBefore`,
-    /// then serial. Neither of the last two tells a renewal from its predecessor on its own:
     /// The certificate's DER, from its PEM (None: the PEM does not decode).
     pub fn der(&self) -> Option<Vec<u8>> {
         der::pem::decode_vec(self.pem.as_bytes())
@@ -168,6 +165,9 @@ impl CertRecord {
             .map(|(_, der)| der)
     }
 
+    /// The order in which a slot's certificates were asked for: by their enrolment's journal
+    /// entry (records from before Keyfleet kept it have 0 and come first), then `notBefore`,
+    /// then serial. Neither of the last two tells a renewal from its predecessor on its own:
     /// serials are random and `notBefore` has whole seconds.
     pub fn enrolment_order(&self) -> (u64, OffsetDateTime, &str) {
         (self.enrolment, self.not_before, self.serial.as_str())

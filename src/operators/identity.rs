@@ -187,6 +187,66 @@ pub fn from_certificate(
     })
 }
 
+/// A holder, identified by a certificate Keyfleet issued onto their card (the self-service
+/// routes and the portal's certificate login; not an operator).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Holder {
+    /// The directory uid the certificate was issued to.
+    pub user: String,
+    /// The card (or token) it is on: the only card the holder acts on through it.
+    pub card: String,
+    /// Its serial.
+    pub serial: String,
+    /// Its template.
+    pub template: String,
+}
+
+/// The holder a verified client certificate identifies: Keyfleet's own record of this very
+/// certificate (the same bytes), active, unexpired and on a card. `lookup` reads a certificate
+/// record by serial from the inventory as it is now; nothing is cached, so a certificate
+/// revoked a moment ago identifies nobody.
+pub fn holder_from_certificate(
+    der: &[u8],
+    lookup: &dyn Fn(&str) -> Result<Option<CertRecord>, String>,
+    now: OffsetDateTime,
+) -> Result<Holder, IdentityError> {
+    let cert = Certificate::from_der(der).map_err(|e| IdentityError::Malformed(e.to_string()))?;
+    let tbs = cert.tbs_certificate();
+    let serial = crate::ca::serial_hex(tbs.serial_number().as_bytes());
+    let mut record = lookup(&serial).map_err(IdentityError::Inventory)?;
+    if record.is_none() && serial.len() > 2 && serial.starts_with("00") {
+        record = lookup(&serial[2..]).map_err(IdentityError::Inventory)?;
+    }
+    let Some(record) = record.filter(|r| same_certificate(r, der)) else {
+        return Err(IdentityError::Unknown {
+            subject: tbs.subject().to_string(),
+        });
+    };
+    if record.status != CertStatus::Active {
+        return Err(IdentityError::NotActive {
+            serial,
+            status: format!("{:?}", record.status).to_lowercase(),
+        });
+    }
+    if record.not_after <= now {
+        return Err(IdentityError::Expired {
+            serial,
+            not_after: record.not_after.to_string(),
+        });
+    }
+    if record.card.is_empty() {
+        return Err(IdentityError::Unknown {
+            subject: tbs.subject().to_string(),
+        });
+    }
+    Ok(Holder {
+        user: record.user,
+        card: record.card,
+        serial: record.serial,
+        template: record.template,
+    })
+}
+
 fn same_certificate(record: &CertRecord, der: &[u8]) -> bool {
     record.der().is_some_and(|d| d == der)
 }

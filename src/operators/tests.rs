@@ -361,3 +361,97 @@ fn one_denial_ends_a_request_and_expiry_ends_it_too() {
         "an expired request is never approved"
     );
 }
+
+/// A self-signed certificate with `serial` and its record as Keyfleet would hold it.
+fn holder_cert(serial: u8, card: &str) -> (Vec<u8>, crate::inventory::CertRecord) {
+    use crate::inventory::{CertRecord, CertStatus};
+    use crate::policy::model::{KeyAlgorithm, Slot};
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&[serial]));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Hanna Holder");
+    let cert = params.self_signed(&key).unwrap();
+    let der = cert.der().to_vec();
+    let now = datetime!(2026-12-07 12:00 UTC);
+    let record = CertRecord {
+        serial: crate::ca::serial_hex(&[serial]),
+        user: "hanna".into(),
+        card: card.into(),
+        template: "employee".into(),
+        name: "auth".into(),
+        slot: Slot::PivAuthentication,
+        ca: "corp".into(),
+        profile: String::new(),
+        key_algorithm: KeyAlgorithm::EccP256,
+        subject: "CN=Hanna Holder".into(),
+        sans: Vec::new(),
+        not_before: now - time::Duration::days(1),
+        not_after: now + time::Duration::days(30),
+        revision: String::new(),
+        status: CertStatus::Active,
+        installed: true,
+        request_id: String::new(),
+        enrolment: 1,
+        updated_at: now,
+        pem: cert.pem(),
+        key_id: None,
+    };
+    (der, record)
+}
+
+#[test]
+fn a_holder_is_the_exact_active_certificate_on_their_card_and_nothing_else() {
+    use super::identity::{Holder, holder_from_certificate};
+    use crate::inventory::CertStatus;
+    let now = datetime!(2026-12-07 12:00 UTC);
+    let (der, record) = holder_cert(0x42, "card-1");
+    let found = |r: crate::inventory::CertRecord| {
+        move |serial: &str| Ok((serial == r.serial).then(|| r.clone()))
+    };
+    assert_eq!(
+        holder_from_certificate(&der, &found(record.clone()), now),
+        Ok(Holder {
+            user: "hanna".into(),
+            card: "card-1".into(),
+            serial: "42".into(),
+            template: "employee".into(),
+        })
+    );
+    // Another certificate with the same serial is not the one Keyfleet issued.
+    let (other, _) = holder_cert(0x42, "card-1");
+    assert!(matches!(
+        holder_from_certificate(&other, &found(record.clone()), now),
+        Err(IdentityError::Unknown { .. })
+    ));
+    // Revoked, superseded or expired: nobody.
+    for status in [CertStatus::Revoked, CertStatus::Superseded] {
+        let mut r = record.clone();
+        r.status = status;
+        assert!(matches!(
+            holder_from_certificate(&der, &found(r), now),
+            Err(IdentityError::NotActive { .. })
+        ));
+    }
+    assert!(matches!(
+        holder_from_certificate(&der, &found(record.clone()), record.not_after),
+        Err(IdentityError::Expired { .. })
+    ));
+    // A certificate on no card identifies no holder.
+    let mut r = record.clone();
+    r.card = String::new();
+    assert!(matches!(
+        holder_from_certificate(&der, &found(r), now),
+        Err(IdentityError::Unknown { .. })
+    ));
+    // Garbage and an unreadable inventory are errors, not panics.
+    assert!(matches!(
+        holder_from_certificate(b"\x30\x03junk", &found(record), now),
+        Err(IdentityError::Malformed(_))
+    ));
+    assert!(matches!(
+        holder_from_certificate(&der, &|_| Err("disk".to_string()), now),
+        Err(IdentityError::Inventory(_))
+    ));
+}
