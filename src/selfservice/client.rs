@@ -147,10 +147,11 @@ impl Workstation {
             .read_certificate(SLOT_9A)
             .map_err(card_err)?
             .ok_or_else(|| SelfServiceError::NoCertificate(reader.clone()))?;
-        let alg = key_alg_of_certificate(&certificate).map_err(|message| SelfServiceError::Card {
-            reader: reader.clone(),
-            message,
-        })?;
+        let alg =
+            key_alg_of_certificate(&certificate).map_err(|message| SelfServiceError::Card {
+                reader: reader.clone(),
+                message,
+            })?;
         Ok(Workstation {
             card: Arc::new(Mutex::new(piv)),
             reader,
@@ -363,9 +364,9 @@ impl SecretSource {
             SecretSource::File(p) => first(Zeroizing::new(
                 std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
             )),
-            SecretSource::Env(n) => {
-                first(Zeroizing::new(std::env::var(n).map_err(|e| format!("${n}: {e}"))?))
-            }
+            SecretSource::Env(n) => first(Zeroizing::new(
+                std::env::var(n).map_err(|e| format!("${n}: {e}"))?,
+            )),
             SecretSource::Terminal => crate::tty::ask_secret(prompt)
                 .map_err(|e| format!("cannot read from the terminal: {e}"))?,
         };
@@ -390,7 +391,10 @@ mod tests {
 
     #[test]
     fn the_reader_is_the_named_one_or_the_only_one_with_a_card() {
-        let rs = [reader("Test VPCD 00 00", true), reader("Test VPCD 00 01", false)];
+        let rs = [
+            reader("Test VPCD 00 00", true),
+            reader("Test VPCD 00 01", false),
+        ];
         assert_eq!(choose_reader(&rs, None).unwrap(), "Test VPCD 00 00");
         assert_eq!(
             choose_reader(&rs, Some("Test VPCD 00 00")).unwrap(),

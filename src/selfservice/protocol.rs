@@ -86,7 +86,11 @@ pub struct SessionOutcome {
 impl SessionOutcome {
     /// Whether some action failed or the session could not run.
     pub fn failed(&self) -> bool {
-        self.error.is_some() || self.actions.iter().any(|a| a.result == ActionResult::Failed)
+        self.error.is_some()
+            || self
+                .actions
+                .iter()
+                .any(|a| a.result == ActionResult::Failed)
     }
 }
 

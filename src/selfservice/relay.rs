@@ -37,6 +37,9 @@ pub enum ToClient {
     Done(SessionOutcome),
 }
 
+/// A new relay, the receiver of what goes to the workstation, and the sender of its answers.
+pub type RelayEnds = (Arc<Relay>, mpsc::Receiver<ToClient>, mpsc::Sender<Vec<u8>>);
+
 /// The executor's end of one relay: commands out, answers in.
 pub struct Relay {
     to_client: mpsc::Sender<ToClient>,
@@ -58,10 +61,7 @@ impl Relay {
     /// executor is given instead of the holder's PIN), waiting up to `wait` per answer.
     /// Returns the relay, the receiver of what goes to the workstation and the sender of
     /// its answers.
-    pub fn new(
-        placeholder: &str,
-        wait: Duration,
-    ) -> Result<(Arc<Relay>, mpsc::Receiver<ToClient>, mpsc::Sender<Vec<u8>>), String> {
+    pub fn new(placeholder: &str, wait: Duration) -> Result<RelayEnds, String> {
         let b = placeholder.as_bytes();
         if !(6..=8).contains(&b.len()) || !b.iter().all(u8::is_ascii_digit) {
             return Err("the placeholder PIN must be 6 to 8 digits".into());
@@ -222,7 +222,7 @@ mod tests {
             strip(&[0x00, 0x20, 0x00, 0x80], PH).unwrap(),
             (vec![0x00, 0x20, 0x00, 0x80], false)
         );
-        assert_eq!(strip(&[0x00, 0x20, 0xFF, 0x80], PH).unwrap().1, false);
+        assert!(!strip(&[0x00, 0x20, 0xFF, 0x80], PH).unwrap().1);
         // A VERIFY with any other PIN, or the placeholder anywhere else, never leaves.
         let mut other = vec![0x00, 0x20, 0x00, 0x80, 0x08];
         other.extend_from_slice(b"123456\xFF\xFF");
@@ -252,14 +252,20 @@ mod tests {
             let Ok(ToClient::Apdu { apdu, pin }) = out.recv() else {
                 panic!("an APDU");
             };
-            assert_eq!((apdu.as_slice(), pin), (&[0x00, 0xA4, 0x04, 0x00][..], false));
+            assert_eq!(
+                (apdu.as_slice(), pin),
+                (&[0x00, 0xA4, 0x04, 0x00][..], false)
+            );
             answers.send(vec![0x90, 0x00]).unwrap();
             // The second command gets no answer.
             let _ = out.recv();
             std::thread::sleep(Duration::from_millis(200));
             drop(answers);
         });
-        assert_eq!(t.transmit(&[0x00, 0xA4, 0x04, 0x00]).unwrap(), vec![0x90, 0x00]);
+        assert_eq!(
+            t.transmit(&[0x00, 0xA4, 0x04, 0x00]).unwrap(),
+            vec![0x90, 0x00]
+        );
         let e = t.transmit(&[0x00, 0xCB, 0x3F, 0xFF]).unwrap_err();
         assert!(matches!(e, TransportError::NoCard(_)), "{e}");
         worker.join().unwrap();

@@ -234,7 +234,11 @@ impl Sessions {
 }
 
 /// The audit entry of a session's start or end: actor the holder, `via: self-service`.
-fn audit(work: &SessionWork, outcome: &str, mut details: serde_json::Value) -> Result<(), SessionError> {
+fn audit(
+    work: &SessionWork,
+    outcome: &str,
+    mut details: serde_json::Value,
+) -> Result<(), SessionError> {
     details["via"] = "self-service".into();
     details["card"] = work.card.clone().into();
     work.audit
@@ -249,7 +253,9 @@ fn audit(work: &SessionWork, outcome: &str, mut details: serde_json::Value) -> R
             OffsetDateTime::now_utc(),
         )
         .map(|_| ())
-        .map_err(|e| SessionError::Failed(format!("not done: the audit log cannot be written: {e}")))
+        .map_err(|e| {
+            SessionError::Failed(format!("not done: the audit log cannot be written: {e}"))
+        })
 }
 
 /// Whether `action` is one the holder's session runs: it waits for the holder of `card`
@@ -264,7 +270,8 @@ pub fn waits_for_holder(action: &Action, card: &str) -> bool {
 /// Plans and runs what waits for the holder on the card, the cards held.
 fn run(work: &SessionWork, relay: &Arc<Relay>, placeholder: &str) -> SessionOutcome {
     let mut outcome = SessionOutcome::default();
-    work.host.with_cards(&mut || outcome = run_held(work, relay, placeholder));
+    work.host
+        .with_cards(&mut || outcome = run_held(work, relay, placeholder));
     outcome
 }
 
@@ -278,16 +285,18 @@ fn run_held(work: &SessionWork, relay: &Arc<Relay>, placeholder: &str) -> Sessio
         Ok(i) => i,
         Err(e) => return failed(format!("the inventory cannot be read: {e}")),
     };
-    let pass = match runtime::plan_with_card_present(&work.env, inventory, &work.card, &work.user, now) {
-        Ok(p) => p,
-        Err(e) => return failed(format!("cannot plan: {e}")),
-    };
+    let pass =
+        match runtime::plan_with_card_present(&work.env, inventory, &work.card, &work.user, now) {
+            Ok(p) => p,
+            Err(e) => return failed(format!("cannot plan: {e}")),
+        };
     let mut plan = pass.plan.clone();
     plan.actions.retain(|a| waits_for_holder(a, &work.card));
     if plan.actions.is_empty() {
         return SessionOutcome::default();
     }
-    let cas = runtime::connect_authorities(&work.env.policy, &work.env.state_dir, &work.master, now);
+    let cas =
+        runtime::connect_authorities(&work.env.policy, &work.env.state_dir, &work.master, now);
     let cards = RelayCards::new(&work.card, relay.clone());
     let clock = OffsetDateTime::now_utc;
     let ctx = apply::Context {
