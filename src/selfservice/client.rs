@@ -128,6 +128,28 @@ pub fn choose_reader(
     }
 }
 
+/// Connects to the card for this command alone: another application's commands (a
+/// controller on the same machine, say) never come between the relayed ones. While another
+/// application holds the card, retries for up to 15 s.
+fn connect_exclusive(
+    ctx: &::pcsc::Context,
+    reader: &str,
+) -> Result<PcscTransport, SelfServiceError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match PcscTransport::connect_exclusive(ctx, reader) {
+            Ok(t) => return Ok(t),
+            Err(pcsc::PcscError::Connect {
+                source: ::pcsc::Error::SharingViolation,
+                ..
+            }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(e) => return Err(SelfServiceError::Reader(e.to_string())),
+        }
+    }
+}
+
 impl Workstation {
     /// Opens the card in `reader` (see [`choose_reader`]), selects PIV and reads the
     /// certificate of slot 9A.
@@ -135,8 +157,7 @@ impl Workstation {
         let ctx = pcsc::establish().map_err(|e| SelfServiceError::Reader(e.to_string()))?;
         let readers = pcsc::readers(&ctx).map_err(|e| SelfServiceError::Reader(e.to_string()))?;
         let reader = choose_reader(&readers, reader)?;
-        let transport = PcscTransport::connect(&ctx, &reader)
-            .map_err(|e| SelfServiceError::Reader(e.to_string()))?;
+        let transport = connect_exclusive(&ctx, &reader)?;
         let mut piv = PivClient::new(transport);
         let card_err = |e: PivError| SelfServiceError::Card {
             reader: reader.clone(),
