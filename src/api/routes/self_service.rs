@@ -282,9 +282,9 @@ async fn step(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<CardResponse>,
 ) -> Result<Reply, ApiError> {
-    let response = hex::decode(body.response.trim())
-        .map_err(|e| ApiError::unprocessable(format!("response: not hex: {e}")))?;
     holder_call(s, peer, addr, false, move |s, _, holder, _| {
+        let response = hex::decode(body.response.trim())
+            .map_err(|e| ApiError::unprocessable(format!("response: not hex: {e}")))?;
         let step = s
             .sessions
             .step(&id, &holder.user, &holder.card, response)
