@@ -57,6 +57,7 @@ pub mod policytest;
 pub mod runtime;
 pub mod saved_plan;
 pub mod secrets;
+pub mod selfservice;
 pub mod statedir;
 pub mod store;
 pub mod tty;

@@ -259,6 +259,33 @@ pub fn plan_observed(
     )
 }
 
+/// Plans for `user` alone with only `card` present: a self-service session, whose card is
+/// in the holder's reader (reached through a relay, not a reader of this machine). Observes
+/// the directories; writes nothing. Must not be called from async code (see
+/// [`observe_directories`]).
+pub fn plan_with_card_present(
+    env: &Environment,
+    inventory: Inventory,
+    card: &str,
+    user: &str,
+    now: OffsetDateTime,
+) -> Result<Pass, PassError> {
+    let observed = observe_environment(env);
+    let presence = Presence {
+        cards: [card.to_string()].into(),
+        blanks: Vec::new(),
+    };
+    plan_with_presence(
+        env,
+        &observed,
+        inventory,
+        presence,
+        now,
+        false,
+        Some([user.to_string()].into()),
+    )
+}
+
 /// Everything a pass observed, and its plan.
 pub struct Pass {
     /// Desired state.

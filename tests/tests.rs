@@ -57,6 +57,8 @@ mod piv_retired;
 mod pkcs11;
 /// Policy loading and validation through `keyfleet validate` / `keyfleet schema`.
 mod policy;
+/// The holder's workstation: `keyfleet self-service` over pcscd + vpcd and `run --api`.
+mod self_service;
 /// The reconcile spine end to end on examples/quickstart (local CA, virtual cards).
 mod spine;
 /// Virtual cards: a changed holder PIN waits for the holder, no slot touched; retries set.

@@ -36,6 +36,7 @@ use crate::views::{CardDetail, InventoryView, UserDetail};
 
 pub mod cards;
 pub mod keys;
+pub mod self_service;
 
 /// What the routes share.
 pub struct ApiState {
@@ -78,7 +79,7 @@ const AUTH_404: &[u16] = &[401, 403, 404, 429, 500];
 const OPERATE: &[u16] = &[401, 403, 404, 409, 422, 429, 500];
 
 /// Every route, as documented.
-pub static ROUTES: [RouteDoc; 21] = [
+pub static ROUTES: [RouteDoc; 26] = [
     RouteDoc {
         method: Method::GET,
         path: "/api/v1/whoami",
@@ -268,11 +269,57 @@ pub static ROUTES: [RouteDoc; 21] = [
         response: schema::<Vec<AuditEntry>>,
         errors: &[401, 403, 422, 429, 500],
     },
+    RouteDoc {
+        method: Method::GET,
+        path: "/api/v1/self-service",
+        summary: "The holder (identified by a certificate Keyfleet issued onto their card), the card, and what waits for them on it in the last plan",
+        permission: None,
+        request: None,
+        response: schema::<crate::selfservice::protocol::SelfServiceView>,
+        errors: &[401, 409, 429, 500],
+    },
+    RouteDoc {
+        method: Method::POST,
+        path: "/api/v1/self-service/sessions",
+        summary: "Run what waits for the holder on their card (keyfleet self-service): the executors run on the server, the card answers through the workstation; the first command for the card, or the outcome when nothing waits",
+        permission: None,
+        request: Some(schema::<self_service::EmptyBody>),
+        response: schema::<crate::selfservice::protocol::SessionStep>,
+        errors: &[401, 409, 422, 429, 500, 504],
+    },
+    RouteDoc {
+        method: Method::POST,
+        path: "/api/v1/self-service/sessions/{id}",
+        summary: "The card's answer to the session's last command: the next command, or how every action ended",
+        permission: None,
+        request: Some(schema::<crate::selfservice::protocol::CardResponse>),
+        response: schema::<crate::selfservice::protocol::SessionStep>,
+        errors: &[401, 404, 409, 422, 500, 504],
+    },
+    RouteDoc {
+        method: Method::POST,
+        path: "/api/v1/self-service/pin-changed",
+        summary: "The holder changed the card's PIN on their workstation: the PIN Keyfleet holds is no longer the card's",
+        permission: None,
+        request: Some(schema::<self_service::EmptyBody>),
+        response: schema::<crate::selfservice::protocol::FactsChanged>,
+        errors: &[401, 409, 422, 429, 500],
+    },
+    RouteDoc {
+        method: Method::POST,
+        path: "/api/v1/self-service/unblocked",
+        summary: "The holder reset the blocked PIN with an unblock code on their workstation: the PUK is spent (rotate-puk at the next contact) and the PIN is the holder's",
+        permission: None,
+        request: Some(schema::<self_service::EmptyBody>),
+        response: schema::<crate::selfservice::protocol::FactsChanged>,
+        errors: &[401, 409, 422, 429, 500],
+    },
 ];
 
 /// The router of every route in [`ROUTES`], plus `GET /api/v1/openapi.json` (no identity
 /// needed: it describes, it does nothing).
 pub fn router(state: Arc<ApiState>) -> Router {
+    let holders = self_service::router(state.clone());
     Router::new()
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/inventory", get(inventory))
@@ -298,6 +345,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .fallback(error::fallback)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
+        .merge(holders)
 }
 
 type Peer = Option<Extension<PeerCertificates>>;

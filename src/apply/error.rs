@@ -186,6 +186,7 @@ impl std::fmt::Display for HolderPinCause {
             HolderPinCause::HolderReset => {
                 "the holder set a new one with a PUK released for an offline unblock"
             }
+            HolderPinCause::HolderChanged => "the holder changed it on their workstation",
         })
     }
 }

@@ -174,12 +174,27 @@ impl std::fmt::Debug for PcscTransport {
 impl PcscTransport {
     /// Connects (shared, T=0 or T=1) to the card in `reader`.
     pub fn connect(ctx: &pcsc::Context, reader: &str) -> Result<Self, PcscError> {
+        Self::connect_mode(ctx, reader, pcsc::ShareMode::Shared)
+    }
+
+    /// Connects to the card in `reader` for this process alone (no other application's
+    /// commands come between ours, e.g. between a VERIFY and the signature it unlocks).
+    pub fn connect_exclusive(ctx: &pcsc::Context, reader: &str) -> Result<Self, PcscError> {
+        Self::connect_mode(ctx, reader, pcsc::ShareMode::Exclusive)
+    }
+
+    fn connect_mode(
+        ctx: &pcsc::Context,
+        reader: &str,
+        mode: pcsc::ShareMode,
+    ) -> Result<Self, PcscError> {
         let name = c_name(reader)?;
-        let card = timed(|| ctx.connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY))
-            .map_err(|source| PcscError::Connect {
+        let card = timed(|| ctx.connect(&name, mode, pcsc::Protocols::ANY)).map_err(|source| {
+            PcscError::Connect {
                 reader: reader.to_string(),
                 source,
-            })?;
+            }
+        })?;
         Ok(PcscTransport {
             card: Some(card),
             reader: reader.to_string(),

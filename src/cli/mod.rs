@@ -27,6 +27,7 @@ pub mod remote;
 pub mod requests;
 pub mod run;
 pub mod schema;
+pub mod self_service;
 pub mod status;
 pub mod test;
 pub mod validate;
@@ -126,6 +127,9 @@ pub enum Command {
     /// Show what Keyfleet sees in a directory: one user, or a group's members.
     #[command(long_about = directory::LONG_ABOUT)]
     Directory(directory::Args),
+    /// The holder's workstation: run what waits for you on your card, change or unblock its PIN.
+    #[command(long_about = self_service::LONG_ABOUT)]
+    SelfService(self_service::Args),
     /// Check, show or pin the tamper-evident audit log.
     #[command(long_about = audit_log::LONG_ABOUT)]
     AuditLog(audit_log::Args),
@@ -214,6 +218,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Directory(args) => directory::run(&cli.global, args),
         Command::Reindex(args) => reindex::run(&cli.global, args),
         Command::AuditLog(args) => audit_log::run(&cli.global, args),
+        Command::SelfService(args) => self_service::run(&cli.global, args),
         Command::Test(args) => test::run(&cli.global, args),
         Command::Completions(args) => docs::run_completions(&cli.global, args),
         Command::Man(args) => docs::run_man(&cli.global, args),

@@ -262,6 +262,24 @@ pub fn api_error(status: u16, body: &[u8]) -> ClientError {
     }
 }
 
+/// Refuses a server URL that is not `https://` or has a query or fragment.
+fn check_url(server: &str) -> Result<(), ClientError> {
+    let url_err = |reason: &str| ClientError::Url {
+        server: server.to_string(),
+        reason: reason.to_string(),
+    };
+    let parsed = reqwest::Url::parse(server).map_err(|e| url_err(&e.to_string()))?;
+    if parsed.scheme() != "https" {
+        return Err(url_err(
+            "must be an https:// URL (the operator API requires TLS client certificates)",
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(url_err("must not have a query or fragment"));
+    }
+    Ok(())
+}
+
 impl ApiClient {
     /// A client of the server at `server` (`https://host:port`, optionally with a path prefix)
     /// with this identity, trusting `server_ca` (PEM) for the server, else the CAs in
@@ -272,21 +290,29 @@ impl ApiClient {
         identity: &Identity,
         server_ca: Option<&Path>,
     ) -> Result<ApiClient, ClientError> {
-        let url_err = |reason: &str| ClientError::Url {
-            server: server.to_string(),
-            reason: reason.to_string(),
-        };
-        let parsed = reqwest::Url::parse(server).map_err(|e| url_err(&e.to_string()))?;
-        if parsed.scheme() != "https" {
-            return Err(url_err(
-                "must be an https:// URL (the operator API requires TLS client certificates)",
-            ));
-        }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(url_err("must not have a query or fragment"));
-        }
+        check_url(server)?;
         let roots = server_roots(server, server_ca)?;
         let key = certified_key(identity)?;
+        Self::build(server, roots, key)
+    }
+
+    /// A client of the server at `server` presenting `key` (a key whose private half is on
+    /// a card, say), trusting `server_ca` (PEM) for the server, else `$SSL_CERT_FILE`.
+    pub fn with_key(
+        server: &str,
+        key: Arc<CertifiedKey>,
+        server_ca: Option<&Path>,
+    ) -> Result<ApiClient, ClientError> {
+        check_url(server)?;
+        let roots = server_roots(server, server_ca)?;
+        Self::build(server, roots, key)
+    }
+
+    fn build(
+        server: &str,
+        roots: Vec<CertificateDer<'static>>,
+        key: Arc<CertifiedKey>,
+    ) -> Result<ApiClient, ClientError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut store = rustls::RootCertStore::empty();
         for r in roots {

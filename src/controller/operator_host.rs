@@ -67,6 +67,10 @@ impl Host for RunningHost {
         self.shared.triggers.fire(Trigger::Approved);
     }
 
+    fn with_cards(&self, work: &mut dyn FnMut()) {
+        self.card_work(|_| work());
+    }
+
     fn recover_key(
         &self,
         requester: &str,

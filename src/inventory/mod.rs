@@ -264,6 +264,8 @@ pub enum HolderPinCause {
     NotStored,
     /// The holder reset the PIN with a PUK released for an offline unblock.
     HolderReset,
+    /// The holder changed the PIN on their workstation (`keyfleet self-service --change-pin`).
+    HolderChanged,
 }
 
 /// The PIN Keyfleet holds for a card cannot be used, since when and why.

@@ -76,6 +76,12 @@ pub trait Host: Send + Sync {
     ) -> Result<serde_json::Value, String>;
     /// A recorded fact changed what the next pass plans (an incident): plan soon.
     fn wake(&self) {}
+    /// Runs `work` with the cards to itself: no pass of the controller works on a card
+    /// meanwhile (a self-service session relaying to a holder's card). Default: at once (a
+    /// command that holds the state directory has the cards to itself).
+    fn with_cards(&self, work: &mut dyn FnMut()) {
+        work()
+    }
 }
 
 /// Why an operation was not done; each maps to one HTTP status.

@@ -67,6 +67,7 @@ fn sample_body(r: &RouteDoc) -> Body {
         (true, "/api/v1/keys/recover") => {
             Body::from(r#"{"user": "alice", "pkcs12": "/tmp/alice.p12"}"#)
         }
+        (true, "/api/v1/self-service/sessions/{id}") => Body::from(r#"{"response": "9000"}"#),
         (true, _) => Body::from("{}"),
         (false, _) => Body::empty(),
     }
