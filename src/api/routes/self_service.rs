@@ -176,6 +176,7 @@ fn audit(
     ctx: &CallContext,
     holder: &Holder,
     kind: &str,
+    outcome: &str,
     now: OffsetDateTime,
 ) -> Result<(), ApiError> {
     ctx.audit
@@ -184,7 +185,7 @@ fn audit(
                 actor: holder.user.clone(),
                 kind: kind.into(),
                 target: holder.user.clone(),
-                outcome: "done".into(),
+                outcome: outcome.into(),
                 details: serde_json::json!({
                     "via": "self-service",
                     "card": holder.card,
@@ -301,7 +302,9 @@ async fn pin_changed(
     JsonBody(_): JsonBody<EmptyBody>,
 ) -> Result<Reply, ApiError> {
     holder_call(s, peer, addr, true, |_, ctx, holder, now| {
-        audit(ctx, holder, "self-service-pin-changed", now)?;
+        // Logged before the facts change (fail closed), and how it ended after.
+        let kind = "self-service-pin-changed";
+        audit(ctx, holder, kind, "started", now)?;
         let facts = ctx
             .store
             .update_card_facts(&holder.card, |facts| {
@@ -312,8 +315,9 @@ async fn pin_changed(
                 });
                 Ok::<_, String>(facts.puk_released.is_some())
             })
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(ApiError::internal)?;
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        let facts = ended(ctx, holder, kind, facts, now)?;
         // What needs the PIN now waits for the holder: plan it.
         ctx.host.wake();
         Ok(changed(holder, facts))
@@ -328,8 +332,10 @@ async fn unblocked(
     JsonBody(_): JsonBody<EmptyBody>,
 ) -> Result<Reply, ApiError> {
     holder_call(s, peer, addr, true, |_, ctx, holder, now| {
-        audit(ctx, holder, "self-service-unblocked", now)?;
-        ctx.store
+        let kind = "self-service-unblocked";
+        audit(ctx, holder, kind, "started", now)?;
+        let done = ctx
+            .store
             .update_card_facts(&holder.card, |facts| {
                 facts.holder_pin = Some(HolderPin {
                     since: now,
@@ -344,12 +350,33 @@ async fn unblocked(
                 });
                 Ok::<_, String>(())
             })
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(ApiError::internal)?;
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        ended(ctx, holder, kind, done, now)?;
         ctx.host.wake();
         Ok(changed(holder, true))
     })
     .await
+}
+
+/// Logs how a report's change of the card's facts ended (`done`, or `failed` and a 500).
+fn ended<T>(
+    ctx: &CallContext,
+    holder: &Holder,
+    kind: &str,
+    result: Result<T, String>,
+    now: OffsetDateTime,
+) -> Result<T, ApiError> {
+    match result {
+        Ok(v) => {
+            audit(ctx, holder, kind, "done", now)?;
+            Ok(v)
+        }
+        Err(e) => {
+            audit(ctx, holder, kind, "failed", now)?;
+            Err(ApiError::internal(e))
+        }
+    }
 }
 
 fn changed(holder: &Holder, puk_rotation_planned: bool) -> Reply {
