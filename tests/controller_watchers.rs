@@ -105,9 +105,13 @@ fn an_ldap_group_change_is_polled_and_issues() {
         inventory().contains(&"dave".to_string()).then_some(())
     });
     assert!(ctl.alive(), "controller exited:\n{}", ctl.log());
+    // The pass records its triggers when it completes, after its actions are in the
+    // inventory: wait for that line rather than reading the log at once.
+    wait_for("the pass that issued to dave to be recorded", || {
+        ctl.log().contains("directory-changed:corp").then_some(())
+    });
     let log = ctl.log();
     assert!(log.contains("directory changed"), "{log}");
-    assert!(log.contains("directory-changed:corp"), "{log}");
 }
 
 fn copy_tree(from: &Path, to: &Path) {
