@@ -130,30 +130,13 @@ pub fn from_certificate(
     lookup: &dyn Fn(&str) -> Result<Option<CertRecord>, String>,
     now: OffsetDateTime,
 ) -> Result<Operator, IdentityError> {
-    let cert = Certificate::from_der(presented.der)
-        .map_err(|e| IdentityError::Malformed(e.to_string()))?;
-    let tbs = cert.tbs_certificate();
-    let serial = crate::ca::serial_hex(tbs.serial_number().as_bytes());
-    // Records are keyed by the serial as the CA printed it: with or without a leading zero
-    // byte (a positive DER integer whose top bit is set).
-    let mut record = lookup(&serial).map_err(IdentityError::Inventory)?;
-    if record.is_none() && serial.len() > 2 && serial.starts_with("00") {
-        record = lookup(&serial[2..]).map_err(IdentityError::Inventory)?;
-    }
-    // Keyfleet's own record of this very certificate (same bytes, not only the same serial).
-    if let Some(record) = record.filter(|r| same_certificate(r, presented.der)) {
-        if record.status != CertStatus::Active {
-            return Err(IdentityError::NotActive {
-                serial,
-                status: format!("{:?}", record.status).to_lowercase(),
-            });
-        }
-        if record.not_after <= now {
-            return Err(IdentityError::Expired {
-                serial,
-                not_after: record.not_after.to_string(),
-            });
-        }
+    let Own {
+        serial,
+        subject_text,
+        record,
+    } = own_record(presented.der, lookup)?;
+    if let Some(record) = record {
+        live(&record, &serial, now)?;
         if !operators.templates.contains(&record.template) {
             return Err(IdentityError::NotAnOperatorTemplate {
                 serial,
@@ -169,7 +152,6 @@ pub fn from_certificate(
             },
         });
     }
-    let subject_text = tbs.subject().to_string();
     let subject = DistinguishedName::parse(&subject_text).ok();
     for external in &operators.external {
         let Ok(wanted) = DistinguishedName::parse(&external.subject) else {
@@ -210,33 +192,20 @@ pub fn holder_from_certificate(
     lookup: &dyn Fn(&str) -> Result<Option<CertRecord>, String>,
     now: OffsetDateTime,
 ) -> Result<Holder, IdentityError> {
-    let cert = Certificate::from_der(der).map_err(|e| IdentityError::Malformed(e.to_string()))?;
-    let tbs = cert.tbs_certificate();
-    let serial = crate::ca::serial_hex(tbs.serial_number().as_bytes());
-    let mut record = lookup(&serial).map_err(IdentityError::Inventory)?;
-    if record.is_none() && serial.len() > 2 && serial.starts_with("00") {
-        record = lookup(&serial[2..]).map_err(IdentityError::Inventory)?;
-    }
-    let Some(record) = record.filter(|r| same_certificate(r, der)) else {
+    let Own {
+        serial,
+        subject_text,
+        record,
+    } = own_record(der, lookup)?;
+    let Some(record) = record else {
         return Err(IdentityError::Unknown {
-            subject: tbs.subject().to_string(),
+            subject: subject_text,
         });
     };
-    if record.status != CertStatus::Active {
-        return Err(IdentityError::NotActive {
-            serial,
-            status: format!("{:?}", record.status).to_lowercase(),
-        });
-    }
-    if record.not_after <= now {
-        return Err(IdentityError::Expired {
-            serial,
-            not_after: record.not_after.to_string(),
-        });
-    }
+    live(&record, &serial, now)?;
     if record.card.is_empty() {
         return Err(IdentityError::Unknown {
-            subject: tbs.subject().to_string(),
+            subject: subject_text,
         });
     }
     Ok(Holder {
@@ -245,6 +214,53 @@ pub fn holder_from_certificate(
         serial: record.serial,
         template: record.template,
     })
+}
+
+/// A presented certificate, and Keyfleet's own record of it when there is one.
+struct Own {
+    /// Its serial, hex.
+    serial: String,
+    /// Its subject, as text.
+    subject_text: String,
+    /// Keyfleet's record of this very certificate (the same bytes, not only the serial).
+    record: Option<CertRecord>,
+}
+
+fn own_record(
+    der: &[u8],
+    lookup: &dyn Fn(&str) -> Result<Option<CertRecord>, String>,
+) -> Result<Own, IdentityError> {
+    let cert = Certificate::from_der(der).map_err(|e| IdentityError::Malformed(e.to_string()))?;
+    let tbs = cert.tbs_certificate();
+    let serial = crate::ca::serial_hex(tbs.serial_number().as_bytes());
+    // Records are keyed by the serial as the CA printed it: with or without a leading zero
+    // byte (a positive DER integer whose top bit is set).
+    let mut record = lookup(&serial).map_err(IdentityError::Inventory)?;
+    if record.is_none() && serial.len() > 2 && serial.starts_with("00") {
+        record = lookup(&serial[2..]).map_err(IdentityError::Inventory)?;
+    }
+    Ok(Own {
+        subject_text: tbs.subject().to_string(),
+        record: record.filter(|r| same_certificate(r, der)),
+        serial,
+    })
+}
+
+/// A Keyfleet-issued certificate identifies someone only while active and unexpired.
+fn live(record: &CertRecord, serial: &str, now: OffsetDateTime) -> Result<(), IdentityError> {
+    if record.status != CertStatus::Active {
+        return Err(IdentityError::NotActive {
+            serial: serial.to_string(),
+            status: format!("{:?}", record.status).to_lowercase(),
+        });
+    }
+    if record.not_after <= now {
+        return Err(IdentityError::Expired {
+            serial: serial.to_string(),
+            not_after: record.not_after.to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn same_certificate(record: &CertRecord, der: &[u8]) -> bool {

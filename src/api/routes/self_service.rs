@@ -302,25 +302,15 @@ async fn pin_changed(
     JsonBody(_): JsonBody<EmptyBody>,
 ) -> Result<Reply, ApiError> {
     holder_call(s, peer, addr, true, |_, ctx, holder, now| {
-        // Logged before the facts change (fail closed), and how it ended after.
-        let kind = "self-service-pin-changed";
-        audit(ctx, holder, kind, "started", now)?;
-        let facts = ctx
-            .store
-            .update_card_facts(&holder.card, |facts| {
-                facts.holder_pin = Some(HolderPin {
-                    since: now,
-                    cause: HolderPinCause::HolderChanged,
-                    tries_left: None,
-                });
-                Ok::<_, String>(facts.puk_released.is_some())
-            })
-            .map_err(|e| e.to_string())
-            .and_then(|r| r);
-        let facts = ended(ctx, holder, kind, facts, now)?;
-        // What needs the PIN now waits for the holder: plan it.
-        ctx.host.wake();
-        Ok(changed(holder, facts))
+        let puk_out = report(ctx, holder, "self-service-pin-changed", now, |facts| {
+            facts.holder_pin = Some(HolderPin {
+                since: now,
+                cause: HolderPinCause::HolderChanged,
+                tries_left: None,
+            });
+            facts.puk_released.is_some()
+        })?;
+        Ok(changed(holder, puk_out))
     })
     .await
 }
@@ -332,51 +322,45 @@ async fn unblocked(
     JsonBody(_): JsonBody<EmptyBody>,
 ) -> Result<Reply, ApiError> {
     holder_call(s, peer, addr, true, |_, ctx, holder, now| {
-        let kind = "self-service-unblocked";
-        audit(ctx, holder, kind, "started", now)?;
-        let done = ctx
-            .store
-            .update_card_facts(&holder.card, |facts| {
-                facts.holder_pin = Some(HolderPin {
-                    since: now,
-                    cause: HolderPinCause::HolderReset,
-                    tries_left: None,
-                });
-                // The PUK the holder used is spent: a new one is set at the next contact,
-                // whether it was released as an unblock code or came from elsewhere.
-                facts.puk_released.get_or_insert(PukRelease {
-                    by: format!("{} (self-service unblock)", holder.user),
-                    at: now,
-                });
-                Ok::<_, String>(())
-            })
-            .map_err(|e| e.to_string())
-            .and_then(|r| r);
-        ended(ctx, holder, kind, done, now)?;
-        ctx.host.wake();
+        report(ctx, holder, "self-service-unblocked", now, |facts| {
+            facts.holder_pin = Some(HolderPin {
+                since: now,
+                cause: HolderPinCause::HolderReset,
+                tries_left: None,
+            });
+            // The PUK the holder used is spent: a new one is set at the next contact,
+            // whether it was released as an unblock code or came from elsewhere.
+            facts.puk_released.get_or_insert(PukRelease {
+                by: format!("{} (self-service unblock)", holder.user),
+                at: now,
+            });
+        })?;
         Ok(changed(holder, true))
     })
     .await
 }
 
-/// Logs how a report's change of the card's facts ended (`done`, or `failed` and a 500).
-fn ended<T>(
+/// What the workstation did on the card, into the card's facts: logged before the facts
+/// change (fail closed) and how it ended after (`done`, or `failed` and a 500); the facts are
+/// changed by compare-and-swap; then a pass plans from them.
+fn report<T>(
     ctx: &CallContext,
     holder: &Holder,
     kind: &str,
-    result: Result<T, String>,
     now: OffsetDateTime,
+    mut change: impl FnMut(&mut crate::inventory::CardFacts) -> T,
 ) -> Result<T, ApiError> {
-    match result {
-        Ok(v) => {
-            audit(ctx, holder, kind, "done", now)?;
-            Ok(v)
-        }
-        Err(e) => {
-            audit(ctx, holder, kind, "failed", now)?;
-            Err(ApiError::internal(e))
-        }
-    }
+    audit(ctx, holder, kind, "started", now)?;
+    let result = ctx
+        .store
+        .update_card_facts(&holder.card, |facts| Ok::<_, String>(change(facts)))
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+    let outcome = if result.is_ok() { "done" } else { "failed" };
+    audit(ctx, holder, kind, outcome, now)?;
+    let value = result.map_err(ApiError::internal)?;
+    ctx.host.wake();
+    Ok(value)
 }
 
 fn changed(holder: &Holder, puk_rotation_planned: bool) -> Reply {
